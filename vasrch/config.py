@@ -1,0 +1,197 @@
+"""The YAML configuration: schema, defaults, loading and validation with clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used; the message names the file, the field and the value."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class CatalogConfig(_Section):
+    path: Path = Field(description="Folder of product images, scanned recursively.")
+    demo: bool = Field(
+        False, description="Generate the offline demo catalog in `path` when it is missing."
+    )
+    labels_csv: Path | None = Field(
+        None, description="Optional CSV (image_id,label) for precision@k; default: folder names."
+    )
+
+
+class FeaturesConfig(_Section):
+    backbone: str = Field(
+        "efficientnet_lite0", description="efficientnet_lite0 or any keras.applications name."
+    )
+    weights: str = Field("imagenet", description="imagenet, none (random, seeded) or a file path.")
+    layer: str | None = Field(None, description="Layer to cut the network at (e.g. block5_pool).")
+    pooling: Literal["avg", "max", "gem", "flatten"] = "avg"
+    gem_p: float = Field(3.0, gt=0, description="Exponent of GeM pooling.")
+    image_size: int | None = Field(
+        None, ge=32, le=1024, description="Square input size; default: the backbone's own."
+    )
+    batch_size: int = Field(32, ge=1, le=4096)
+    shard_size: int = Field(1024, ge=1, description="Images per Parquet shard and per task.")
+    decode_workers: int = Field(2, ge=1, le=64, description="Threads decoding images.")
+    mixed_precision: bool = Field(False, description="float16 compute on a GPU.")
+    device: Literal["auto", "cpu", "gpu"] = "auto"
+    max_pixels: int = Field(89_478_485, ge=1, description="Decompression-bomb limit.")
+
+
+class DiagnosticsConfig(_Section):
+    k_min: int = Field(2, ge=2)
+    k_max: int = Field(40, ge=2)
+    k_step: int = Field(2, ge=1)
+    max_clusters: int = Field(100, ge=2, description="Upper bound for the sweep and for k.")
+    silhouette_sample: int = Field(10_000, ge=100)
+    rule: Literal["silhouette", "knee", "both"] = "both"
+
+
+class ClusteringConfig(_Section):
+    num_clusters: int | Literal["auto"] = Field("auto", description="k, or auto (suggested k).")
+    n_components: int | None = Field(
+        None, ge=2, description="PCA dimensions before clustering and search; none keeps all."
+    )
+    minibatch_above: int = Field(20_000, ge=1, description="MiniBatchKMeans above this many.")
+    seed: int = 0
+    diagnostics: DiagnosticsConfig = DiagnosticsConfig()
+
+    @field_validator("num_clusters")
+    @classmethod
+    def _k_at_least_two(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v < 1:
+            raise ValueError("must be at least 1, or auto")
+        return v
+
+
+class SearchConfig(_Section):
+    top_n: int = Field(10, ge=1)
+    probes: int = Field(3, ge=1, description="Nearest clusters whose members are ranked.")
+
+
+class EvaluationConfig(_Section):
+    sample: int = Field(500, ge=1, description="Catalog queries for recall/precision.")
+    seed: int = 0
+
+
+class BulkConfig(_Section):
+    enabled: bool = Field(True, description="End the train flow with a bulk step.")
+    top_n: int = Field(10, ge=1)
+    probes: int = Field(3, ge=1)
+    duplicate_threshold: float = Field(0.95, gt=0, le=1)
+    csv: bool = Field(False, description="Also export neighbours.csv.")
+    chunk_rows: int = Field(20_000, ge=1, description="Catalog rows per bulk task.")
+
+
+class RunsConfig(_Section):
+    keep_last: int = Field(10, ge=1, description="Complete runs kept by `vasrch runs prune`.")
+
+
+class RunnerConfig(_Section):
+    type: Literal["thread", "dask"] = "thread"
+    max_workers: int = Field(1, ge=1, description="Threads of the thread runner.")
+    address: str | None = Field(None, description="Dask scheduler; none starts a LocalCluster.")
+    n_workers: int = Field(2, ge=1, description="Workers of a local Dask cluster.")
+
+
+class GatesConfig(_Section):
+    min_recall_at_10: float = Field(0.9, ge=0, le=1)
+    max_rejected_fraction: float = Field(0.05, ge=0, le=1)
+
+
+class NightlyConfig(_Section):
+    cron: str = "0 2 * * *"
+    timezone: str = "UTC"
+    gates: GatesConfig = GatesConfig()
+
+
+class Config(_Section):
+    catalog: CatalogConfig
+    workspace: Path = Field(description="Folder for the feature cache and the runs.")
+    features: FeaturesConfig = FeaturesConfig()
+    clustering: ClusteringConfig = ClusteringConfig()
+    search: SearchConfig = SearchConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+    bulk: BulkConfig = BulkConfig()
+    runs: RunsConfig = RunsConfig()
+    runner: RunnerConfig = RunnerConfig()
+    nightly: NightlyConfig = NightlyConfig()
+
+    def to_yaml(self) -> str:
+        """The resolved config as YAML (absolute paths)."""
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def _format_errors(source: str, err: ValidationError) -> str:
+    lines = [f"{source}: invalid config"]
+    for e in err.errors():
+        field = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"  {field}: unknown key (value {e['input']!r}); check the spelling")
+        elif e["type"] == "missing":
+            lines.append(f"  {field}: required but missing")
+        else:
+            lines.append(f"  {field} = {e.get('input')!r}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def _resolve_paths(cfg: Config, base: Path) -> Config:
+    def resolve(p: Path | None) -> Path | None:
+        return None if p is None else (base / p.expanduser()).resolve()
+
+    cfg.catalog.path = resolve(cfg.catalog.path)
+    cfg.catalog.labels_csv = resolve(cfg.catalog.labels_csv)
+    cfg.workspace = resolve(cfg.workspace)
+    w = cfg.features.weights
+    if w not in ("imagenet", "none"):
+        cfg.features.weights = str(resolve(Path(w)))
+    return cfg
+
+
+def config_from_dict(data: dict[str, Any], base: Path, source: str = "<config>") -> Config:
+    """Validate a dict as a config; relative paths resolve against `base`."""
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{source}: expected a mapping at the top level, got {type(data).__name__}"
+        )
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(source, err)) from None
+    return _resolve_paths(cfg, base)
+
+
+def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Set dotted keys (`search.probes: 5`) in a nested config dict, returning a new dict."""
+    out = yaml.safe_load(yaml.safe_dump(data))
+    for dotted, value in overrides.items():
+        node = out
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {dotted!r}: {key!r} is not a section")
+        node[leaf] = value
+    return out
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
+    """Read and validate a YAML config; `overrides` are dotted keys applied on top."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if overrides:
+        data = apply_overrides(data or {}, overrides)
+    return config_from_dict(data, path.resolve().parent, str(path))

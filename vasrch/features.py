@@ -1,0 +1,255 @@
+"""Batched feature extraction into Parquet shards keyed by sha256, and reading them back."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from vasrch.images import Decoded, Rejection, decode_image
+
+from vasrch.fileio import atomic_path
+
+if TYPE_CHECKING:
+    from vasrch.backbones import Backbone
+
+REJECTION_COLUMNS = ["sha256", "image_id", "reason"]
+ProgressFn = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class ChunkResult:
+    """What one extraction chunk wrote."""
+
+    extracted: int
+    rejected: int
+    shard: str | None
+    seconds: float
+
+
+@dataclass
+class ExtractSummary:
+    """Counts of one extraction over a catalog."""
+
+    seen: int
+    new: int
+    reused: int
+    rejected: int
+    seconds: float
+    fingerprint: str
+    cache_dir: Path
+    rejections: pd.DataFrame = field(repr=False)
+
+    @property
+    def images_per_s(self) -> float:
+        return self.new / self.seconds if self.seconds > 0 else 0.0
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "seen": self.seen,
+            "new": self.new,
+            "reused": self.reused,
+            "rejected": self.rejected,
+            "seconds": round(self.seconds, 3),
+            "images_per_s": round(self.images_per_s, 2),
+            "fingerprint": self.fingerprint,
+        }
+
+
+def cache_dir_for(workspace: Path, backbone_fingerprint: str) -> Path:
+    return Path(workspace) / "features" / backbone_fingerprint
+
+
+def shard_paths(cache_dir: Path) -> list[Path]:
+    return sorted(Path(cache_dir).glob("part-*.parquet"))
+
+
+def _rejection_paths(cache_dir: Path) -> list[Path]:
+    return sorted(Path(cache_dir).glob("rejected-*.parquet"))
+
+
+def read_rejections(cache_dir: Path) -> pd.DataFrame:
+    """Every recorded rejection of this cache: sha256, image_id, reason."""
+    frames = [pd.read_parquet(p) for p in _rejection_paths(cache_dir)]
+    if not frames:
+        return pd.DataFrame(columns=REJECTION_COLUMNS)
+    return pd.concat(frames, ignore_index=True).drop_duplicates("sha256")
+
+
+def cached_hashes(cache_dir: Path) -> tuple[set[str], set[str]]:
+    """(sha256s with a vector, sha256s rejected) in the cache."""
+    done: set[str] = set()
+    for p in shard_paths(cache_dir):
+        done.update(pq.read_table(p, columns=["sha256"]).column("sha256").to_pylist())
+    return done, set(read_rejections(cache_dir)["sha256"])
+
+
+def plan_chunks(catalog: pd.DataFrame, cache_dir: Path, shard_size: int) -> list[pd.DataFrame]:
+    """Catalog rows whose bytes have no vector and no rejection yet, one row per sha256,
+    split into chunks of at most `shard_size`."""
+    done, rejected = cached_hashes(cache_dir)
+    todo = catalog[~catalog["sha256"].isin(done | rejected)].drop_duplicates("sha256")
+    todo = todo[["image_id", "path", "sha256"]].reset_index(drop=True)
+    return [todo.iloc[i : i + shard_size] for i in range(0, len(todo), shard_size)]
+
+
+def _load_one(path: str, sha256: str, size: int, max_pixels: int) -> Decoded | Rejection:
+    try:
+        data = Path(path).read_bytes()
+    except OSError as err:
+        return Rejection(f"cannot read file: {err.strerror or err}")
+    if hashlib.sha256(data).hexdigest() != sha256:
+        return Rejection("file changed since the catalog scan; run again")
+    return decode_image(data, size, max_pixels)
+
+
+def _decoded_batches(
+    rows: pd.DataFrame, size: int, batch_size: int, workers: int, max_pixels: int
+) -> Iterator[list[tuple[tuple[str, str, str], Decoded | Rejection]]]:
+    """Decode in a thread pool, up to two batches ahead of the consumer (the model)."""
+    items: Iterable[tuple[str, str, str]] = rows[["image_id", "path", "sha256"]].itertuples(
+        index=False, name=None
+    )
+    it = iter(items)
+    with ThreadPoolExecutor(workers, thread_name_prefix="vasrch-decode") as pool:
+        pending: deque[tuple[tuple[str, str, str], Future[Decoded | Rejection]]] = deque()
+
+        def fill() -> None:
+            while len(pending) < 2 * batch_size and (item := next(it, None)) is not None:
+                pending.append((item, pool.submit(_load_one, item[1], item[2], size, max_pixels)))
+
+        fill()
+        while pending:
+            batch = [pending.popleft() for _ in range(min(batch_size, len(pending)))]
+            fill()
+            yield [(item, fut.result()) for item, fut in batch]
+
+
+def shard_name(sha256s: Iterable[str]) -> str:
+    """Deterministic shard stem from its members, so a retried chunk rewrites the same file."""
+    return hashlib.sha256("".join(sorted(sha256s)).encode()).hexdigest()[:16]
+
+
+def _shard_table(ids: list[str], shas: list[str], sizes: list[tuple[int, int]], vecs: np.ndarray):
+    dim = vecs.shape[1]
+    feature = pa.FixedSizeListArray.from_arrays(pa.array(vecs.reshape(-1), pa.float32()), dim)
+    return pa.table(
+        {
+            "sha256": pa.array(shas, pa.string()),
+            "image_id": pa.array(ids, pa.string()),
+            "width": pa.array([w for w, _ in sizes], pa.int32()),
+            "height": pa.array([h for _, h in sizes], pa.int32()),
+            "feature": feature,
+        }
+    )
+
+
+def extract_chunk(
+    rows: pd.DataFrame,
+    backbone: Backbone,
+    cache_dir: Path,
+    decode_workers: int = 2,
+    max_pixels: int = 89_478_485,
+    on_batch: ProgressFn | None = None,
+) -> ChunkResult:
+    """Decode, embed and write one shard (plus its rejections) atomically."""
+    start = time.perf_counter()
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    ids: list[str] = []
+    shas: list[str] = []
+    sizes: list[tuple[int, int]] = []
+    vectors: list[np.ndarray] = []
+    rejected: list[tuple[str, str, str]] = []
+    size = backbone.spec.input_size
+    for batch in _decoded_batches(rows, size, backbone.batch_size, decode_workers, max_pixels):
+        good = [(item, d) for item, d in batch if isinstance(d, Decoded)]
+        rejected += [(item[2], item[0], d.reason) for item, d in batch if isinstance(d, Rejection)]
+        if good:
+            vectors.append(backbone.embed(np.stack([d.pixels for _, d in good])))
+            ids += [item[0] for item, _ in good]
+            shas += [item[2] for item, _ in good]
+            sizes += [(d.width, d.height) for _, d in good]
+        if on_batch:
+            on_batch(len(batch))
+    stem = shard_name(rows["sha256"])
+    if rejected:
+        with atomic_path(cache_dir / f"rejected-{stem}.parquet") as tmp:
+            pd.DataFrame(rejected, columns=REJECTION_COLUMNS).to_parquet(tmp, index=False)
+    shard = None
+    if vectors:
+        shard = cache_dir / f"part-{stem}.parquet"
+        with atomic_path(shard) as tmp:
+            pq.write_table(_shard_table(ids, shas, sizes, np.concatenate(vectors)), tmp)
+    return ChunkResult(
+        len(ids), len(rejected), shard.name if shard else None, time.perf_counter() - start
+    )
+
+
+def iter_shards(cache_dir: Path, columns: list[str] | None = None) -> Iterator[pa.Table]:
+    """Stream the cache's shards one table at a time."""
+    for p in shard_paths(cache_dir):
+        yield pq.read_table(p, columns=columns)
+
+
+def feature_matrix(table: pa.Table) -> np.ndarray:
+    """The `feature` column of a shard as a (rows, dim) float32 array."""
+    col = table.column("feature").combine_chunks()
+    return col.values.to_numpy(zero_copy_only=False).reshape(len(col), -1)
+
+
+def load_vectors(cache_dir: Path, catalog: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(image_ids, float32 matrix) for the catalog images that have a vector, in catalog order.
+    Shards are streamed; images with the same bytes share one vector."""
+    rows_of: dict[str, list[int]] = {}
+    for i, sha in enumerate(catalog["sha256"]):
+        rows_of.setdefault(sha, []).append(i)
+    matrix: np.ndarray | None = None
+    have = np.zeros(len(catalog), dtype=bool)
+    for table in iter_shards(cache_dir, ["sha256", "feature"]):
+        vecs = feature_matrix(table)
+        if matrix is None:
+            matrix = np.zeros((len(catalog), vecs.shape[1]), dtype=np.float32)
+        for j, sha in enumerate(table.column("sha256").to_pylist()):
+            for i in rows_of.get(sha, ()):
+                matrix[i] = vecs[j]
+                have[i] = True
+    ids = catalog["image_id"].to_numpy()
+    if matrix is None:
+        return ids[:0], np.zeros((0, 0), dtype=np.float32)
+    return ids[have], matrix[have]
+
+
+def summarize(
+    catalog: pd.DataFrame,
+    results: list[ChunkResult],
+    cache_dir: Path,
+    fingerprint: str,
+    seconds: float,
+) -> ExtractSummary:
+    """Counts for a catalog after its chunks ran: new, reused from the cache, rejected."""
+    rejections = read_rejections(cache_dir)
+    rejected_shas = set(rejections["sha256"])
+    is_rejected = catalog["sha256"].isin(rejected_shas)
+    new = sum(r.extracted for r in results)
+    mine = rejections[rejections["sha256"].isin(catalog["sha256"])].drop(columns="image_id")
+    mine = catalog[["image_id", "sha256"]].merge(mine, on="sha256")
+    return ExtractSummary(
+        seen=len(catalog),
+        new=new,
+        reused=int((~is_rejected).sum()) - new,
+        rejected=int(is_rejected.sum()),
+        seconds=seconds,
+        fingerprint=fingerprint,
+        cache_dir=Path(cache_dir),
+        rejections=mine[["image_id", "reason"]],
+    )
