@@ -20,6 +20,7 @@ from sklearn.metrics import silhouette_score
 from vasrch.fileio import atomic_path
 
 SuggestRule = Literal["silhouette", "knee", "both"]
+_TRANSFORM_ROWS = 65_536  # rows projected at once, so memory stays bounded on large catalogs
 
 
 def l2_normalise(x: np.ndarray) -> np.ndarray:
@@ -60,7 +61,11 @@ class Projection:
                 f"the projection expects vectors of dimension {self.input_dim}, got shape "
                 f"{x.shape}; were they extracted with the same backbone as the index?"
             )
-        return l2_normalise((x - self.mean) @ self.components.T)
+        out = np.empty((x.shape[0], self.output_dim), dtype=np.float32)
+        for start in range(0, x.shape[0], _TRANSFORM_ROWS):
+            block = x[start : start + _TRANSFORM_ROWS]
+            out[start : start + len(block)] = l2_normalise((block - self.mean) @ self.components.T)
+        return out
 
     def save(self, path: str | Path) -> Path:
         """Write an .npz (no pickle) atomically."""

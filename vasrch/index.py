@@ -1,0 +1,426 @@
+"""The search index: vectors grouped by KMeans cluster, ranked multi-probe cosine search.
+
+Search projects the queries (when the index holds a PCA projection), ranks the clusters by the dot
+product of each query with the normalised centroids, takes the `probes` best, and ranks the
+members of those clusters by cosine similarity. Many queries are answered at once: the queries
+probing a cluster are gathered and multiplied against that cluster's block of vectors in one
+matrix product, and only the running top-n of each query is kept (argpartition, no full sorts),
+so memory stays bounded whatever the number of queries or the size of the catalog.
+
+On disk (one folder): centroids.npy, vectors.npy (grouped by cluster), offsets.npy,
+assignments.parquet (image_id, cluster, distance; in stored order), projection.npz when the index
+has one, and index.json (format version, backbone fingerprint, k, dim, input_dim, n). Nothing is
+pickled, and the vectors are memory-mapped, so loading is cheap.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from vasrch.clustering import Projection, l2_normalise
+from vasrch.fileio import atomic_path, write_text_atomic
+
+FORMAT_VERSION = 1
+# Largest score block (queries x members) computed at once: 4M float32 = 16 MiB (+ 32 MiB for
+# argpartition's int64 indices).
+_BLOCK_ELEMENTS = 1 << 22
+_MIN_COLUMNS = 4096
+
+
+@dataclass(frozen=True, eq=False)
+class SearchResult:
+    """Ranked answers, best first: `ids` (q, top_n) object array of str, `scores` (q, top_n)
+    float32 cosine similarities. A query with fewer than top_n answers (small probed clusters,
+    tiny catalog) is padded at the end with id "" and score -inf."""
+
+    ids: np.ndarray
+    scores: np.ndarray
+
+    def to_frame(self, query_ids: Sequence[str]) -> pd.DataFrame:
+        """Long table (image_id, rank, neighbour_id, score); rank starts at 1; padding dropped."""
+        q, top_n = self.ids.shape
+        if len(query_ids) != q:
+            raise ValueError(f"got {len(query_ids)} query ids for {q} result rows")
+        valid = np.isfinite(self.scores).ravel()
+        image_id = np.repeat(np.asarray(query_ids, dtype=object), top_n)
+        rank = np.tile(np.arange(1, top_n + 1, dtype=np.int32), q)
+        return pd.DataFrame(
+            {
+                "image_id": image_id[valid],
+                "rank": rank[valid],
+                "neighbour_id": self.ids.ravel()[valid],
+                "score": self.scores.ravel()[valid],
+            }
+        )
+
+
+def _check_positive(name: str, value: int) -> None:
+    if value < 1:
+        raise ValueError(f"{name} must be at least 1, got {value}")
+
+
+def _merge_top(
+    best_s: np.ndarray, best_r: np.ndarray, qi: np.ndarray, s: np.ndarray, row0: int
+) -> None:
+    """Fold the score block `s` (len(qi), m) of rows row0.. into the running top-n of queries qi."""
+    top_n = best_s.shape[1]
+    m = s.shape[1]
+    if m > top_n:
+        part = np.argpartition(s, m - top_n, axis=1)[:, m - top_n :]
+        s = np.take_along_axis(s, part, axis=1)
+    else:
+        part = np.broadcast_to(np.arange(m), s.shape)
+    all_s = np.concatenate([best_s[qi], s], axis=1)
+    all_r = np.concatenate([best_r[qi], part + row0], axis=1)
+    keep = np.argpartition(all_s, all_s.shape[1] - top_n, axis=1)[:, -top_n:]
+    best_s[qi] = np.take_along_axis(all_s, keep, axis=1)
+    best_r[qi] = np.take_along_axis(all_r, keep, axis=1)
+
+
+@dataclass(eq=False)
+class SearchIndex:
+    """Vectors grouped by cluster: members of cluster c are rows offsets[c]:offsets[c+1]."""
+
+    centroids: np.ndarray  # (k, dim) float32, L2-normalised
+    vectors: np.ndarray  # (n, dim) float32, projected and grouped by cluster
+    ids: np.ndarray  # (n,) object array of str, same order as vectors
+    offsets: np.ndarray  # (k + 1,) int64
+    distances: np.ndarray  # (n,) float32 cosine distance 1 - cos(vector, own centroid)
+    fingerprint: str  # backbone fingerprint of the vectors
+    projection: Projection | None = None
+
+    @property
+    def k(self) -> int:
+        return int(self.centroids.shape[0])
+
+    @property
+    def n(self) -> int:
+        return int(self.vectors.shape[0])
+
+    @property
+    def dim(self) -> int:
+        """Dimension of the stored (projected) vectors."""
+        return int(self.vectors.shape[1])
+
+    @property
+    def input_dim(self) -> int:
+        """Dimension of the feature vectors that queries must have."""
+        return self.projection.input_dim if self.projection is not None else self.dim
+
+    @property
+    def cluster_sizes(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    @property
+    def labels(self) -> np.ndarray:
+        """Cluster of each stored row."""
+        return np.repeat(np.arange(self.k, dtype=np.int32), self.cluster_sizes)
+
+    @cached_property
+    def _row_of(self) -> dict[str, int]:
+        return {image_id: row for row, image_id in enumerate(self.ids)}
+
+    def check_fingerprint(self, expected: str) -> None:
+        """Refuse vectors made by another backbone than the one this index was built from."""
+        if expected != self.fingerprint:
+            raise ValueError(
+                f"backbone fingerprint mismatch: the index was built from features with "
+                f"fingerprint {self.fingerprint!r}, but the queries have {expected!r}. "
+                f"Re-extract the features with the index's backbone, or use a run made with "
+                f"backbone {expected!r}."
+            )
+
+    def prepare_queries(self, queries: np.ndarray) -> np.ndarray:
+        """Check the dimension of feature vectors and project them into the index space."""
+        x = np.asarray(queries, dtype=np.float32)
+        if x.ndim == 1:
+            x = x[None, :]
+        if x.ndim != 2 or x.shape[1] != self.input_dim:
+            raise ValueError(
+                f"query vectors must have dimension {self.input_dim} (the index's features), "
+                f"got shape {np.shape(queries)}; embed the queries with the backbone the index "
+                f"was built with ({self.fingerprint!r})"
+            )
+        return self.projection.transform(x) if self.projection is not None else x
+
+    def rows_of(self, image_ids: Sequence[str | None]) -> np.ndarray:
+        """Stored row of each id; -1 for None or an id not in the index."""
+        lookup = self._row_of
+        return np.array([-1 if i is None else lookup.get(i, -1) for i in image_ids], dtype=np.int64)
+
+    def search(
+        self,
+        queries: np.ndarray,
+        top_n: int = 10,
+        probes: int = 1,
+        exclude_ids: Sequence[str | None] | None = None,
+    ) -> SearchResult:
+        """Top-n most similar catalog images for each query feature vector (rows of `queries`).
+
+        `exclude_ids` holds one id (or None) per query; that image never appears in the query's
+        answers (leave-one-out for catalog images used as queries).
+        """
+        x = self.prepare_queries(queries)
+        exclude_rows = None
+        if exclude_ids is not None:
+            if len(exclude_ids) != x.shape[0]:
+                raise ValueError(
+                    f"exclude_ids needs one entry (an id or None) per query: got "
+                    f"{len(exclude_ids)} for {x.shape[0]} queries"
+                )
+            exclude_rows = self.rows_of(exclude_ids)
+        rows, scores = self.search_rows(x, top_n, probes, exclude_rows)
+        ids = np.full(rows.shape, "", dtype=object)
+        ids[rows >= 0] = self.ids[rows[rows >= 0]]
+        return SearchResult(ids=ids, scores=scores)
+
+    def search_rows(
+        self,
+        queries: np.ndarray,
+        top_n: int,
+        probes: int,
+        exclude_rows: np.ndarray | None = None,
+        block_rows: int = 4096,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Search with queries already in the index space; return stored rows and scores.
+
+        Rows are (q, top_n) int64, -1 where padded; `exclude_rows` (q,) is one stored row per
+        query to leave out (-1 for none). Queries are processed `block_rows` at a time.
+        """
+        _check_positive("top_n", top_n)
+        _check_positive("probes", probes)
+        q = queries.shape[0]
+        rows = np.empty((q, top_n), dtype=np.int64)
+        scores = np.empty((q, top_n), dtype=np.float32)
+        for start in range(0, q, block_rows):
+            stop = min(q, start + block_rows)
+            block_ex = None if exclude_rows is None else exclude_rows[start:stop]
+            rows[start:stop], scores[start:stop] = self._search_block(
+                np.ascontiguousarray(queries[start:stop], dtype=np.float32),
+                top_n,
+                probes,
+                block_ex,
+            )
+        return rows, scores
+
+    def _probe(self, queries: np.ndarray, probes: int) -> np.ndarray:
+        """The `probes` non-empty clusters whose centroids are most similar to each query."""
+        filled = self.cluster_sizes > 0
+        probes = min(probes, int(filled.sum()))
+        if probes == int(filled.sum()):
+            return np.broadcast_to(np.flatnonzero(filled), (queries.shape[0], probes))
+        sim = queries @ self.centroids.T
+        sim[:, ~filled] = -np.inf
+        return np.argpartition(sim, sim.shape[1] - probes, axis=1)[:, -probes:]
+
+    def _search_block(
+        self, queries: np.ndarray, top_n: int, probes: int, exclude_rows: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        q = queries.shape[0]
+        best_s = np.full((q, top_n), -np.inf, dtype=np.float32)
+        best_r = np.full((q, top_n), -1, dtype=np.int64)
+        if q == 0 or self.n == 0:
+            return best_r, best_s
+        probe = self._probe(queries, probes)
+        flat = probe.ravel()
+        order = np.argsort(flat, kind="stable")
+        query_of = order // probe.shape[1]
+        bounds = np.searchsorted(flat[order], np.arange(self.k + 1))
+        for c in np.flatnonzero(np.diff(bounds)):
+            self._scan_cluster(
+                queries, query_of[bounds[c] : bounds[c + 1]], c, exclude_rows, best_s, best_r
+            )
+        ranking = np.argsort(-best_s, axis=1, kind="stable")
+        best_s = np.take_along_axis(best_s, ranking, axis=1)
+        best_r = np.take_along_axis(best_r, ranking, axis=1)
+        best_r[~np.isfinite(best_s)] = -1
+        return best_r, best_s
+
+    def _scan_cluster(
+        self,
+        queries: np.ndarray,
+        qi_all: np.ndarray,
+        c: int,
+        exclude_rows: np.ndarray | None,
+        best_s: np.ndarray,
+        best_r: np.ndarray,
+    ) -> None:
+        """Score queries qi_all against the members of cluster c, block by bounded block."""
+        lo, hi = int(self.offsets[c]), int(self.offsets[c + 1])
+        n_cols = min(hi - lo, max(_MIN_COLUMNS, _BLOCK_ELEMENTS // len(qi_all)))
+        n_rows = max(1, _BLOCK_ELEMENTS // n_cols)
+        for col0 in range(lo, hi, n_cols):
+            col1 = min(hi, col0 + n_cols)
+            members = self.vectors[col0:col1]
+            for r0 in range(0, len(qi_all), n_rows):
+                qi = qi_all[r0 : r0 + n_rows]
+                s = queries[qi] @ members.T
+                if exclude_rows is not None:
+                    ex = exclude_rows[qi]
+                    inside = np.flatnonzero((ex >= col0) & (ex < col1))
+                    s[inside, ex[inside] - col0] = -np.inf
+                _merge_top(best_s, best_r, qi, s, col0)
+
+
+def build_index(
+    ids: Sequence[str] | np.ndarray,
+    vectors: np.ndarray,
+    centroids: np.ndarray,
+    labels: np.ndarray,
+    fingerprint: str,
+    projection: Projection | None = None,
+) -> SearchIndex:
+    """Group `vectors` (feature space) by `labels`; centroids live in the projected space."""
+    ids_arr = np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids, dtype=object)
+    x = np.asarray(vectors, dtype=np.float32)
+    labels = np.asarray(labels)
+    if x.ndim != 2 or len(ids_arr) != x.shape[0] or labels.shape != (x.shape[0],):
+        raise ValueError(
+            f"ids ({len(ids_arr)}), vectors {x.shape} and labels {labels.shape} must describe "
+            f"the same images"
+        )
+    if len(np.unique(ids_arr)) != len(ids_arr):
+        values, counts = np.unique(ids_arr, return_counts=True)
+        raise ValueError(f"image ids must be unique; {values[counts > 1][0]!r} appears twice")
+    if projection is not None:
+        x = projection.transform(x)
+    centroids = l2_normalise(centroids)
+    k = centroids.shape[0]
+    if centroids.ndim != 2 or centroids.shape[1] != x.shape[1]:
+        raise ValueError(
+            f"centroids {centroids.shape} must have the dimension of the "
+            f"{'projected ' if projection is not None else ''}vectors ({x.shape[1]})"
+        )
+    if len(labels) and (labels.min() < 0 or labels.max() >= k):
+        raise ValueError(f"labels must lie in 0..{k - 1}; got {labels.min()}..{labels.max()}")
+    order = np.argsort(labels, kind="stable")
+    offsets = np.zeros(k + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum(np.bincount(labels, minlength=k))
+    grouped = np.ascontiguousarray(x[order])
+    distances = np.empty(len(order), dtype=np.float32)
+    for c in range(k):
+        lo, hi = offsets[c], offsets[c + 1]
+        distances[lo:hi] = 1.0 - grouped[lo:hi] @ centroids[c]
+    return SearchIndex(
+        centroids=centroids,
+        vectors=grouped,
+        ids=ids_arr[order],
+        offsets=offsets,
+        distances=distances,
+        fingerprint=fingerprint,
+        projection=projection,
+    )
+
+
+def brute_force(
+    queries: np.ndarray,
+    ids: Sequence[str] | np.ndarray,
+    vectors: np.ndarray,
+    top_n: int,
+    exclude_ids: Sequence[str | None] | None = None,
+) -> SearchResult:
+    """Exact top-n by cosine over all `vectors`, in bounded memory (the catalog in blocks)."""
+    x = np.ascontiguousarray(vectors, dtype=np.float32)
+    ids_arr = np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids, dtype=object)
+    whole = SearchIndex(
+        centroids=np.zeros((1, x.shape[1]), dtype=np.float32),
+        vectors=x,
+        ids=ids_arr,
+        offsets=np.array([0, x.shape[0]], dtype=np.int64),
+        distances=np.zeros(x.shape[0], dtype=np.float32),
+        fingerprint="",
+    )
+    return whole.search(queries, top_n=top_n, probes=1, exclude_ids=exclude_ids)
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, np.ascontiguousarray(array), allow_pickle=False)
+
+
+def save(index: SearchIndex, folder: str | Path) -> Path:
+    """Write the index into `folder` (created if needed); index.json is written last."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    _save_npy(folder / "centroids.npy", index.centroids.astype(np.float32))
+    _save_npy(folder / "vectors.npy", index.vectors.astype(np.float32))
+    _save_npy(folder / "offsets.npy", index.offsets.astype(np.int64))
+    table = pa.table(
+        {
+            "image_id": pa.array(index.ids.tolist(), type=pa.string()),
+            "cluster": pa.array(index.labels, type=pa.int32()),
+            "distance": pa.array(index.distances.astype(np.float32), type=pa.float32()),
+        }
+    )
+    with atomic_path(folder / "assignments.parquet") as tmp:
+        pq.write_table(table, tmp)
+    if index.projection is not None:
+        index.projection.save(folder / "projection.npz")
+    else:
+        (folder / "projection.npz").unlink(missing_ok=True)
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "fingerprint": index.fingerprint,
+        "k": index.k,
+        "dim": index.dim,
+        "input_dim": index.input_dim,
+        "n": index.n,
+        "has_projection": index.projection is not None,
+    }
+    write_text_atomic(folder / "index.json", json.dumps(meta, indent=2) + "\n")
+    return folder
+
+
+def _corrupt(folder: Path, what: str) -> ValueError:
+    return ValueError(f"the index in {folder} is inconsistent ({what}); retrain to rebuild it")
+
+
+def load_index(folder: str | Path, expected_fingerprint: str | None = None) -> SearchIndex:
+    """Load an index written by `save`; vectors are memory-mapped read-only, nothing unpickled.
+
+    With `expected_fingerprint`, an index built from another backbone is refused.
+    """
+    folder = Path(folder)
+    meta_path = folder / "index.json"
+    if not meta_path.is_file():
+        raise FileNotFoundError(
+            f"no search index in {folder} (index.json is missing); train a run first"
+        )
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ValueError(
+            f"the index in {folder} has format version {meta.get('format_version')!r}, this "
+            f"vasrch reads version {FORMAT_VERSION}; retrain to rebuild it"
+        )
+    projection = Projection.load(folder / "projection.npz") if meta["has_projection"] else None
+    index = SearchIndex(
+        centroids=np.load(folder / "centroids.npy", allow_pickle=False),
+        vectors=np.asarray(np.load(folder / "vectors.npy", mmap_mode="r", allow_pickle=False)),
+        ids=np.empty(0, dtype=object),
+        offsets=np.load(folder / "offsets.npy", allow_pickle=False),
+        distances=np.empty(0, dtype=np.float32),
+        fingerprint=meta["fingerprint"],
+        projection=projection,
+    )
+    if expected_fingerprint is not None:
+        index.check_fingerprint(expected_fingerprint)
+    table = pq.read_table(folder / "assignments.parquet", columns=["image_id", "distance"])
+    index.ids = table.column("image_id").to_numpy(zero_copy_only=False).astype(object)
+    index.distances = table.column("distance").to_numpy().astype(np.float32)
+    n, k, dim = meta["n"], meta["k"], meta["dim"]
+    if index.vectors.shape != (n, dim) or index.centroids.shape != (k, dim):
+        raise _corrupt(folder, f"vectors {index.vectors.shape}, centroids {index.centroids.shape}")
+    if index.offsets.shape != (k + 1,) or index.offsets[-1] != n or len(index.ids) != n:
+        raise _corrupt(folder, f"offsets {index.offsets.shape}, {len(index.ids)} ids for n={n}")
+    if index.input_dim != meta["input_dim"]:
+        raise _corrupt(folder, f"projection input dimension {index.input_dim}")
+    return index
