@@ -178,7 +178,10 @@ class SearchIndex:
                     f"{len(exclude_ids)} for {x.shape[0]} queries"
                 )
             exclude_rows = self.rows_of(exclude_ids)
-        rows, scores = self.search_rows(x, top_n, probes, exclude_rows)
+        return self.result_of(*self.search_rows(x, top_n, probes, exclude_rows))
+
+    def result_of(self, rows: np.ndarray, scores: np.ndarray) -> SearchResult:
+        """Turn stored rows (-1 = padding) and their scores into a SearchResult of ids."""
         ids = np.full(rows.shape, "", dtype=object)
         ids[rows >= 0] = self.ids[rows[rows >= 0]]
         return SearchResult(ids=ids, scores=scores)

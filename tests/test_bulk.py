@@ -1,0 +1,175 @@
+import time
+import tracemalloc
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from vasrch.bulk import (
+    bulk_neighbours_for_clusters,
+    duplicate_groups,
+    near_duplicate_pairs,
+    plan_cluster_chunks,
+)
+from vasrch.clustering import l2_normalise, train_kmeans
+from vasrch.index import brute_force, build_index
+
+
+def small_index(n=500, dim=24, k=8, seed=0):
+    rng = np.random.default_rng(seed)
+    means = rng.normal(size=(6, dim))
+    x = l2_normalise(means[rng.integers(6, size=n)] + rng.normal(size=(n, dim)))
+    ids = np.array([f"p{i:04d}" for i in range(n)], dtype=object)
+    model = train_kmeans(x, k, seed=0)
+    return ids, x, build_index(ids, x, model.cluster_centers_, model.labels_, "fp")
+
+
+def test_all_probes_bulk_equals_brute_force_without_self():
+    ids, x, index = small_index()
+    chunks = plan_cluster_chunks(index, 150)
+    frame = pd.concat(
+        [bulk_neighbours_for_clusters(index, c, top_n=5, probes=index.k) for c in chunks]
+    )
+    assert list(frame.columns) == ["image_id", "rank", "neighbour_id", "score"]
+    assert len(frame) == len(ids) * 5
+    assert not (frame["image_id"] == frame["neighbour_id"]).any()
+    exact = brute_force(x, ids, x, top_n=5, exclude_ids=list(ids)).to_frame(ids)
+    merged = exact.merge(frame, on=["image_id", "rank"], suffixes=("_exact", "_bulk"))
+    assert len(merged) == len(exact)
+    assert (merged["neighbour_id_exact"] == merged["neighbour_id_bulk"]).all()
+    np.testing.assert_allclose(merged["score_exact"], merged["score_bulk"], rtol=1e-5, atol=1e-6)
+
+
+def test_bulk_matches_query_scoring_with_few_probes():
+    ids, x, index = small_index()
+    members = index.ids[index.offsets[2] : index.offsets[3]]
+    frame = bulk_neighbours_for_clusters(index, [2], top_n=4, probes=2, block_rows=7)
+    row = {image_id: i for i, image_id in enumerate(ids)}
+    query = index.search(x[[row[m] for m in members]], 4, probes=2, exclude_ids=list(members))
+    assert frame["neighbour_id"].tolist() == list(query.ids.ravel())
+    assert frame["image_id"].tolist() == list(np.repeat(members, 4))
+
+
+def test_plan_cluster_chunks_covers_each_cluster_once_within_bounds():
+    _, _, index = small_index(k=12)
+    sizes = index.cluster_sizes
+    chunks = plan_cluster_chunks(index, 100)
+    flat = [c for chunk in chunks for c in chunk]
+    assert sorted(flat) == list(np.flatnonzero(sizes))
+    for chunk in chunks:
+        assert len(chunk) == 1 or sizes[chunk].sum() <= 100
+    assert plan_cluster_chunks(index, 10**9) == [list(np.flatnonzero(sizes))]
+    with pytest.raises(ValueError, match="at least 1"):
+        plan_cluster_chunks(index, 0)
+
+
+def test_planted_near_duplicates_form_one_group_each():
+    rng = np.random.default_rng(7)
+    dim = 64
+    bases = l2_normalise(rng.normal(size=(5, dim)))
+    copies = [bases[g] + 0.01 * rng.normal(size=dim) for g in range(5) for _ in range(g % 3 + 1)]
+    unrelated = rng.normal(size=(400, dim))
+    x = l2_normalise(np.vstack([bases, np.array(copies), unrelated]))
+    group_of = list(range(5)) + [g for g in range(5) for _ in range(g % 3 + 1)]
+    ids = np.array([f"id{i:03d}" for i in range(len(x))], dtype=object)
+    model = train_kmeans(x, 6, seed=0)
+    index = build_index(ids, x, model.cluster_centers_, model.labels_, "fp")
+    frame = pd.concat(
+        [
+            bulk_neighbours_for_clusters(index, c, 5, probes=3)
+            for c in plan_cluster_chunks(index, 80)
+        ]
+    )
+    pairs = near_duplicate_pairs(frame, threshold=0.95)
+    assert (pairs["a"] < pairs["b"]).all() and not pairs.duplicated(["a", "b"]).any()
+    groups = duplicate_groups(pairs)
+    planted = {g: {ids[i] for i, gg in enumerate(group_of) if gg == g} for g in range(5)}
+    found = {gid: set(members) for gid, members in groups.groupby("group_id")["image_id"]}
+    assert sorted(map(sorted, found.values())) == sorted(map(sorted, planted.values()))
+    assert groups.groupby("group_id")["is_representative"].sum().eq(1).all()
+    sizes = groups.groupby("group_id").size()
+    assert sizes.is_monotonic_decreasing and sizes.min() >= 2
+
+
+def test_duplicate_group_representative_and_order_by_hand():
+    pairs = pd.DataFrame(
+        {
+            "a": ["a", "a", "b", "x", "m"],
+            "b": ["b", "c", "c", "y", "n"],
+            "score": [0.99, 0.98, 0.90, 0.97, 0.96],
+        }
+    )
+    groups = duplicate_groups(pairs)
+    assert groups.to_dict("list") == {
+        # a: (0.99 + 0.98) / 2 beats b: (0.99 + 0.90) / 2 and c: (0.98 + 0.90) / 2
+        "group_id": [0, 0, 0, 1, 1, 2, 2],
+        "image_id": ["a", "b", "c", "m", "n", "x", "y"],
+        "is_representative": [True, False, False, True, False, True, False],
+        "mean_similarity": pytest.approx([0.985, 0.945, 0.94, 0.96, 0.96, 0.97, 0.97]),
+    }
+    preferred = duplicate_groups(pairs, ids_order=["y", "x", "n", "m"])
+    reps = preferred[preferred["is_representative"]]["image_id"].tolist()
+    # groups of equal size are ordered by representative id: n before y
+    assert reps == ["a", "n", "y"]
+    assert duplicate_groups(pairs.iloc[:0]).empty
+
+
+def test_near_duplicate_pairs_dedupes_both_directions():
+    neighbours = pd.DataFrame(
+        {
+            "image_id": ["a", "b", "a", "c"],
+            "rank": [1, 1, 2, 1],
+            "neighbour_id": ["b", "a", "c", "d"],
+            "score": [0.99, 0.99, 0.5, 0.96],
+        }
+    )
+    pairs = near_duplicate_pairs(neighbours, threshold=0.95)
+    assert pairs[["a", "b"]].values.tolist() == [["a", "b"], ["c", "d"]]
+    np.testing.assert_allclose(pairs["score"], [0.99, 0.96])
+
+
+def large_index(n, dim, k, seed=0):
+    rng = np.random.default_rng(seed)
+    x = l2_normalise(rng.standard_normal(size=(n, dim), dtype=np.float32))
+    centroids = x[rng.choice(n, size=k, replace=False)]
+    labels = np.concatenate(
+        [np.argmax(x[s : s + 50_000] @ centroids.T, axis=1) for s in range(0, n, 50_000)]
+    )
+    ids = np.char.add("img", np.arange(n).astype(str)).astype(object)
+    return build_index(ids, x, centroids, labels, "fp")
+
+
+def peak_bytes(fn):
+    tracemalloc.start()
+    try:
+        result = fn()
+        return tracemalloc.get_traced_memory()[1], result
+    finally:
+        tracemalloc.stop()
+
+
+def test_bulk_memory_is_bounded_by_block_not_catalog():
+    n = 200_000
+    index = large_index(n, 64, k=400)
+    chunk = plan_cluster_chunks(index, 10_000)[0]
+    members = int(index.cluster_sizes[chunk].sum())
+    start = time.perf_counter()
+    small_peak, small = peak_bytes(
+        lambda: bulk_neighbours_for_clusters(index, chunk, top_n=10, probes=2, block_rows=256)
+    )
+    big_peak, big = peak_bytes(
+        lambda: bulk_neighbours_for_clusters(index, chunk, top_n=10, probes=2, block_rows=4096)
+    )
+    print(
+        f"\n{members} queries over {n} x 64: peak {small_peak / 2**20:.1f} MiB (block 256), "
+        f"{big_peak / 2**20:.1f} MiB (block 4096); n*n*4 = {n * n * 4 / 2**30:.0f} GiB; "
+        f"{time.perf_counter() - start:.1f} s"
+    )
+    pd.testing.assert_frame_equal(small, big)
+    assert len(big) == members * 10
+    output = big.memory_usage(deep=False).sum()
+    # Working memory: the output, the query block's centroid scores and one bounded score block
+    # (4M scores + their argpartition indices = 48 MiB); nothing of order n*n, nothing of order n.
+    assert big_peak < 3 * output + 4096 * index.k * 12 + 64 * 2**20
+    assert big_peak < n * n * 4 / 1000
+    assert small_peak < big_peak
