@@ -103,7 +103,10 @@ def test_train_kmeans_small_and_large_and_errors():
     assert isinstance(model, KMeans)
     # Each true blob maps to exactly one cluster.
     assert all(len(np.unique(model.labels_[labels == c])) == 1 for c in range(5))
-    big = train_kmeans(x, 5, seed=0, minibatch_above=100)
+    euclidean = train_kmeans(x, 5, seed=0, spherical=False)
+    assert isinstance(euclidean, KMeans)
+    assert all(len(np.unique(euclidean.labels_[labels == c])) == 1 for c in range(5))
+    big = train_kmeans(x, 5, seed=0, minibatch_above=100, spherical=False)
     assert isinstance(big, MiniBatchKMeans)
     with pytest.raises(ValueError, match="more than the number of vectors"):
         train_kmeans(x, 500)
@@ -128,3 +131,21 @@ def test_train_kmeans_warm_start_from_previous_centroids():
         warnings.simplefilter("always")
         train_kmeans(x, 4, init_centroids=first.cluster_centers_)
     assert any("do not match" in str(w.message) for w in caught)
+
+
+def test_spherical_kmeans_predict_is_cosine_assignment():
+    x, labels = blobs(7, per_centre=50, dim=32, noise=0.2)
+    model = train_kmeans(x, 7, seed=0)
+    centres = model.cluster_centers_
+    np.testing.assert_allclose(np.linalg.norm(centres, axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_array_equal(model.predict(x), np.argmax(x @ centres.T, axis=1))
+    np.testing.assert_array_equal(model.labels_, model.predict(x))
+    expected_inertia = np.sum((x - centres[model.labels_]) ** 2)
+    assert model.inertia_ == pytest.approx(expected_inertia, rel=1e-4)
+    # Each centroid is the normalised mean of its members (a fixed point of spherical k-means).
+    for c in range(7):
+        np.testing.assert_allclose(
+            centres[c], l2_normalise(x[model.labels_ == c].mean(0, keepdims=True))[0], atol=1e-5
+        )
+    assert all(len(np.unique(model.labels_[labels == c])) == 1 for c in range(7))
+    assert model.get_params()["max_iter"] == 300

@@ -37,9 +37,23 @@ def test_build_groups_vectors_by_cluster(small):
     assert sorted(index.ids) == sorted(ids)
     row = {image_id: i for i, image_id in enumerate(ids)}
     np.testing.assert_array_equal(index.vectors, x[[row[i] for i in index.ids]])
-    np.testing.assert_allclose(np.linalg.norm(index.centroids, axis=1), 1.0, rtol=1e-5)
     own = index.centroids[index.labels]
-    np.testing.assert_allclose(index.distances, 1 - np.sum(index.vectors * own, 1), atol=1e-5)
+    np.testing.assert_allclose(
+        index.distances, np.linalg.norm(index.vectors - own, axis=1), atol=1e-5
+    )
+
+
+def test_one_probe_is_the_kmeans_predicted_cluster():
+    ids, x = catalog(n=400, dim=16)
+    for spherical in (True, False):
+        model = train_kmeans(x, 7, seed=0, spherical=spherical)
+        index = build_index(ids, x, model.cluster_centers_, model.labels_, "fp")
+        queries = l2_normalise(x[:50] + 0.2)
+        answers = index.search(queries, top_n=400, probes=1).ids
+        row = {image_id: i for i, image_id in enumerate(ids)}
+        for q, predicted in enumerate(model.predict(queries)):
+            found = [row[i] for i in answers[q] if i]
+            assert set(found) == set(np.flatnonzero(model.labels_ == predicted))
 
 
 def test_all_probes_equal_brute_force(small):

@@ -13,7 +13,8 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-from sklearn.cluster import KMeans, MiniBatchKMeans
+from scipy.sparse import csr_matrix
+from sklearn.cluster import KMeans, MiniBatchKMeans, kmeans_plusplus
 from sklearn.decomposition import PCA
 from sklearn.metrics import silhouette_score
 
@@ -21,6 +22,9 @@ from vasrch.fileio import atomic_path
 
 SuggestRule = Literal["silhouette", "knee", "both"]
 _TRANSFORM_ROWS = 65_536  # rows projected at once, so memory stays bounded on large catalogs
+_ASSIGN_ELEMENTS = 1 << 24  # row x centroid similarities computed at once (64 MiB)
+# k-means++ seeding costs seconds beyond about n * k = 2M; larger problems start from random rows.
+_PLUSPLUS_MAX_WORK = 2_000_000
 
 
 def l2_normalise(x: np.ndarray) -> np.ndarray:
@@ -228,6 +232,69 @@ def plot_sweep(sweep: pd.DataFrame, suggested_k: int | None, path: str | Path) -
     return path
 
 
+def _assign(x: np.ndarray, unit_centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Most similar unit centroid of each row and that cosine, in blocks of bounded size."""
+    labels = np.empty(x.shape[0], dtype=np.int64)
+    best = np.empty(x.shape[0], dtype=np.float32)
+    step = max(1024, _ASSIGN_ELEMENTS // unit_centroids.shape[0])
+    for start in range(0, x.shape[0], step):
+        sim = x[start : start + step] @ unit_centroids.T
+        labels[start : start + step] = np.argmax(sim, axis=1)
+        best[start : start + step] = sim[np.arange(sim.shape[0]), labels[start : start + step]]
+    return labels, best
+
+
+def _spherical_lloyd(
+    x: np.ndarray, init: np.ndarray, max_iter: int = 50, tol: float = 1e-3
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Spherical k-means from `init`: assign by cosine, centroid = normalised member mean.
+
+    Stops when fewer than `tol` of the rows change cluster. An emptied cluster is re-seeded with
+    the row that fits its own centroid worst. Returns centroids, labels, cosines, iterations.
+    """
+    k = init.shape[0]
+    centroids = l2_normalise(init)
+    previous = None
+    for iteration in range(1, max_iter + 1):
+        labels, cosine = _assign(x, centroids)
+        if previous is not None and np.mean(labels != previous) < tol:
+            return centroids, labels, cosine, iteration
+        previous = labels
+        members = csr_matrix(
+            (np.ones(len(labels), dtype=np.float32), (labels, np.arange(len(labels)))),
+            shape=(k, len(labels)),
+        )
+        sums = np.asarray(members @ x, dtype=np.float32)
+        empty = np.flatnonzero(np.bincount(labels, minlength=k) == 0)
+        sums[empty] = x[np.argsort(cosine)[: len(empty)]]
+        centroids = l2_normalise(sums)
+    labels, cosine = _assign(x, centroids)
+    return centroids, labels, cosine, max_iter
+
+
+def _spherical_kmeans(
+    x: np.ndarray, k: int, seed: int, n_init: int, init: np.ndarray | None
+) -> KMeans:
+    """Best of `n_init` spherical k-means runs, as a fitted KMeans holding unit centroids."""
+    best = None
+    for attempt in range(1 if init is not None else n_init):
+        if init is not None:
+            start = init
+        elif x.shape[0] * k <= _PLUSPLUS_MAX_WORK:
+            start = kmeans_plusplus(x, k, random_state=seed + attempt)[0]
+        else:
+            start = x[np.random.default_rng(seed + attempt).choice(x.shape[0], k, replace=False)]
+        centroids, labels, cosine, n_iter = _spherical_lloyd(x, start)
+        inertia = float(np.sum(2.0 - 2.0 * cosine.astype(np.float64)))
+        if best is None or inertia < best[3]:
+            best = (centroids, labels, n_iter, inertia)
+    centroids, labels, n_iter, inertia = best
+    # A KMeans fitted on its own centres keeps them exactly; then it carries our result.
+    model = KMeans(n_clusters=k, init=centroids, n_init=1, max_iter=1).fit(centroids)
+    model.labels_, model.n_iter_, model.inertia_ = labels.astype(np.int32), n_iter, inertia
+    return model.set_params(init="k-means++", n_init=n_init, max_iter=300, random_state=seed)
+
+
 def train_kmeans(
     vectors: np.ndarray,
     k: int,
@@ -235,14 +302,25 @@ def train_kmeans(
     minibatch_above: int = 20_000,
     init_centroids: np.ndarray | None = None,
     max_train_rows: int | None = None,
+    spherical: bool = True,
 ) -> KMeans | MiniBatchKMeans:
-    """Fit KMeans (MiniBatchKMeans when more than `minibatch_above` rows are fitted).
+    """Fit k clusters; the result is a fitted scikit-learn KMeans (or MiniBatchKMeans).
+
+    `spherical=True` (the default, for unit vectors searched by cosine) runs spherical k-means:
+    k-means++ seeding (random distinct rows when n * k > 2M, where k-means++ gets slow), the
+    best of 3 starts when n * k <= 50M, then Lloyd iterations that assign each row to the
+    centroid of highest cosine and set each centroid to the normalised mean of its members. The
+    returned KMeans holds these unit centroids, so its `predict` (nearest centroid) is the cosine
+    assignment and the index probes clusters by the same rule. On unit vectors it ranks
+    neighbours clearly better than Euclidean k-means (recall@10 at one probe 0.96 vs 0.88 on a
+    256-d Gaussian mixture, benchmarks/bench_bulk.py). `spherical=False` runs scikit-learn's
+    Euclidean KMeans, or MiniBatchKMeans when more than `minibatch_above` rows are fitted.
 
     `init_centroids` of shape (k, d) warm-starts from a previous model (nightly retraining); other
     shapes are ignored with a warning. With `max_train_rows`, the model is fitted on a seeded
     random sample of that many rows: its `labels_` then cover the sample only, so label every row
-    with `model.predict(vectors)`. Centroids learnt from a few hundred rows per cluster are as
-    good for search as those from all rows, and training cost stops growing with the catalog.
+    with `model.predict(vectors)`. Centroids learnt from a few dozen rows per cluster serve search
+    as well as those from all rows, and training cost stops growing with the catalog.
     """
     x = _as_matrix(vectors)
     n, d = x.shape
@@ -256,16 +334,18 @@ def train_kmeans(
         rows = np.sort(np.random.default_rng(seed).choice(n, size=max_train_rows, replace=False))
         x = x[rows]
         n = max_train_rows
-    init: str | np.ndarray = "k-means++"
     n_init = 3 if n * k <= 50_000_000 else 1
     if init_centroids is not None:
         init_centroids = np.asarray(init_centroids, dtype=np.float32)
-        if init_centroids.shape == (k, d):
-            init, n_init = init_centroids, 1
-        else:
+        if init_centroids.shape != (k, d):
             warnings.warn(
                 f"init_centroids of shape {init_centroids.shape} do not match (k, d) = "
                 f"{(k, d)}; starting from k-means++ instead",
                 stacklevel=2,
             )
-    return _kmeans(k, n, seed, minibatch_above, n_init=n_init, init=init).fit(x)
+            init_centroids = None
+    if spherical:
+        return _spherical_kmeans(x, k, seed, n_init, init_centroids)
+    if init_centroids is not None:
+        return _kmeans(k, n, seed, minibatch_above, n_init=1, init=init_centroids).fit(x)
+    return _kmeans(k, n, seed, minibatch_above, n_init=n_init, init="k-means++").fit(x)

@@ -1,8 +1,10 @@
 """The search index: vectors grouped by KMeans cluster, ranked multi-probe cosine search.
 
-Search projects the queries (when the index holds a PCA projection), ranks the clusters by the dot
-product of each query with the normalised centroids, takes the `probes` best, and ranks the
-members of those clusters by cosine similarity. Many queries are answered at once: the queries
+Search projects the queries (when the index holds a PCA projection), ranks the clusters by the
+distance of each query to their KMeans centroids (the rule that assigned the vectors, so
+`probes=1` is the cluster `KMeans.predict` gives; with the unit centroids of spherical k-means
+this is the cosine ranking), takes the `probes` best, and ranks the members of those clusters by
+cosine similarity. Many queries are answered at once: the queries
 probing a cluster are gathered and multiplied against that cluster's block of vectors in one
 matrix product, and only the running top-n of each query is kept (argpartition, no full sorts),
 so memory stays bounded whatever the number of queries or the size of the catalog.
@@ -26,7 +28,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from vasrch.clustering import Projection, l2_normalise
+from vasrch.clustering import Projection
 from vasrch.fileio import atomic_path, write_text_atomic
 
 FORMAT_VERSION = 1
@@ -90,11 +92,11 @@ def _merge_top(
 class SearchIndex:
     """Vectors grouped by cluster: members of cluster c are rows offsets[c]:offsets[c+1]."""
 
-    centroids: np.ndarray  # (k, dim) float32, L2-normalised
+    centroids: np.ndarray  # (k, dim) float32, the KMeans centroids in the index space
     vectors: np.ndarray  # (n, dim) float32, projected and grouped by cluster
     ids: np.ndarray  # (n,) object array of str, same order as vectors
     offsets: np.ndarray  # (k + 1,) int64
-    distances: np.ndarray  # (n,) float32 cosine distance 1 - cos(vector, own centroid)
+    distances: np.ndarray  # (n,) float32 Euclidean distance to own centroid (KMeans.transform)
     fingerprint: str  # backbone fingerprint of the vectors
     projection: Projection | None = None
 
@@ -124,6 +126,10 @@ class SearchIndex:
     def labels(self) -> np.ndarray:
         """Cluster of each stored row."""
         return np.repeat(np.arange(self.k, dtype=np.int32), self.cluster_sizes)
+
+    @cached_property
+    def _half_sq_norms(self) -> np.ndarray:
+        return 0.5 * np.einsum("ij,ij->i", self.centroids, self.centroids)
 
     @cached_property
     def _row_of(self) -> dict[str, int]:
@@ -216,12 +222,12 @@ class SearchIndex:
         return rows, scores
 
     def _probe(self, queries: np.ndarray, probes: int) -> np.ndarray:
-        """The `probes` non-empty clusters whose centroids are most similar to each query."""
+        """The `probes` non-empty clusters with the nearest centroids (Euclidean, unit queries)."""
         filled = self.cluster_sizes > 0
         probes = min(probes, int(filled.sum()))
         if probes == int(filled.sum()):
             return np.broadcast_to(np.flatnonzero(filled), (queries.shape[0], probes))
-        sim = queries @ self.centroids.T
+        sim = queries @ self.centroids.T - self._half_sq_norms
         sim[:, ~filled] = -np.inf
         return np.argpartition(sim, sim.shape[1] - probes, axis=1)[:, -probes:]
 
@@ -296,7 +302,7 @@ def build_index(
         raise ValueError(f"image ids must be unique; {values[counts > 1][0]!r} appears twice")
     if projection is not None:
         x = projection.transform(x)
-    centroids = l2_normalise(centroids)
+    centroids = np.asarray(centroids, dtype=np.float32)
     k = centroids.shape[0]
     if centroids.ndim != 2 or centroids.shape[1] != x.shape[1]:
         raise ValueError(
@@ -312,7 +318,13 @@ def build_index(
     distances = np.empty(len(order), dtype=np.float32)
     for c in range(k):
         lo, hi = offsets[c], offsets[c + 1]
-        distances[lo:hi] = 1.0 - grouped[lo:hi] @ centroids[c]
+        block = grouped[lo:hi]
+        sq = (
+            np.einsum("ij,ij->i", block, block)
+            - 2 * block @ centroids[c]
+            + centroids[c] @ centroids[c]
+        )
+        distances[lo:hi] = np.sqrt(np.maximum(sq, 0))
     return SearchIndex(
         centroids=centroids,
         vectors=grouped,
