@@ -7,9 +7,9 @@ import os
 from pathlib import Path
 
 import pandas as pd
-from vasrch.images import IMAGE_EXTENSIONS
 
 from vasrch.fileio import atomic_path
+from vasrch.images import IMAGE_EXTENSIONS
 
 CATALOG_COLUMNS = ["image_id", "path", "sha256", "bytes", "mtime_ns"]
 STATUSES = ("new", "changed", "unchanged", "gone")
@@ -24,7 +24,7 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 
 
 def _is_image_name(name: str) -> bool:
-    return not name.startswith(".") and Path(name).suffix.lower().lstrip(".") in IMAGE_EXTENSIONS
+    return not name.startswith(".") and Path(name).suffix.lower() in IMAGE_EXTENSIONS
 
 
 def iter_image_files(root: Path) -> list[Path]:

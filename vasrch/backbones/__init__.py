@@ -58,7 +58,7 @@ def weights_identity(spec: BackboneSpec) -> str:
     if spec.is_lite0:
         from vasrch.backbones.efficientnet_lite import lite0_weights_identity
 
-        return lite0_weights_identity(None if spec.weights == "imagenet" else spec.weights)
+        return lite0_weights_identity(spec.weights)
     if spec.weights == "imagenet":
         return "keras-imagenet"
     path = Path(spec.weights)

@@ -1,0 +1,1 @@
+"""Prefect tasks: thin wrappers adding retries, logs and artifacts to the domain modules."""
