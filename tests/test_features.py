@@ -1,0 +1,144 @@
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from tests.imagefactory import write_bad_images, write_good_images
+from vasrch.backbones import BackboneSpec, fingerprint, load_backbone
+from vasrch.catalog import scan_catalog
+from vasrch.features import (
+    cache_dir_for,
+    extract_chunk,
+    iter_shards,
+    load_vectors,
+    plan_chunks,
+    read_rejections,
+    shard_paths,
+)
+
+SPEC = BackboneSpec()
+
+
+@pytest.fixture(scope="module")
+def backbone():
+    return load_backbone(SPEC, batch_size=8)
+
+
+def _extract_all(root: Path, cache: Path, backbone, shard_size: int = 1024) -> None:
+    for rows in plan_chunks(scan_catalog(root), cache, shard_size):
+        extract_chunk(rows, backbone, cache)
+
+
+def test_good_extracted_bad_rejected_with_reasons(tmp_path: Path, backbone) -> None:
+    good = write_good_images(tmp_path / "cat" / "good")
+    bad = write_bad_images(tmp_path / "cat" / "bad")
+    cache = tmp_path / "cache"
+    _extract_all(tmp_path / "cat", cache, backbone, shard_size=7)
+    catalog = scan_catalog(tmp_path / "cat")
+    ids, vectors = load_vectors(cache, catalog)
+    root = tmp_path / "cat"
+    assert sorted(ids) == sorted(p.relative_to(root).as_posix() for p in good)
+    assert vectors.shape == (len(good), 1280)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
+    reasons = dict(
+        zip(read_rejections(cache)["image_id"], read_rejections(cache)["reason"], strict=True)
+    )
+    for path, fragment in bad.items():
+        rid = path.relative_to(root).as_posix()
+        assert fragment in reasons[rid], (rid, reasons.get(rid))
+    assert plan_chunks(catalog, cache, 7) == []
+
+
+def test_rename_and_move_reuse_cache(tmp_path: Path, backbone) -> None:
+    root = tmp_path / "cat"
+    paths = write_good_images(root / "a", n=6)
+    cache = tmp_path / "cache"
+    _extract_all(root, cache, backbone)
+    before = {t.column("sha256")[i].as_py() for t in iter_shards(cache) for i in range(len(t))}
+    (root / "moved").mkdir()
+    for i, p in enumerate(paths):
+        shutil.move(p, root / "moved" / f"renamed-{i}{p.suffix}")
+    catalog = scan_catalog(root)
+    assert plan_chunks(catalog, cache, 1024) == []
+    ids, vectors = load_vectors(cache, catalog)
+    assert len(ids) == 6 and all(i.startswith("moved/renamed-") for i in ids)
+    assert set(catalog["sha256"]) == before
+
+
+def test_duplicate_bytes_share_one_vector(tmp_path: Path, backbone) -> None:
+    root = tmp_path / "cat"
+    [p] = write_good_images(root, n=1)
+    shutil.copy(p, root / f"copy{p.suffix}")
+    cache = tmp_path / "cache"
+    _extract_all(root, cache, backbone)
+    assert sum(len(t) for t in iter_shards(cache)) == 1
+    ids, vectors = load_vectors(cache, scan_catalog(root))
+    assert len(ids) == 2 and np.array_equal(vectors[0], vectors[1])
+
+
+def test_vectors_do_not_depend_on_batching(tmp_path: Path, demo_catalog: Path) -> None:
+    catalog = scan_catalog(demo_catalog).head(20)
+    a, b = tmp_path / "a", tmp_path / "b"
+    extract_chunk(catalog, load_backbone(SPEC, batch_size=8), a)
+    for i in range(0, 20, 3):
+        extract_chunk(catalog.iloc[i : i + 3], load_backbone(SPEC, batch_size=4), b)
+    ids_a, va = load_vectors(a, catalog)
+    ids_b, vb = load_vectors(b, catalog)
+    assert list(ids_a) == list(ids_b)
+    np.testing.assert_allclose(va, vb, atol=1e-4)
+
+
+def _shard_rows(cache: Path) -> dict[str, np.ndarray]:
+    rows: dict[str, np.ndarray] = {}
+    for p in shard_paths(cache):
+        t = pq.read_table(p)
+        for sha, vec in zip(
+            t.column("sha256").to_pylist(), t.column("feature").to_pylist(), strict=True
+        ):
+            assert sha not in rows, "duplicate row across shards"
+            rows[sha] = np.asarray(vec, dtype=np.float32)
+    return rows
+
+
+def test_kill_minus_9_then_resume_equals_uninterrupted(tmp_path: Path, demo_catalog: Path) -> None:
+    def config(ws: str) -> Path:
+        path = tmp_path / f"{ws}.yaml"
+        path.write_text(
+            yaml.safe_dump(
+                {
+                    "catalog": {"path": str(demo_catalog)},
+                    "workspace": ws,
+                    "features": {"shard_size": 4, "batch_size": 4},
+                }
+            )
+        )
+        return path
+
+    env = {**os.environ, "PREFECT_LOGGING_LEVEL": "ERROR"}
+    cmd = [sys.executable, "-m", "vasrch.cli", "extract", "--no-progress", "-c"]
+    cache = cache_dir_for(tmp_path / "killed", fingerprint(SPEC))
+    proc = subprocess.Popen(
+        [*cmd, str(config("killed"))], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.time() + 240
+    while len(shard_paths(cache)) < 3 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    interrupted = len(shard_paths(cache))
+    assert 3 <= interrupted < 12, "the kill did not land mid-run"
+    subprocess.run([*cmd, str(config("killed"))], env=env, check=True, capture_output=True)
+    subprocess.run([*cmd, str(config("clean"))], env=env, check=True, capture_output=True)
+    resumed = _shard_rows(cache)
+    clean = _shard_rows(cache_dir_for(tmp_path / "clean", fingerprint(SPEC)))
+    assert set(resumed) == set(clean) and len(clean) == 48
+    for sha, vec in clean.items():
+        np.testing.assert_allclose(resumed[sha], vec, atol=1e-4)
