@@ -93,6 +93,30 @@ def cmd_extract(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from vasrch.flows.train import train_flow
+
+    with _progress_bar(not args.no_progress):
+        result = train_flow(str(Path(args.config).resolve()), _overrides(args.set))
+    extract = result["extract"]
+    print(
+        f"extracted {extract['new']} new, reused {extract['reused']}, rejected "
+        f"{extract['rejected']} ({extract['images_per_s']} images/s)"
+    )
+    print(f"run: {result['run_dir']}")
+    print(f"suggested k: {result['suggested_k']}  chosen k: {result['k']}")
+    _print_table([{"metric": k, "value": v} for k, v in result["metrics"].items()], "quality")
+    if result["bulk"]:
+        b = result["bulk"]
+        print(
+            f"bulk: {b['neighbour_rows']} neighbour rows, {b['duplicate_groups']} near-duplicate "
+            f"groups ({b['duplicate_images']} images)"
+        )
+    if not result["promoted"]:
+        print(f"not promoted to LATEST: {result['reason']}")
+    return 0
+
+
 def _add_config(p: argparse.ArgumentParser, positional: bool = False) -> None:
     if positional:
         p.add_argument("config", help="YAML config file (see config/demo.yaml)")
@@ -118,6 +142,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_extract)
+
+    p = sub.add_parser("run", help="run the train flow: extract, cluster, index, evaluate, bulk")
+    _add_config(p, positional=True)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_run)
     return parser
 
 

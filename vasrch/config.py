@@ -52,6 +52,10 @@ class DiagnosticsConfig(_Section):
     k_step: int = Field(2, ge=1)
     max_clusters: int = Field(100, ge=2, description="Upper bound for the sweep and for k.")
     silhouette_sample: int = Field(10_000, ge=100)
+    sample: int = Field(20_000, ge=10, description="Vectors the sweep is fitted on (seeded).")
+    n_components: int | None = Field(
+        None, ge=2, description="PCA dimensions for the sweep only; none: the clustering space."
+    )
     rule: Literal["silhouette", "knee", "both"] = "both"
 
 
@@ -61,6 +65,9 @@ class ClusteringConfig(_Section):
         None, ge=2, description="PCA dimensions before clustering and search; none keeps all."
     )
     minibatch_above: int = Field(20_000, ge=1, description="MiniBatchKMeans above this many.")
+    max_train_rows: int | None = Field(
+        200_000, ge=2, description="Fit KMeans on a seeded sample of this many, assign all."
+    )
     seed: int = 0
     diagnostics: DiagnosticsConfig = DiagnosticsConfig()
 

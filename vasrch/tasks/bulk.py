@@ -1,0 +1,76 @@
+"""Tasks of the bulk stage: neighbours per cluster chunk, near-duplicate groups, CSV export."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+from prefect import task
+from prefect.artifacts import create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.logging import get_run_logger
+
+from vasrch import progress
+from vasrch.bulk import bulk_neighbours_for_clusters, duplicate_groups, near_duplicate_pairs
+from vasrch.fileio import atomic_path
+from vasrch.index import SearchIndex, load_index
+
+
+@functools.lru_cache(maxsize=2)
+def _index(folder: str) -> SearchIndex:
+    """The index of a run, memory-mapped once per worker process."""
+    return load_index(folder)
+
+
+def neighbour_shards(out_dir: Path) -> list[Path]:
+    return sorted(Path(out_dir).glob("neighbours-*.parquet"))
+
+
+@task(name="bulk-chunk", cache_policy=NO_CACHE, retries=1)
+def bulk_chunk_task(
+    index_dir: str, clusters: list[int], top_n: int, probes: int, out_path: str
+) -> int:
+    """Neighbours of every member of `clusters`, written as one Parquet shard."""
+    index = _index(index_dir)
+    frame = bulk_neighbours_for_clusters(index, clusters, top_n, min(probes, index.k))
+    with atomic_path(out_path) as tmp:
+        frame.to_parquet(tmp, index=False)
+    progress.report("bulk", int(sum(index.cluster_sizes[c] for c in clusters)))
+    return len(frame)
+
+
+@task(name="near-duplicates", cache_policy=NO_CACHE)
+def duplicates_task(out_dir: str, threshold: float, ids_order: list[str]) -> pd.DataFrame:
+    """Join neighbour pairs scoring at least `threshold` into groups; duplicates.parquet."""
+    shards = neighbour_shards(Path(out_dir))
+    hits = ds.dataset(shards, format="parquet").to_table(filter=ds.field("score") >= threshold)
+    groups = duplicate_groups(near_duplicate_pairs(hits.to_pandas(), threshold), ids_order)
+    with atomic_path(Path(out_dir) / "duplicates.parquet") as tmp:
+        groups.to_parquet(tmp, index=False)
+    n_groups = int(groups["group_id"].nunique())
+    summary = (
+        groups.groupby("group_id")
+        .agg(size=("image_id", "size"), representative=("image_id", "first"))
+        .reset_index()
+        .head(100)
+    )
+    create_table_artifact(
+        key="near-duplicates",
+        table=summary.to_dict("records"),
+        description=f"{n_groups} near-duplicate groups (cosine >= {threshold}); first 100 shown",
+    )
+    get_run_logger().info("%d near-duplicate groups", n_groups)
+    return groups
+
+
+@task(name="export-csv", cache_policy=NO_CACHE)
+def export_csv_task(out_dir: str) -> str:
+    """Stream the neighbour shards into one neighbours.csv."""
+    target = Path(out_dir) / "neighbours.csv"
+    with atomic_path(target) as tmp:
+        for i, shard in enumerate(neighbour_shards(Path(out_dir))):
+            pq.read_table(shard).to_pandas().to_csv(tmp, mode="a", header=i == 0, index=False)
+    return str(target)
