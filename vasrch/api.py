@@ -1,0 +1,145 @@
+"""The four functions of the original vasrch library, on top of the domain modules (no Prefect).
+
+extract_features(img_folder, save_to)
+get_optimal_num_clusters(features_folder, max_clusters=100, n_components=10)
+train_clusters(features_folder, model_filename, csv_filename, num_clusters)
+search_similar_images(image_path, model_filename, csv_file, top_n)
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import joblib
+import pandas as pd
+
+from vasrch.backbones import BackboneSpec, fingerprint, load_backbone
+from vasrch.catalog import scan_catalog, write_catalog
+from vasrch.clustering import plot_sweep
+from vasrch.config import ClusteringConfig, DiagnosticsConfig
+from vasrch.features import ExtractSummary, extract_chunk, load_vectors, plan_chunks, summarize
+from vasrch.fileio import atomic_path, write_text_atomic
+from vasrch.index import load_index, save
+from vasrch.search import embed_files
+from vasrch.training import diagnose, fit_index
+
+META = "vasrch-features.json"
+
+
+@dataclass(frozen=True)
+class OptimalClusters:
+    """What get_optimal_num_clusters found: the sweep table, the suggested k, the saved plot."""
+
+    sweep: pd.DataFrame
+    suggested_k: int
+    plot: Path
+
+
+def extract_features(
+    img_folder: str | Path, save_to: str | Path, model: str = "efficientnet_lite0", **features
+) -> ExtractSummary:
+    """Embed every image under `img_folder` (recursively) into Parquet shards under `save_to`.
+
+    `model` is efficientnet_lite0 (default) or a keras.applications name; further keyword
+    arguments are BackboneSpec fields (weights, layer, pooling, image_size). Only images not
+    already in `save_to` are extracted. Returns the counts (seen, new, reused, rejected).
+    """
+    start = time.perf_counter()
+    spec = BackboneSpec(name=model, **features)
+    fp = fingerprint(spec)
+    save_to = Path(save_to)
+    cache = save_to / fp
+    catalog = scan_catalog(img_folder)
+    backbone = load_backbone(spec)
+    results = [extract_chunk(rows, backbone, cache) for rows in plan_chunks(catalog, cache, 1024)]
+    write_catalog(catalog, save_to / "catalog.parquet")
+    meta = {
+        "catalog_root": str(Path(img_folder).resolve()),
+        "fingerprint": fp,
+        "backbone": asdict(spec),
+    }
+    write_text_atomic(save_to / META, json.dumps(meta, indent=2))
+    return summarize(catalog, results, cache, fp, time.perf_counter() - start)
+
+
+def _features(features_folder: str | Path) -> tuple[dict, pd.DataFrame, object, object]:
+    folder = Path(features_folder)
+    if not (folder / META).is_file():
+        raise FileNotFoundError(
+            f"{folder} holds no vasrch features; run extract_features(img_folder, {str(folder)!r})"
+        )
+    meta = json.loads((folder / META).read_text())
+    catalog = pd.read_parquet(folder / "catalog.parquet")
+    ids, vectors = load_vectors(folder / meta["fingerprint"], catalog)
+    return meta, catalog, ids, vectors
+
+
+def get_optimal_num_clusters(
+    features_folder: str | Path, max_clusters: int = 100, n_components: int | None = 10
+) -> OptimalClusters:
+    """Sweep k from 2 to max_clusters on PCA(n_components) features; save the elbow and
+    silhouette plot as elbow_silhouette.png in the features folder (never opens a window)."""
+    _, _, _, vectors = _features(features_folder)
+    n = len(vectors)
+    if max_clusters >= n:
+        warnings.warn(
+            f"max_clusters={max_clusters} is not below the number of images ({n}); using {n - 1}",
+            stacklevel=2,
+        )
+        max_clusters = max(2, n - 1)
+    diag_cfg = DiagnosticsConfig(k_min=2, k_max=max_clusters, max_clusters=max_clusters)
+    diag = diagnose(vectors, diag_cfg, n_components=n_components)
+    plot = plot_sweep(diag.sweep, diag.suggested_k, Path(features_folder) / "elbow_silhouette.png")
+    return OptimalClusters(diag.sweep, diag.suggested_k, plot)
+
+
+def train_clusters(
+    features_folder: str | Path,
+    model_filename: str | Path,
+    csv_filename: str | Path,
+    num_clusters: int,
+) -> None:
+    """Fit KMeans with `num_clusters`; write the fitted scikit-learn model (joblib) at
+    `model_filename`, the search index beside it (<model_filename>.index/), and a CSV of each
+    image (relative path with extension) and its cluster."""
+    meta, _, ids, vectors = _features(features_folder)
+    index, model = fit_index(ids, vectors, num_clusters, meta["fingerprint"], ClusteringConfig())
+    model_filename = Path(model_filename)
+    with atomic_path(model_filename) as tmp:
+        joblib.dump(model, tmp)
+    folder = save(index, model_filename.with_name(model_filename.name + ".index"))
+    write_text_atomic(folder / META, json.dumps(meta, indent=2))
+    table = pd.DataFrame({"image": index.ids, "cluster": index.labels})
+    table = table.sort_values(["cluster", "image"], ignore_index=True)
+    with atomic_path(csv_filename) as tmp:
+        table.to_csv(tmp, index=False)
+
+
+def search_similar_images(
+    image_path: str | Path,
+    model_filename: str | Path,
+    csv_file: str | Path,
+    top_n: int = 10,
+    probes: int = 3,
+) -> list[str]:
+    """The top_n catalog images most similar to `image_path`, best first, as file paths. The
+    clusters come from the CSV's model (`csv_file` names the images train_clusters listed)."""
+    folder = Path(str(model_filename) + ".index")
+    if not (folder / META).is_file():
+        raise FileNotFoundError(
+            f"no search index beside {model_filename}; train it with train_clusters(...)"
+        )
+    meta = json.loads((folder / META).read_text())
+    index = load_index(folder, expected_fingerprint=meta["fingerprint"])
+    listed = set(pd.read_csv(csv_file)["image"])
+    backbone = load_backbone(BackboneSpec(**meta["backbone"]))
+    vectors, ok, bad = embed_files([image_path], backbone)
+    if bad:
+        raise ValueError(f"cannot use {image_path} as a query: {bad[0][1]}")
+    result = index.search(vectors, top_n, min(probes, index.k))
+    root = Path(meta["catalog_root"])
+    return [str(root / i) for i in result.ids[0] if i and i in listed]
