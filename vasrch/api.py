@@ -91,7 +91,7 @@ def get_optimal_num_clusters(
             stacklevel=2,
         )
         max_clusters = max(2, n - 1)
-    diag_cfg = DiagnosticsConfig(k_min=2, k_max=max_clusters, max_clusters=max_clusters)
+    diag_cfg = DiagnosticsConfig(k_min=2, k_max=max_clusters, k_step=1, max_clusters=max_clusters)
     diag = diagnose(vectors, diag_cfg, n_components=n_components)
     plot = plot_sweep(diag.sweep, diag.suggested_k, Path(features_folder) / "elbow_silhouette.png")
     return OptimalClusters(diag.sweep, diag.suggested_k, plot)
@@ -137,7 +137,7 @@ def search_similar_images(
     index = load_index(folder, expected_fingerprint=meta["fingerprint"])
     listed = set(pd.read_csv(csv_file)["image"])
     backbone = load_backbone(BackboneSpec(**meta["backbone"]))
-    vectors, ok, bad = embed_files([image_path], backbone)
+    vectors, _, bad = embed_files([image_path], backbone)
     if bad:
         raise ValueError(f"cannot use {image_path} as a query: {bad[0][1]}")
     result = index.search(vectors, top_n, min(probes, index.k))

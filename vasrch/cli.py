@@ -117,6 +117,92 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _workspace(args: argparse.Namespace) -> Path:
+    from vasrch.config import load_config
+
+    if args.workspace:
+        return Path(args.workspace)
+    if args.config:
+        return load_config(args.config).workspace
+    raise SystemExit("vasrch: error: give --config CONFIG or --workspace FOLDER")
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    import json
+
+    from vasrch.search import embed_files, open_run
+
+    searcher = open_run(_workspace(args), args.run)
+    files = [Path(p) for p in args.images]
+    missing = [str(p) for p in files if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"query images not found: {', '.join(missing)}")
+    vectors, ok, bad = embed_files(files, searcher.backbone())
+    for pos, reason in bad:
+        print(f"vasrch: skipped {files[pos]}: {reason}", file=sys.stderr)
+    if not ok:
+        return 2
+    result = searcher.search_vectors(vectors, args.top_n, args.probes)
+    table = searcher.to_table(result, [str(files[i]) for i in ok])
+    if args.format == "json":
+        print(json.dumps(table.to_dict("records"), indent=2))
+    elif args.format == "csv":
+        print(table.to_csv(index=False), end="")
+    else:
+        _print_table(table.to_dict("records"), f"run {searcher.run_id}")
+    return 0 if not bad else 1
+
+
+def cmd_bulk(args: argparse.Namespace) -> int:
+    from vasrch.flows.bulk import bulk_flow
+
+    with _progress_bar(not args.no_progress):
+        result = bulk_flow(
+            str(Path(args.config).resolve()), args.run, args.top_n, args.probes, args.csv
+        )
+    print(
+        f"bulk for run {result['run_id']}: {result['neighbour_rows']} neighbour rows, "
+        f"{result['duplicate_groups']} near-duplicate groups"
+    )
+    print(f"written to {result['out_dir']}")
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    import json
+
+    from vasrch import runs
+
+    workspace = _workspace(args)
+    if args.action == "list":
+        rows = runs.list_runs(workspace)
+        if rows:
+            _print_table(rows, f"runs in {runs.runs_dir(workspace)}")
+        else:
+            print(f"no runs in {runs.runs_dir(workspace)}")
+    elif args.action == "show":
+        folder = runs.resolve_run(workspace, args.run)
+        manifest = runs.read_manifest(folder, verify=True)
+        manifest.pop("artifacts")
+        manifest.pop("config")
+        print(json.dumps(manifest, indent=2))
+        print(f"artifacts verified: {folder}")
+    else:
+        from vasrch.config import load_config
+
+        keep = args.keep or (load_config(args.config).runs.keep_last if args.config else None)
+        if keep is None:
+            raise SystemExit("vasrch: error: runs prune needs --keep N or --config")
+        removed = runs.prune_runs(workspace, keep)
+        print(f"removed {len(removed)}: {', '.join(removed) or '-'}")
+    return 0
+
+
+def _add_workspace(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", "-c", help="YAML config whose workspace to use")
+    p.add_argument("--workspace", "-w", help="workspace folder (instead of --config)")
+
+
 def _add_config(p: argparse.ArgumentParser, positional: bool = False) -> None:
     if positional:
         p.add_argument("config", help="YAML config file (see config/demo.yaml)")
@@ -147,6 +233,36 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(p, positional=True)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("query", help="rank the catalog images most similar to query images")
+    p.add_argument("images", nargs="+", help="query image files")
+    _add_workspace(p)
+    p.add_argument("--run", help="run id (default: LATEST)")
+    p.add_argument("--top-n", type=int, default=10, help="neighbours per query (default 10)")
+    p.add_argument("--probes", type=int, default=3, help="clusters searched (default 3)")
+    p.add_argument(
+        "--format",
+        choices=["table", "csv", "json"],
+        default="table",
+        help="output format (default table)",
+    )
+    p.set_defaults(func=cmd_query)
+
+    p = sub.add_parser("bulk", help="neighbours and near-duplicate groups for a whole catalog")
+    _add_config(p)
+    p.add_argument("--run", help="run id (default: LATEST)")
+    p.add_argument("--top-n", type=int, help="neighbours per image (default: bulk.top_n)")
+    p.add_argument("--probes", type=int, help="clusters searched (default: bulk.probes)")
+    p.add_argument("--csv", action="store_true", help="also write neighbours.csv")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_bulk)
+
+    p = sub.add_parser("runs", help="list, show or prune versioned runs")
+    p.add_argument("action", choices=["list", "show", "prune"], help="what to do")
+    p.add_argument("run", nargs="?", help="run id for show (default: LATEST)")
+    _add_workspace(p)
+    p.add_argument("--keep", type=int, help="prune: complete runs to keep (default runs.keep_last)")
+    p.set_defaults(func=cmd_runs)
     return parser
 
 

@@ -142,7 +142,8 @@ def list_runs(workspace: Path) -> list[dict[str, Any]]:
                     "status": m.get("status", "complete"),
                     "k": m.get("k"),
                     "images": m.get("counts", {}).get("indexed"),
-                    **{f"metric.{k}": v for k, v in m.get("metrics", {}).items()},
+                    "recall@10": m.get("metrics", {}).get("recall_at_10"),
+                    "precision@10": m.get("metrics", {}).get("precision_at_10"),
                 }
             )
     return out

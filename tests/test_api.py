@@ -1,0 +1,38 @@
+"""The original library's sample code, verbatim, on generated images."""
+
+import joblib
+import pandas as pd
+import pytest
+
+from vasrch import extract_features, get_optimal_num_clusters, search_similar_images, train_clusters
+
+
+def test_sample_code_runs_verbatim(tmp_path, demo_catalog) -> None:
+    image_folder = str(demo_catalog)
+    features_folder = str(tmp_path / "features")
+    model_filename = str(tmp_path / "model.pkl")
+    csv_file = str(tmp_path / "clusters.csv")
+    num_clusters = 8
+    top_n = 5
+    image_path = str(demo_catalog / "mug" / "mug_001.jpg")
+
+    summary = extract_features(image_folder, features_folder)
+    with pytest.warns(UserWarning, match="max_clusters=100"):
+        visualize_clusters = get_optimal_num_clusters(features_folder, max_clusters=100,
+                                                      n_components=10)
+    train_clusters(features_folder, model_filename, csv_file, num_clusters)
+    similar_images = search_similar_images(image_path, model_filename, csv_file, top_n)
+
+    assert summary.seen == 48 and summary.new == 48 and summary.rejected == 0
+    assert visualize_clusters.plot.is_file()
+    assert list(visualize_clusters.sweep["k"]) == list(range(2, 48))
+    assert 2 <= visualize_clusters.suggested_k < 48
+    model = joblib.load(model_filename)
+    assert model.cluster_centers_.shape[0] == num_clusters
+    table = pd.read_csv(csv_file)
+    assert len(table) == 48 and set(table["cluster"]) <= set(range(num_clusters))
+    assert "mug/mug_001.jpg" in set(table["image"])
+    assert len(similar_images) == top_n
+    assert similar_images[0] == image_path
+    assert sum("/mug/" in p for p in similar_images) >= 4
+    assert extract_features(image_folder, features_folder).reused == 48

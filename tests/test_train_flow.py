@@ -1,0 +1,149 @@
+"""The train flow end to end on a generated catalog, through Prefect's temporary local API."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from vasrch import runs
+from vasrch.flows.train import train_flow
+from vasrch.index import brute_force
+from vasrch.search import open_run
+
+
+def _config(tmp_path: Path, catalog: Path, **sections) -> Path:
+    data = {
+        "catalog": {"path": str(catalog)},
+        "workspace": "ws",
+        "features": {"shard_size": 16},
+        "clustering": {"diagnostics": {"k_min": 2, "k_max": 12, "k_step": 1}},
+        "evaluation": {"sample": 48},
+        "search": {"probes": 5},
+        "bulk": {"enabled": True, "top_n": 5, "probes": 2},
+        **sections,
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, demo_catalog):
+    tmp = tmp_path_factory.mktemp("train")
+    cfg = _config(tmp, demo_catalog)
+    return cfg, train_flow(str(cfg))
+
+
+def test_run_folder_complete_and_latest(trained) -> None:
+    cfg, result = trained
+    run_dir = Path(result["run_dir"])
+    ws = run_dir.parents[1]
+    assert runs.latest_run_id(ws) == run_dir.name == result["run_id"]
+    for rel in ["config.yaml", "catalog.parquet", "diagnostics/sweep.parquet",
+                "diagnostics/elbow_silhouette.png", "index/centroids.npy",
+                "index/assignments.parquet", "model.joblib", "bulk/duplicates.parquet"]:
+        assert (run_dir / rel).is_file(), rel
+    manifest = runs.read_manifest(run_dir)
+    assert manifest["counts"]["indexed"] == 48 and manifest["k"] == result["k"]
+    assert set(manifest["artifacts"]) >= {"model.joblib", "index/vectors.npy"}
+    sweep = pd.read_parquet(run_dir / "diagnostics" / "sweep.parquet")
+    assert list(sweep["k"]) == list(range(2, 13))
+    assert result["suggested_k"] in set(sweep["k"])
+    assert (run_dir / "diagnostics" / "elbow_silhouette.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_quality_on_demo_classes(trained) -> None:
+    _, result = trained
+    m = result["metrics"]
+    assert m["recall_at_10"] >= 0.9
+    assert m["precision_at_5"] >= 0.8
+    assert abs(m["precision_at_10"] - m["exact_precision_at_10"]) <= 0.05
+
+
+def test_model_joblib_is_fitted_kmeans(trained) -> None:
+    _, result = trained
+    model = joblib.load(Path(result["run_dir"]) / "model.joblib")
+    assert model.cluster_centers_.shape == (result["k"], 1280)
+
+
+def test_bulk_neighbours_exclude_self_and_rank(trained) -> None:
+    _, result = trained
+    bulk = Path(result["run_dir"]) / "bulk"
+    table = pd.concat(pd.read_parquet(p) for p in sorted(bulk.glob("neighbours-*.parquet")))
+    assert (table["image_id"] != table["neighbour_id"]).all()
+    assert table.groupby("image_id")["rank"].max().max() == 5
+    assert table["image_id"].nunique() == 48
+
+
+def test_query_search_equals_brute_force_with_all_probes(trained) -> None:
+    _, result = trained
+    searcher = open_run(Path(result["run_dir"]).parents[1])
+    idx = searcher.index
+    queries = np.asarray(idx.vectors[:5])
+    got = searcher.search_vectors(queries, 10, probes=idx.k)
+    exact = brute_force(queries, idx.ids, idx.vectors, 10)
+    assert (got.ids == exact.ids).all()
+
+
+def test_tampered_artifact_fails_to_load(trained, tmp_path: Path) -> None:
+    import shutil
+
+    _, result = trained
+    copy = tmp_path / "ws" / "runs" / result["run_id"]
+    shutil.copytree(result["run_dir"], copy)
+    runs.set_latest(tmp_path / "ws", result["run_id"])
+    open_run(tmp_path / "ws")
+    with open(copy / "index" / "centroids.npy", "r+b") as f:
+        f.seek(-4, 2)
+        f.write(b"\x00\x00\x80\x3f")
+    with pytest.raises(runs.RunError, match="centroids.npy does not match its sha256"):
+        open_run(tmp_path / "ws")
+
+
+def test_cli_query_json(trained) -> None:
+    cfg, result = trained
+    searcher = open_run(Path(result["run_dir"]).parents[1])
+    image_id = searcher.index.ids[0]
+    path = searcher.paths[image_id]
+    out = subprocess.run(
+        [sys.executable, "-m", "vasrch.cli", "query", path, "-c", str(cfg), "--top-n", "3",
+         "--format", "json"], check=True, capture_output=True, text=True,
+    ).stdout
+    rows = json.loads(out)
+    assert [r["rank"] for r in rows] == [1, 2, 3]
+    assert rows[0]["image_id"] == image_id and rows[0]["score"] > 0.999
+
+
+def test_killed_train_leaves_latest_on_previous_run(trained, tmp_path: Path, demo_catalog) -> None:
+    import shutil
+
+    cfg, result = trained
+    ws = tmp_path / "ws"
+    shutil.copytree(Path(result["run_dir"]).parents[1], ws)
+    before = runs.latest_run_id(ws)
+    config = _config(tmp_path, demo_catalog, clustering={"diagnostics": {"k_min": 2, "k_max": 40,
+                                                                         "k_step": 1}})
+    env = {**os.environ, "PREFECT_LOGGING_LEVEL": "ERROR"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vasrch.cli", "run", str(config), "--no-progress"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 180
+    while time.time() < deadline and proc.poll() is None:
+        if list((ws / "runs").glob(".staging-*/diagnostics")):
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert runs.latest_run_id(ws) == before
+    assert [r["run_id"] for r in runs.list_runs(ws)] == [before]
+    open_run(ws)
