@@ -1,4 +1,4 @@
-"""Versioned run folders: staging, manifest with artifact hashes, atomic LATEST, listing, pruning."""
+"""Versioned run folders: staging, manifest with artifact hashes, atomic LATEST, pruning."""
 
 from __future__ import annotations
 

@@ -24,6 +24,7 @@ from vasrch.tasks.train import (
     evaluate_task,
     load_vectors_task,
     publish_run_task,
+    report_task,
     train_index_task,
 )
 from vasrch.training import choose_k
@@ -78,6 +79,7 @@ def train_stage(
         clock = time.perf_counter()
         bulk = bulk_stage(staging / "index", staging / "bulk", cfg.bulk, list(ids))
         timings["bulk_s"] = time.perf_counter() - clock
+    report_task(str(staging), catalog, diag, index.k, metrics, f"vasrch run {run_id}")
 
     counts = {
         "catalog": len(catalog),

@@ -108,3 +108,32 @@ def publish_run_task(staging: str, workspace: str, manifest: dict[str, Any], pro
         runs.set_latest(Path(workspace), final.name)
     get_run_logger().info("run %s complete%s", final, " and promoted to LATEST" if promote else "")
     return str(final)
+
+
+@task(name="report", cache_policy=NO_CACHE)
+def report_task(
+    run_dir: str, catalog: pd.DataFrame, diag: Diagnostics, k: int, metrics: dict, title: str
+) -> str:
+    """report.html in the run folder: plot, cluster sizes and samples, neighbours, duplicates.
+    Sample queries come from the first neighbour shard, so the report stays bounded."""
+    from vasrch.report import write_report
+    from vasrch.tasks.bulk import neighbour_shards
+
+    run = Path(run_dir)
+    shards = neighbour_shards(run / "bulk")
+    dup_path = run / "bulk" / "duplicates.parquet"
+    path = write_report(
+        run,
+        title=title,
+        sweep=diag.sweep,
+        suggested_k=diag.suggested_k,
+        chosen_k=k,
+        assignments=pd.read_parquet(run / "index" / "assignments.parquet"),
+        paths=dict(zip(catalog["image_id"], catalog["path"], strict=True)),
+        neighbours=pd.read_parquet(shards[0]) if shards else None,
+        duplicates=pd.read_parquet(dup_path) if dup_path.is_file() else None,
+        metrics=metrics,
+        elbow_png="diagnostics/elbow_silhouette.png",
+    )
+    create_link_artifact(key="run-report", link=path.resolve().as_uri(), link_text="report.html")
+    return str(path)
