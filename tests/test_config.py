@@ -36,14 +36,14 @@ def test_missing_required_section(write_config) -> None:
 
 def test_negative_batch_size_rejected(write_config) -> None:
     path = write_config({"catalog": {"path": "x"}, "workspace": "w", "features": {"batch_size": 0}})
-    with pytest.raises(ConfigError, match="features.batch_size = 0"):
+    with pytest.raises(ConfigError, match=r"features\.batch_size = 0"):
         load_config(path)
 
 
 def test_overrides_apply_and_validate(write_config) -> None:
     path = write_config({"catalog": {"path": "x"}, "workspace": "w"})
     assert load_config(path, {"search.probes": 5}).search.probes == 5
-    with pytest.raises(ConfigError, match="search.probes = 0"):
+    with pytest.raises(ConfigError, match=r"search\.probes = 0"):
         load_config(path, {"search.probes": 0})
 
 

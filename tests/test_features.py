@@ -68,7 +68,7 @@ def test_rename_and_move_reuse_cache(tmp_path: Path, backbone) -> None:
         shutil.move(p, root / "moved" / f"renamed-{i}{p.suffix}")
     catalog = scan_catalog(root)
     assert plan_chunks(catalog, cache, 1024) == []
-    ids, vectors = load_vectors(cache, catalog)
+    ids, _ = load_vectors(cache, catalog)
     assert len(ids) == 6 and all(i.startswith("moved/renamed-") for i in ids)
     assert set(catalog["sha256"]) == before
 

@@ -44,13 +44,20 @@ def trained(tmp_path_factory, demo_catalog):
 
 
 def test_run_folder_complete_and_latest(trained) -> None:
-    cfg, result = trained
+    _, result = trained
     run_dir = Path(result["run_dir"])
     ws = run_dir.parents[1]
     assert runs.latest_run_id(ws) == run_dir.name == result["run_id"]
-    for rel in ["config.yaml", "catalog.parquet", "diagnostics/sweep.parquet",
-                "diagnostics/elbow_silhouette.png", "index/centroids.npy",
-                "index/assignments.parquet", "model.joblib", "bulk/duplicates.parquet"]:
+    for rel in [
+        "config.yaml",
+        "catalog.parquet",
+        "diagnostics/sweep.parquet",
+        "diagnostics/elbow_silhouette.png",
+        "index/centroids.npy",
+        "index/assignments.parquet",
+        "model.joblib",
+        "bulk/duplicates.parquet",
+    ]:
         assert (run_dir / rel).is_file(), rel
     manifest = runs.read_manifest(run_dir)
     assert manifest["counts"]["indexed"] == 48 and manifest["k"] == result["k"]
@@ -105,7 +112,7 @@ def test_tampered_artifact_fails_to_load(trained, tmp_path: Path) -> None:
     with open(copy / "index" / "centroids.npy", "r+b") as f:
         f.seek(-4, 2)
         f.write(b"\x00\x00\x80\x3f")
-    with pytest.raises(runs.RunError, match="centroids.npy does not match its sha256"):
+    with pytest.raises(runs.RunError, match=r"centroids\.npy does not match its sha256"):
         open_run(tmp_path / "ws")
 
 
@@ -115,8 +122,22 @@ def test_cli_query_json(trained) -> None:
     image_id = searcher.index.ids[0]
     path = searcher.paths[image_id]
     out = subprocess.run(
-        [sys.executable, "-m", "vasrch.cli", "query", path, "-c", str(cfg), "--top-n", "3",
-         "--format", "json"], check=True, capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "vasrch.cli",
+            "query",
+            path,
+            "-c",
+            str(cfg),
+            "--top-n",
+            "3",
+            "--format",
+            "json",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     rows = json.loads(out)
     assert [r["rank"] for r in rows] == [1, 2, 3]
@@ -126,16 +147,19 @@ def test_cli_query_json(trained) -> None:
 def test_killed_train_leaves_latest_on_previous_run(trained, tmp_path: Path, demo_catalog) -> None:
     import shutil
 
-    cfg, result = trained
+    _, result = trained
     ws = tmp_path / "ws"
     shutil.copytree(Path(result["run_dir"]).parents[1], ws)
     before = runs.latest_run_id(ws)
-    config = _config(tmp_path, demo_catalog, clustering={"diagnostics": {"k_min": 2, "k_max": 40,
-                                                                         "k_step": 1}})
+    config = _config(
+        tmp_path, demo_catalog, clustering={"diagnostics": {"k_min": 2, "k_max": 40, "k_step": 1}}
+    )
     env = {**os.environ, "PREFECT_LOGGING_LEVEL": "ERROR"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "vasrch.cli", "run", str(config), "--no-progress"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     deadline = time.time() + 180
     while time.time() < deadline and proc.poll() is None:

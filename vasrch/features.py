@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from vasrch.images import Decoded, Rejection, decode_image
 
 from vasrch.fileio import atomic_path
+from vasrch.images import Decoded, Rejection, decode_image
 
 if TYPE_CHECKING:
     from vasrch.backbones import Backbone
