@@ -1,0 +1,119 @@
+"""The nightly flow: quality gates, warm start, gone images, rejected runs, pruning."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from vasrch import runs
+from vasrch.config import GatesConfig
+from vasrch.flows.nightly import nightly_flow, quality_gate
+
+
+def manifest(recall: float, rejected: int, catalog: int) -> dict:
+    return {
+        "metrics": {"recall_at_10": recall},
+        "counts": {"rejected": rejected, "catalog": catalog},
+    }
+
+
+def test_gate_passes_at_the_thresholds():
+    gate = quality_gate(GatesConfig(min_recall_at_10=0.9, max_rejected_fraction=0.1))
+    assert gate(manifest(0.9, 10, 100)) is None
+    assert gate(manifest(1.0, 0, 100)) is None
+
+
+def test_gate_names_each_failing_figure_and_threshold():
+    gate = quality_gate(GatesConfig(min_recall_at_10=0.9, max_rejected_fraction=0.05))
+    recall = gate(manifest(0.85, 0, 100))
+    assert "recall_at_10 0.8500" in recall and "min_recall_at_10 0.9" in recall
+    assert "rejected" not in recall
+    rejected = gate(manifest(0.95, 6, 100))
+    assert "6 of 100" in rejected and "max_rejected_fraction 0.05" in rejected
+    both = gate(manifest(0.5, 50, 100))
+    assert "min_recall_at_10" in both and "max_rejected_fraction" in both
+    zero = quality_gate(GatesConfig(max_rejected_fraction=0.0))
+    assert "max_rejected_fraction 0.0" in zero(manifest(1.0, 1, 1000))
+
+
+def centroids(run_dir: str | Path) -> np.ndarray:
+    return np.load(Path(run_dir) / "index" / "centroids.npy")
+
+
+def indexed_ids(run_dir: str | Path) -> set[str]:
+    return set(pd.read_parquet(Path(run_dir) / "index" / "assignments.parquet")["image_id"])
+
+
+@pytest.fixture(scope="module")
+def nightly_config(tmp_path_factory: pytest.TempPathFactory, demo_catalog: Path):
+    """A private copy of the demo catalog and a config on it (k fixed, keep 3 runs)."""
+    import yaml
+
+    root = tmp_path_factory.mktemp("nightly")
+    catalog = root / "catalog"
+    shutil.copytree(demo_catalog, catalog)
+    config = {
+        "catalog": {"path": str(catalog)},
+        "workspace": str(root / "workspace"),
+        "features": {"shard_size": 16},
+        "clustering": {"num_clusters": 8, "diagnostics": {"k_max": 8}},
+        "evaluation": {"sample": 48},
+        "bulk": {"enabled": False},
+        "runs": {"keep_last": 3},
+        "nightly": {"gates": {"min_recall_at_10": 0.5, "max_rejected_fraction": 0.05}},
+    }
+    path = root / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path, catalog, root / "workspace"
+
+
+def test_nightly_retrains_incrementally_and_keeps_latest_when_a_gate_fails(nightly_config):
+    path, catalog, workspace = nightly_config
+
+    first = nightly_flow(str(path))
+    assert first["promoted"] and first["reason"] is None
+    assert first["extract"]["new"] == 48 and not first["warm_start"]
+    assert first["previous_run"] is None
+    assert runs.latest_run_id(workspace) == first["run_id"]
+
+    # Unchanged catalog: nothing extracted; a different seed would move a cold start's
+    # centroids, but the warm start from the converged centroids keeps them in place.
+    second = nightly_flow(str(path), {"clustering.seed": 1})
+    assert second["extract"]["new"] == 0 and second["extract"]["reused"] == 48
+    assert second["counts"]["unchanged"] == 48 and second["counts"]["new"] == 0
+    assert second["warm_start"] and second["previous_run"] == first["run_id"]
+    np.testing.assert_allclose(centroids(second["run_dir"]), centroids(first["run_dir"]), atol=1e-6)
+    assert runs.latest_run_id(workspace) == second["run_id"]
+
+    # Gone images drop out of the index; a bad image is rejected, under the 5 % gate.
+    gone = sorted(catalog.glob("*/*_00[12].*"))[:3]
+    gone_ids = {p.relative_to(catalog).as_posix() for p in gone}
+    assert gone_ids <= indexed_ids(second["run_dir"])
+    for p in gone:
+        p.unlink()
+    (catalog / "mug" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    third = nightly_flow(str(path))
+    assert third["promoted"], third["reason"]
+    assert third["counts"]["gone"] == 3 and third["counts"]["new"] == 1
+    assert third["extract"]["new"] == 0 and third["extract"]["rejected"] == 1
+    ids = indexed_ids(third["run_dir"])
+    assert len(ids) == 45 and not ids & gone_ids and "mug/broken.jpg" not in ids
+    kept = pd.read_parquet(Path(third["run_dir"]) / "catalog.parquet")["image_id"]
+    assert not set(kept) & gone_ids
+
+    # A failing gate: the run is recorded as rejected with its reason, LATEST stays.
+    fourth = nightly_flow(str(path), {"nightly.gates.max_rejected_fraction": 0.0})
+    assert not fourth["promoted"]
+    assert "max_rejected_fraction 0.0" in fourth["reason"] and "1 of 46" in fourth["reason"]
+    assert runs.latest_run_id(workspace) == third["run_id"]
+    recorded = runs.read_manifest(Path(fourth["run_dir"]))
+    assert recorded["status"] == "rejected" and recorded["reason"] == fourth["reason"]
+
+    # keep_last 3: the oldest run is pruned, the rejected one is kept for inspection.
+    assert fourth["pruned"] == [first["run_id"]]
+    listed = [r["run_id"] for r in runs.list_runs(workspace)]
+    assert listed == [second["run_id"], third["run_id"], fourth["run_id"]]
