@@ -1,0 +1,123 @@
+"""The bulk step on real generated images: planted near-duplicates, CSV export, refusals."""
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from PIL import Image, ImageDraw, ImageOps
+
+from vasrch.flows.bulk import bulk_flow
+from vasrch.flows.train import train_flow
+
+
+def _scene(seed: int, size: int = 320) -> Image.Image:
+    """A distinct 'product photo': a patterned background and a few filled polygons."""
+    rng = np.random.default_rng(seed)
+    img = Image.new("RGB", (size, size), tuple(int(v) for v in rng.integers(0, 256, 3)))
+    draw = ImageDraw.Draw(img)
+    step = int(rng.integers(6, 30))
+    colour = tuple(int(v) for v in rng.integers(0, 256, 3))
+    for x in range(0, size, step * 2):
+        if rng.random() < 0.5:
+            draw.rectangle((x, 0, x + step, size), fill=colour)
+        else:
+            for y in range(0, size, step * 2):
+                draw.ellipse((x, y, x + step, y + step), fill=colour)
+    for _ in range(int(rng.integers(3, 9))):
+        x0, y0 = (int(v) for v in rng.integers(0, size - 60, 2))
+        w, h = (int(v) for v in rng.integers(30, 160, 2))
+        points = [(x0 + int(rng.integers(0, w)), y0 + int(rng.integers(0, h))) for _ in range(5)]
+        draw.polygon(points, fill=tuple(int(v) for v in rng.integers(0, 256, 3)), outline=0)
+    return img
+
+
+def _variants(img: Image.Image) -> dict[str, tuple[Image.Image, int]]:
+    w, h = img.size
+    return {
+        "resized": (img.resize((int(w * 0.7), int(h * 0.7)), Image.LANCZOS), 92),
+        "lowq": (img, 35),
+        "cropped": (img.crop((int(w * 0.03), int(h * 0.03), int(w * 0.97), int(h * 0.97))), 92),
+        "mirrored": (ImageOps.mirror(img), 92),
+    }
+
+
+def _save(img: Image.Image, path: Path, quality: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=quality)
+    path.write_bytes(buf.getvalue())
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("bulk")
+    catalog = tmp / "catalog"
+    groups = {}
+    for s in range(4):
+        img = _scene(s)
+        _save(img, catalog / f"listing{s}" / "original.jpg", 92)
+        members = {f"listing{s}/original.jpg"}
+        for name, (variant, quality) in _variants(img).items():
+            _save(variant, catalog / f"listing{s}" / f"{name}.jpg", quality)
+            members.add(f"listing{s}/{name}.jpg")
+        groups[s] = members
+    for s in range(4, 16):
+        _save(_scene(s), catalog / "distinct" / f"item{s}.jpg", 92)
+    config = tmp / "config.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "catalog": {"path": str(catalog)},
+                "workspace": "ws",
+                "clustering": {"num_clusters": 4},
+                "search": {"probes": 4},
+                "evaluation": {"sample": 20},
+                "bulk": {"top_n": 6, "probes": 4, "duplicate_threshold": 0.85},
+            }
+        )
+    )
+    return config, groups, train_flow(str(config))
+
+
+def test_planted_near_duplicates_form_one_group_each(planted) -> None:
+    _, groups, result = planted
+    dups = pd.read_parquet(Path(result["run_dir"]) / "bulk" / "duplicates.parquet")
+    found = [set(g["image_id"]) for _, g in dups.groupby("group_id")]
+    assert sorted(found, key=sorted) == sorted(groups.values(), key=sorted)
+    assert not dups["image_id"].str.startswith("distinct/").any()
+    assert (dups.groupby("group_id")["is_representative"].sum() == 1).all()
+    assert result["bulk"]["duplicate_groups"] == 4
+
+
+def test_bulk_flow_on_saved_run_with_csv(planted) -> None:
+    config, _, result = planted
+    out = bulk_flow(str(config), run=result["run_id"], top_n=3, csv=True)
+    out_dir = Path(out["out_dir"])
+    assert out_dir.parent.name == result["run_id"] and (out_dir / "COMPLETE").is_file()
+    table = pd.read_csv(out_dir / "neighbours.csv")
+    assert len(table) == 32 * 3 and set(table.columns) == {
+        "image_id",
+        "rank",
+        "neighbour_id",
+        "score",
+    }
+    assert (table["image_id"] != table["neighbour_id"]).all()
+    assert table.groupby("image_id")["score"].apply(lambda s: s.is_monotonic_decreasing).all()
+
+
+def test_bulk_refuses_missing_run_and_other_backbone(planted, tmp_path: Path) -> None:
+    from vasrch.runs import RunError
+
+    config, _, _ = planted
+    with pytest.raises(RunError, match="not found"):
+        bulk_flow(str(config), run="20990101T000000Z-abcdef")
+    other = yaml.safe_load(config.read_text())
+    other["features"] = {"pooling": "max"}
+    other["workspace"] = str(config.parent / "ws")
+    other_path = tmp_path / "other.yaml"
+    other_path.write_text(yaml.safe_dump(other))
+    with pytest.raises(ValueError, match="was built with backbone"):
+        bulk_flow(str(other_path))
