@@ -113,7 +113,7 @@ def test_bulk_refuses_missing_run_and_other_backbone(planted, tmp_path: Path) ->
 
     config, _, _ = planted
     with pytest.raises(RunError, match="not found"):
-        bulk_flow(str(config), run="20990101T000000Z-abcdef")
+        bulk_flow(str(config), run="20990101T000000000Z-abcdef")
     other = yaml.safe_load(config.read_text())
     other["features"] = {"pooling": "max"}
     other["workspace"] = str(config.parent / "ws")

@@ -39,9 +39,9 @@ def runs_dir(workspace: Path) -> Path:
 
 
 def new_run_id(now: dt.datetime | None = None) -> str:
-    """UTC time plus a short random hash: sorts by time, never collides."""
+    """UTC time to the millisecond plus a short random hash: sorts by time, never collides."""
     now = now or dt.datetime.now(dt.timezone.utc)
-    return f"{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
+    return f"{now:%Y%m%dT%H%M%S}{now.microsecond // 1000:03d}Z-{uuid.uuid4().hex[:6]}"
 
 
 def start_run(workspace: Path, run_id: str) -> Path:
