@@ -39,7 +39,7 @@ def test_no_latest_is_a_clear_error(tmp_path: Path) -> None:
 def test_missing_artifact_detected(tmp_path: Path) -> None:
     run_id = _run(tmp_path, "x")
     (runs.runs_dir(tmp_path) / run_id / "index" / "data.txt").unlink()
-    with pytest.raises(runs.RunError, match="index/data.txt is missing"):
+    with pytest.raises(runs.RunError, match=r"index/data\.txt is missing"):
         runs.read_manifest(runs.resolve_run(tmp_path, run_id))
 
 
