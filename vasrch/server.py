@@ -31,6 +31,7 @@ import email.policy
 import json
 import logging
 import socket
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -176,6 +177,13 @@ class QueryServer(ThreadingHTTPServer):
         host, port = self.server_address[:2]
         return f"http://{host}:{port}"
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that drops its connection is routine; anything else is logged."""
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            log.debug("%s dropped the connection", client_address)
+        else:
+            log.exception("error serving %s", client_address)
+
     def serve_forever(self, poll_interval: float = 0.5) -> None:
         stop = threading.Event()
         watcher = None
@@ -243,6 +251,9 @@ class QueryHandler(BaseHTTPRequestHandler):
     server: QueryServer
     protocol_version = "HTTP/1.1"
     timeout = REQUEST_TIMEOUT_S
+    # Headers and body are two writes; with Nagle's algorithm the body would wait for the
+    # client's delayed ACK (~40 ms on Linux).
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s %s", self.address_string(), format % args)
@@ -495,8 +506,13 @@ def run_query_server(
         server.url,
         " (pinned)" if server.holder.pinned else ", following runs/LATEST",
     )
+    # One BLAS thread: a request searches with one query, where OpenBLAS's worker threads only
+    # add hand-off stalls (tens of ms on a busy machine); concurrency comes from the requests.
+    from threadpoolctl import threadpool_limits
+
     try:
-        server.serve_forever()
+        with threadpool_limits(limits=1, user_api="blas"):
+            server.serve_forever()
     except KeyboardInterrupt:
         log.info("stopped")
     finally:
