@@ -267,6 +267,7 @@ def main() -> None:
         lines.append(row(name, p, f"synthetic, {threads}"))
         print(lines[-1], flush=True)
 
+    lines += ["", f"Load average at the end: {os.getloadavg()[0]:.1f}."]
     args.figures.parent.mkdir(parents=True, exist_ok=True)
     from vasrch.fileio import write_text_atomic
 
