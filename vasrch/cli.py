@@ -137,7 +137,7 @@ def cmd_query(args: argparse.Namespace) -> int:
     missing = [str(p) for p in files if not p.is_file()]
     if missing:
         raise FileNotFoundError(f"query images not found: {', '.join(missing)}")
-    vectors, ok, bad = embed_files(files, searcher.backbone())
+    vectors, ok, bad = embed_files(files, searcher.backbone(batch_size=min(32, len(files))))
     for pos, reason in bad:
         print(f"vasrch: skipped {files[pos]}: {reason}", file=sys.stderr)
     if not ok:
@@ -195,6 +195,22 @@ def cmd_runs(args: argparse.Namespace) -> int:
             raise SystemExit("vasrch: error: runs prune needs --keep N or --config")
         removed = runs.prune_runs(workspace, keep)
         print(f"removed {len(removed)}: {', '.join(removed) or '-'}")
+    return 0
+
+
+def cmd_query_server(args: argparse.Namespace) -> int:
+    from vasrch.server import run_query_server
+
+    run_query_server(
+        _workspace(args),
+        run=args.run,
+        host=args.host,
+        port=args.port,
+        top_n=args.top_n,
+        probes=args.probes,
+        max_upload_bytes=args.max_upload_bytes,
+        reload_interval_s=args.reload_interval,
+    )
     return 0
 
 
@@ -256,6 +272,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", action="store_true", help="also write neighbours.csv")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_bulk)
+
+    p = sub.add_parser("query-server", help="serve ranked queries over HTTP with a warm model")
+    _add_workspace(p)
+    p.add_argument(
+        "--run",
+        help="serve this run only (an id or a run folder) instead of following runs/LATEST",
+    )
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on; 0.0.0.0 for every interface (default 127.0.0.1)",
+    )
+    p.add_argument(
+        "--port", type=int, default=8765, help="TCP port; 0 picks a free one (default 8765)"
+    )
+    p.add_argument(
+        "--top-n",
+        type=int,
+        default=10,
+        help="answers per query unless the request says ?top_n= (default 10)",
+    )
+    p.add_argument(
+        "--probes",
+        type=int,
+        default=3,
+        help="nearest clusters searched unless the request says ?probes= (default 3)",
+    )
+    p.add_argument(
+        "--max-upload-bytes",
+        type=int,
+        default=10_000_000,
+        help="largest accepted upload; larger ones get 413 before their body is read",
+    )
+    p.add_argument(
+        "--reload-interval",
+        type=float,
+        default=1.0,
+        help="seconds between checks of runs/LATEST; a new run is loaded and "
+        "verified before it replaces the served one (default 1.0)",
+    )
+    p.set_defaults(func=cmd_query_server)
 
     p = sub.add_parser("runs", help="list, show or prune versioned runs")
     p.add_argument("action", choices=["list", "show", "prune"], help="what to do")
