@@ -8,6 +8,7 @@ import pytest
 from vasrch.bulk import (
     bulk_neighbours_for_clusters,
     duplicate_groups,
+    iter_bulk_neighbours,
     near_duplicate_pairs,
     plan_cluster_chunks,
 )
@@ -48,6 +49,16 @@ def test_bulk_matches_query_scoring_with_few_probes():
     query = index.search(x[[row[m] for m in members]], 4, probes=2, exclude_ids=list(members))
     assert frame["neighbour_id"].tolist() == list(query.ids.ravel())
     assert frame["image_id"].tolist() == list(np.repeat(members, 4))
+
+
+def test_iter_bulk_neighbours_runs_chunks_in_parallel_in_order():
+    _, _, index = small_index(k=12)
+    chunks = plan_cluster_chunks(index, 60)
+    assert len(chunks) > 4
+    produced = list(iter_bulk_neighbours(index, 3, 2, max_rows_per_chunk=60, workers=2))
+    assert [c for c, _ in produced] == chunks
+    for chunk, frame in produced:
+        pd.testing.assert_frame_equal(frame, bulk_neighbours_for_clusters(index, chunk, 3, 2))
 
 
 def test_plan_cluster_chunks_covers_each_cluster_once_within_bounds():
