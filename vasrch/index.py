@@ -297,9 +297,10 @@ def build_index(
             f"ids ({len(ids_arr)}), vectors {x.shape} and labels {labels.shape} must describe "
             f"the same images"
         )
-    if len(np.unique(ids_arr)) != len(ids_arr):
-        values, counts = np.unique(ids_arr, return_counts=True)
-        raise ValueError(f"image ids must be unique; {values[counts > 1][0]!r} appears twice")
+    duplicated = pd.Index(ids_arr).duplicated()
+    if duplicated.any():
+        first = ids_arr[np.argmax(duplicated)]
+        raise ValueError(f"image ids must be unique; {first!r} appears more than once")
     if projection is not None:
         x = projection.transform(x)
     centroids = np.asarray(centroids, dtype=np.float32)
