@@ -1,0 +1,379 @@
+"""Deployments against a real Prefect server: served flows started through the API as the UI
+starts them, and `prefect deploy` with deployments/prefect.yaml."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from vasrch import runs
+from vasrch.config import load_config
+
+REPO = Path(__file__).resolve().parents[1]
+PREFECT_YAML = REPO / "deployments" / "prefect.yaml"
+NAMES = ["train", "nightly", "bulk", "query"]
+RUN_TIMEOUT = 400
+
+
+def write_config(folder: Path, catalog: Path, **extra: dict) -> Path:
+    data = {
+        "catalog": {"path": str(catalog)},
+        "workspace": str(folder / "workspace"),
+        "features": {"shard_size": 16},
+        "clustering": {"diagnostics": {"k_max": 10}},
+        "evaluation": {"sample": 48},
+        "bulk": {"enabled": False},
+        "nightly": {"gates": {"min_recall_at_10": 0.5}},
+        **extra,
+    }
+    path = folder / "config.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+# --- without a server -------------------------------------------------------------------------
+
+
+def test_prefect_yaml_entrypoints_pool_and_schedule_match_the_flows_and_demo_config(monkeypatch):
+    from prefect.flows import load_flow_from_entrypoint
+
+    monkeypatch.chdir(REPO)
+
+    spec = yaml.safe_load(PREFECT_YAML.read_text())
+    deployments = {d["name"]: d for d in spec["deployments"]}
+    assert sorted(deployments) == sorted(NAMES)
+    nightly = load_config(REPO / "config" / "demo.yaml").nightly
+    for name, d in deployments.items():
+        path, function = d["entrypoint"].split(":")
+        assert (REPO / path).is_file()
+        assert load_flow_from_entrypoint(d["entrypoint"]).name == name
+        assert function == f"{name}_flow"
+        assert d["work_pool"]["name"] == "vasrch"
+        assert (REPO / d["parameters"]["config_path"]).is_file()
+    assert deployments["nightly"]["schedules"] == [
+        {"cron": nightly.cron, "timezone": nightly.timezone}
+    ]
+    assert all("schedules" not in d for n, d in deployments.items() if n != "nightly")
+
+
+def test_build_deployments_default_the_config_and_schedule_nightly_from_it(tmp_path, demo_catalog):
+    from vasrch.deploy import build_deployments
+
+    config = write_config(
+        tmp_path, demo_catalog, nightly={"cron": "30 3 * * 1-5", "timezone": "Europe/Berlin"}
+    )
+    built = {d.name: d for d in build_deployments(str(config))}
+    assert sorted(built) == sorted(NAMES)
+    for d in built.values():
+        assert d.parameters == {"config_path": str(config.resolve())}
+        assert d.entrypoint.startswith("vasrch.flows.")
+    [schedule] = built["nightly"].schedules
+    assert (schedule.schedule.cron, schedule.schedule.timezone) == ("30 3 * * 1-5", "Europe/Berlin")
+    assert all(not built[n].schedules for n in ("train", "bulk", "query"))
+
+
+def test_serving_without_an_api_url_says_how_to_start_a_server(tmp_path, demo_catalog):
+    from vasrch.deploy import serve_deployments
+
+    with pytest.raises(RuntimeError, match=r"PREFECT_API_URL is not set.*prefect server start"):
+        serve_deployments(str(write_config(tmp_path, demo_catalog)))
+
+
+# --- a real server ----------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(check, timeout: float, what: str, proc: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(
+                f"{what}: process exited with {proc.returncode}:\n{log.read_text()[-3000:]}"
+            )
+        if check():
+            return
+        time.sleep(0.5)
+    pytest.fail(f"{what}: not ready after {timeout} s:\n{log.read_text()[-3000:]}")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """SIGTERM to the process group this test started, then SIGKILL if it lingers."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """`prefect server start` on a free port with a fresh PREFECT_HOME; yields the environment
+    (PREFECT_API_URL included) for clients, and points this process's Prefect at it."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    home = tmp_path_factory.mktemp("prefect-home")
+    port = free_port()
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_API_HOST": "127.0.0.1",
+        "PREFECT_SERVER_API_PORT": str(port),
+        "PREFECT_UI_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
+    env.pop("PREFECT_API_URL", None)
+    log = home / "server.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "prefect", "server", "start"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}/api"
+    try:
+        wait_until(lambda: healthy(url), 180, "prefect server", proc, log)
+        client_env = {**env, "PREFECT_API_URL": url}
+        with temporary_settings({PREFECT_API_URL: url}):
+            yield client_env
+    finally:
+        stop(proc)
+
+
+def read_deployments() -> dict:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return {d.name: d for d in client.read_deployments()}
+
+
+@pytest.fixture(scope="module")
+def served(server, tmp_path_factory, demo_catalog) -> Iterator[tuple[Path, Path]]:
+    """The four deployments served from one process (vasrch.deploy.serve_deployments) on a
+    private copy of the demo catalog; yields (config path, catalog folder)."""
+    root = tmp_path_factory.mktemp("served")
+    catalog = root / "catalog"
+    shutil.copytree(demo_catalog, catalog)
+    config = write_config(root, catalog)
+    env = {
+        **server,
+        "PREFECT_RUNNER_POLL_FREQUENCY": "1",
+        "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "true",
+        "PREFECT_LOGGING_LEVEL": "INFO",
+    }
+    log = root / "serve.log"
+    code = "import sys; from vasrch.deploy import serve_deployments; serve_deployments(sys.argv[1])"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code, str(config)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=root,
+        )
+    try:
+        wait_until(lambda: len(read_deployments()) == 4, 120, "serve", proc, log)
+        yield config, catalog
+    finally:
+        stop(proc)
+
+
+def start_and_wait(name: str, parameters: dict):
+    """Start a run of a deployment as the UI does, wait for it; (flow run, its result)."""
+    from prefect.deployments import run_deployment
+
+    flow_run = run_deployment(
+        name=f"{name}/{name}", parameters=parameters, timeout=RUN_TIMEOUT, poll_interval=1
+    )
+    assert flow_run.state.is_final(), f"{name} still {flow_run.state.name} after {RUN_TIMEOUT} s"
+    assert flow_run.state.is_completed(), f"{name}: {flow_run.state.name} {flow_run.state.message}"
+    return flow_run, flow_run.state.result()
+
+
+@pytest.fixture(scope="module")
+def trained(served) -> dict:
+    config, _ = served
+    _, result = start_and_wait("train", {"config_path": str(config)})
+    return result
+
+
+@pytest.mark.server
+def test_served_deployments_are_registered_with_the_nightly_schedule(served):
+    deployments = read_deployments()
+    assert sorted(deployments) == sorted(NAMES)
+    [schedule] = deployments["nightly"].schedules
+    assert (schedule.schedule.cron, schedule.schedule.timezone) == ("0 2 * * *", "UTC")
+    query = deployments["query"].parameter_openapi_schema
+    assert query["required"] == ["config_path", "images"]
+    assert query["properties"]["images"]["items"] == {"type": "string"}
+    assert query["properties"]["top_n"] | {"description": ""} == {
+        "type": "integer",
+        "default": 10,
+        "minimum": 1,
+        "position": 3,
+        "title": "top_n",
+        "description": "",
+    }
+    overrides = deployments["nightly"].parameter_openapi_schema["properties"]["overrides"]
+    assert {"type": "object", "additionalProperties": True} in overrides["anyOf"]
+    assert deployments["bulk"].parameter_openapi_schema["properties"]["csv"]["type"] == "boolean"
+
+
+@pytest.mark.server
+def test_train_started_through_the_api_publishes_latest(served, trained):
+    config, _ = served
+    workspace = load_config(config).workspace
+    run_dir = Path(trained["run_dir"])
+    assert run_dir.is_dir() and run_dir.parent == runs.runs_dir(workspace)
+    assert runs.latest_run_id(workspace) == trained["run_id"] == run_dir.name
+    assert runs.read_manifest(run_dir)["counts"]["indexed"] == 48
+    assert trained["extract"]["new"] == 48
+
+
+@pytest.mark.server
+def test_nightly_on_an_unchanged_catalog_extracts_nothing_and_warm_starts(served, trained):
+    config, _ = served
+    _, result = start_and_wait("nightly", {"config_path": str(config)})
+    assert result["extract"]["new"] == 0 and result["extract"]["reused"] == 48
+    assert result["previous_run"] == trained["run_id"]
+    assert result["k"] == trained["k"] and result["warm_start"]
+    assert result["promoted"]
+    assert runs.latest_run_id(load_config(config).workspace) == result["run_id"]
+
+
+@pytest.mark.server
+def test_nightly_failing_its_gate_keeps_latest_and_records_the_reason(served, trained):
+    config, catalog = served
+    workspace = load_config(config).workspace
+    before = runs.latest_run_id(workspace)
+    bad = catalog / "shoe" / "truncated.png"
+    bad.write_bytes((catalog / "shoe" / "shoe_000.png").read_bytes()[:200])
+    try:
+        flow_run, result = start_and_wait(
+            "nightly",
+            {"config_path": str(config), "overrides": {"nightly.gates.max_rejected_fraction": 0}},
+        )
+    finally:
+        bad.unlink()
+    assert not result["promoted"]
+    assert "1 of 49" in result["reason"] and "max_rejected_fraction 0" in result["reason"]
+    assert runs.latest_run_id(workspace) == before != result["run_id"]
+    recorded = runs.read_manifest(Path(result["run_dir"]))
+    assert recorded["status"] == "rejected" and recorded["reason"] == result["reason"]
+    assert flow_run.parameters["overrides"] == {"nightly.gates.max_rejected_fraction": 0}
+
+
+@pytest.mark.server
+def test_query_through_the_api_writes_results_page_and_artifacts(served, trained, tmp_path):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    config, catalog = served
+    queries = tmp_path / "queries"
+    (queries / "sub").mkdir(parents=True)
+    shutil.copy(catalog / "hat" / "hat_001.jpg", queries / "hat.jpg")
+    shutil.copy(catalog / "watch" / "watch_003.png", queries / "sub" / "watch.png")
+    (queries / "notes.txt").write_text("not an image and not an image name: skipped")
+    (queries / "broken.jpg").write_bytes(b"not a jpeg")
+    flow_run, result = start_and_wait(
+        "query", {"config_path": str(config), "images": [str(queries)], "top_n": 4}
+    )
+    out = Path(result["out_dir"])
+    assert out.parent == load_config(config).workspace / "queries"
+    assert result["run_id"] == runs.latest_run_id(load_config(config).workspace)
+    assert result["queries"] == 2
+    assert [r["query"] for r in result["rejected"]] == [str(queries / "broken.jpg")]
+    table = pd.read_parquet(out / "results.parquet")
+    assert list(table.columns) == ["query", "rank", "image_id", "path", "score"]
+    assert (
+        len(table) == 8
+        and table.groupby("query")["rank"].apply(list).tolist() == [[1, 2, 3, 4]] * 2
+    )
+    best = table[table["rank"] == 1].set_index("query")["image_id"]
+    assert best[str(queries / "hat.jpg")] == "hat/hat_001.jpg"
+    assert best[str(queries / "sub" / "watch.png")] == "watch/watch_003.png"
+    page = (out / "results.html").read_text()
+    assert "broken.jpg" in page and page.count('<figure class="query">') == 2
+    sources = re.findall(r'src="([^"]+)"', page)
+    assert len(sources) == 2 + 8 and all(s.startswith("thumbs/") for s in sources)
+    assert all((out / s).is_file() for s in sources)
+
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run.id]))
+        )
+    kinds = {a.key: a.type for a in artifacts}
+    assert kinds["query-results"] == "table" and "query-page" in kinds
+    link = next(a for a in artifacts if a.key == "query-page")
+    assert (out / "results.html").as_uri() in link.data
+
+
+@pytest.mark.server
+def test_bulk_through_the_api_writes_neighbours_for_the_run(served, trained):
+    config, _ = served
+    _, result = start_and_wait(
+        "bulk", {"config_path": str(config), "run": trained["run_id"], "top_n": 3}
+    )
+    out = Path(result["out_dir"])
+    assert result["run_id"] == trained["run_id"] and (out / "COMPLETE").is_file()
+    assert result["neighbour_rows"] == 48 * 3
+
+
+@pytest.mark.server
+def test_prefect_deploy_all_registers_the_yaml_deployments_on_the_work_pool(server):
+    def prefect(*args: str) -> None:
+        done = subprocess.run(
+            [sys.executable, "-m", "prefect", *args],
+            cwd=REPO,
+            env=server,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+
+    prefect("work-pool", "create", "vasrch", "--type", "process", "--overwrite")
+    prefect("--no-prompt", "deploy", "--all", "--prefect-file", str(PREFECT_YAML))
+    deployments = read_deployments()
+    assert sorted(deployments) == sorted(NAMES)
+    for name, d in deployments.items():
+        assert d.work_pool_name == "vasrch"
+        assert d.entrypoint == f"vasrch/flows/{name}.py:{name}_flow"
+        assert d.parameters == {"config_path": "config/demo.yaml"}
+        assert d.pull_steps == [
+            {"prefect.deployments.steps.set_working_directory": {"directory": str(REPO)}}
+        ]
+    [schedule] = deployments["nightly"].schedules
+    assert (schedule.schedule.cron, schedule.schedule.timezone) == ("0 2 * * *", "UTC")
+    assert deployments["query"].parameter_openapi_schema["properties"]["top_n"]["minimum"] == 1

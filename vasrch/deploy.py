@@ -1,0 +1,68 @@
+"""The deployments (train, nightly, bulk, query) and serving them all from one process.
+
+Prefect is imported inside the functions, so importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from prefect.deployments.runner import RunnerDeployment
+
+TAGS = ["vasrch"]
+
+
+def api_url() -> str:
+    """The Prefect API that deployments register with; a clear error when none is set."""
+    from prefect.settings import get_current_settings
+
+    url = get_current_settings().api.url
+    if not url:
+        raise RuntimeError(
+            "PREFECT_API_URL is not set: start a server (PREFECT_SERVER_API_PORT=4200 prefect "
+            "server start) and export PREFECT_API_URL=http://127.0.0.1:4200/api, or point it at "
+            "your Prefect server, so the deployments can be reached from its UI"
+        )
+    return url
+
+
+def build_deployments(config_path: str) -> list[RunnerDeployment]:
+    """The four deployments, each defaulting to `config_path` (made absolute); nightly gets the
+    config's nightly.cron in nightly.timezone. Parameters keep the flows' type hints, so the
+    Prefect UI shows a form for them."""
+    from prefect.schedules import Cron
+    from prefect.types.entrypoint import EntrypointType
+
+    from vasrch.config import load_config
+    from vasrch.flows.bulk import bulk_flow
+    from vasrch.flows.nightly import nightly_flow
+    from vasrch.flows.query import query_flow
+    from vasrch.flows.train import train_flow
+
+    path = str(Path(config_path).resolve())
+    nightly = load_config(path).nightly
+    common = {
+        "parameters": {"config_path": path},
+        "tags": TAGS,
+        "entrypoint_type": EntrypointType.MODULE_PATH,
+    }
+    return [
+        train_flow.to_deployment("train", **common),
+        nightly_flow.to_deployment(
+            "nightly", schedules=[Cron(nightly.cron, timezone=nightly.timezone)], **common
+        ),
+        bulk_flow.to_deployment("bulk", **common),
+        query_flow.to_deployment("query", **common),
+    ]
+
+
+def serve_deployments(config_path: str, limit: int | None = None) -> None:
+    """Register the deployments with the server at PREFECT_API_URL and run their flow runs
+    (started from the UI, the API or the nightly schedule) from this process until stopped;
+    `limit` caps concurrent runs (None: no cap)."""
+    from prefect import serve
+
+    api_url()
+    serve(*build_deployments(config_path), limit=limit)
