@@ -255,7 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_workspace(p)
     p.add_argument("--run", help="run id (default: LATEST)")
     p.add_argument("--top-n", type=int, default=10, help="neighbours per query (default 10)")
-    p.add_argument("--probes", type=int, default=3, help="clusters searched (default 3)")
+    p.add_argument(
+        "--probes", type=int, help="clusters searched (default: the run's calibrated probes)"
+    )
     p.add_argument(
         "--format",
         choices=["table", "csv", "json"],
@@ -296,8 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--probes",
         type=int,
-        default=3,
-        help="nearest clusters searched unless the request says ?probes= (default 3)",
+        help="nearest clusters searched unless the request says ?probes= "
+        "(default: the run's calibrated probes)",
     )
     p.add_argument(
         "--max-upload-bytes",

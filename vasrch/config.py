@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+IntOrAuto = Annotated[int, Field(ge=1)] | Literal["auto"]
 
 
 class ConfigError(ValueError):
@@ -60,7 +62,7 @@ class DiagnosticsConfig(_Section):
 
 
 class ClusteringConfig(_Section):
-    num_clusters: int | Literal["auto"] = Field("auto", description="k, or auto (suggested k).")
+    num_clusters: IntOrAuto = Field("auto", description="k, or auto (suggested k).")
     n_components: int | None = Field(
         None, ge=2, description="PCA dimensions before clustering and search; none keeps all."
     )
@@ -71,17 +73,15 @@ class ClusteringConfig(_Section):
     seed: int = 0
     diagnostics: DiagnosticsConfig = DiagnosticsConfig()
 
-    @field_validator("num_clusters")
-    @classmethod
-    def _k_at_least_two(cls, v: int | str) -> int | str:
-        if isinstance(v, int) and v < 1:
-            raise ValueError("must be at least 1, or auto")
-        return v
-
 
 class SearchConfig(_Section):
     top_n: int = Field(10, ge=1)
-    probes: int = Field(3, ge=1, description="Nearest clusters whose members are ranked.")
+    probes: IntOrAuto = Field(
+        "auto",
+        description="Nearest clusters whose members are ranked; auto: the fewest that reach "
+        "target_recall on the evaluation sample, calibrated per run.",
+    )
+    target_recall: float = Field(0.95, gt=0, le=1, description="recall@10 that auto aims for.")
 
 
 class EvaluationConfig(_Section):
@@ -92,7 +92,7 @@ class EvaluationConfig(_Section):
 class BulkConfig(_Section):
     enabled: bool = Field(True, description="End the train flow with a bulk step.")
     top_n: int = Field(10, ge=1)
-    probes: int = Field(3, ge=1)
+    probes: IntOrAuto = Field("auto", description="auto: the run's calibrated probes")
     duplicate_threshold: float = Field(0.95, gt=0, le=1)
     csv: bool = Field(False, description="Also export neighbours.csv.")
     chunk_rows: int = Field(20_000, ge=1, description="Catalog rows per bulk task.")
@@ -139,14 +139,20 @@ class Config(_Section):
 
 def _format_errors(source: str, err: ValidationError) -> str:
     lines = [f"{source}: invalid config"]
+    by_field: dict[str, list[str]] = {}
     for e in err.errors():
-        field = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        # union members (constrained-int, literal['auto']) add loc parts a user never wrote
+        parts = [str(p) for p in e["loc"] if isinstance(p, int) or str(p).isidentifier()]
+        field = ".".join(parts) or "(top level)"
         if e["type"] == "extra_forbidden":
-            lines.append(f"  {field}: unknown key (value {e['input']!r}); check the spelling")
+            text = f"  {field}: unknown key (value {e['input']!r}); check the spelling"
         elif e["type"] == "missing":
-            lines.append(f"  {field}: required but missing")
+            text = f"  {field}: required but missing"
         else:
-            lines.append(f"  {field} = {e.get('input')!r}: {e['msg']}")
+            text = f"  {field} = {e.get('input')!r}: {e['msg']}"
+        by_field.setdefault(field, []).append(text)
+    for texts in by_field.values():
+        lines.append(texts[0] + "".join(f"; or {t.split(': ', 1)[1]}" for t in texts[1:]))
     return "\n".join(lines)
 
 

@@ -32,6 +32,11 @@ class Searcher:
     def run_id(self) -> str:
         return self.manifest["run_id"]
 
+    @property
+    def default_probes(self) -> int:
+        """The probes calibrated when the run was trained (3 for runs without one)."""
+        return int(self.manifest.get("probes", 3))
+
     def backbone(self, batch_size: int = 32, device: str = "auto") -> Backbone:
         backbone = load_backbone(self.spec, batch_size, device)
         self.index.check_fingerprint(backbone.fingerprint)
@@ -41,10 +46,11 @@ class Searcher:
         self,
         vectors: np.ndarray,
         top_n: int = 10,
-        probes: int = 3,
+        probes: int | None = None,
         exclude_ids: Sequence[str | None] | None = None,
     ) -> SearchResult:
-        return self.index.search(vectors, top_n, min(probes, self.index.k), exclude_ids)
+        probes = min(probes or self.default_probes, self.index.k)
+        return self.index.search(vectors, top_n, probes, exclude_ids)
 
     def _rows(self, image_ids: Sequence[str]) -> np.ndarray:
         rows = self.index.rows_of(image_ids)
@@ -54,13 +60,12 @@ class Searcher:
         return rows
 
     def search_ids(
-        self, image_ids: Sequence[str], top_n: int = 10, probes: int = 3
+        self, image_ids: Sequence[str], top_n: int = 10, probes: int | None = None
     ) -> SearchResult:
         """Neighbours of catalog images (each excluding itself), by their indexed vectors."""
         rows = self._rows(image_ids)
-        found, scores = self.index.search_rows(
-            self.index.vectors[rows], top_n, min(probes, self.index.k), rows
-        )
+        probes = min(probes or self.default_probes, self.index.k)
+        found, scores = self.index.search_rows(self.index.vectors[rows], top_n, probes, rows)
         return self.index.result_of(found, scores)
 
     def to_table(self, result: SearchResult, queries: Sequence[str]) -> pd.DataFrame:

@@ -160,7 +160,7 @@ class QueryServer(ThreadingHTTPServer):
         address: tuple[str, int],
         holder: RunHolder,
         top_n: int,
-        probes: int,
+        probes: int | None,
         max_upload_bytes: int,
         reload_interval_s: float,
     ) -> None:
@@ -203,7 +203,9 @@ class QueryServer(ThreadingHTTPServer):
                 watcher.join()
 
 
-def _int_param(params: dict[str, list[str]], name: str, default: int, high: int) -> int:
+def _int_param(
+    params: dict[str, list[str]], name: str, default: int | None, high: int
+) -> int | None:
     values = params.get(name)
     if not values:
         return default
@@ -357,7 +359,7 @@ class QueryHandler(BaseHTTPRequestHandler):
             f"{self.server.max_upload_bytes} bytes (max_upload_bytes)"
         )
 
-    def _params(self, query: str) -> tuple[dict[str, list[str]], int, int]:
+    def _params(self, query: str) -> tuple[dict[str, list[str]], int, int | None]:
         params = parse_qs(query, keep_blank_values=True)
         unknown = sorted(set(params) - QUERY_PARAMS)
         if unknown:
@@ -461,7 +463,7 @@ def make_server(
     host: str = "127.0.0.1",
     port: int = 8765,
     top_n: int = 10,
-    probes: int = 3,
+    probes: int | None = None,
     max_upload_bytes: int = 10_000_000,
     reload_interval_s: float = 1.0,
 ) -> QueryServer:
@@ -469,7 +471,7 @@ def make_server(
     (in a thread, if you like), then `shutdown` and `server_close`. Port 0 picks a free port."""
     for name, value in (
         ("top_n", top_n),
-        ("probes", probes),
+        ("probes", probes or 1),
         ("max_upload_bytes", max_upload_bytes),
     ):
         if value < 1:
@@ -488,7 +490,7 @@ def run_query_server(
     host: str = "127.0.0.1",
     port: int = 8765,
     top_n: int = 10,
-    probes: int = 3,
+    probes: int | None = None,
     max_upload_bytes: int = 10_000_000,
     reload_interval_s: float = 1.0,
 ) -> None:

@@ -59,6 +59,8 @@ def bulk_flow(
     )
     folder = resolve_run(cfg.workspace, run)
     manifest = read_manifest(folder, verify=True)
+    if bulk.probes == "auto":
+        bulk = bulk.model_copy(update={"probes": manifest.get("probes", 3)})
     expected = fingerprint(BackboneSpec.from_config(cfg.features))
     if manifest["fingerprint"] != expected:
         raise ValueError(

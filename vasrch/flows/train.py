@@ -77,7 +77,10 @@ def train_stage(
     bulk: dict[str, Any] | None = None
     if cfg.bulk.enabled:
         clock = time.perf_counter()
-        bulk = bulk_stage(staging / "index", staging / "bulk", cfg.bulk, list(ids))
+        bulk_cfg = cfg.bulk
+        if bulk_cfg.probes == "auto":
+            bulk_cfg = bulk_cfg.model_copy(update={"probes": int(metrics["probes"])})
+        bulk = bulk_stage(staging / "index", staging / "bulk", bulk_cfg, list(ids))
         timings["bulk_s"] = time.perf_counter() - clock
     report_task(str(staging), catalog, diag, index.k, metrics, f"vasrch run {run_id}")
 
@@ -97,6 +100,7 @@ def train_stage(
         "suggested_k": diag.suggested_k,
         "suggest_rule": diag.rule,
         "k": index.k,
+        "probes": int(metrics["probes"]),
         "counts": counts,
         "timings": {k: round(v, 3) for k, v in timings.items()},
         "metrics": metrics,

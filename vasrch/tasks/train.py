@@ -90,7 +90,14 @@ def evaluate_task(
 ) -> dict[str, float]:
     labels = catalog_labels(catalog, cfg.catalog.labels_csv)
     metrics = evaluate_index(
-        index, ids, vectors, cfg.search.probes, cfg.evaluation.sample, cfg.evaluation.seed, labels
+        index,
+        ids,
+        vectors,
+        cfg.search.probes,
+        cfg.evaluation.sample,
+        cfg.evaluation.seed,
+        labels,
+        cfg.search.target_recall,
     )
     create_table_artifact(
         key="search-quality",
