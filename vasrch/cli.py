@@ -214,6 +214,15 @@ def cmd_query_server(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from vasrch.config import load_config
+    from vasrch.deploy import serve_deployments
+
+    load_config(args.config)
+    serve_deployments(str(Path(args.config).resolve()), limit=args.limit)
+    return 0
+
+
 def _add_workspace(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", "-c", help="YAML config whose workspace to use")
     p.add_argument("--workspace", "-w", help="workspace folder (instead of --config)")
@@ -315,6 +324,15 @@ def build_parser() -> argparse.ArgumentParser:
         "verified before it replaces the served one (default 1.0)",
     )
     p.set_defaults(func=cmd_query_server)
+
+    p = sub.add_parser(
+        "serve",
+        help="serve the train, nightly, bulk and query deployments to the Prefect server at "
+        "PREFECT_API_URL (runs started from the UI execute in this process)",
+    )
+    p.add_argument("config", help="YAML config the deployments run with (nightly's cron too)")
+    p.add_argument("--limit", type=int, help="most flow runs at once (default: no cap)")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("runs", help="list, show or prune versioned runs")
     p.add_argument("action", choices=["list", "show", "prune"], help="what to do")
