@@ -104,7 +104,9 @@ class RunsConfig(_Section):
 
 class RunnerConfig(_Section):
     type: Literal["thread", "dask"] = "thread"
-    max_workers: int = Field(1, ge=1, description="Threads of the thread runner.")
+    max_workers: int | None = Field(
+        None, ge=1, description="Threads of the thread runner; none: Prefect's default."
+    )
     address: str | None = Field(None, description="Dask scheduler; none starts a LocalCluster.")
     n_workers: int = Field(2, ge=1, description="Workers of a local Dask cluster.")
 

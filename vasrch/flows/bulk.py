@@ -15,6 +15,7 @@ from vasrch.bulk import plan_cluster_chunks
 from vasrch.config import BulkConfig, load_config
 from vasrch.fileio import write_text_atomic
 from vasrch.index import load_index
+from vasrch.runner import use_runner
 from vasrch.runs import read_manifest, resolve_run
 from vasrch.tasks.bulk import bulk_chunk_task, duplicates_task, export_csv_task
 
@@ -70,6 +71,7 @@ def bulk_flow(
     job = f"{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%SZ}"
     out_dir = cfg.workspace / "bulk" / folder.name / job
     ids = pd.read_parquet(folder / "catalog.parquet", columns=["image_id"])["image_id"].tolist()
-    result = bulk_stage(folder / "index", out_dir, bulk, ids)
+    with use_runner(cfg.runner):
+        result = bulk_stage(folder / "index", out_dir, bulk, ids)
     write_text_atomic(out_dir / "COMPLETE", f"run {folder.name}\n")
     return {"run_id": folder.name, "out_dir": str(out_dir), **result}

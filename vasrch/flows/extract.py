@@ -11,6 +11,7 @@ from prefect import flow, unmapped
 from vasrch.backbones import BackboneSpec, fingerprint
 from vasrch.config import Config, load_config
 from vasrch.features import ExtractSummary, cache_dir_for, summarize
+from vasrch.runner import use_runner
 from vasrch.tasks.extract import (
     extract_chunk_task,
     plan_chunks_task,
@@ -42,5 +43,6 @@ def extract_stage(
 def extract_flow(config_path: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Turn the configured catalog folder into feature shards in the workspace."""
     cfg = load_config(config_path, overrides)
-    _, summary = extract_stage(cfg)
+    with use_runner(cfg.runner):
+        _, summary = extract_stage(cfg)
     return summary.as_dict()

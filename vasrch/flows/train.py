@@ -19,6 +19,7 @@ from vasrch.features import cache_dir_for
 from vasrch.fileio import write_text_atomic
 from vasrch.flows.bulk import bulk_stage
 from vasrch.flows.extract import extract_stage
+from vasrch.runner import use_runner
 from vasrch.tasks.train import (
     diagnostics_task,
     evaluate_task,
@@ -128,4 +129,6 @@ def train_stage(
 @flow(name="train")
 def train_flow(config_path: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train a versioned run from the configured catalog and point LATEST at it."""
-    return train_stage(load_config(config_path, overrides))
+    cfg = load_config(config_path, overrides)
+    with use_runner(cfg.runner):
+        return train_stage(cfg)
