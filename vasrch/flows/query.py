@@ -142,13 +142,16 @@ def query_flow(
             machine that runs the flow.
         run: Run id to search; empty for LATEST.
         top_n: Neighbours per query.
-        probes: Clusters searched per query; empty for the config's search.probes.
+        probes: Clusters searched per query; empty for the config's search.probes (auto: the
+            probes calibrated when the run was trained).
     """
     cfg = load_config(config_path)
     logger = get_run_logger()
     files = query_files(images)
     searcher = open_run(cfg.workspace, run)
-    probes = probes or cfg.search.probes
+    if probes is None:
+        configured = cfg.search.probes
+        probes = configured if isinstance(configured, int) else searcher.default_probes
     table, rejected = search_files(searcher, files, top_n, probes, cfg.features)
     for r in rejected:
         logger.warning("query %s skipped: %s", r["query"], r["reason"])
