@@ -9,6 +9,7 @@ import pandas as pd
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from prefect import task
+from threadpoolctl import threadpool_limits
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
@@ -33,9 +34,12 @@ def neighbour_shards(out_dir: Path) -> list[Path]:
 def bulk_chunk_task(
     index_dir: str, clusters: list[int], top_n: int, probes: int, out_path: str
 ) -> int:
-    """Neighbours of every member of `clusters`, written as one Parquet shard."""
+    """Neighbours of every member of `clusters`, written as one Parquet shard. BLAS runs one
+    thread per task: concurrent chunks already fill the cores, and OpenBLAS threads spinning
+    against each other made bulk several times slower on a busy 2-core machine."""
     index = _index(index_dir)
-    frame = bulk_neighbours_for_clusters(index, clusters, top_n, min(probes, index.k))
+    with threadpool_limits(1, "blas"):
+        frame = bulk_neighbours_for_clusters(index, clusters, top_n, min(probes, index.k))
     with atomic_path(out_path) as tmp:
         frame.to_parquet(tmp, index=False)
     progress.report("bulk", int(sum(index.cluster_sizes[c] for c in clusters)))
