@@ -9,10 +9,10 @@ import pandas as pd
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from prefect import task
-from threadpoolctl import threadpool_limits
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
+from threadpoolctl import threadpool_limits
 
 from vasrch import progress
 from vasrch.bulk import bulk_neighbours_for_clusters, duplicate_groups, near_duplicate_pairs
