@@ -14,6 +14,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import pandas as pd
 import pytest
@@ -177,10 +178,16 @@ def read_deployments() -> dict:
         return {d.name: d for d in client.read_deployments()}
 
 
+class Served(NamedTuple):
+    config: Path
+    catalog: Path
+    process: subprocess.Popen
+
+
 @pytest.fixture(scope="module")
-def served(server, tmp_path_factory, demo_catalog) -> Iterator[tuple[Path, Path]]:
+def served(server, tmp_path_factory, demo_catalog) -> Iterator[Served]:
     """The four deployments served from one process (vasrch.deploy.serve_deployments) on a
-    private copy of the demo catalog; yields (config path, catalog folder)."""
+    private copy of the demo catalog."""
     root = tmp_path_factory.mktemp("served")
     catalog = root / "catalog"
     shutil.copytree(demo_catalog, catalog)
@@ -204,7 +211,7 @@ def served(server, tmp_path_factory, demo_catalog) -> Iterator[tuple[Path, Path]
         )
     try:
         wait_until(lambda: len(read_deployments()) == 4, 120, "serve", proc, log)
-        yield config, catalog
+        yield Served(config, catalog, proc)
     finally:
         stop(proc)
 
@@ -223,7 +230,7 @@ def start_and_wait(name: str, parameters: dict):
 
 @pytest.fixture(scope="module")
 def trained(served) -> dict:
-    config, _ = served
+    config = served.config
     _, result = start_and_wait("train", {"config_path": str(config)})
     return result
 
@@ -252,7 +259,7 @@ def test_served_deployments_are_registered_with_the_nightly_schedule(served):
 
 @pytest.mark.server
 def test_train_started_through_the_api_publishes_latest(served, trained):
-    config, _ = served
+    config = served.config
     workspace = load_config(config).workspace
     run_dir = Path(trained["run_dir"])
     assert run_dir.is_dir() and run_dir.parent == runs.runs_dir(workspace)
@@ -263,7 +270,7 @@ def test_train_started_through_the_api_publishes_latest(served, trained):
 
 @pytest.mark.server
 def test_nightly_on_an_unchanged_catalog_extracts_nothing_and_warm_starts(served, trained):
-    config, _ = served
+    config = served.config
     _, result = start_and_wait("nightly", {"config_path": str(config)})
     assert result["extract"]["new"] == 0 and result["extract"]["reused"] == 48
     assert result["previous_run"] == trained["run_id"]
@@ -274,7 +281,7 @@ def test_nightly_on_an_unchanged_catalog_extracts_nothing_and_warm_starts(served
 
 @pytest.mark.server
 def test_nightly_failing_its_gate_keeps_latest_and_records_the_reason(served, trained):
-    config, catalog = served
+    config, catalog = served.config, served.catalog
     workspace = load_config(config).workspace
     before = runs.latest_run_id(workspace)
     bad = catalog / "shoe" / "truncated.png"
@@ -299,7 +306,7 @@ def test_query_through_the_api_writes_results_page_and_artifacts(served, trained
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
-    config, catalog = served
+    config, catalog = served.config, served.catalog
     queries = tmp_path / "queries"
     (queries / "sub").mkdir(parents=True)
     shutil.copy(catalog / "hat" / "hat_001.jpg", queries / "hat.jpg")
@@ -341,7 +348,7 @@ def test_query_through_the_api_writes_results_page_and_artifacts(served, trained
 
 @pytest.mark.server
 def test_bulk_through_the_api_writes_neighbours_for_the_run(served, trained):
-    config, _ = served
+    config = served.config
     _, result = start_and_wait(
         "bulk", {"config_path": str(config), "run": trained["run_id"], "top_n": 3}
     )
@@ -351,11 +358,16 @@ def test_bulk_through_the_api_writes_neighbours_for_the_run(served, trained):
 
 
 @pytest.mark.server
-def test_prefect_deploy_all_registers_the_yaml_deployments_on_the_work_pool(server):
-    def prefect(*args: str) -> None:
+def test_prefect_deploy_all_registers_the_yaml_deployments_and_a_worker_runs_them(
+    server, served, trained, tmp_path
+):
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+
+    def prefect(*args: str, cwd: Path = REPO) -> None:
         done = subprocess.run(
             [sys.executable, "-m", "prefect", *args],
-            cwd=REPO,
+            cwd=cwd,
             env=server,
             capture_output=True,
             text=True,
@@ -363,12 +375,13 @@ def test_prefect_deploy_all_registers_the_yaml_deployments_on_the_work_pool(serv
         )
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
 
+    stop(served.process)  # it would pick up runs of the same deployments too
     prefect("work-pool", "create", "vasrch", "--type", "process", "--overwrite")
     prefect("--no-prompt", "deploy", "--all", "--prefect-file", str(PREFECT_YAML))
     deployments = read_deployments()
     assert sorted(deployments) == sorted(NAMES)
     for name, d in deployments.items():
-        assert d.work_pool_name == "vasrch"
+        assert d.work_pool_name == "vasrch" and not d.paused
         assert d.entrypoint == f"vasrch/flows/{name}.py:{name}_flow"
         assert d.parameters == {"config_path": "config/demo.yaml"}
         assert d.pull_steps == [
@@ -377,3 +390,14 @@ def test_prefect_deploy_all_registers_the_yaml_deployments_on_the_work_pool(serv
     [schedule] = deployments["nightly"].schedules
     assert (schedule.schedule.cron, schedule.schedule.timezone) == ("0 2 * * *", "UTC")
     assert deployments["query"].parameter_openapi_schema["properties"]["top_n"]["minimum"] == 1
+
+    # A process worker started elsewhere runs a deployment from the repo root (its pull step).
+    config = served.config
+    parameters = {"config_path": str(config), "run": trained["run_id"], "top_n": 2}
+    flow_run = run_deployment(name="bulk/bulk", parameters=parameters, timeout=0)
+    prefect("worker", "start", "--pool", "vasrch", "--run-once", cwd=tmp_path)
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(flow_run.id).state
+    assert state.is_completed(), f"{state.name}: {state.message}"
+    jobs = load_config(config).workspace / "bulk" / trained["run_id"]
+    assert any((job / "COMPLETE").is_file() for job in jobs.iterdir())
