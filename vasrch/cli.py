@@ -347,14 +347,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     for key, value in QUIET_ENV.items():
         os.environ.setdefault(key, value)
     args = build_parser().parse_args(argv)
-    if not args.verbose:
+    if not args.verbose and args.command != "serve":
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     from vasrch.config import ConfigError
     from vasrch.runs import RunError
 
     try:
         return args.func(args)
-    except (ConfigError, RunError, FileNotFoundError, ValueError) as err:
+    except (ConfigError, RunError, FileNotFoundError, ValueError, RuntimeError) as err:
         print(f"vasrch: error: {err}", file=sys.stderr)
         return 2
 

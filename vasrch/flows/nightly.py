@@ -15,6 +15,7 @@ from vasrch import runs
 from vasrch.backbones import BackboneSpec, fingerprint
 from vasrch.config import Config, GatesConfig, load_config
 from vasrch.flows.train import train_stage
+from vasrch.runner import use_runner
 
 Gate = Callable[[dict[str, Any]], str | None]
 
@@ -101,7 +102,8 @@ def nightly_flow(config_path: str, overrides: dict[str, Any] | None = None) -> d
     cfg = load_config(config_path, overrides)
     logger = get_run_logger()
     previous, init = previous_centroids(cfg)
-    result = train_stage(cfg, init_centroids=init, gate=quality_gate(cfg.nightly.gates))
+    with use_runner(cfg.runner):
+        result = train_stage(cfg, init_centroids=init, gate=quality_gate(cfg.nightly.gates))
     centroids = Path(result["run_dir"]) / "index" / "centroids.npy"
     new_shape = np.load(centroids, mmap_mode="r", allow_pickle=False).shape
     result["warm_start"] = init is not None and init.shape == new_shape
