@@ -126,12 +126,16 @@ def test_kill_minus_9_then_resume_equals_uninterrupted(tmp_path: Path, demo_cata
     cmd = [sys.executable, "-m", "vasrch.cli", "extract", "--no-progress", "-c"]
     cache = cache_dir_for(tmp_path / "killed", fingerprint(SPEC))
     proc = subprocess.Popen(
-        [*cmd, str(config("killed"))], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        [*cmd, str(config("killed"))],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # so the kill also reaches the Prefect server it starts
     )
     deadline = time.time() + 240
     while len(shard_paths(cache)) < 3 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
+    os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     interrupted = len(shard_paths(cache))
     assert 3 <= interrupted < 12, "the kill did not land mid-run"

@@ -160,13 +160,14 @@ def test_killed_train_leaves_latest_on_previous_run(trained, tmp_path: Path, dem
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        start_new_session=True,  # the kill then reaches the Prefect server it starts
     )
     deadline = time.time() + 180
     while time.time() < deadline and proc.poll() is None:
         if list((ws / "runs").glob(".staging-*/diagnostics")):
             break
         time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
+    os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert runs.latest_run_id(ws) == before
     assert [r["run_id"] for r in runs.list_runs(ws)] == [before]
