@@ -18,8 +18,9 @@ def test_sample_code_runs_verbatim(tmp_path, demo_catalog) -> None:
 
     summary = extract_features(image_folder, features_folder)
     with pytest.warns(UserWarning, match="max_clusters=100"):
-        visualize_clusters = get_optimal_num_clusters(features_folder, max_clusters=100,
-                                                      n_components=10)
+        visualize_clusters = get_optimal_num_clusters(
+            features_folder, max_clusters=100, n_components=10
+        )
     train_clusters(features_folder, model_filename, csv_file, num_clusters)
     similar_images = search_similar_images(image_path, model_filename, csv_file, top_n)
 

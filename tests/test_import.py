@@ -15,5 +15,9 @@ def test_seed_functions_resolve_lazily() -> None:
     import vasrch
 
     assert callable(vasrch.extract_features) and callable(vasrch.search_similar_images)
-    assert set(vasrch.__all__) == {"extract_features", "get_optimal_num_clusters",
-                                   "train_clusters", "search_similar_images"}
+    assert set(vasrch.__all__) == {
+        "extract_features",
+        "get_optimal_num_clusters",
+        "train_clusters",
+        "search_similar_images",
+    }

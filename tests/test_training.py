@@ -24,6 +24,8 @@ def test_auto_probes_are_the_fewest_reaching_the_target() -> None:
     assert fewer["recall_at_10"] < 0.9
     more = evaluate_index(index, ids, x, p + 2, sample=300)
     assert more["recall_at_10"] >= auto["recall_at_10"]
+    capped = evaluate_index(index, ids, x, "auto", sample=300, target_recall=0.9, max_probes=p - 1)
+    assert capped["probes"] == p - 1 and capped["recall_at_10"] < 0.9
 
 
 def test_labels_from_class_folders_or_csv(tmp_path) -> None:

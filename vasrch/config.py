@@ -82,6 +82,12 @@ class SearchConfig(_Section):
         "target_recall on the evaluation sample, calibrated per run.",
     )
     target_recall: float = Field(0.95, gt=0, le=1, description="recall@10 that auto aims for.")
+    max_probes: int = Field(
+        32,
+        ge=1,
+        description="Most probes auto may choose (bounds query time); a run that needs "
+        "more keeps this many and reports its lower recall (the nightly gate sees it).",
+    )
 
 
 class EvaluationConfig(_Section):

@@ -132,19 +132,21 @@ def evaluate_index(
     seed: int = 0,
     labels: pd.Series | None = None,
     target_recall: float = 0.95,
+    max_probes: int | None = None,
 ) -> dict[str, float]:
     """recall@10 of the index against exact search on sampled catalog queries (each excluding
     itself); with labels, leave-one-out precision@5 and @10 of the index and of exact search.
 
-    With probes "auto" the probes are calibrated: the fewest (1, 2, ... k) whose recall@10
-    reaches `target_recall` on the sample, as FAISS users tune nprobe; the result's "probes"
-    is what the run's queries and bulk jobs use by default."""
+    With probes "auto" the probes are calibrated: the fewest (1, 2, ... up to `max_probes`)
+    whose recall@10 reaches `target_recall` on the sample, as FAISS users tune nprobe; the
+    result's "probes" is what the run's queries and bulk jobs use by default."""
     rows = sample_queries(len(ids), sample, seed)
     queries, qids = vectors[rows], list(ids[rows])
     top = 10
     exact_vectors = index.prepare_queries(vectors)
     exact = brute_force(index.prepare_queries(queries), ids, exact_vectors, top, exclude_ids=qids)
-    candidates = range(1, index.k + 1) if probes == "auto" else [min(int(probes), index.k)]
+    most = min(index.k, max_probes or index.k)
+    candidates = range(1, most + 1) if probes == "auto" else [min(int(probes), index.k)]
     for p in candidates:
         approx = index.search(queries, top, p, exclude_ids=qids)
         recall = recall_at_k(approx, exact, top)

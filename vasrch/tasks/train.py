@@ -98,6 +98,7 @@ def evaluate_task(
         cfg.evaluation.seed,
         labels,
         cfg.search.target_recall,
+        cfg.search.max_probes,
     )
     create_table_artifact(
         key="search-quality",
