@@ -331,7 +331,7 @@ def test_query_through_the_api_writes_results_page_and_artifacts(served, trained
     assert best[str(queries / "hat.jpg")] == "hat/hat_001.jpg"
     assert best[str(queries / "sub" / "watch.png")] == "watch/watch_003.png"
     page = (out / "results.html").read_text()
-    assert "broken.jpg" in page and page.count('<figure class="query">') == 2
+    assert "broken.jpg" in page and page.count('<figure class="tile query">') == 2
     sources = re.findall(r'src="([^"]+)"', page)
     assert len(sources) == 2 + 8 and all(s.startswith("thumbs/") for s in sources)
     assert all((out / s).is_file() for s in sources)

@@ -36,7 +36,7 @@ _PLACEHOLDER_GREY = (190, 190, 190)
 _EXIF_ORIENTATION = 0x0112
 _ORIENTATIONS_SWAPPING_AXES = {5, 6, 7, 8}
 
-_CSS = """
+PAGE_CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:24px auto;
 max-width:1180px;padding:0 16px;color:#222;background:#fafafa;line-height:1.4}
 h1{margin:0 0 4px}h2{margin:32px 0 8px;border-bottom:1px solid #ccc;padding-bottom:4px}
@@ -153,7 +153,7 @@ def write_report(
     ]
     page = (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-        f"<title>{_e(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
+        f"<title>{_e(title)}</title>\n<style>{PAGE_CSS}</style>\n</head>\n<body>\n"
         + "\n".join(body)
         + "\n</body>\n</html>\n"
     )
@@ -372,7 +372,8 @@ def _number(value: object) -> str:
     return f"{number:,.1f}" if abs(number) >= 1000 else f"{number:.4g}"
 
 
-def _tile(image_id: str, thumb: Thumb, note: str = "", css: str = "") -> str:
+def tile(image_id: str, thumb: Thumb, note: str = "", css: str = "") -> str:
+    """One thumbnail figure with its id and a note; unreadable images are marked."""
     classes = " ".join(c for c in ("tile", css, "bad" if thumb.problem else "") if c)
     hover = image_id if thumb.problem is None else f"{image_id}: {thumb.problem}"
     extra = "" if thumb.problem is None else '<span class="val">unreadable</span>'
@@ -467,7 +468,7 @@ def _clusters_section(
         )
         for row in frame.itertuples(index=False):
             image_id = str(row.image_id)
-            parts.append(_tile(image_id, thumbs[image_id], f"{float(row.distance):.3f}"))
+            parts.append(tile(image_id, thumbs[image_id], f"{float(row.distance):.3f}"))
         parts.append("</div>")
     parts.append("</section>")
     return "".join(parts)
@@ -483,12 +484,12 @@ def _queries_section(queries: dict[str, pd.DataFrame] | None, thumbs: Mapping[st
         " followed by its nearest neighbours with rank and cosine score.</p>"
     )
     for query, frame in queries.items():
-        parts.append(f'<div class="grid">{_tile(query, thumbs[query], "query", "query")}')
+        parts.append(f'<div class="grid">{tile(query, thumbs[query], "query", "query")}')
         parts.append('<span class="arrow">→</span>')
         for row in frame.itertuples(index=False):
             neighbour = str(row.neighbour_id)
             note = f"#{int(row.rank)} · {float(row.score):.3f}"
-            parts.append(_tile(neighbour, thumbs[neighbour], note))
+            parts.append(tile(neighbour, thumbs[neighbour], note))
         parts.append("</div><br>")
     parts.append("</section>")
     return "".join(parts)
@@ -523,7 +524,7 @@ def _duplicates_section(
                 if "mean_similarity" in row:
                     notes.append(f"{float(row['mean_similarity']):.3f}")
                 parts.append(
-                    _tile(image_id, thumbs[image_id], " · ".join(notes), "rep" if rep else "")
+                    tile(image_id, thumbs[image_id], " · ".join(notes), "rep" if rep else "")
                 )
             parts.append("</div>")
         if left_out:

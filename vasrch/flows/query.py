@@ -17,26 +17,13 @@ from vasrch import runs
 from vasrch.catalog import iter_image_files
 from vasrch.config import FeaturesConfig, load_config
 from vasrch.fileio import atomic_path, write_text_atomic
-from vasrch.report import Thumb, write_thumbnails
+from vasrch.report import PAGE_CSS, tile, write_thumbnails
 from vasrch.search import RESULT_COLUMNS, Searcher, embed_files, open_run
 
 RESULTS_PARQUET = "results.parquet"
 RESULTS_HTML = "results.html"
 EMBED_CHUNK = 256  # query files decoded and embedded at a time (bounded memory)
 ARTIFACT_ROWS = 500  # rows of the result table shown as a Prefect artifact
-
-_CSS = """
-body{font-family:system-ui,sans-serif;margin:24px auto;max-width:1180px;padding:0 16px;
-color:#222;background:#fafafa}
-.row{display:flex;flex-wrap:wrap;gap:8px;align-items:flex-start;margin:0 0 18px}
-figure{margin:0;width:136px;padding:4px;background:#fff;border:1px solid #ddd;border-radius:4px}
-figure .frame{width:128px;height:128px;display:flex;align-items:center;justify-content:center;
-background:#f4f4f4}
-figure img{max-width:128px;max-height:128px}
-figcaption{font-size:11px;word-break:break-all;margin-top:3px}
-figure.query{border:2px solid #3569c9}.arrow{align-self:center;font-size:28px;color:#999}
-.muted{color:#666;font-size:13px}td{padding:2px 10px;font-size:13px}
-"""
 
 
 def query_files(images: list[str]) -> list[Path]:
@@ -78,18 +65,6 @@ def search_files(
     return table, rejected
 
 
-def _tile(label: str, thumb: Thumb, note: str, css: str = "") -> str:
-    e = html.escape
-    caption = e(label) + (f"<br>{e(note)}" if note else "")
-    if thumb.problem:
-        caption += f"<br>unreadable: {e(thumb.problem)}"
-    return (
-        f'<figure class="{css}"><div class="frame"><img src="{e(thumb.src)}" '
-        f'width="{thumb.width}" height="{thumb.height}" alt="{e(label)}" loading="lazy"></div>'
-        f"<figcaption>{caption}</figcaption></figure>"
-    )
-
-
 def write_query_page(
     out_dir: Path, table: pd.DataFrame, rejected: list[dict[str, str]], title: str
 ) -> Path:
@@ -101,12 +76,10 @@ def write_query_page(
     thumbs = write_thumbnails([*table["query"], *table["image_id"]], paths, out_dir)
     parts = [f"<h1>{html.escape(title)}</h1>"]
     for query, rows in table.groupby("query", sort=False):
-        parts.append(f'<div class="row">{_tile(Path(query).name, thumbs[query], "query", "query")}')
+        parts.append(f'<div class="grid">{tile(Path(query).name, thumbs[query], "query", "query")}')
         parts.append('<span class="arrow">→</span>')
         for row in rows.itertuples(index=False):
-            parts.append(
-                _tile(row.image_id, thumbs[row.image_id], f"#{row.rank} · {row.score:.3f}")
-            )
+            parts.append(tile(row.image_id, thumbs[row.image_id], f"#{row.rank} · {row.score:.3f}"))
         parts.append("</div>")
     if rejected:
         cells = "".join(
@@ -116,7 +89,7 @@ def write_query_page(
         parts.append(f"<h2>Queries that could not be read</h2><table>{cells}</table>")
     page = (
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>'
-        f"{html.escape(title)}</title><style>{_CSS}</style></head><body>\n"
+        f"{html.escape(title)}</title><style>{PAGE_CSS}</style></head><body>\n"
         + "\n".join(parts)
         + "\n</body></html>\n"
     )
