@@ -30,7 +30,8 @@ def sweep_values(diag: DiagnosticsConfig, n: int, max_clusters: int | None = Non
     top = min(diag.k_max, max_clusters or diag.max_clusters, diag.max_clusters)
     if top >= n:
         warnings.warn(
-            f"max_clusters {top} is not below the number of images ({n}); using {n - 1}",
+            f"the sweep's largest k ({top}) is not below the number of images ({n}); "
+            f"sweeping up to {n - 1}",
             stacklevel=2,
         )
         top = n - 1
