@@ -142,7 +142,10 @@ def cmd_query(args: argparse.Namespace) -> int:
         print(f"vasrch: skipped {files[pos]}: {reason}", file=sys.stderr)
     if not ok:
         return 2
-    result = searcher.search_vectors(vectors, args.top_n, args.probes)
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1, "blas"):  # a few queries: threads only add hand-off stalls
+        result = searcher.search_vectors(vectors, args.top_n, args.probes)
     table = searcher.to_table(result, [str(files[i]) for i in ok])
     if args.format == "json":
         print(json.dumps(table.to_dict("records"), indent=2))
