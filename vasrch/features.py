@@ -189,7 +189,8 @@ def extract_chunk(
     if vectors:
         shard = cache_dir / f"part-{stem}.parquet"
         with atomic_path(shard) as tmp:
-            pq.write_table(_shard_table(ids, shas, sizes, np.concatenate(vectors)), tmp)
+            table = _shard_table(ids, shas, sizes, np.concatenate(vectors))
+            pq.write_table(table, tmp, use_dictionary=False)  # every value is unique
     return ChunkResult(
         len(ids), len(rejected), shard.name if shard else None, time.perf_counter() - start
     )
@@ -209,24 +210,25 @@ def feature_matrix(table: pa.Table) -> np.ndarray:
 
 def load_vectors(cache_dir: Path, catalog: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """(image_ids, float32 matrix) for the catalog images that have a vector, in catalog order.
-    Shards are streamed; images with the same bytes share one vector."""
-    rows_of: dict[str, list[int]] = {}
-    for i, sha in enumerate(catalog["sha256"]):
-        rows_of.setdefault(sha, []).append(i)
+    Shards are streamed into a matrix allocated once at its final size; images with the same
+    bytes share one vector."""
+    done, _ = cached_hashes(cache_dir)
+    has = catalog["sha256"].isin(done).to_numpy()
+    slots_of: dict[str, list[int]] = {}
+    for slot, sha in enumerate(catalog["sha256"].to_numpy()[has]):
+        slots_of.setdefault(sha, []).append(slot)
+    ids = catalog["image_id"].to_numpy()[has]
     matrix: np.ndarray | None = None
-    have = np.zeros(len(catalog), dtype=bool)
     for table in iter_shards(cache_dir, ["sha256", "feature"]):
         vecs = feature_matrix(table)
         if matrix is None:
-            matrix = np.zeros((len(catalog), vecs.shape[1]), dtype=np.float32)
+            matrix = np.zeros((len(ids), vecs.shape[1]), dtype=np.float32)
         for j, sha in enumerate(table.column("sha256").to_pylist()):
-            for i in rows_of.get(sha, ()):
-                matrix[i] = vecs[j]
-                have[i] = True
-    ids = catalog["image_id"].to_numpy()
+            for slot in slots_of.get(sha, ()):
+                matrix[slot] = vecs[j]
     if matrix is None:
         return ids[:0], np.zeros((0, 0), dtype=np.float32)
-    return ids[have], matrix[have]
+    return ids, matrix
 
 
 def summarize(
