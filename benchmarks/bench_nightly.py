@@ -60,8 +60,8 @@ def main() -> int:
         os.environ.setdefault(key, value)
     from vasrch import runs
     from vasrch.config import load_config
-    from vasrch.flows.nightly import nightly_flow
-    from vasrch.flows.train import train_flow
+    from vasrch.orchestration.flows.nightly import nightly_flow
+    from vasrch.orchestration.flows.train import train_flow
 
     path = config_file(args)
     workspace = load_config(path).workspace

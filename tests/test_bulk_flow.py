@@ -9,8 +9,8 @@ import pytest
 import yaml
 from PIL import Image, ImageDraw, ImageOps
 
-from vasrch.flows.bulk import bulk_flow
-from vasrch.flows.train import train_flow
+from vasrch.orchestration.flows.bulk import bulk_flow
+from vasrch.orchestration.flows.train import train_flow
 
 
 def _scene(seed: int, size: int = 320) -> Image.Image:
@@ -119,5 +119,5 @@ def test_bulk_refuses_missing_run_and_other_backbone(planted, tmp_path: Path) ->
     other["workspace"] = str(config.parent / "ws")
     other_path = tmp_path / "other.yaml"
     other_path.write_text(yaml.safe_dump(other))
-    with pytest.raises(ValueError, match="was built with backbone"):
+    with pytest.raises(RunError, match="was built with backbone"):
         bulk_flow(str(other_path))

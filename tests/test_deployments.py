@@ -71,7 +71,7 @@ def test_prefect_yaml_entrypoints_pool_and_schedule_match_the_flows_and_demo_con
 
 
 def test_build_deployments_default_the_config_and_schedule_nightly_from_it(tmp_path, demo_catalog):
-    from vasrch.deploy import build_deployments
+    from vasrch.orchestration.deployments import build_deployments
 
     config = write_config(
         tmp_path, demo_catalog, nightly={"cron": "30 3 * * 1-5", "timezone": "Europe/Berlin"}
@@ -80,14 +80,14 @@ def test_build_deployments_default_the_config_and_schedule_nightly_from_it(tmp_p
     assert sorted(built) == sorted(NAMES)
     for d in built.values():
         assert d.parameters == {"config_path": str(config.resolve())}
-        assert d.entrypoint.startswith("vasrch.flows.")
+        assert d.entrypoint.startswith("vasrch.orchestration.flows.")
     [schedule] = built["nightly"].schedules
     assert (schedule.schedule.cron, schedule.schedule.timezone) == ("30 3 * * 1-5", "Europe/Berlin")
     assert all(not built[n].schedules for n in ("train", "bulk", "query"))
 
 
 def test_serving_without_an_api_url_says_how_to_start_a_server(tmp_path, demo_catalog):
-    from vasrch.deploy import serve_deployments
+    from vasrch.orchestration.deployments import serve_deployments
 
     with pytest.raises(RuntimeError, match=r"PREFECT_API_URL is not set.*prefect server start"):
         serve_deployments(str(write_config(tmp_path, demo_catalog)))
@@ -186,8 +186,8 @@ class Served(NamedTuple):
 
 @pytest.fixture(scope="module")
 def served(server, tmp_path_factory, demo_catalog) -> Iterator[Served]:
-    """The four deployments served from one process (vasrch.deploy.serve_deployments) on a
-    private copy of the demo catalog."""
+    """The four deployments served from one process (serve_deployments) on a private copy of
+    the demo catalog."""
     root = tmp_path_factory.mktemp("served")
     catalog = root / "catalog"
     shutil.copytree(demo_catalog, catalog)
@@ -199,7 +199,10 @@ def served(server, tmp_path_factory, demo_catalog) -> Iterator[Served]:
         "PREFECT_LOGGING_LEVEL": "INFO",
     }
     log = root / "serve.log"
-    code = "import sys; from vasrch.deploy import serve_deployments; serve_deployments(sys.argv[1])"
+    code = (
+        "import sys; from vasrch.orchestration.deployments import serve_deployments; "
+        "serve_deployments(sys.argv[1])"
+    )
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-c", code, str(config)],
@@ -382,7 +385,7 @@ def test_prefect_deploy_all_registers_the_yaml_deployments_and_a_worker_runs_the
     assert sorted(deployments) == sorted(NAMES)
     for name, d in deployments.items():
         assert d.work_pool_name == "vasrch" and not d.paused
-        assert d.entrypoint == f"vasrch/flows/{name}.py:{name}_flow"
+        assert d.entrypoint == f"vasrch/orchestration/flows/{name}.py:{name}_flow"
         assert d.parameters == {"config_path": "config/demo.yaml"}
         assert d.pull_steps == [
             {"prefect.deployments.steps.set_working_directory": {"directory": str(REPO)}}

@@ -11,7 +11,8 @@ import pytest
 
 from vasrch import runs
 from vasrch.config import GatesConfig
-from vasrch.flows.nightly import nightly_flow, quality_gate
+from vasrch.orchestration.flows.nightly import nightly_flow
+from vasrch.promotion import gate_failure
 
 
 def manifest(recall: float, rejected: int, catalog: int) -> dict:
@@ -22,22 +23,22 @@ def manifest(recall: float, rejected: int, catalog: int) -> dict:
 
 
 def test_gate_passes_at_the_thresholds():
-    gate = quality_gate(GatesConfig(min_recall_at_10=0.9, max_rejected_fraction=0.1))
-    assert gate(manifest(0.9, 10, 100)) is None
-    assert gate(manifest(1.0, 0, 100)) is None
+    gates = GatesConfig(min_recall_at_10=0.9, max_rejected_fraction=0.1)
+    assert gate_failure(gates, manifest(0.9, 10, 100)) is None
+    assert gate_failure(gates, manifest(1.0, 0, 100)) is None
 
 
 def test_gate_names_each_failing_figure_and_threshold():
-    gate = quality_gate(GatesConfig(min_recall_at_10=0.9, max_rejected_fraction=0.05))
-    recall = gate(manifest(0.85, 0, 100))
+    gates = GatesConfig(min_recall_at_10=0.9, max_rejected_fraction=0.05)
+    recall = gate_failure(gates, manifest(0.85, 0, 100))
     assert "recall_at_10 0.8500" in recall and "min_recall_at_10 0.9" in recall
     assert "rejected" not in recall
-    rejected = gate(manifest(0.95, 6, 100))
+    rejected = gate_failure(gates, manifest(0.95, 6, 100))
     assert "6 of 100" in rejected and "max_rejected_fraction 0.05" in rejected
-    both = gate(manifest(0.5, 50, 100))
+    both = gate_failure(gates, manifest(0.5, 50, 100))
     assert "min_recall_at_10" in both and "max_rejected_fraction" in both
-    zero = quality_gate(GatesConfig(max_rejected_fraction=0.0))
-    assert "max_rejected_fraction 0.0" in zero(manifest(1.0, 1, 1000))
+    zero = GatesConfig(max_rejected_fraction=0.0)
+    assert "max_rejected_fraction 0.0" in gate_failure(zero, manifest(1.0, 1, 1000))
 
 
 def centroids(run_dir: str | Path) -> np.ndarray:

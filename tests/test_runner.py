@@ -22,7 +22,7 @@ from vasrch.backbones import BackboneSpec, fingerprint
 from vasrch.catalog import scan_catalog
 from vasrch.config import FeaturesConfig, RunnerConfig, load_config
 from vasrch.features import ChunkResult, cache_dir_for, feature_matrix, plan_chunks
-from vasrch.runner import (
+from vasrch.orchestration.task_runners import (
     DASK_EXTRA_HINT,
     local_cluster_kwargs,
     prefect_api_url,
@@ -133,7 +133,7 @@ def test_local_cluster_workers_are_other_processes_reporting_to_the_flows_api():
 
 def _train(root: Path, catalog: Path, runner: RunnerConfig) -> tuple[Path, Path]:
     """Train in its own workspace under `root`; (feature cache folder, run folder)."""
-    from vasrch.flows.train import train_flow
+    from vasrch.orchestration.flows.train import train_flow
 
     data = {
         "catalog": {"path": str(catalog)},

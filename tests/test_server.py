@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from vasrch import runs
-from vasrch.flows.train import train_flow
+from vasrch.orchestration.flows.train import train_flow
 from vasrch.server import QueryServer, make_server
 
 MAX_UPLOAD = 200_000

@@ -15,8 +15,8 @@ import pytest
 import yaml
 
 from vasrch import runs
-from vasrch.flows.train import train_flow
 from vasrch.index import brute_force
+from vasrch.orchestration.flows.train import train_flow
 from vasrch.search import open_run
 
 

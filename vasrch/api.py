@@ -24,10 +24,10 @@ from vasrch.config import ClusteringConfig, DiagnosticsConfig
 from vasrch.features import ExtractSummary, extract_chunk, load_vectors, plan_chunks, summarize
 from vasrch.fileio import atomic_path, write_text_atomic
 from vasrch.index import load_index, save
+from vasrch.layout import SavedFeaturesLayout, saved_index_dir
 from vasrch.search import embed_files
+from vasrch.search_params import resolve_search_params
 from vasrch.training import diagnose, fit_index
-
-META = "vasrch-features.json"
 
 
 @dataclass(frozen=True)
@@ -51,30 +51,32 @@ def extract_features(
     start = time.perf_counter()
     spec = BackboneSpec(name=model, **features)
     fp = fingerprint(spec)
-    save_to = Path(save_to)
-    cache = save_to / fp
+    saved = SavedFeaturesLayout(Path(save_to))
+    cache = saved.cache(fp).root
     catalog = scan_catalog(img_folder)
     backbone = load_backbone(spec)
     results = [extract_chunk(rows, backbone, cache) for rows in plan_chunks(catalog, cache, 1024)]
-    write_catalog(catalog, save_to / "catalog.parquet")
+    write_catalog(catalog, saved.catalog)
     meta = {
         "catalog_root": str(Path(img_folder).resolve()),
         "fingerprint": fp,
         "backbone": asdict(spec),
     }
-    write_text_atomic(save_to / META, json.dumps(meta, indent=2))
+    write_text_atomic(saved.meta, json.dumps(meta, indent=2))
     return summarize(catalog, results, cache, fp, time.perf_counter() - start)
 
 
 def _features(features_folder: str | Path) -> tuple[dict, pd.DataFrame, object, object]:
-    folder = Path(features_folder)
-    if not (folder / META).is_file():
+    """(metadata, catalog table, ids, vectors) of a folder extract_features saved to."""
+    saved = SavedFeaturesLayout(Path(features_folder))
+    if not saved.meta.is_file():
         raise FileNotFoundError(
-            f"{folder} holds no vasrch features; run extract_features(img_folder, {str(folder)!r})"
+            f"{saved.root} holds no vasrch features; run "
+            f"extract_features(img_folder, {str(saved.root)!r})"
         )
-    meta = json.loads((folder / META).read_text())
-    catalog = pd.read_parquet(folder / "catalog.parquet")
-    ids, vectors = load_vectors(folder / meta["fingerprint"], catalog)
+    meta = json.loads(saved.meta.read_text())
+    catalog = pd.read_parquet(saved.catalog)
+    ids, vectors = load_vectors(saved.cache(meta["fingerprint"]).root, catalog)
     return meta, catalog, ids, vectors
 
 
@@ -93,7 +95,7 @@ def get_optimal_num_clusters(
         max_clusters = max(2, n - 1)
     diag_cfg = DiagnosticsConfig(k_min=2, k_max=max_clusters, k_step=1, max_clusters=max_clusters)
     diag = diagnose(vectors, diag_cfg, n_components=n_components)
-    plot = plot_sweep(diag.sweep, diag.suggested_k, Path(features_folder) / "elbow_silhouette.png")
+    plot = plot_sweep(diag.sweep, diag.suggested_k, SavedFeaturesLayout(Path(features_folder)).plot)
     return OptimalClusters(diag.sweep, diag.suggested_k, plot)
 
 
@@ -111,8 +113,8 @@ def train_clusters(
     model_filename = Path(model_filename)
     with atomic_path(model_filename) as tmp:
         joblib.dump(model, tmp)
-    folder = save(index, model_filename.with_name(model_filename.name + ".index"))
-    write_text_atomic(folder / META, json.dumps(meta, indent=2))
+    folder = save(index, saved_index_dir(model_filename))
+    write_text_atomic(SavedFeaturesLayout(folder).meta, json.dumps(meta, indent=2))
     table = pd.DataFrame({"image": index.ids, "cluster": index.labels})
     table = table.sort_values(["cluster", "image"], ignore_index=True)
     with atomic_path(csv_filename) as tmp:
@@ -124,22 +126,25 @@ def search_similar_images(
     model_filename: str | Path,
     csv_file: str | Path,
     top_n: int = 10,
-    probes: int = 3,
+    probes: int | None = None,
 ) -> list[str]:
     """The top_n catalog images most similar to `image_path`, best first, as file paths. The
-    clusters come from the CSV's model (`csv_file` names the images train_clusters listed)."""
-    folder = Path(str(model_filename) + ".index")
-    if not (folder / META).is_file():
+    clusters come from the CSV's model (`csv_file` names the images train_clusters listed);
+    `probes` nearest clusters are searched (default: vasrch.search_params' rule)."""
+    folder = saved_index_dir(Path(model_filename))
+    meta_path = SavedFeaturesLayout(folder).meta
+    if not meta_path.is_file():
         raise FileNotFoundError(
             f"no search index beside {model_filename}; train it with train_clusters(...)"
         )
-    meta = json.loads((folder / META).read_text())
+    meta = json.loads(meta_path.read_text())
     index = load_index(folder, expected_fingerprint=meta["fingerprint"])
     listed = set(pd.read_csv(csv_file)["image"])
     backbone = load_backbone(BackboneSpec(**meta["backbone"]))
     vectors, _, bad = embed_files([image_path], backbone)
     if bad:
         raise ValueError(f"cannot use {image_path} as a query: {bad[0][1]}")
-    result = index.search(vectors, top_n, min(probes, index.k))
+    params = resolve_search_params(k=index.k, n=index.n, top_n=top_n, probes=probes)
+    result = index.search(vectors, params.top_n, params.probes)
     root = Path(meta["catalog_root"])
     return [str(root / i) for i in result.ids[0] if i and i in listed]

@@ -8,9 +8,12 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
+
+if TYPE_CHECKING:
+    from vasrch.config import SearchConfig
 
 QUIET_ENV = {
     "DO_NOT_TRACK": "1",
@@ -78,7 +81,7 @@ def _print_table(rows: list[dict[str, Any]], title: str | None = None) -> None:
 
 def cmd_extract(args: argparse.Namespace) -> int:
     from vasrch.config import load_config
-    from vasrch.flows.extract import extract_flow
+    from vasrch.orchestration.flows.extract import extract_flow
 
     cfg = load_config(args.config, _overrides(args.set))
     with _progress_bar(not args.no_progress):
@@ -93,8 +96,8 @@ def cmd_extract(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from vasrch.flows.train import train_flow
+def cmd_train(args: argparse.Namespace) -> int:
+    from vasrch.orchestration.flows.train import train_flow
 
     with _progress_bar(not args.no_progress):
         result = train_flow(str(Path(args.config).resolve()), _overrides(args.set))
@@ -117,26 +120,33 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _workspace(args: argparse.Namespace) -> Path:
+def _workspace_and_search(args: argparse.Namespace) -> tuple[Path, SearchConfig | None]:
+    """The workspace from --workspace or --config, and the config's `search` section (None
+    without a config: its defaults and the run's calibration then apply)."""
     from vasrch.config import load_config
 
     if args.workspace:
-        return Path(args.workspace)
+        return Path(args.workspace), None
     if args.config:
-        return load_config(args.config).workspace
+        cfg = load_config(args.config)
+        return cfg.workspace, cfg.search
     raise SystemExit("vasrch: error: give --config CONFIG or --workspace FOLDER")
+
+
+def _workspace(args: argparse.Namespace) -> Path:
+    return _workspace_and_search(args)[0]
 
 
 def cmd_query(args: argparse.Namespace) -> int:
     import json
 
+    from vasrch.queries import query_files
     from vasrch.search import embed_files, open_run
 
-    searcher = open_run(_workspace(args), args.run)
-    files = [Path(p) for p in args.images]
-    missing = [str(p) for p in files if not p.is_file()]
-    if missing:
-        raise FileNotFoundError(f"query images not found: {', '.join(missing)}")
+    workspace, search = _workspace_and_search(args)
+    searcher = open_run(workspace, args.run, search=search)
+    params = searcher.params(args.top_n, args.probes)
+    files = query_files(args.images)
     vectors, ok, bad = embed_files(files, searcher.backbone(batch_size=min(32, len(files))))
     for pos, reason in bad:
         print(f"vasrch: skipped {files[pos]}: {reason}", file=sys.stderr)
@@ -145,7 +155,7 @@ def cmd_query(args: argparse.Namespace) -> int:
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(1, "blas"):  # a few queries: threads only add hand-off stalls
-        result = searcher.search_vectors(vectors, args.top_n, args.probes)
+        result = searcher.search_vectors(vectors, params.top_n, params.probes)
     table = searcher.to_table(result, [str(files[i]) for i in ok])
     if args.format == "json":
         print(json.dumps(table.to_dict("records"), indent=2))
@@ -157,7 +167,7 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 
 def cmd_bulk(args: argparse.Namespace) -> int:
-    from vasrch.flows.bulk import bulk_flow
+    from vasrch.orchestration.flows.bulk import bulk_flow
 
     with _progress_bar(not args.no_progress):
         result = bulk_flow(
@@ -204,8 +214,9 @@ def cmd_runs(args: argparse.Namespace) -> int:
 def cmd_query_server(args: argparse.Namespace) -> int:
     from vasrch.server import run_query_server
 
+    workspace, search = _workspace_and_search(args)
     run_query_server(
-        _workspace(args),
+        workspace,
         run=args.run,
         host=args.host,
         port=args.port,
@@ -213,13 +224,14 @@ def cmd_query_server(args: argparse.Namespace) -> int:
         probes=args.probes,
         max_upload_bytes=args.max_upload_bytes,
         reload_interval_s=args.reload_interval,
+        search=search,
     )
     return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from vasrch.config import load_config
-    from vasrch.deploy import serve_deployments
+    from vasrch.orchestration.deployments import serve_deployments
 
     load_config(args.config)
     serve_deployments(str(Path(args.config).resolve()), limit=args.limit)
@@ -257,18 +269,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_extract)
 
-    p = sub.add_parser("run", help="run the train flow: extract, cluster, index, evaluate, bulk")
+    p = sub.add_parser(
+        "train",
+        aliases=["run"],
+        help="run the train flow: extract, cluster, index, evaluate, bulk (alias: run)",
+    )
     _add_config(p, positional=True)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_run)
+    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("query", help="rank the catalog images most similar to query images")
-    p.add_argument("images", nargs="+", help="query image files")
+    p.add_argument("images", nargs="+", help="query image files or folders (searched recursively)")
     _add_workspace(p)
     p.add_argument("--run", help="run id (default: LATEST)")
-    p.add_argument("--top-n", type=int, default=10, help="neighbours per query (default 10)")
     p.add_argument(
-        "--probes", type=int, help="clusters searched (default: the run's calibrated probes)"
+        "--top-n", type=int, help="neighbours per query (default: the config's search.top_n, 10)"
+    )
+    p.add_argument(
+        "--probes",
+        type=int,
+        help="clusters searched (default: the config's search.probes; auto: the run's "
+        "calibrated probes)",
     )
     p.add_argument(
         "--format",
@@ -304,14 +325,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--top-n",
         type=int,
-        default=10,
-        help="answers per query unless the request says ?top_n= (default 10)",
+        help="answers per query unless the request says ?top_n= (default: the config's "
+        "search.top_n, 10)",
     )
     p.add_argument(
         "--probes",
         type=int,
-        help="nearest clusters searched unless the request says ?probes= "
-        "(default: the run's calibrated probes)",
+        help="nearest clusters searched unless the request says ?probes= (default: the "
+        "config's search.probes; auto: the run's calibrated probes)",
     )
     p.add_argument(
         "--max-upload-bytes",

@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 
 from vasrch.fileio import atomic_path
 from vasrch.images import Decoded, Rejection, decode_image
+from vasrch.layout import FeatureCacheLayout, WorkspaceLayout
 
 if TYPE_CHECKING:
     from vasrch.backbones import Backbone
@@ -66,20 +67,18 @@ class ExtractSummary:
 
 
 def cache_dir_for(workspace: Path, backbone_fingerprint: str) -> Path:
-    return Path(workspace) / "features" / backbone_fingerprint
+    """The feature cache of one backbone in a workspace."""
+    return WorkspaceLayout(Path(workspace)).features(backbone_fingerprint).root
 
 
 def shard_paths(cache_dir: Path) -> list[Path]:
-    return sorted(Path(cache_dir).glob("part-*.parquet"))
-
-
-def _rejection_paths(cache_dir: Path) -> list[Path]:
-    return sorted(Path(cache_dir).glob("rejected-*.parquet"))
+    """The cache's complete feature shards."""
+    return FeatureCacheLayout(Path(cache_dir)).shards()
 
 
 def read_rejections(cache_dir: Path) -> pd.DataFrame:
     """Every recorded rejection of this cache: sha256, image_id, reason."""
-    frames = [pd.read_parquet(p) for p in _rejection_paths(cache_dir)]
+    frames = [pd.read_parquet(p) for p in FeatureCacheLayout(Path(cache_dir)).rejections()]
     if not frames:
         return pd.DataFrame(columns=REJECTION_COLUMNS)
     return pd.concat(frames, ignore_index=True).drop_duplicates("sha256")
@@ -183,11 +182,11 @@ def extract_chunk(
             on_batch(len(batch))
     stem = shard_name(rows["sha256"])
     if rejected:
-        with atomic_path(cache_dir / f"rejected-{stem}.parquet") as tmp:
+        with atomic_path(FeatureCacheLayout(cache_dir).rejected(stem)) as tmp:
             pd.DataFrame(rejected, columns=REJECTION_COLUMNS).to_parquet(tmp, index=False)
     shard = None
     if vectors:
-        shard = cache_dir / f"part-{stem}.parquet"
+        shard = FeatureCacheLayout(cache_dir).shard(stem)
         with atomic_path(shard) as tmp:
             table = _shard_table(ids, shas, sizes, np.concatenate(vectors))
             pq.write_table(table, tmp, use_dictionary=False)  # every value is unique

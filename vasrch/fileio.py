@@ -1,4 +1,4 @@
-"""Atomic writes: a temporary name in the same folder, then a rename."""
+"""Atomic writes: a temporary name in the same folder (file or folder), then a rename."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from vasrch.layout import staging_path
 
 
 @contextmanager
@@ -24,5 +26,19 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write `text` as UTF-8 through a temporary file, so readers see all of it or none."""
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def start_staging(final: Path) -> Path:
+    """Create the staging folder that becomes `final` in `finish_staging`."""
+    staging = staging_path(final)
+    staging.mkdir(parents=True)
+    return staging
+
+
+def finish_staging(staging: Path, final: Path) -> Path:
+    """Publish a complete staging folder under its final name in one rename."""
+    os.rename(staging, final)
+    return final

@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 
 from vasrch.clustering import Projection
 from vasrch.fileio import atomic_path, write_text_atomic
+from vasrch.layout import IndexLayout
 
 FORMAT_VERSION = 1
 # Largest score block (queries x members) computed at once: 4M float32 = 16 MiB (+ 32 MiB for
@@ -366,10 +367,11 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 def save(index: SearchIndex, folder: str | Path) -> Path:
     """Write the index into `folder` (created if needed); index.json is written last."""
     folder = Path(folder)
+    files = IndexLayout(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    _save_npy(folder / "centroids.npy", index.centroids.astype(np.float32))
-    _save_npy(folder / "vectors.npy", index.vectors.astype(np.float32))
-    _save_npy(folder / "offsets.npy", index.offsets.astype(np.int64))
+    _save_npy(files.centroids, index.centroids.astype(np.float32))
+    _save_npy(files.vectors, index.vectors.astype(np.float32))
+    _save_npy(files.offsets, index.offsets.astype(np.int64))
     table = pa.table(
         {
             "image_id": pa.array(index.ids.tolist(), type=pa.string()),
@@ -377,12 +379,12 @@ def save(index: SearchIndex, folder: str | Path) -> Path:
             "distance": pa.array(index.distances.astype(np.float32), type=pa.float32()),
         }
     )
-    with atomic_path(folder / "assignments.parquet") as tmp:
+    with atomic_path(files.assignments) as tmp:
         pq.write_table(table, tmp)
     if index.projection is not None:
-        index.projection.save(folder / "projection.npz")
+        index.projection.save(files.projection)
     else:
-        (folder / "projection.npz").unlink(missing_ok=True)
+        files.projection.unlink(missing_ok=True)
     meta = {
         "format_version": FORMAT_VERSION,
         "fingerprint": index.fingerprint,
@@ -392,7 +394,7 @@ def save(index: SearchIndex, folder: str | Path) -> Path:
         "n": index.n,
         "has_projection": index.projection is not None,
     }
-    write_text_atomic(folder / "index.json", json.dumps(meta, indent=2) + "\n")
+    write_text_atomic(files.meta, json.dumps(meta, indent=2) + "\n")
     return folder
 
 
@@ -406,30 +408,30 @@ def load_index(folder: str | Path, expected_fingerprint: str | None = None) -> S
     With `expected_fingerprint`, an index built from another backbone is refused.
     """
     folder = Path(folder)
-    meta_path = folder / "index.json"
-    if not meta_path.is_file():
+    files = IndexLayout(folder)
+    if not files.meta.is_file():
         raise FileNotFoundError(
-            f"no search index in {folder} (index.json is missing); train a run first"
+            f"no search index in {folder} ({files.meta.name} is missing); train a run first"
         )
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    meta = json.loads(files.meta.read_text(encoding="utf-8"))
     if meta.get("format_version") != FORMAT_VERSION:
         raise ValueError(
             f"the index in {folder} has format version {meta.get('format_version')!r}, this "
             f"vasrch reads version {FORMAT_VERSION}; retrain to rebuild it"
         )
-    projection = Projection.load(folder / "projection.npz") if meta["has_projection"] else None
+    projection = Projection.load(files.projection) if meta["has_projection"] else None
     index = SearchIndex(
-        centroids=np.load(folder / "centroids.npy", allow_pickle=False),
-        vectors=np.asarray(np.load(folder / "vectors.npy", mmap_mode="r", allow_pickle=False)),
+        centroids=np.load(files.centroids, allow_pickle=False),
+        vectors=np.asarray(np.load(files.vectors, mmap_mode="r", allow_pickle=False)),
         ids=np.empty(0, dtype=object),
-        offsets=np.load(folder / "offsets.npy", allow_pickle=False),
+        offsets=np.load(files.offsets, allow_pickle=False),
         distances=np.empty(0, dtype=np.float32),
         fingerprint=meta["fingerprint"],
         projection=projection,
     )
     if expected_fingerprint is not None:
         index.check_fingerprint(expected_fingerprint)
-    table = pq.read_table(folder / "assignments.parquet", columns=["image_id", "distance"])
+    table = pq.read_table(files.assignments, columns=["image_id", "distance"])
     index.ids = table.column("image_id").to_numpy(zero_copy_only=False).astype(object)
     index.distances = table.column("distance").to_numpy().astype(np.float32)
     n, k, dim = meta["n"], meta["k"], meta["dim"]

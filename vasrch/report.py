@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 import numpy as np
@@ -25,6 +26,10 @@ from PIL import Image
 
 from vasrch.fileio import atomic_path, write_text_atomic
 from vasrch.images import DECODABLE_FORMATS, Decoded, decode_image
+from vasrch.layout import RunLayout
+
+if TYPE_CHECKING:
+    from vasrch.training import Diagnostics
 
 REPORT_NAME = "report.html"
 HISTOGRAM_NAME = "cluster_sizes.png"
@@ -531,3 +536,30 @@ def _duplicates_section(
             parts.append(f"<p><strong>{left_out:,} more groups not shown.</strong></p>")
     parts.append("</section>")
     return "".join(parts)
+
+
+def write_run_report(
+    run: RunLayout,
+    catalog: pd.DataFrame,
+    diag: Diagnostics,
+    k: int,
+    metrics: Mapping[str, float],
+    title: str,
+) -> Path:
+    """report.html of a run folder from its own files; sample queries come from the first
+    neighbour shard, so the report stays bounded."""
+    shards = run.bulk.neighbour_shards()
+    duplicates = run.bulk.duplicates
+    return write_report(
+        run.root,
+        title=title,
+        sweep=diag.sweep,
+        suggested_k=diag.suggested_k,
+        chosen_k=k,
+        assignments=pd.read_parquet(run.index.assignments),
+        paths=dict(zip(catalog["image_id"], catalog["path"], strict=True)),
+        neighbours=pd.read_parquet(shards[0]) if shards else None,
+        duplicates=pd.read_parquet(duplicates) if duplicates.is_file() else None,
+        metrics=metrics,
+        elbow_png=run.diagnostics.plot.relative_to(run.root).as_posix(),
+    )

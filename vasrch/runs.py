@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import shutil
 import time
 import uuid
@@ -12,12 +11,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from vasrch.catalog import sha256_file
-from vasrch.fileio import write_text_atomic
+import pandas as pd
 
-MANIFEST = "manifest.json"
-LATEST = "LATEST"
-STAGING_PREFIX = ".staging-"
+from vasrch.catalog import STATUSES, sha256_file
+from vasrch.fileio import finish_staging, start_staging, write_text_atomic
+from vasrch.layout import STAGING_PREFIX, RunLayout, WorkspaceLayout
+
 PACKAGES = (
     "vasrch",
     "numpy",
@@ -35,7 +34,8 @@ class RunError(RuntimeError):
 
 
 def runs_dir(workspace: Path) -> Path:
-    return Path(workspace) / "runs"
+    """The folder holding a workspace's runs and its LATEST pointer."""
+    return WorkspaceLayout(Path(workspace)).runs
 
 
 def new_run_id(now: dt.datetime | None = None) -> str:
@@ -46,12 +46,11 @@ def new_run_id(now: dt.datetime | None = None) -> str:
 
 def start_run(workspace: Path, run_id: str) -> Path:
     """A fresh staging folder; it becomes runs/<run_id> only in `complete_run`."""
-    staging = runs_dir(workspace) / f"{STAGING_PREFIX}{run_id}"
-    staging.mkdir(parents=True)
-    return staging
+    return start_staging(WorkspaceLayout(Path(workspace)).run(run_id).root)
 
 
 def package_versions() -> dict[str, str]:
+    """Installed versions of the packages that shape a run's results."""
     out = {}
     for name in PACKAGES:
         try:
@@ -65,7 +64,7 @@ def _artifact_hashes(folder: Path) -> dict[str, str]:
     return {
         p.relative_to(folder).as_posix(): sha256_file(p)
         for p in sorted(folder.rglob("*"))
-        if p.is_file() and p.name != MANIFEST
+        if p.is_file() and p != RunLayout(folder).manifest
     }
 
 
@@ -79,24 +78,24 @@ def complete_run(staging: Path, manifest: dict[str, Any]) -> Path:
         **manifest,
         "artifacts": _artifact_hashes(staging),
     }
-    write_text_atomic(staging / MANIFEST, json.dumps(full, indent=2, default=str))
-    final = staging.parent / run_id
-    os.rename(staging, final)
-    return final
+    write_text_atomic(RunLayout(staging).manifest, json.dumps(full, indent=2, default=str))
+    return finish_staging(staging, staging.parent / run_id)
 
 
 def set_latest(workspace: Path, run_id: str) -> None:
-    write_text_atomic(runs_dir(workspace) / LATEST, run_id + "\n")
+    """Point runs/LATEST at `run_id`, atomically."""
+    write_text_atomic(WorkspaceLayout(Path(workspace)).latest, run_id + "\n")
 
 
 def latest_run_id(workspace: Path) -> str | None:
-    p = runs_dir(workspace) / LATEST
+    """The run runs/LATEST names, or None before the first promoted run."""
+    p = WorkspaceLayout(Path(workspace)).latest
     return p.read_text().strip() if p.is_file() else None
 
 
 def resolve_run(workspace: Path, run: str | None = None) -> Path:
     """The folder of `run` (an id or a path), or of LATEST when None."""
-    if run and Path(run).is_dir() and (Path(run) / MANIFEST).is_file():
+    if run and Path(run).is_dir() and RunLayout(Path(run)).manifest.is_file():
         return Path(run)
     run_id = run or latest_run_id(workspace)
     if run_id is None:
@@ -104,14 +103,15 @@ def resolve_run(workspace: Path, run: str | None = None) -> Path:
             f"no complete run in {runs_dir(workspace)}: train one first with `vasrch run CONFIG`"
         )
     folder = runs_dir(workspace) / run_id
-    if not (folder / MANIFEST).is_file():
+    if not RunLayout(folder).manifest.is_file():
         raise RunError(f"run {run_id!r} not found or incomplete in {runs_dir(workspace)}")
     return folder
 
 
 def read_manifest(run_folder: Path, verify: bool = True) -> dict[str, Any]:
     """The run's manifest; with `verify`, every artifact's sha256 is checked."""
-    manifest = json.loads((run_folder / MANIFEST).read_text())
+    path = RunLayout(run_folder).manifest
+    manifest = json.loads(path.read_text())
     if verify:
         for rel, expected in manifest["artifacts"].items():
             p = run_folder / rel
@@ -120,7 +120,7 @@ def read_manifest(run_folder: Path, verify: bool = True) -> dict[str, Any]:
             if sha256_file(p) != expected:
                 raise RunError(
                     f"run {run_folder.name}: artifact {rel} does not match its sha256 in "
-                    f"{MANIFEST} (changed after the run completed); retrain or restore it"
+                    f"{path.name} (changed after the run completed); retrain or restore it"
                 )
     return manifest
 
@@ -133,7 +133,7 @@ def list_runs(workspace: Path) -> list[dict[str, Any]]:
     if not folder.is_dir():
         return out
     for p in sorted(folder.iterdir()):
-        if p.is_dir() and (p / MANIFEST).is_file():
+        if p.is_dir() and RunLayout(p).manifest.is_file():
             m = read_manifest(p, verify=False)
             out.append(
                 {
@@ -165,3 +165,72 @@ def prune_runs(workspace: Path, keep_last: int, stale_staging_s: float = 6 * 360
     for name in doomed:
         shutil.rmtree(folder / name)
     return doomed
+
+
+def require_backbone(manifest: dict[str, Any], expected_fingerprint: str) -> None:
+    """Refuse a run built with another backbone than the one a config asks for."""
+    if manifest["fingerprint"] != expected_fingerprint:
+        raise RunError(
+            f"run {manifest['run_id']} was built with backbone {manifest['fingerprint']}, but "
+            f"the config asks for {expected_fingerprint}; train a run with this config first, "
+            "or pass its own config"
+        )
+
+
+def previous_catalog(workspace: Path) -> pd.DataFrame | None:
+    """The catalog table of the LATEST run, if any (for incremental scans and diffs)."""
+    latest = latest_run_id(workspace)
+    if latest is None:
+        return None
+    path = WorkspaceLayout(Path(workspace)).run(latest).catalog
+    return pd.read_parquet(path) if path.is_file() else None
+
+
+def run_counts(table: pd.DataFrame, indexed: int, rejected: int, new: int, reused: int) -> dict:
+    """The manifest's counts: catalog size, indexed, rejected, extracted and reused images,
+    and how many images are new, changed, unchanged or gone since the last run (`table` is the
+    catalog diffed against the previous run's)."""
+    return {
+        "catalog": int((table["status"] != "gone").sum()),
+        "indexed": indexed,
+        "rejected": rejected,
+        "extracted_new": new,
+        "reused": reused,
+        **{status: int((table["status"] == status).sum()) for status in STATUSES},
+    }
+
+
+def run_manifest(
+    *,
+    config: dict[str, Any],
+    backbone: dict[str, Any],
+    fingerprint: str,
+    suggested_k: int,
+    suggest_rule: str,
+    k: int,
+    metrics: dict[str, float],
+    counts: dict[str, int],
+    timings: dict[str, float],
+    bulk: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """What a run records about itself before its artifacts are hashed: the resolved config,
+    the backbone, the k chosen, the calibrated probes, counts, timings, metrics and bulk."""
+    return {
+        "status": "complete",
+        "config": config,
+        "backbone": backbone,
+        "fingerprint": fingerprint,
+        "suggested_k": suggested_k,
+        "suggest_rule": suggest_rule,
+        "k": k,
+        "probes": int(metrics["probes"]),
+        "counts": counts,
+        "timings": {name: round(seconds, 3) for name, seconds in timings.items()},
+        "metrics": metrics,
+        "bulk": bulk,
+    }
+
+
+def reject_run(manifest: dict[str, Any], reason: str) -> dict[str, Any]:
+    """The manifest of a run recorded but not promoted, with the reason."""
+    return {**manifest, "status": "rejected", "reason": reason}

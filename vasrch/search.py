@@ -11,33 +11,51 @@ import numpy as np
 import pandas as pd
 
 from vasrch.backbones import Backbone, BackboneSpec, load_backbone
+from vasrch.config import SearchConfig
 from vasrch.images import Decoded, Rejection, decode_image
 from vasrch.index import SearchIndex, SearchResult, load_index
+from vasrch.layout import RunLayout
 from vasrch.runs import read_manifest, resolve_run
+from vasrch.search_params import SearchParams, resolve_search_params
 
 RESULT_COLUMNS = ["query", "rank", "image_id", "path", "score"]
 
 
 @dataclass
 class Searcher:
-    """A loaded run: its index, the backbone spec it was built with, and catalog paths."""
+    """A loaded run: its index, the backbone spec it was built with, catalog paths, and the
+    config's `search` section that sets top_n and probes when a call does not."""
 
     run_folder: Path
     manifest: dict[str, Any]
     index: SearchIndex
     spec: BackboneSpec
     paths: pd.Series = field(repr=False)
+    search: SearchConfig = field(default_factory=SearchConfig)
 
     @property
     def run_id(self) -> str:
         return self.manifest["run_id"]
 
     @property
-    def default_probes(self) -> int:
-        """The probes calibrated when the run was trained (3 for runs without one)."""
-        return int(self.manifest.get("probes", 3))
+    def calibrated_probes(self) -> int | None:
+        """The probes calibrated when the run was trained (None for runs without one)."""
+        probes = self.manifest.get("probes")
+        return None if probes is None else int(probes)
+
+    def params(self, top_n: int | None = None, probes: int | None = None) -> SearchParams:
+        """top_n and probes for this run: the arguments, else the config, else calibration."""
+        return resolve_search_params(
+            k=self.index.k,
+            n=self.index.n,
+            top_n=top_n,
+            probes=probes,
+            configured=self.search,
+            calibrated=self.calibrated_probes,
+        )
 
     def backbone(self, batch_size: int = 32, device: str = "auto") -> Backbone:
+        """The run's backbone, checked to produce the vectors the index was built from."""
         backbone = load_backbone(self.spec, batch_size, device)
         self.index.check_fingerprint(backbone.fingerprint)
         return backbone
@@ -45,12 +63,13 @@ class Searcher:
     def search_vectors(
         self,
         vectors: np.ndarray,
-        top_n: int = 10,
+        top_n: int | None = None,
         probes: int | None = None,
         exclude_ids: Sequence[str | None] | None = None,
     ) -> SearchResult:
-        probes = min(probes or self.default_probes, self.index.k)
-        return self.index.search(vectors, top_n, probes, exclude_ids)
+        """Neighbours of query vectors (see `params` for the defaults)."""
+        chosen = self.params(top_n, probes)
+        return self.index.search(vectors, chosen.top_n, chosen.probes, exclude_ids)
 
     def _rows(self, image_ids: Sequence[str]) -> np.ndarray:
         rows = self.index.rows_of(image_ids)
@@ -60,12 +79,14 @@ class Searcher:
         return rows
 
     def search_ids(
-        self, image_ids: Sequence[str], top_n: int = 10, probes: int | None = None
+        self, image_ids: Sequence[str], top_n: int | None = None, probes: int | None = None
     ) -> SearchResult:
         """Neighbours of catalog images (each excluding itself), by their indexed vectors."""
         rows = self._rows(image_ids)
-        probes = min(probes or self.default_probes, self.index.k)
-        found, scores = self.index.search_rows(self.index.vectors[rows], top_n, probes, rows)
+        chosen = self.params(top_n, probes)
+        found, scores = self.index.search_rows(
+            self.index.vectors[rows], chosen.top_n, chosen.probes, rows
+        )
         return self.index.result_of(found, scores)
 
     def to_table(self, result: SearchResult, queries: Sequence[str]) -> pd.DataFrame:
@@ -77,14 +98,22 @@ class Searcher:
         return frame[RESULT_COLUMNS]
 
 
-def open_run(workspace: Path, run: str | None = None, verify: bool = True) -> Searcher:
-    """Load a complete run (LATEST by default), checking its artifacts' hashes."""
+def open_run(
+    workspace: Path,
+    run: str | None = None,
+    verify: bool = True,
+    search: SearchConfig | None = None,
+) -> Searcher:
+    """Load a complete run (LATEST by default), checking its artifacts' hashes; `search` is the
+    config section whose top_n and probes apply when a search names none."""
     folder = resolve_run(workspace, run)
+    layout = RunLayout(folder)
     manifest = read_manifest(folder, verify=verify)
     spec = BackboneSpec(**manifest["backbone"])
-    index = load_index(folder / "index", expected_fingerprint=manifest["fingerprint"])
-    catalog = pd.read_parquet(folder / "catalog.parquet", columns=["image_id", "path"])
-    return Searcher(folder, manifest, index, spec, catalog.set_index("image_id")["path"])
+    index = load_index(layout.index.root, expected_fingerprint=manifest["fingerprint"])
+    catalog = pd.read_parquet(layout.catalog, columns=["image_id", "path"])
+    paths = catalog.set_index("image_id")["path"]
+    return Searcher(folder, manifest, index, spec, paths, search or SearchConfig())
 
 
 def embed_files(

@@ -44,6 +44,7 @@ from urllib.parse import parse_qs, urlsplit
 import numpy as np
 
 from vasrch.backbones import Backbone
+from vasrch.config import SearchConfig
 from vasrch.runs import latest_run_id
 from vasrch.search import Searcher, embed_files, open_run
 
@@ -86,10 +87,11 @@ class Served:
         return self.searcher.run_folder.name
 
 
-def load_served(workspace: Path, run: str | None) -> Served:
+def load_served(workspace: Path, run: str | None, search: SearchConfig | None = None) -> Served:
     """Load and verify a run, build its backbone for single images, and answer one warm-up query
-    so that the first real request pays no tracing or lazy-initialisation cost."""
-    searcher = open_run(workspace, run, verify=True)
+    so that the first real request pays no tracing or lazy-initialisation cost; `search` sets
+    top_n and probes when a request names none."""
+    searcher = open_run(workspace, run, verify=True, search=search)
     backbone = searcher.backbone(batch_size=1)
     size = backbone.spec.input_size
     vectors = backbone.embed(np.zeros((1, size, size, 3), dtype=np.uint8))
@@ -101,11 +103,14 @@ def load_served(workspace: Path, run: str | None) -> Served:
 class RunHolder:
     """The served run; `refresh` swaps in the run LATEST names once it has loaded completely."""
 
-    def __init__(self, workspace: Path, run: str | None = None) -> None:
+    def __init__(
+        self, workspace: Path, run: str | None = None, search: SearchConfig | None = None
+    ) -> None:
         self.workspace = Path(workspace)
+        self.search = search
         self.pinned = run is not None
         self._lock = threading.Lock()
-        self._served = load_served(self.workspace, run)
+        self._served = load_served(self.workspace, run, search)
         self._failed: str | None = None
         self.reload_error: str | None = None
         self.reloads = 0
@@ -126,7 +131,7 @@ class RunHolder:
             return False
         log.info("runs/LATEST names %s: loading it", wanted)
         try:
-            fresh = load_served(self.workspace, wanted)
+            fresh = load_served(self.workspace, wanted, self.search)
         except Exception as err:
             self._failed = wanted
             self.reload_error = f"run {wanted}: {type(err).__name__}: {err}"
@@ -159,7 +164,7 @@ class QueryServer(ThreadingHTTPServer):
         self,
         address: tuple[str, int],
         holder: RunHolder,
-        top_n: int,
+        top_n: int | None,
         probes: int | None,
         max_upload_bytes: int,
         reload_interval_s: float,
@@ -359,7 +364,7 @@ class QueryHandler(BaseHTTPRequestHandler):
             f"{self.server.max_upload_bytes} bytes (max_upload_bytes)"
         )
 
-    def _params(self, query: str) -> tuple[dict[str, list[str]], int, int | None]:
+    def _params(self, query: str) -> tuple[dict[str, list[str]], int | None, int | None]:
         params = parse_qs(query, keep_blank_values=True)
         unknown = sorted(set(params) - QUERY_PARAMS)
         if unknown:
@@ -462,25 +467,28 @@ def make_server(
     run: str | None = None,
     host: str = "127.0.0.1",
     port: int = 8765,
-    top_n: int = 10,
+    top_n: int | None = None,
     probes: int | None = None,
     max_upload_bytes: int = 10_000_000,
     reload_interval_s: float = 1.0,
+    search: SearchConfig | None = None,
 ) -> QueryServer:
     """Load the run (LATEST unless `run` pins one) and bind the server; call `serve_forever`
-    (in a thread, if you like), then `shutdown` and `server_close`. Port 0 picks a free port."""
+    (in a thread, if you like), then `shutdown` and `server_close`. Port 0 picks a free port.
+    top_n and probes are the defaults of requests that name none; when None, they come from
+    `search` (the config's section) and the run's calibration (vasrch.search_params)."""
     for name, value in (
-        ("top_n", top_n),
-        ("probes", probes or 1),
+        ("top_n", 1 if top_n is None else top_n),
+        ("probes", 1 if probes is None else probes),
         ("max_upload_bytes", max_upload_bytes),
     ):
         if value < 1:
             raise ValueError(f"{name} must be at least 1, got {value}")
-    if top_n > MAX_TOP_N:
+    if top_n is not None and top_n > MAX_TOP_N:
         raise ValueError(f"top_n must be at most {MAX_TOP_N}, got {top_n}")
     if reload_interval_s <= 0:
         raise ValueError(f"reload_interval_s must be positive, got {reload_interval_s}")
-    holder = RunHolder(Path(workspace), run)
+    holder = RunHolder(Path(workspace), run, search)
     return QueryServer((host, port), holder, top_n, probes, max_upload_bytes, reload_interval_s)
 
 
@@ -489,15 +497,16 @@ def run_query_server(
     run: str | None = None,
     host: str = "127.0.0.1",
     port: int = 8765,
-    top_n: int = 10,
+    top_n: int | None = None,
     probes: int | None = None,
     max_upload_bytes: int = 10_000_000,
     reload_interval_s: float = 1.0,
+    search: SearchConfig | None = None,
 ) -> None:
     """Serve queries until interrupted (Ctrl-C), reloading when runs/LATEST changes."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     server = make_server(
-        workspace, run, host, port, top_n, probes, max_upload_bytes, reload_interval_s
+        workspace, run, host, port, top_n, probes, max_upload_bytes, reload_interval_s, search
     )
     served = server.holder.served
     log.info(

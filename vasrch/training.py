@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,10 +11,12 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
-from vasrch.clustering import Projection, fit_pca, suggest_k, sweep_k, train_kmeans
+from vasrch.clustering import Projection, fit_pca, plot_sweep, suggest_k, sweep_k, train_kmeans
 from vasrch.config import ClusteringConfig, DiagnosticsConfig
 from vasrch.evaluation import precision_at_k, recall_at_k, sample_queries
+from vasrch.fileio import atomic_path, write_text_atomic
 from vasrch.index import SearchIndex, brute_force, build_index
+from vasrch.layout import DiagnosticsLayout
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,17 @@ def diagnose(
             x, sweep_values(diag, len(x)), seed, diag.silhouette_sample, minibatch_above
         )
     return Diagnostics(sweep, suggest_k(sweep, diag.rule), diag.rule)
+
+
+def save_diagnostics(diag: Diagnostics, folder: DiagnosticsLayout) -> Path:
+    """Write sweep.parquet, suggested_k.json and the elbow/silhouette plot; return the plot."""
+    folder.root.mkdir(parents=True, exist_ok=True)
+    with atomic_path(folder.sweep) as tmp:
+        diag.sweep.to_parquet(tmp, index=False)
+    write_text_atomic(
+        folder.suggested_k, json.dumps({"suggested_k": diag.suggested_k, "rule": diag.rule})
+    )
+    return plot_sweep(diag.sweep, diag.suggested_k, folder.plot)
 
 
 def choose_k(cfg: ClusteringConfig, suggested: int | None, n: int) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 from prefect import task
 from prefect.artifacts import create_table_artifact
@@ -11,30 +13,31 @@ from prefect.logging import get_run_logger
 from vasrch import progress
 from vasrch.backbones import BackboneSpec, load_backbone
 from vasrch.catalog import scan_catalog
-from vasrch.config import CatalogConfig, FeaturesConfig
+from vasrch.config import FeaturesConfig
 from vasrch.features import ChunkResult, ExtractSummary, extract_chunk, plan_chunks
 
 
 @task(name="scan-catalog", cache_policy=NO_CACHE)
-def scan_catalog_task(catalog: CatalogConfig, previous: pd.DataFrame | None = None) -> pd.DataFrame:
+def scan_catalog_task(
+    folder: Path, demo: bool = False, previous: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """Generate the demo catalog when asked and missing, then scan and hash the folder."""
     logger = get_run_logger()
-    if catalog.demo:
+    if demo:
         from vasrch.demo import generate_demo_catalog
 
-        count = generate_demo_catalog(catalog.path)
-        logger.info("demo catalog ready: %d images in %s", count, catalog.path)
-    table = scan_catalog(catalog.path, previous)
-    logger.info("scanned %s: %d images", catalog.path, len(table))
+        count = generate_demo_catalog(folder)
+        logger.info("demo catalog ready: %d images in %s", count, folder)
+    table = scan_catalog(folder, previous)
+    logger.info("scanned %s: %d images", folder, len(table))
     if table.empty:
-        raise ValueError(
-            f"no images found under {catalog.path} (png, jpg, jpeg, gif, bmp, tiff, webp)"
-        )
+        raise ValueError(f"no images found under {folder} (png, jpg, jpeg, gif, bmp, tiff, webp)")
     return table
 
 
 @task(name="plan-extraction", cache_policy=NO_CACHE)
 def plan_chunks_task(catalog: pd.DataFrame, cache_dir: str, shard_size: int) -> list[pd.DataFrame]:
+    """The catalog rows still to embed, in chunks of `shard_size`; logs what is cached."""
     chunks = plan_chunks(catalog, cache_dir, shard_size)
     todo = sum(len(c) for c in chunks)
     progress.report("extract", 0, todo)

@@ -36,10 +36,10 @@ def build_deployments(config_path: str) -> list[RunnerDeployment]:
     from prefect.types.entrypoint import EntrypointType
 
     from vasrch.config import load_config
-    from vasrch.flows.bulk import bulk_flow
-    from vasrch.flows.nightly import nightly_flow
-    from vasrch.flows.query import query_flow
-    from vasrch.flows.train import train_flow
+    from vasrch.orchestration.flows.bulk import bulk_flow
+    from vasrch.orchestration.flows.nightly import nightly_flow
+    from vasrch.orchestration.flows.query import query_flow
+    from vasrch.orchestration.flows.train import train_flow
 
     path = str(Path(config_path).resolve())
     nightly = load_config(path).nightly

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -15,16 +14,17 @@ from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
 from vasrch import runs
-from vasrch.clustering import plot_sweep
-from vasrch.config import Config
+from vasrch.config import ClusteringConfig, EvaluationConfig, SearchConfig
 from vasrch.features import load_vectors
-from vasrch.fileio import atomic_path, write_text_atomic
+from vasrch.fileio import atomic_path
 from vasrch.index import SearchIndex, save
-from vasrch.training import Diagnostics, catalog_labels, diagnose, evaluate_index, fit_index
+from vasrch.layout import DiagnosticsLayout, RunLayout
+from vasrch.training import Diagnostics, diagnose, evaluate_index, fit_index, save_diagnostics
 
 
 @task(name="load-vectors", cache_policy=NO_CACHE)
 def load_vectors_task(cache_dir: str, catalog: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(image ids, vectors) of the catalog's embedded images; fewer than 2 is an error."""
     ids, vectors = load_vectors(Path(cache_dir), catalog)
     get_run_logger().info("%d vectors of dimension %d", *vectors.shape)
     if len(ids) < 2:
@@ -36,18 +36,13 @@ def load_vectors_task(cache_dir: str, catalog: pd.DataFrame) -> tuple[np.ndarray
 
 
 @task(name="diagnostics", cache_policy=NO_CACHE)
-def diagnostics_task(vectors: np.ndarray, cfg: Config, out_dir: str) -> Diagnostics:
-    """Sweep k, save sweep.parquet, suggested_k.json and the plot; publish them as artifacts."""
-    c = cfg.clustering
+def diagnostics_task(
+    vectors: np.ndarray, clustering: ClusteringConfig, out_dir: str
+) -> Diagnostics:
+    """Sweep k, save the sweep, the suggestion and the plot; publish them as artifacts."""
+    c = clustering
     diag = diagnose(vectors, c.diagnostics, c.seed, c.n_components, c.minibatch_above)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / "sweep.parquet") as tmp:
-        diag.sweep.to_parquet(tmp, index=False)
-    write_text_atomic(
-        out / "suggested_k.json", json.dumps({"suggested_k": diag.suggested_k, "rule": diag.rule})
-    )
-    png = plot_sweep(diag.sweep, diag.suggested_k, out / "elbow_silhouette.png")
+    png = save_diagnostics(diag, DiagnosticsLayout(Path(out_dir)))
     create_table_artifact(
         key="k-sweep",
         table=diag.sweep.round(5).to_dict("records"),
@@ -71,14 +66,15 @@ def train_index_task(
     vectors: np.ndarray,
     k: int,
     fingerprint: str,
-    cfg: Config,
+    clustering: ClusteringConfig,
     run_dir: str,
     init_centroids: np.ndarray | None = None,
 ) -> SearchIndex:
     """Fit KMeans (+ optional PCA), save the index and the scikit-learn model into the run."""
-    index, model = fit_index(ids, vectors, k, fingerprint, cfg.clustering, init_centroids)
-    save(index, Path(run_dir) / "index")
-    with atomic_path(Path(run_dir) / "model.joblib") as tmp:
+    index, model = fit_index(ids, vectors, k, fingerprint, clustering, init_centroids)
+    run = RunLayout(Path(run_dir))
+    save(index, run.index.root)
+    with atomic_path(run.model) as tmp:
         joblib.dump(model, tmp)
     get_run_logger().info("trained k=%d on %d images", index.k, index.n)
     return index
@@ -86,19 +82,24 @@ def train_index_task(
 
 @task(name="evaluate", cache_policy=NO_CACHE)
 def evaluate_task(
-    index: SearchIndex, ids: np.ndarray, vectors: np.ndarray, catalog: pd.DataFrame, cfg: Config
+    index: SearchIndex,
+    ids: np.ndarray,
+    vectors: np.ndarray,
+    labels: pd.Series | None,
+    search: SearchConfig,
+    evaluation: EvaluationConfig,
 ) -> dict[str, float]:
-    labels = catalog_labels(catalog, cfg.catalog.labels_csv)
+    """recall@10 (probes calibrated when `auto`) and precision@k; a table artifact."""
     metrics = evaluate_index(
         index,
         ids,
         vectors,
-        cfg.search.probes,
-        cfg.evaluation.sample,
-        cfg.evaluation.seed,
+        search.probes,
+        evaluation.sample,
+        evaluation.seed,
         labels,
-        cfg.search.target_recall,
-        cfg.search.max_probes,
+        search.target_recall,
+        search.max_probes,
     )
     create_table_artifact(
         key="search-quality",
@@ -122,26 +123,9 @@ def publish_run_task(staging: str, workspace: str, manifest: dict[str, Any], pro
 def report_task(
     run_dir: str, catalog: pd.DataFrame, diag: Diagnostics, k: int, metrics: dict, title: str
 ) -> str:
-    """report.html in the run folder: plot, cluster sizes and samples, neighbours, duplicates.
-    Sample queries come from the first neighbour shard, so the report stays bounded."""
-    from vasrch.report import write_report
-    from vasrch.tasks.bulk import neighbour_shards
+    """report.html in the run folder (see vasrch.report.write_run_report); a link artifact."""
+    from vasrch.report import write_run_report
 
-    run = Path(run_dir)
-    shards = neighbour_shards(run / "bulk")
-    dup_path = run / "bulk" / "duplicates.parquet"
-    path = write_report(
-        run,
-        title=title,
-        sweep=diag.sweep,
-        suggested_k=diag.suggested_k,
-        chosen_k=k,
-        assignments=pd.read_parquet(run / "index" / "assignments.parquet"),
-        paths=dict(zip(catalog["image_id"], catalog["path"], strict=True)),
-        neighbours=pd.read_parquet(shards[0]) if shards else None,
-        duplicates=pd.read_parquet(dup_path) if dup_path.is_file() else None,
-        metrics=metrics,
-        elbow_png="diagnostics/elbow_silhouette.png",
-    )
-    create_link_artifact(key="run-report", link=path.resolve().as_uri(), link_text="report.html")
+    path = write_run_report(RunLayout(Path(run_dir)), catalog, diag, k, metrics, title)
+    create_link_artifact(key="run-report", link=path.resolve().as_uri(), link_text=path.name)
     return str(path)

@@ -11,8 +11,8 @@ from prefect import flow, unmapped
 from vasrch.backbones import BackboneSpec, fingerprint
 from vasrch.config import Config, load_config
 from vasrch.features import ExtractSummary, cache_dir_for, summarize
-from vasrch.runner import use_runner
-from vasrch.tasks.extract import (
+from vasrch.orchestration.task_runners import use_runner
+from vasrch.orchestration.tasks.extract import (
     extract_chunk_task,
     plan_chunks_task,
     publish_extract_summary,
@@ -28,7 +28,7 @@ def extract_stage(
     spec = BackboneSpec.from_config(cfg.features)
     fp = fingerprint(spec)
     cache_dir = str(cache_dir_for(cfg.workspace, fp))
-    catalog = scan_catalog_task(cfg.catalog, previous)
+    catalog = scan_catalog_task(cfg.catalog.path, cfg.catalog.demo, previous)
     chunks = plan_chunks_task(catalog, cache_dir, cfg.features.shard_size)
     futures = extract_chunk_task.map(
         chunks, unmapped(spec), unmapped(cfg.features), unmapped(cache_dir)

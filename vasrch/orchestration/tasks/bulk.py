@@ -18,6 +18,7 @@ from vasrch import progress
 from vasrch.bulk import bulk_neighbours_for_clusters, duplicate_groups, near_duplicate_pairs
 from vasrch.fileio import atomic_path
 from vasrch.index import SearchIndex, load_index
+from vasrch.layout import BulkLayout
 
 
 @functools.lru_cache(maxsize=2)
@@ -26,20 +27,17 @@ def _index(folder: str) -> SearchIndex:
     return load_index(folder)
 
 
-def neighbour_shards(out_dir: Path) -> list[Path]:
-    return sorted(Path(out_dir).glob("neighbours-*.parquet"))
-
-
 @task(name="bulk-chunk", cache_policy=NO_CACHE, retries=1)
 def bulk_chunk_task(
     index_dir: str, clusters: list[int], top_n: int, probes: int, out_path: str
 ) -> int:
-    """Neighbours of every member of `clusters`, written as one Parquet shard. BLAS runs one
+    """Neighbours of every member of `clusters` (top_n and probes already resolved against the
+    index), written as one Parquet shard. BLAS runs one
     thread per task: concurrent chunks already fill the cores, and OpenBLAS threads spinning
     against each other made bulk several times slower on a busy 2-core machine."""
     index = _index(index_dir)
     with threadpool_limits(1, "blas"):
-        frame = bulk_neighbours_for_clusters(index, clusters, top_n, min(probes, index.k))
+        frame = bulk_neighbours_for_clusters(index, clusters, top_n, probes)
     with atomic_path(out_path) as tmp:
         frame.to_parquet(tmp, index=False)
     progress.report("bulk", int(sum(index.cluster_sizes[c] for c in clusters)))
@@ -49,10 +47,12 @@ def bulk_chunk_task(
 @task(name="near-duplicates", cache_policy=NO_CACHE)
 def duplicates_task(out_dir: str, threshold: float, ids_order: list[str]) -> pd.DataFrame:
     """Join neighbour pairs scoring at least `threshold` into groups; duplicates.parquet."""
-    shards = neighbour_shards(Path(out_dir))
-    hits = ds.dataset(shards, format="parquet").to_table(filter=ds.field("score") >= threshold)
+    out = BulkLayout(Path(out_dir))
+    hits = ds.dataset(out.neighbour_shards(), format="parquet").to_table(
+        filter=ds.field("score") >= threshold
+    )
     groups = duplicate_groups(near_duplicate_pairs(hits.to_pandas(), threshold), ids_order)
-    with atomic_path(Path(out_dir) / "duplicates.parquet") as tmp:
+    with atomic_path(out.duplicates) as tmp:
         groups.to_parquet(tmp, index=False)
     n_groups = int(groups["group_id"].nunique())
     summary = (
@@ -73,8 +73,8 @@ def duplicates_task(out_dir: str, threshold: float, ids_order: list[str]) -> pd.
 @task(name="export-csv", cache_policy=NO_CACHE)
 def export_csv_task(out_dir: str) -> str:
     """Stream the neighbour shards into one neighbours.csv."""
-    target = Path(out_dir) / "neighbours.csv"
-    with atomic_path(target) as tmp:
-        for i, shard in enumerate(neighbour_shards(Path(out_dir))):
+    out = BulkLayout(Path(out_dir))
+    with atomic_path(out.csv) as tmp:
+        for i, shard in enumerate(out.neighbour_shards()):
             pq.read_table(shard).to_pandas().to_csv(tmp, mode="a", header=i == 0, index=False)
-    return str(target)
+    return str(out.csv)

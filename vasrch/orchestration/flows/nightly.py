@@ -1,0 +1,83 @@
+"""The `nightly` flow: retrain on what changed, warm-started, promoted only past quality gates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact
+from prefect.logging import get_run_logger
+
+from vasrch import runs
+from vasrch.backbones import BackboneSpec, fingerprint
+from vasrch.config import load_config
+from vasrch.layout import RunLayout
+from vasrch.orchestration.flows.train import train_stage
+from vasrch.orchestration.task_runners import use_runner
+from vasrch.promotion import warm_start
+
+
+def _decision_markdown(result: dict[str, Any], previous: str | None) -> str:
+    verdict = (
+        "promoted to **LATEST**"
+        if result["promoted"]
+        else f"**not promoted**: {result['reason']}; LATEST stays `{previous}`"
+    )
+    counts, extract = result["counts"], result["extract"]
+    return "\n".join(
+        [
+            f"Run `{result['run_id']}` {verdict}.",
+            "",
+            "| figure | value |",
+            "|---|---|",
+            f"| recall@10 | {result['metrics']['recall_at_10']:.4f} |",
+            f"| images: new / changed / unchanged / gone | {counts['new']} / {counts['changed']} / "
+            f"{counts['unchanged']} / {counts['gone']} |",
+            f"| extracted / reused / rejected | {extract['new']} / {extract['reused']} / "
+            f"{extract['rejected']} |",
+            f"| k (warm start) | {result['k']} ({'yes' if result['warm_start'] else 'no'}) |",
+            f"| runs pruned | {len(result['pruned'])} |",
+        ]
+    )
+
+
+@flow(name="nightly")
+def nightly_flow(config_path: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Retrain on the current catalog (extracting only new and changed images), warm-started
+    from LATEST's centroids when k is unchanged; promote the run to LATEST only if it passes
+    nightly.gates, else keep LATEST and record the run as rejected; then prune old runs.
+
+    Args:
+        config_path: YAML config file, as a path on the machine that runs the flow.
+        overrides: Config fields to change for this run, as dotted keys, e.g.
+            {"nightly.gates.min_recall_at_10": 0.8}.
+    """
+    cfg = load_config(config_path, overrides)
+    logger = get_run_logger()
+    fp = fingerprint(BackboneSpec.from_config(cfg.features))
+    start = warm_start(cfg.workspace, fp, cfg.clustering)
+    with use_runner(cfg.runner):
+        result = train_stage(cfg, init_centroids=start.centroids, gates=cfg.nightly.gates)
+    centroids = RunLayout(Path(result["run_dir"])).index.centroids
+    result["warm_start"] = start.applied(
+        np.load(centroids, mmap_mode="r", allow_pickle=False).shape
+    )
+    result["previous_run"] = start.previous_run
+    result["pruned"] = runs.prune_runs(cfg.workspace, cfg.runs.keep_last)
+    if result["promoted"]:
+        logger.info("run %s promoted to LATEST", result["run_id"])
+    else:
+        logger.warning(
+            "run %s not promoted (%s); LATEST stays %s",
+            result["run_id"],
+            result["reason"],
+            start.previous_run,
+        )
+    create_markdown_artifact(
+        key="nightly-decision",
+        markdown=_decision_markdown(result, start.previous_run),
+        description="Nightly retrain: quality gates and promotion",
+    )
+    return result

@@ -1,0 +1,131 @@
+"""The `train` flow: scan, extract, diagnose, cluster, index, evaluate, bulk, publish a run."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+from prefect import flow
+
+from vasrch import runs
+from vasrch.backbones import BackboneSpec, fingerprint
+from vasrch.catalog import diff_catalog, write_catalog
+from vasrch.config import Config, GatesConfig, load_config
+from vasrch.features import cache_dir_for
+from vasrch.fileio import write_text_atomic
+from vasrch.layout import RunLayout
+from vasrch.orchestration.flows.bulk import bulk_stage
+from vasrch.orchestration.flows.extract import extract_stage
+from vasrch.orchestration.task_runners import use_runner
+from vasrch.orchestration.tasks.train import (
+    diagnostics_task,
+    evaluate_task,
+    load_vectors_task,
+    publish_run_task,
+    report_task,
+    train_index_task,
+)
+from vasrch.promotion import gate_failure
+from vasrch.search_params import resolve_search_params
+from vasrch.training import catalog_labels, choose_k
+
+
+def train_stage(
+    cfg: Config,
+    init_centroids: np.ndarray | None = None,
+    gates: GatesConfig | None = None,
+) -> dict[str, Any]:
+    """Everything from the catalog folder to a complete run folder; with `gates`, the run is
+    promoted to LATEST only if it passes them (else recorded as rejected, with the reason)."""
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+    previous = runs.previous_catalog(cfg.workspace)
+    catalog, summary = extract_stage(cfg, previous)
+    timings["extract_s"] = time.perf_counter() - clock
+
+    spec = BackboneSpec.from_config(cfg.features)
+    fp = fingerprint(spec)
+    run_id = runs.new_run_id()
+    staging = RunLayout(runs.start_run(cfg.workspace, run_id))
+    write_text_atomic(staging.config, cfg.to_yaml())
+    table = diff_catalog(previous, catalog)
+    write_catalog(table[table["status"] != "gone"].reset_index(drop=True), staging.catalog)
+
+    clock = time.perf_counter()
+    ids, vectors = load_vectors_task(str(cache_dir_for(cfg.workspace, fp)), catalog)
+    diag = diagnostics_task(vectors, cfg.clustering, str(staging.diagnostics.root))
+    timings["diagnostics_s"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    k = choose_k(cfg.clustering, diag.suggested_k, len(ids))
+    index = train_index_task(ids, vectors, k, fp, cfg.clustering, str(staging.root), init_centroids)
+    timings["train_s"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    labels = catalog_labels(catalog, cfg.catalog.labels_csv)
+    metrics = evaluate_task(index, ids, vectors, labels, cfg.search, cfg.evaluation)
+    timings["evaluate_s"] = time.perf_counter() - clock
+
+    bulk: dict[str, Any] | None = None
+    if cfg.bulk.enabled:
+        clock = time.perf_counter()
+        params = resolve_search_params(
+            k=index.k, n=index.n, configured=cfg.bulk, calibrated=int(metrics["probes"])
+        )
+        bulk = bulk_stage(
+            staging.index.root,
+            staging.bulk,
+            params,
+            cfg.bulk.duplicate_threshold,
+            cfg.bulk.chunk_rows,
+            cfg.bulk.csv,
+            list(ids),
+        )
+        timings["bulk_s"] = time.perf_counter() - clock
+    report_task(str(staging.root), catalog, diag, index.k, metrics, f"vasrch run {run_id}")
+
+    counts = runs.run_counts(table, len(ids), summary.rejected, summary.new, summary.reused)
+    manifest = runs.run_manifest(
+        config=cfg.model_dump(mode="json"),
+        backbone=asdict(spec),
+        fingerprint=fp,
+        suggested_k=diag.suggested_k,
+        suggest_rule=diag.rule,
+        k=index.k,
+        metrics=metrics,
+        counts=counts,
+        timings=timings,
+        bulk=bulk,
+    )
+    reason = gate_failure(gates, manifest) if gates else None
+    if reason:
+        manifest = runs.reject_run(manifest, reason)
+    final = publish_run_task(str(staging.root), str(cfg.workspace), manifest, reason is None)
+    return {
+        "run_id": run_id,
+        "run_dir": final,
+        "promoted": reason is None,
+        "reason": reason,
+        "suggested_k": diag.suggested_k,
+        "k": index.k,
+        "metrics": metrics,
+        "counts": counts,
+        "bulk": bulk,
+        "extract": summary.as_dict(),
+    }
+
+
+@flow(name="train")
+def train_flow(config_path: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train a versioned run from the configured catalog and point LATEST at it.
+
+    Args:
+        config_path: YAML config file, as a path on the machine that runs the flow.
+        overrides: Config fields to change for this run, as dotted keys, e.g.
+            {"clustering.num_clusters": 12}.
+    """
+    cfg = load_config(config_path, overrides)
+    with use_runner(cfg.runner):
+        return train_stage(cfg)

@@ -1,0 +1,64 @@
+"""Nightly rules: which run may replace LATEST (quality gates) and what it may start from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vasrch.config import ClusteringConfig, GatesConfig
+from vasrch.layout import WorkspaceLayout
+from vasrch.runs import latest_run_id, read_manifest
+
+
+def gate_failure(gates: GatesConfig, manifest: dict[str, Any]) -> str | None:
+    """None when the run's manifest passes `gates`, else the reason, naming each failing figure
+    and its threshold."""
+    failures = []
+    recall = manifest["metrics"]["recall_at_10"]
+    if recall < gates.min_recall_at_10:
+        failures.append(
+            f"recall_at_10 {recall:.4f} is below nightly.gates.min_recall_at_10 "
+            f"{gates.min_recall_at_10}"
+        )
+    counts = manifest["counts"]
+    fraction = counts["rejected"] / counts["catalog"] if counts["catalog"] else 0.0
+    if fraction > gates.max_rejected_fraction:
+        failures.append(
+            f"rejected fraction {fraction:.4f} ({counts['rejected']} of {counts['catalog']} "
+            f"images) is above nightly.gates.max_rejected_fraction {gates.max_rejected_fraction}"
+        )
+    return "; ".join(failures) or None
+
+
+@dataclass(frozen=True)
+class WarmStart:
+    """The LATEST run (None before the first) and its centroids when they fit the new run."""
+
+    previous_run: str | None
+    centroids: np.ndarray | None
+
+    def applied(self, new_centroids_shape: tuple[int, ...]) -> bool:
+        """Whether KMeans really started from these centroids (same k and dimensions)."""
+        return self.centroids is not None and self.centroids.shape == new_centroids_shape
+
+
+def warm_start(workspace: Path, fingerprint: str, clustering: ClusteringConfig) -> WarmStart:
+    """LATEST's centroids when they can warm-start this config's KMeans: same backbone, same
+    PCA setting, and the same k unless k is `auto` (the suggestion is only known during
+    training; centroids of another k are then ignored by KMeans with a warning)."""
+    latest = latest_run_id(workspace)
+    if latest is None:
+        return WarmStart(None, None)
+    run = WorkspaceLayout(Path(workspace)).run(latest)
+    manifest = read_manifest(run.root, verify=False)
+    k = clustering.num_clusters
+    same_space = (
+        manifest.get("fingerprint") == fingerprint
+        and manifest["config"]["clustering"]["n_components"] == clustering.n_components
+    )
+    if not same_space or (k != "auto" and k != manifest.get("k")):
+        return WarmStart(latest, None)
+    return WarmStart(latest, np.load(run.index.centroids, allow_pickle=False))

@@ -1,0 +1,93 @@
+"""A query job: query files in, a ranked result table and a page out, in its own folder."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from vasrch.catalog import iter_image_files
+from vasrch.config import FeaturesConfig
+from vasrch.fileio import atomic_path, finish_staging, start_staging
+from vasrch.layout import QueryJobLayout, WorkspaceLayout
+from vasrch.query_page import write_query_page
+from vasrch.runs import new_run_id
+from vasrch.search import RESULT_COLUMNS, Searcher, embed_files
+from vasrch.search_params import SearchParams
+
+EMBED_CHUNK = 256  # query files decoded and embedded at a time (bounded memory)
+
+
+@dataclass(frozen=True)
+class QueryAnswers:
+    """The result table (query, rank, image_id, path, score), the queries not read, and how
+    many queries were asked."""
+
+    table: pd.DataFrame
+    rejected: list[dict[str, str]]
+    asked: int
+
+    @property
+    def answered(self) -> int:
+        return self.asked - len(self.rejected)
+
+
+def query_files(images: list[str]) -> list[Path]:
+    """Absolute query files: each entry is a file (kept as given) or a folder (its images,
+    recursively, by the catalog's image extensions)."""
+    files: list[Path] = []
+    for entry in images:
+        path = Path(entry).expanduser().resolve()
+        if path.is_dir():
+            files.extend(iter_image_files(path))
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise FileNotFoundError(
+                f"query image or folder not found: {entry} (paths are read on the machine that "
+                "runs the flow; give absolute paths when starting it from the Prefect UI)"
+            )
+    if not files:
+        raise ValueError(f"no images found in {images}; give image files or folders holding them")
+    return files
+
+
+def search_files(
+    searcher: Searcher, files: list[Path], params: SearchParams, features: FeaturesConfig
+) -> QueryAnswers:
+    """Embed and search the files, at most EMBED_CHUNK at a time; files that cannot be decoded
+    are listed with their reason, never fatal."""
+    backbone = searcher.backbone(features.batch_size, features.device)
+    tables, rejected = [], []
+    for start in range(0, len(files), EMBED_CHUNK):
+        chunk = files[start : start + EMBED_CHUNK]
+        vectors, ok, bad = embed_files(chunk, backbone, features.max_pixels)
+        rejected += [{"query": str(chunk[i]), "reason": reason} for i, reason in bad]
+        if ok:
+            result = searcher.search_vectors(vectors, params.top_n, params.probes)
+            tables.append(searcher.to_table(result, [str(chunk[i]) for i in ok]))
+    table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=RESULT_COLUMNS)
+    return QueryAnswers(table, rejected, len(files))
+
+
+def write_query_job(workspace: Path, answers: QueryAnswers, title: str) -> QueryJobLayout:
+    """results.parquet and results.html in a new queries/<job>/ folder, written under a staging
+    name and renamed when complete, as runs are."""
+    job = WorkspaceLayout(Path(workspace)).query_job(new_run_id())
+    staging = QueryJobLayout(start_staging(job.root))
+    with atomic_path(staging.results) as tmp:
+        answers.table.to_parquet(tmp, index=False)
+    write_query_page(staging.root, answers.table, answers.rejected, title)
+    finish_staging(staging.root, job.root)
+    return job
+
+
+def answer_rows(answers: QueryAnswers, limit: int) -> list[dict[str, Any]]:
+    """The first `limit` result rows without paths, then one row per query not read."""
+    rows = answers.table.drop(columns="path").head(limit).round({"score": 4}).to_dict("records")
+    return rows + [
+        {"query": r["query"], "rank": None, "image_id": f"not read: {r['reason']}", "score": None}
+        for r in answers.rejected
+    ]
