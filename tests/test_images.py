@@ -29,8 +29,18 @@ def near(pixel: np.ndarray, colour: tuple[int, int, int], tol: int = 12) -> bool
     return bool(np.all(np.abs(pixel.astype(int) - np.array(colour)) <= tol))
 
 
-def test_extensions_are_lower_case_with_dot():
-    assert {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tiff", ".tif", ".webp"} == IMAGE_EXTENSIONS
+def test_catalog_scan_takes_image_names_in_any_case_and_skips_the_rest(tmp_path):
+    from vasrch.catalog import iter_image_files
+
+    images = write_good_images(tmp_path / "src", 2 * len(GOOD_KINDS), seed=2)
+    wanted = set()
+    for i, path in enumerate(images):
+        suffix = path.suffix.upper() if i % 2 else path.suffix.title()
+        wanted.add(path.rename(tmp_path / f"{path.stem}{suffix}").name)
+    (tmp_path / ".hidden.jpg").write_bytes((tmp_path / sorted(wanted)[0]).read_bytes())
+    for name in ("notes.txt", "a.jpg.bak", "jpg", "b.svg"):
+        (tmp_path / name).write_bytes(b"x")
+    assert {p.name for p in iter_image_files(tmp_path)} == wanted
 
 
 @pytest.mark.parametrize("kind", list(GOOD_KINDS))

@@ -15,6 +15,7 @@ import yaml
 if TYPE_CHECKING:
     from vasrch.config import SearchConfig
 
+PIPED_WIDTH = 10_000  # columns of a table printed to a pipe or file: never cut
 QUIET_ENV = {
     "DO_NOT_TRACK": "1",
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -76,7 +77,8 @@ def _print_table(rows: list[dict[str, Any]], title: str | None = None) -> None:
         table.add_column(str(col))
     for row in rows:
         table.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row.values()))
-    Console().print(table)
+    # Piped output keeps whole cells; a terminal gets rich's fitting to its width.
+    Console(width=None if sys.stdout.isatty() else PIPED_WIDTH).print(table)
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
@@ -162,7 +164,8 @@ def cmd_query(args: argparse.Namespace) -> int:
     elif args.format == "csv":
         print(table.to_csv(index=False), end="")
     else:
-        _print_table(table.to_dict("records"), f"run {searcher.run_id}")
+        title = f"run {searcher.run_id} · top {params.top_n} · {params.probes} probes"
+        _print_table(table.to_dict("records"), title)
     return 0 if not bad else 1
 
 

@@ -2,7 +2,8 @@
 
 Endpoints (JSON in and out; every error is a 4xx/5xx with ``{"error": reason}``):
 
-- ``GET /health``: the served run id, k, image count, uptime, and the last failed reload if any.
+- ``GET /health``: the served run id, k, image count, the top_n and probes a request gets when
+  it names none, uptime, and the last failed reload if any.
 - ``GET /query?id=<catalog image id>&top_n=&probes=``: neighbours of a catalog image (itself
   excluded).
 - ``POST /query?top_n=&probes=``: neighbours of an uploaded image, sent as the raw body
@@ -379,11 +380,14 @@ class QueryHandler(BaseHTTPRequestHandler):
     def _health(self) -> dict[str, Any]:
         holder = self.server.holder
         served = holder.served
+        defaults = served.searcher.params(self.server.top_n, self.server.probes)
         return {
             "status": "ok",
             "run_id": served.run_id,
             "k": served.searcher.index.k,
             "images": served.searcher.index.n,
+            "top_n": defaults.top_n,
+            "probes": defaults.probes,
             "uptime_s": round(time.monotonic() - self.server.started, 1),
             "loaded_at": served.loaded_at,
             "reloads": holder.reloads,

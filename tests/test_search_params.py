@@ -1,0 +1,175 @@
+"""top_n and probes: one rule (explicit argument, config, run's calibration), every entry point."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from vasrch.config import BulkConfig, SearchConfig
+from vasrch.search_params import UNCALIBRATED_PROBES, SearchParams, resolve_search_params
+
+
+def test_explicit_arguments_win():
+    configured = SearchConfig(top_n=4, probes=2)
+    got = resolve_search_params(k=8, n=100, top_n=7, probes=5, configured=configured, calibrated=3)
+    assert got == SearchParams(top_n=7, probes=5)
+
+
+def test_config_values_apply_when_no_argument():
+    got = resolve_search_params(
+        k=8, n=100, configured=SearchConfig(top_n=4, probes=2), calibrated=3
+    )
+    assert got == SearchParams(top_n=4, probes=2)
+    bulk = resolve_search_params(k=8, n=100, configured=BulkConfig(top_n=6, probes=1))
+    assert bulk == SearchParams(top_n=6, probes=1)
+
+
+def test_auto_probes_take_the_calibration_then_the_fallback():
+    auto = SearchConfig(top_n=4, probes="auto")
+    assert resolve_search_params(k=8, n=100, configured=auto, calibrated=5).probes == 5
+    assert resolve_search_params(k=8, n=100, configured=auto).probes == UNCALIBRATED_PROBES
+    assert resolve_search_params(k=8, n=100).top_n == SearchConfig().top_n
+
+
+def test_capped_by_the_index():
+    got = resolve_search_params(k=3, n=20, top_n=10**9, probes=50)
+    assert got == SearchParams(top_n=20, probes=3)
+    assert resolve_search_params(k=4, n=50, calibrated=9).probes == 4
+
+
+@pytest.mark.parametrize("bad", [0, -1, True, 2.5, "3"])
+def test_non_positive_or_non_integer_arguments_are_errors(bad):
+    with pytest.raises(ValueError, match="top_n must be a whole number"):
+        resolve_search_params(k=3, n=20, top_n=bad)
+    with pytest.raises(ValueError, match="probes must be a whole number"):
+        resolve_search_params(k=3, n=20, probes=bad)
+
+
+# Every entry point, on one real run whose config sets search and bulk differently.
+
+SEARCH = {"top_n": 4, "probes": 2}
+BULK = {"enabled": True, "top_n": 3, "probes": "auto"}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory, demo_catalog: Path):
+    from vasrch.orchestration.flows.train import train_flow
+
+    root = tmp_path_factory.mktemp("params")
+    config = {
+        "catalog": {"path": str(demo_catalog)},
+        "workspace": str(root / "ws"),
+        "features": {"shard_size": 16},
+        "clustering": {"num_clusters": 6},
+        "evaluation": {"sample": 48},
+        "search": SEARCH,
+        "bulk": BULK,
+    }
+    path = root / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = train_flow(str(path))
+    return path, result
+
+
+def test_train_flow_bulk_step_uses_bulk_section_and_calibration(trained):
+    _, result = trained
+    assert result["bulk"]["top_n"] == BULK["top_n"]
+    assert result["bulk"]["probes"] == int(result["metrics"]["probes"])
+    shards = sorted((Path(result["run_dir"]) / "bulk").glob("neighbours-*.parquet"))
+    table = pd.concat(pd.read_parquet(p) for p in shards)
+    assert table.groupby("image_id")["rank"].max().max() == BULK["top_n"]
+
+
+def test_bulk_flow_uses_the_rule(trained):
+    from vasrch.orchestration.flows.bulk import bulk_flow
+
+    config, result = trained
+    default = bulk_flow(str(config))
+    assert (default["top_n"], default["probes"]) == (
+        BULK["top_n"],
+        int(result["metrics"]["probes"]),
+    )
+    explicit = bulk_flow(str(config), top_n=2, probes=1)
+    assert (explicit["top_n"], explicit["probes"]) == (2, 1)
+
+
+def test_query_flow_uses_the_search_section(trained, demo_catalog):
+    from vasrch.orchestration.flows.query import query_flow
+
+    config, _ = trained
+    query = str(next(demo_catalog.rglob("*.jpg")))
+    default = query_flow(str(config), [query])
+    assert (default["top_n"], default["probes"]) == (SEARCH["top_n"], SEARCH["probes"])
+    table = pd.read_parquet(Path(default["out_dir"]) / "results.parquet")
+    assert len(table) == SEARCH["top_n"]
+    explicit = query_flow(str(config), [query], top_n=2, probes=1)
+    assert (explicit["top_n"], explicit["probes"]) == (2, 1)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "vasrch.cli", *args], capture_output=True, text=True, timeout=300
+    )
+
+
+def test_cli_query_uses_the_search_section(trained, demo_catalog):
+    config, _ = trained
+    query = str(next(demo_catalog.rglob("*.jpg")))
+    table = _cli("query", query, "--config", str(config), "--format", "table")
+    assert table.returncode == 0, table.stderr
+    assert f"top {SEARCH['top_n']} · {SEARCH['probes']} probes" in table.stdout
+    as_json = _cli("query", query, "--config", str(config), "--format", "json", "--top-n", "2")
+    assert [row["rank"] for row in json.loads(as_json.stdout)] == [1, 2]
+    zero = _cli("query", query, "--config", str(config), "--probes", "0")
+    assert zero.returncode == 2 and "probes must be a whole number" in zero.stderr
+
+
+def test_query_server_uses_the_search_section(trained):
+    import http.client
+    import threading
+
+    from vasrch.config import load_config
+    from vasrch.server import make_server
+
+    config, result = trained
+    cfg = load_config(config)
+    for search, expected in (
+        (cfg.search, (SEARCH["top_n"], SEARCH["probes"])),
+        (None, (SearchConfig().top_n, int(result["metrics"]["probes"]))),
+    ):
+        server = make_server(cfg.workspace, port=0, search=search)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            conn = http.client.HTTPConnection(*server.server_address[:2], timeout=60)
+            conn.request("GET", "/health")
+            health = json.loads(conn.getresponse().read())
+            conn.request("GET", "/query?id=" + server.holder.served.searcher.index.ids[0])
+            answer = json.loads(conn.getresponse().read())
+            conn.close()
+        finally:
+            server.shutdown()
+            server.server_close()
+            thread.join(timeout=10)
+        assert (health["top_n"], health["probes"]) == expected
+        assert len(answer["results"]) == expected[0]
+
+
+def test_python_api_caps_top_n_and_refuses_zero_probes(tmp_path, demo_catalog):
+    from vasrch import extract_features, search_similar_images, train_clusters
+
+    features = tmp_path / "features"
+    extract_features(demo_catalog, features, weights="none", image_size=32)
+    model = tmp_path / "model.joblib"
+    train_clusters(features, model, tmp_path / "clusters.csv", 4)
+    query = next(demo_catalog.rglob("*.jpg"))
+    everything = search_similar_images(query, model, tmp_path / "clusters.csv", top_n=10**9)
+    assert 0 < len(everything) <= 48
+    with pytest.raises(ValueError, match="probes must be a whole number"):
+        search_similar_images(query, model, tmp_path / "clusters.csv", probes=0)
