@@ -1,21 +1,40 @@
 """Where everything lives: every folder and file name inside a workspace, a run and a job.
 
-Each layout is a small frozen dataclass around a root folder; its properties are paths. No
-other module spells these names, so the on-disk format is read here in one place (DESIGN.md
+Each layout is a small frozen dataclass around a root folder; its attributes are paths. No
+other module spells these names, so the on-disk format is defined here in one place (DESIGN.md
 shows the same tree).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Generic, TypeVar
 
 STAGING_PREFIX = ".staging-"
+
+T = TypeVar("T")
 
 
 def staging_path(final: Path) -> Path:
     """The temporary sibling a folder is written under before it is renamed to `final`."""
     return final.with_name(f"{STAGING_PREFIX}{final.name}")
+
+
+class Entry(Generic[T]):
+    """A named file or folder inside a layout's root; read on a layout, it is that path (or
+    the sub-layout `wrap` makes of it). Its docstring says what the entry holds."""
+
+    def __init__(self, name: str, doc: str, wrap: Callable[[Path], T] = Path) -> None:
+        self.name = name
+        self.wrap = wrap
+        self.__doc__ = f"{name}: {doc}"
+
+    def __get__(self, layout: Any, owner: type | None = None) -> T:
+        if layout is None:
+            return self  # type: ignore[return-value]
+        return self.wrap(layout.root / self.name)
 
 
 @dataclass(frozen=True)
@@ -27,9 +46,11 @@ class FeatureCacheLayout:
     REJECTED_PREFIX = "rejected-"
 
     def shard(self, stem: str) -> Path:
+        """The feature shard with this stem (a hash of its members' sha256s)."""
         return self.root / f"{self.SHARD_PREFIX}{stem}.parquet"
 
     def rejected(self, stem: str) -> Path:
+        """The rejections of the chunk with this stem: sha256, image_id, reason."""
         return self.root / f"{self.REJECTED_PREFIX}{stem}.parquet"
 
     def shards(self) -> list[Path]:
@@ -43,33 +64,15 @@ class FeatureCacheLayout:
 
 @dataclass(frozen=True)
 class IndexLayout:
-    """index/: the search index, in .npy, Parquet and JSON only."""
+    """index/: the search index, in .npy, Parquet and JSON only (nothing unpickled)."""
 
     root: Path
-
-    @property
-    def meta(self) -> Path:
-        return self.root / "index.json"
-
-    @property
-    def centroids(self) -> Path:
-        return self.root / "centroids.npy"
-
-    @property
-    def vectors(self) -> Path:
-        return self.root / "vectors.npy"
-
-    @property
-    def offsets(self) -> Path:
-        return self.root / "offsets.npy"
-
-    @property
-    def assignments(self) -> Path:
-        return self.root / "assignments.parquet"
-
-    @property
-    def projection(self) -> Path:
-        return self.root / "projection.npz"
+    meta = Entry("index.json", "format version, fingerprint, k, dimensions, n; written last")
+    centroids = Entry("centroids.npy", "(k, dim) float32 KMeans centroids")
+    vectors = Entry("vectors.npy", "(n, dim) float32 vectors grouped by cluster")
+    offsets = Entry("offsets.npy", "(k + 1,) int64 start of each cluster's rows")
+    assignments = Entry("assignments.parquet", "image_id, cluster, distance to its centroid")
+    projection = Entry("projection.npz", "the PCA applied before clustering, when configured")
 
 
 @dataclass(frozen=True)
@@ -77,18 +80,9 @@ class DiagnosticsLayout:
     """diagnostics/: the k sweep, its suggestion and its plot."""
 
     root: Path
-
-    @property
-    def sweep(self) -> Path:
-        return self.root / "sweep.parquet"
-
-    @property
-    def suggested_k(self) -> Path:
-        return self.root / "suggested_k.json"
-
-    @property
-    def plot(self) -> Path:
-        return self.root / "elbow_silhouette.png"
+    sweep = Entry("sweep.parquet", "k, inertia, silhouette of each swept k")
+    suggested_k = Entry("suggested_k.json", "the suggested k and the rule that chose it")
+    plot = Entry("elbow_silhouette.png", "elbow and silhouette plot of the sweep")
 
 
 @dataclass(frozen=True)
@@ -96,25 +90,17 @@ class BulkLayout:
     """A bulk output folder: neighbour shards, duplicate groups, optional CSV, completion mark."""
 
     root: Path
+    duplicates = Entry("duplicates.parquet", "near-duplicate groups: group_id, image_id, ...")
+    csv = Entry("neighbours.csv", "every neighbour shard as one CSV, when asked for")
+    complete = Entry("COMPLETE", "written last by a bulk job on a saved run")
 
     def neighbours(self, chunk: int) -> Path:
+        """The neighbour shard of one chunk of clusters: image_id, rank, neighbour_id, score."""
         return self.root / f"neighbours-{chunk:05d}.parquet"
 
     def neighbour_shards(self) -> list[Path]:
         """The neighbour shards written so far, in chunk order."""
         return sorted(self.root.glob("neighbours-*.parquet"))
-
-    @property
-    def duplicates(self) -> Path:
-        return self.root / "duplicates.parquet"
-
-    @property
-    def csv(self) -> Path:
-        return self.root / "neighbours.csv"
-
-    @property
-    def complete(self) -> Path:
-        return self.root / "COMPLETE"
 
 
 @dataclass(frozen=True)
@@ -122,42 +108,19 @@ class RunLayout:
     """runs/<run-id>/: one versioned run, never changed once complete."""
 
     root: Path
+    manifest = Entry("manifest.json", "versions, counts, timings, metrics, artifact sha256s")
+    config = Entry("config.yaml", "the resolved config the run was trained with")
+    catalog = Entry("catalog.parquet", "image_id, path, sha256, bytes, status of each image")
+    model = Entry("model.joblib", "the fitted scikit-learn KMeans")
+    report = Entry("report.html", "the run's report page")
+    index = Entry("index", "the search index", IndexLayout)
+    diagnostics = Entry("diagnostics", "the k sweep", DiagnosticsLayout)
+    bulk = Entry("bulk", "the train flow's bulk step", BulkLayout)
 
     @property
     def run_id(self) -> str:
+        """The run's id: its folder's name."""
         return self.root.name
-
-    @property
-    def manifest(self) -> Path:
-        return self.root / "manifest.json"
-
-    @property
-    def config(self) -> Path:
-        return self.root / "config.yaml"
-
-    @property
-    def catalog(self) -> Path:
-        return self.root / "catalog.parquet"
-
-    @property
-    def model(self) -> Path:
-        return self.root / "model.joblib"
-
-    @property
-    def report(self) -> Path:
-        return self.root / "report.html"
-
-    @property
-    def index(self) -> IndexLayout:
-        return IndexLayout(self.root / "index")
-
-    @property
-    def diagnostics(self) -> DiagnosticsLayout:
-        return DiagnosticsLayout(self.root / "diagnostics")
-
-    @property
-    def bulk(self) -> BulkLayout:
-        return BulkLayout(self.root / "bulk")
 
 
 @dataclass(frozen=True)
@@ -165,14 +128,8 @@ class QueryJobLayout:
     """queries/<job>/: the answers of one query flow run."""
 
     root: Path
-
-    @property
-    def results(self) -> Path:
-        return self.root / "results.parquet"
-
-    @property
-    def page(self) -> Path:
-        return self.root / "results.html"
+    results = Entry("results.parquet", "query, rank, image_id, path, score")
+    page = Entry("results.html", "each query and its ranked neighbours, with thumbnails")
 
 
 @dataclass(frozen=True)
@@ -180,20 +137,19 @@ class WorkspaceLayout:
     """<workspace>/: the feature cache, the runs, later bulk jobs and query jobs."""
 
     root: Path
-
-    def features(self, fingerprint: str) -> FeatureCacheLayout:
-        return FeatureCacheLayout(self.root / "features" / fingerprint)
-
-    @property
-    def runs(self) -> Path:
-        return self.root / "runs"
+    runs = Entry("runs", "the versioned runs and LATEST")
 
     @property
     def latest(self) -> Path:
         """runs/LATEST: the name of the run that queries use by default."""
         return self.runs / "LATEST"
 
+    def features(self, fingerprint: str) -> FeatureCacheLayout:
+        """The feature cache of one backbone (its fingerprint)."""
+        return FeatureCacheLayout(self.root / "features" / fingerprint)
+
     def run(self, run_id: str) -> RunLayout:
+        """The folder of one run."""
         return RunLayout(self.runs / run_id)
 
     def bulk_job(self, run_id: str, job: str) -> BulkLayout:
@@ -201,6 +157,7 @@ class WorkspaceLayout:
         return BulkLayout(self.root / "bulk" / run_id / job)
 
     def query_job(self, job: str) -> QueryJobLayout:
+        """queries/<job>/: one query flow run's answers."""
         return QueryJobLayout(self.root / "queries" / job)
 
 
@@ -209,20 +166,12 @@ class SavedFeaturesLayout:
     """The folder the original API's extract_features saves to (`save_to`)."""
 
     root: Path
-
-    @property
-    def meta(self) -> Path:
-        return self.root / "vasrch-features.json"
-
-    @property
-    def catalog(self) -> Path:
-        return self.root / "catalog.parquet"
-
-    @property
-    def plot(self) -> Path:
-        return self.root / "elbow_silhouette.png"
+    meta = Entry("vasrch-features.json", "catalog root, backbone and its fingerprint")
+    catalog = Entry("catalog.parquet", "the scanned catalog")
+    plot = Entry("elbow_silhouette.png", "get_optimal_num_clusters' plot")
 
     def cache(self, fingerprint: str) -> FeatureCacheLayout:
+        """The feature cache of one backbone inside the folder."""
         return FeatureCacheLayout(self.root / fingerprint)
 
 
