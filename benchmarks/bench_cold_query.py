@@ -1,5 +1,5 @@
 """Cold `vasrch query` wall time: process start, imports, run load (hash check), model build,
-one query. Needs a trained run: `vasrch run config/demo.yaml` (the default) or any config.
+one query. Needs a trained run: `vasrch train config/demo.yaml` (the default) or any config.
 
     python benchmarks/bench_cold_query.py [--config config/demo.yaml] [--repeat 5]
 """

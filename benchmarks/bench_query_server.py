@@ -2,7 +2,7 @@
 index-only search on a synthetic 100k x 1280 index.
 
 1. A run trained on clothing-small/train (bulk off) is reused from `--workspace` when it has a
-   LATEST run, else trained once with `vasrch run` (~3,000 images; minutes on a CPU).
+   LATEST run, else trained once with `vasrch train` (~3,000 images; minutes on a CPU).
 2. Server: `run_query_server` runs in a child process on a free loopback port; 1 and 4 client
    threads (keep-alive connections) POST one test-folder photo per request (raw JPEG body);
    p50/p95/p99 client-side latency and queries/s, after a warm-up.
