@@ -1,0 +1,52 @@
+"""The query results page: each query's thumbnail, then its neighbours with rank and score.
+
+``write_query_page`` writes ``results.html`` (inline CSS, no scripts, relative links only)
+beside a ``thumbs/`` folder of small JPEGs; rejected queries are listed with their reason.
+``templates/query.html.j2`` lays it out.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from vasrch import pages
+from vasrch.fileio import write_text_atomic
+from vasrch.thumbnails import write_thumbnails
+
+RESULTS_HTML = "results.html"
+
+
+def write_query_page(
+    out_dir: Path, table: pd.DataFrame, rejected: list[dict[str, str]], title: str
+) -> Path:
+    """Write ``out_dir/results.html`` from a result table (query, rank, image_id, path, score)
+    and [{query, reason}] of the rejected queries; return the page's path."""
+    out_dir = Path(out_dir)
+    paths = dict(zip(table["image_id"], table["path"], strict=True))
+    paths.update({query: query for query in table["query"]})
+    # Query keys are absolute paths and image ids relative ones, so they never collide.
+    thumbs = write_thumbnails([*table["query"], *table["image_id"]], paths, out_dir)
+    page = pages.render(
+        "query.html.j2", title=title, queries=_queries(table), rejected=rejected, thumbs=thumbs
+    )
+    path = out_dir / RESULTS_HTML
+    write_text_atomic(path, page)
+    return path
+
+
+def _queries(table: pd.DataFrame) -> list[dict[str, Any]]:
+    """Per query, in table order: its file name, its key (the path) and its neighbours."""
+    return [
+        {
+            "label": Path(query).name,
+            "key": query,
+            "neighbours": [
+                {"image_id": row.image_id, "rank": int(row.rank), "score": float(row.score)}
+                for row in rows.itertuples(index=False)
+            ],
+        }
+        for query, rows in table.groupby("query", sort=False)
+    ]
