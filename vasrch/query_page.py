@@ -1,45 +1,51 @@
-"""The query job's page: each query's thumbnail, then its ranked neighbours."""
+"""The query results page: each query's thumbnail, then its neighbours with rank and score.
+
+``write_query_page`` writes ``results.html`` (inline CSS, no scripts, relative links only)
+beside a ``thumbs/`` folder of small JPEGs; rejected queries are listed with their reason.
+``templates/query.html.j2`` lays it out.
+"""
 
 from __future__ import annotations
 
-import html
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
+from vasrch import pages
 from vasrch.fileio import write_text_atomic
-from vasrch.report import PAGE_CSS, tile, write_thumbnails
-
-RESULTS_HTML = "results.html"
+from vasrch.layout import QueryJobLayout
+from vasrch.thumbnails import write_thumbnails
 
 
 def write_query_page(
     out_dir: Path, table: pd.DataFrame, rejected: list[dict[str, str]], title: str
 ) -> Path:
-    """results.html in out_dir: each query's thumbnail, then its neighbours with rank and score;
-    thumbnails are small JPEGs in out_dir/thumbs, linked relatively; rejected queries listed."""
+    """Write ``out_dir/results.html`` from a result table (query, rank, image_id, path, score)
+    and [{query, reason}] of the rejected queries; return the page's path."""
+    out_dir = Path(out_dir)
     paths = dict(zip(table["image_id"], table["path"], strict=True))
-    paths.update({q: q for q in table["query"]})
+    paths.update({query: query for query in table["query"]})
     # Query keys are absolute paths and image ids relative ones, so they never collide.
     thumbs = write_thumbnails([*table["query"], *table["image_id"]], paths, out_dir)
-    parts = [f"<h1>{html.escape(title)}</h1>"]
-    for query, rows in table.groupby("query", sort=False):
-        parts.append(f'<div class="grid">{tile(Path(query).name, thumbs[query], "query", "query")}')
-        parts.append('<span class="arrow">→</span>')
-        for row in rows.itertuples(index=False):
-            parts.append(tile(row.image_id, thumbs[row.image_id], f"#{row.rank} · {row.score:.3f}"))
-        parts.append("</div>")
-    if rejected:
-        cells = "".join(
-            f"<tr><td>{html.escape(r['query'])}</td><td>{html.escape(r['reason'])}</td></tr>"
-            for r in rejected
-        )
-        parts.append(f"<h2>Queries that could not be read</h2><table>{cells}</table>")
-    page = (
-        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>'
-        f"{html.escape(title)}</title><style>{PAGE_CSS}</style></head><body>\n"
-        + "\n".join(parts)
-        + "\n</body></html>\n"
+    page = pages.render(
+        "query.html.j2", title=title, queries=_queries(table), rejected=rejected, thumbs=thumbs
     )
-    write_text_atomic(out_dir / RESULTS_HTML, page)
-    return out_dir / RESULTS_HTML
+    path = QueryJobLayout(out_dir).page
+    write_text_atomic(path, page)
+    return path
+
+
+def _queries(table: pd.DataFrame) -> list[dict[str, Any]]:
+    """Per query, in table order: its file name, its key (the path) and its neighbours."""
+    return [
+        {
+            "label": Path(query).name,
+            "key": query,
+            "neighbours": [
+                {"image_id": row.image_id, "rank": int(row.rank), "score": float(row.score)}
+                for row in rows.itertuples(index=False)
+            ],
+        }
+        for query, rows in table.groupby("query", sort=False)
+    ]

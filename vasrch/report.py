@@ -4,77 +4,29 @@
 into ``out_dir`` beside a ``cluster_sizes.png`` histogram and a ``thumbs/`` folder holding small
 JPEGs of the images the page shows, and only those. Every link in the page is relative and no
 absolute path appears in it, so the folder (inside its run folder, when the elbow plot lives
-there) still shows when copied elsewhere.
+there) still shows when copied elsewhere. This module picks and shapes what the page shows;
+``templates/report.html.j2`` lays it out.
 """
 
 from __future__ import annotations
 
-import hashlib
-import html
-import io
-import os
-from collections.abc import Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 
+from vasrch import pages
 from vasrch.fileio import atomic_path, write_text_atomic
-from vasrch.images import DECODABLE_FORMATS, Decoded, decode_image
 from vasrch.layout import RunLayout
+from vasrch.thumbnails import Thumb, write_thumbnails
 
 if TYPE_CHECKING:
     from vasrch.training import Diagnostics
 
-REPORT_NAME = "report.html"
 HISTOGRAM_NAME = "cluster_sizes.png"
-THUMBS_DIR = "thumbs"
-PLACEHOLDER_NAME = "placeholder.jpg"
-THUMB_SIZE = 128  # longest side, in pixels
-THUMB_QUALITY = 80
-_PLACEHOLDER_GREY = (190, 190, 190)
-_EXIF_ORIENTATION = 0x0112
-_ORIENTATIONS_SWAPPING_AXES = {5, 6, 7, 8}
-
-PAGE_CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:24px auto;
-max-width:1180px;padding:0 16px;color:#222;background:#fafafa;line-height:1.4}
-h1{margin:0 0 4px}h2{margin:32px 0 8px;border-bottom:1px solid #ccc;padding-bottom:4px}
-h3{margin:18px 0 6px;font-size:15px}
-nav a{margin-right:14px}.muted{color:#666;font-size:13px}
-table{border-collapse:collapse;font-size:13px;background:#fff}
-td,th{border:1px solid #ddd;padding:3px 10px;text-align:right}
-th{background:#f0f0f0}td.key{text-align:left}
-tr.suggested td{background:#e3f4e6;font-weight:bold}tr.chosen td:first-child::after{content:" ◀"}
-img.plot{max-width:100%;height:auto;border:1px solid #ddd;background:#fff}
-.grid{display:flex;flex-wrap:wrap;gap:8px;align-items:flex-start}
-figure.tile{margin:0;width:136px;padding:4px;background:#fff;border:1px solid #ddd;
-border-radius:4px}
-figure.tile .frame{width:128px;height:128px;display:flex;align-items:center;
-justify-content:center;background:#f4f4f4}
-figure.tile img{max-width:128px;max-height:128px}
-figcaption{font-size:11px;word-break:break-all;margin-top:3px}
-figcaption .val{display:block;color:#555;font-variant-numeric:tabular-nums}
-figure.query{border:2px solid #3569c9}figure.rep{border:2px solid #2a9a4a}
-figure.bad .frame{outline:2px dashed #c33;outline-offset:-2px}
-.arrow{align-self:center;font-size:28px;color:#999;padding:0 4px}
-"""
-
-
-@dataclass(frozen=True)
-class Thumb:
-    """A thumbnail in the report folder: ``src`` is relative to it; ``problem`` says why the grey
-    placeholder is shown instead of the image (None when the image decoded)."""
-
-    src: str
-    width: int
-    height: int
-    problem: str | None = None
 
 
 def write_report(
@@ -136,33 +88,29 @@ def write_report(
         if neighbours is not None
         else None
     )
-    groups, groups_left_out = (
+    groups = (
         _first_groups(duplicates, max_duplicate_groups, members_per_cluster)
         if duplicates is not None
-        else (None, 0)
+        else None
     )
-    shown = _shown_ids(clusters, queries, groups)
-    thumbs = write_thumbnails(shown, paths, out_dir)
-
-    body = [
-        f"<h1>{_e(title)}</h1>",
-        '<nav><a href="#summary">Summary</a><a href="#k">Choosing k</a>'
-        '<a href="#sizes">Cluster sizes</a><a href="#clusters">Sample clusters</a>'
-        '<a href="#queries">Sample queries</a><a href="#duplicates">Near-duplicates</a></nav>',
-        _summary_section(assignments, sizes, suggested_k, chosen_k, metrics),
-        _sweep_section(sweep, suggested_k, chosen_k, elbow_src),
-        _sizes_section(sizes, histogram),
-        _clusters_section(clusters, sizes, thumbs),
-        _queries_section(queries, thumbs),
-        _duplicates_section(duplicates, groups, groups_left_out, thumbs),
-    ]
-    page = (
-        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-        f"<title>{_e(title)}</title>\n<style>{PAGE_CSS}</style>\n</head>\n<body>\n"
-        + "\n".join(body)
-        + "\n</body>\n</html>\n"
+    thumbs = write_thumbnails(_shown_ids(clusters, queries, groups), paths, out_dir)
+    page = pages.render(
+        "report.html.j2",
+        title=title,
+        summary=_summary(assignments, sizes, suggested_k, chosen_k, metrics),
+        sweep=_sweep_rows(sweep),
+        suggested_k=suggested_k,
+        chosen_k=chosen_k,
+        elbow_src=elbow_src,
+        sizes=_size_stats(sizes),
+        histogram=None if histogram is None else histogram.name,
+        clusters=clusters,
+        non_empty=int((sizes > 0).sum()),
+        queries=queries,
+        duplicates=groups,
+        thumbs=thumbs,
     )
-    report = out_dir / REPORT_NAME
+    report = RunLayout(out_dir).report
     write_text_atomic(report, page)
     return report
 
@@ -197,63 +145,6 @@ def write_size_histogram(sizes: pd.Series, path: Path) -> Path:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
     return path
-
-
-def write_thumbnails(
-    image_ids: Iterable[str], paths: Mapping[str, str], out_dir: Path, workers: int | None = None
-) -> dict[str, Thumb]:
-    """Write a JPEG thumbnail per distinct id into ``out_dir/thumbs`` in a thread pool; an id
-    without a path or whose file does not decode gets the shared grey placeholder."""
-    ids = list(dict.fromkeys(image_ids))
-    folder = Path(out_dir) / THUMBS_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    workers = workers or min(16, 2 * (os.cpu_count() or 1))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        made = list(pool.map(lambda i: _thumbnail(i, paths.get(i), folder), ids))
-    if any(thumb.problem is not None for thumb in made):
-        with atomic_path(folder / PLACEHOLDER_NAME) as tmp:
-            placeholder = Image.new("RGB", (THUMB_SIZE, THUMB_SIZE), _PLACEHOLDER_GREY)
-            placeholder.save(tmp, "JPEG", quality=THUMB_QUALITY)
-    return dict(zip(ids, made, strict=True))
-
-
-def thumb_name(image_id: str) -> str:
-    """The thumbnail's file name: a hash of the id, so any id gives a safe, stable name."""
-    return hashlib.sha256(image_id.encode("utf-8")).hexdigest()[:24] + ".jpg"
-
-
-def _thumbnail(image_id: str, path: str | None, folder: Path) -> Thumb:
-    if path is None:
-        return _placeholder("no path known for this image")
-    try:
-        raw = Path(path).read_bytes()
-    except OSError as e:
-        return _placeholder(f"cannot read file: {e.strerror or e}")
-    decoded = decode_image(raw, _thumb_target(raw))
-    if not isinstance(decoded, Decoded):
-        return _placeholder(decoded.reason)
-    name = thumb_name(image_id)
-    with atomic_path(folder / name) as tmp:
-        Image.fromarray(decoded.pixels).save(tmp, "JPEG", quality=THUMB_QUALITY, optimize=True)
-    height, width = decoded.pixels.shape[:2]
-    return Thumb(src=f"{THUMBS_DIR}/{name}", width=width, height=height)
-
-
-def _placeholder(problem: str) -> Thumb:
-    return Thumb(f"{THUMBS_DIR}/{PLACEHOLDER_NAME}", THUMB_SIZE, THUMB_SIZE, problem)
-
-
-def _thumb_target(raw: bytes) -> tuple[int, int]:
-    """Thumbnail size (longest side THUMB_SIZE, never enlarged, upright) from the header alone."""
-    try:
-        with Image.open(io.BytesIO(raw), formats=DECODABLE_FORMATS) as im:
-            width, height = im.size
-            if im.getexif().get(_EXIF_ORIENTATION) in _ORIENTATIONS_SWAPPING_AXES:
-                width, height = height, width
-    except Exception:  # only picks a size; decode_image then says what is wrong with the file
-        return THUMB_SIZE, THUMB_SIZE
-    scale = min(1.0, THUMB_SIZE / max(width, height, 1))
-    return max(1, round(width * scale)), max(1, round(height * scale))
 
 
 def _check_counts(minimum: int = 0, **counts: int) -> None:
@@ -301,241 +192,142 @@ def _sample(values: list, n: int, rng: np.random.Generator) -> list:
     return [values[i] for i in sorted(rng.choice(len(values), size=n, replace=False))]
 
 
-def _sample_clusters(
-    assignments: pd.DataFrame, sizes: pd.Series, n: int, members: int, seed: int
-) -> dict[int, pd.DataFrame]:
-    """Cluster id -> its ``members`` rows closest to the centroid, for n sampled clusters."""
-    non_empty = [int(c) for c in sizes.index[sizes.to_numpy() > 0]]
-    chosen = _sample(non_empty, n, np.random.default_rng([seed, 0]))
-    rows = assignments[assignments["cluster"].isin(chosen)]
-    rows = rows.sort_values(["cluster", "distance", "image_id"], kind="stable")
-    heads = rows.groupby("cluster", sort=True).head(members)
-    return {int(c): frame for c, frame in heads.groupby("cluster", sort=True)}
-
-
-def _sample_queries(
-    neighbours: pd.DataFrame, n: int, per_query: int, seed: int
-) -> dict[str, pd.DataFrame]:
-    """Query id -> its top ``per_query`` neighbours by rank, for n sampled queries."""
-    ids = sorted(pd.unique(neighbours["image_id"]).tolist())
-    chosen = _sample(ids, n, np.random.default_rng([seed, 1]))
-    rows = neighbours[neighbours["image_id"].isin(chosen)].sort_values(
-        ["image_id", "rank"], kind="stable"
-    )
-    heads = rows.groupby("image_id", sort=True).head(per_query)
-    return {str(q): frame for q, frame in heads.groupby("image_id", sort=True)}
-
-
-def _first_groups(
-    duplicates: pd.DataFrame, max_groups: int, members: int
-) -> tuple[dict[int, pd.DataFrame], int]:
-    """The first ``max_groups`` groups (representative first, up to ``members`` each) and how
-    many groups are left out."""
-    group_ids = sorted(int(g) for g in pd.unique(duplicates["group_id"]))
-    shown = group_ids[:max_groups]
-    rows = duplicates[duplicates["group_id"].isin(shown)]
-    rows = rows.sort_values(
-        ["group_id", "is_representative"], ascending=[True, False], kind="stable"
-    )
-    return (
-        {int(g): frame.head(members) for g, frame in rows.groupby("group_id", sort=True)},
-        len(group_ids) - len(shown),
-    )
-
-
-def _shown_ids(
-    clusters: dict[int, pd.DataFrame],
-    queries: dict[str, pd.DataFrame] | None,
-    groups: dict[int, pd.DataFrame] | None,
-) -> list[str]:
-    ids: list[str] = []
-    for frame in clusters.values():
-        ids += frame["image_id"].astype(str).tolist()
-    for query, frame in (queries or {}).items():
-        ids += [query, *frame["neighbour_id"].astype(str).tolist()]
-    for frame in (groups or {}).values():
-        ids += frame["image_id"].astype(str).tolist()
-    return ids
-
-
-def _e(value: object) -> str:
-    return html.escape(str(value), quote=True)
-
-
-def _images(n: int) -> str:
-    return f"{n:,} image" if n == 1 else f"{n:,} images"
-
-
-def _number(value: object) -> str:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
-        return _e(value)
-    number = float(value)
-    if np.isnan(number):
-        return "–"
-    if number.is_integer() and abs(number) < 1e15:
-        return f"{int(number):,}"
-    return f"{number:,.1f}" if abs(number) >= 1000 else f"{number:.4g}"
-
-
-def tile(image_id: str, thumb: Thumb, note: str = "", css: str = "") -> str:
-    """One thumbnail figure with its id and a note; unreadable images are marked."""
-    classes = " ".join(c for c in ("tile", css, "bad" if thumb.problem else "") if c)
-    hover = image_id if thumb.problem is None else f"{image_id}: {thumb.problem}"
-    extra = "" if thumb.problem is None else '<span class="val">unreadable</span>'
-    value = f'<span class="val">{_e(note)}</span>' if note else ""
-    return (
-        f'<figure class="{classes}"><div class="frame"><img src="{_e(thumb.src)}"'
-        f' width="{thumb.width}" height="{thumb.height}" alt="{_e(image_id)}"'
-        f' title="{_e(hover)}" loading="lazy"></div>'
-        f"<figcaption>{_e(image_id)}{value}{extra}</figcaption></figure>"
-    )
-
-
-def _key_values(rows: Iterable[tuple[str, object]]) -> str:
-    cells = "".join(f'<tr><td class="key">{_e(k)}</td><td>{_number(v)}</td></tr>' for k, v in rows)
-    return f"<table>{cells}</table>"
-
-
-def _summary_section(
+def _summary(
     assignments: pd.DataFrame,
     sizes: pd.Series,
     suggested_k: int | None,
     chosen_k: int,
     metrics: Mapping[str, float],
-) -> str:
-    rows: list[tuple[str, object]] = [
+) -> list[tuple[str, object]]:
+    """(name, value) rows of the summary table, the run's metrics last."""
+    return [
         ("images", len(assignments)),
         ("clusters (k used)", chosen_k),
         ("suggested k", "none (no sweep)" if suggested_k is None else suggested_k),
         ("empty clusters", int((sizes == 0).sum())),
         *metrics.items(),
     ]
-    return f'<section id="summary"><h2>Summary</h2>{_key_values(rows)}</section>'
 
 
-def _sweep_section(
-    sweep: pd.DataFrame | None, suggested_k: int | None, chosen_k: int, elbow_src: str | None
-) -> str:
-    parts = ['<section id="k"><h2>Choosing k</h2>']
-    if elbow_src is not None:
-        parts.append(f'<p><img class="plot" src="{_e(elbow_src)}" alt="elbow and silhouette"></p>')
-    if sweep is None or sweep.empty:
-        parts.append('<p class="muted">No k sweep in this run: k came from the config.</p>')
-    else:
-        parts.append(
-            '<p class="muted">Suggested k highlighted; ◀ marks the k used.</p>'
-            "<table><tr><th>k</th><th>inertia</th><th>silhouette</th></tr>"
-        )
-        for row in sweep.sort_values("k").itertuples(index=False):
-            k = int(row.k)
-            css = " ".join(
-                c for c, on in (("suggested", k == suggested_k), ("chosen", k == chosen_k)) if on
-            )
-            silhouette = float(row.silhouette)
-            parts.append(
-                f'<tr class="{css}"><td>{k}</td><td>{_number(float(row.inertia))}</td>'
-                f"<td>{'–' if np.isnan(silhouette) else f'{silhouette:.4f}'}</td></tr>"
-            )
-        parts.append("</table>")
-    parts.append("</section>")
-    return "".join(parts)
-
-
-def _sizes_section(sizes: pd.Series, histogram: Path | None) -> str:
-    if histogram is None:
-        return (
-            '<section id="sizes"><h2>Cluster sizes</h2><p class="muted">No clusters.</p></section>'
-        )
-    values = sizes.to_numpy()
-    stats = (
-        f"smallest {values.min():,}, median {np.median(values):,.1f}, largest {values.max():,}"
-        f" images per cluster over {len(values):,} clusters"
-    )
-    return (
-        f'<section id="sizes"><h2>Cluster sizes</h2><p class="muted">{stats}</p>'
-        f'<p><img class="plot" src="{_e(histogram.name)}" alt="histogram of cluster sizes"></p>'
-        "</section>"
-    )
-
-
-def _clusters_section(
-    clusters: dict[int, pd.DataFrame], sizes: pd.Series, thumbs: Mapping[str, Thumb]
-) -> str:
-    parts = [
-        '<section id="clusters"><h2>Sample clusters</h2>',
-        f'<p class="muted">{len(clusters)} of {int((sizes > 0).sum())} non-empty clusters, drawn at'
-        " random; members closest to the centroid first, with their distance to it.</p>",
+def _sweep_rows(sweep: pd.DataFrame | None) -> list[dict[str, Any]] | None:
+    """The sweep's k, inertia and silhouette by increasing k."""
+    if sweep is None:
+        return None
+    return [
+        {"k": int(row.k), "inertia": float(row.inertia), "silhouette": float(row.silhouette)}
+        for row in sweep.sort_values("k").itertuples(index=False)
     ]
-    for cluster, frame in clusters.items():
-        parts.append(
-            f"<h3>Cluster {cluster} · {_images(int(sizes[cluster]))}"
-            f' (showing {len(frame)})</h3><div class="grid">'
-        )
-        for row in frame.itertuples(index=False):
-            image_id = str(row.image_id)
-            parts.append(tile(image_id, thumbs[image_id], f"{float(row.distance):.3f}"))
-        parts.append("</div>")
-    parts.append("</section>")
-    return "".join(parts)
 
 
-def _queries_section(queries: dict[str, pd.DataFrame] | None, thumbs: Mapping[str, Thumb]) -> str:
-    parts = ['<section id="queries"><h2>Sample queries</h2>']
-    if queries is None:
-        parts.append('<p class="muted">No bulk search in this run.</p></section>')
-        return "".join(parts)
-    parts.append(
-        f'<p class="muted">{len(queries)} catalog images drawn at random (blue frame), each'
-        " followed by its nearest neighbours with rank and cosine score.</p>"
+def _size_stats(sizes: pd.Series) -> dict[str, Any] | None:
+    """Smallest, median and largest cluster size and the number of clusters (None for none)."""
+    if not len(sizes):
+        return None
+    values = sizes.to_numpy()
+    return {
+        "smallest": int(values.min()),
+        "median": float(np.median(values)),
+        "largest": int(values.max()),
+        "clusters": len(values),
+    }
+
+
+def _sample_clusters(
+    assignments: pd.DataFrame, sizes: pd.Series, n: int, members: int, seed: int
+) -> list[dict[str, Any]]:
+    """n sampled non-empty clusters: id, size and the ``members`` closest to the centroid."""
+    non_empty = [int(c) for c in sizes.index[sizes.to_numpy() > 0]]
+    chosen = _sample(non_empty, n, np.random.default_rng([seed, 0]))
+    rows = assignments[assignments["cluster"].isin(chosen)]
+    rows = rows.sort_values(["cluster", "distance", "image_id"], kind="stable")
+    heads = rows.groupby("cluster", sort=True).head(members)
+    return [
+        {
+            "id": int(cluster),
+            "size": int(sizes[cluster]),
+            "members": [
+                {"image_id": str(image_id), "distance": float(distance)}
+                for image_id, distance in zip(frame["image_id"], frame["distance"], strict=True)
+            ],
+        }
+        for cluster, frame in heads.groupby("cluster", sort=True)
+    ]
+
+
+def _sample_queries(
+    neighbours: pd.DataFrame, n: int, per_query: int, seed: int
+) -> list[dict[str, Any]]:
+    """n sampled query ids, each with its top ``per_query`` neighbours by rank."""
+    ids = sorted(pd.unique(neighbours["image_id"]).tolist())
+    chosen = _sample(ids, n, np.random.default_rng([seed, 1]))
+    rows = neighbours[neighbours["image_id"].isin(chosen)].sort_values(
+        ["image_id", "rank"], kind="stable"
     )
-    for query, frame in queries.items():
-        parts.append(f'<div class="grid">{tile(query, thumbs[query], "query", "query")}')
-        parts.append('<span class="arrow">→</span>')
-        for row in frame.itertuples(index=False):
-            neighbour = str(row.neighbour_id)
-            note = f"#{int(row.rank)} · {float(row.score):.3f}"
-            parts.append(tile(neighbour, thumbs[neighbour], note))
-        parts.append("</div><br>")
-    parts.append("</section>")
-    return "".join(parts)
+    heads = rows.groupby("image_id", sort=True).head(per_query)
+    return [
+        {
+            "image_id": str(query),
+            "neighbours": [
+                {
+                    "image_id": str(row.neighbour_id),
+                    "rank": int(row.rank),
+                    "score": float(row.score),
+                }
+                for row in frame.itertuples(index=False)
+            ],
+        }
+        for query, frame in heads.groupby("image_id", sort=True)
+    ]
 
 
-def _duplicates_section(
-    duplicates: pd.DataFrame | None,
-    groups: dict[int, pd.DataFrame] | None,
-    left_out: int,
-    thumbs: Mapping[str, Thumb],
-) -> str:
-    parts = ['<section id="duplicates"><h2>Near-duplicate groups</h2>']
-    if duplicates is None or groups is None:
-        parts.append('<p class="muted">Near-duplicates were not computed in this run.</p>')
-    elif not groups:
-        parts.append('<p class="muted">No near-duplicate groups found.</p>')
-    else:
-        total = len(groups) + left_out
-        parts.append(
-            f'<p class="muted">{total:,} groups holding {len(duplicates):,} images;'
-            " the representative (green frame) comes first.</p>"
-        )
-        sizes = duplicates.groupby("group_id").size()
-        for group, frame in groups.items():
-            size = int(sizes[group])
-            more = f", showing {len(frame)}" if len(frame) < size else ""
-            parts.append(f'<h3>Group {group} · {_images(size)}{more}</h3><div class="grid">')
-            for row in frame.to_dict("records"):
-                image_id = str(row["image_id"])
-                rep = bool(row["is_representative"])
-                notes = ["representative"] if rep else []
-                if "mean_similarity" in row:
-                    notes.append(f"{float(row['mean_similarity']):.3f}")
-                parts.append(
-                    tile(image_id, thumbs[image_id], " · ".join(notes), "rep" if rep else "")
-                )
-            parts.append("</div>")
-        if left_out:
-            parts.append(f"<p><strong>{left_out:,} more groups not shown.</strong></p>")
-    parts.append("</section>")
-    return "".join(parts)
+def _first_groups(duplicates: pd.DataFrame, max_groups: int, members: int) -> dict[str, Any]:
+    """The first ``max_groups`` groups (representative first, up to ``members`` each), with the
+    number of groups and images in all and of groups left out."""
+    group_ids = sorted(int(g) for g in pd.unique(duplicates["group_id"]))
+    shown = group_ids[:max_groups]
+    rows = duplicates[duplicates["group_id"].isin(shown)]
+    rows = rows.sort_values(
+        ["group_id", "is_representative"], ascending=[True, False], kind="stable"
+    )
+    sizes = duplicates.groupby("group_id").size()
+    groups = [
+        {
+            "id": int(group),
+            "size": int(sizes[group]),
+            "members": [_group_member(row) for row in frame.head(members).to_dict("records")],
+        }
+        for group, frame in rows.groupby("group_id", sort=True)
+    ]
+    return {
+        "groups": groups,
+        "total": len(group_ids),
+        "images": len(duplicates),
+        "left_out": len(group_ids) - len(shown),
+    }
+
+
+def _group_member(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A group member's id, whether it represents the group, its similarity (None if unknown)."""
+    similarity = row.get("mean_similarity")
+    return {
+        "image_id": str(row["image_id"]),
+        "representative": bool(row["is_representative"]),
+        "similarity": None if similarity is None else float(similarity),
+    }
+
+
+def _shown_ids(
+    clusters: list[dict[str, Any]],
+    queries: list[dict[str, Any]] | None,
+    groups: dict[str, Any] | None,
+) -> list[str]:
+    """Every image id the page shows, in page order (repeats included)."""
+    ids = [member["image_id"] for cluster in clusters for member in cluster["members"]]
+    for query in queries or []:
+        ids += [query["image_id"], *(n["image_id"] for n in query["neighbours"])]
+    for group in groups["groups"] if groups is not None else []:
+        ids += [member["image_id"] for member in group["members"]]
+    return ids
 
 
 def write_run_report(
