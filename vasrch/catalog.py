@@ -16,6 +16,7 @@ STATUSES = ("new", "changed", "unchanged", "gone")
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of the file's bytes, read `chunk` bytes at a time."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(chunk):
@@ -90,5 +91,6 @@ def diff_catalog(previous: pd.DataFrame | None, current: pd.DataFrame) -> pd.Dat
 
 
 def write_catalog(table: pd.DataFrame, path: Path) -> None:
+    """Write the table to `path` as Parquet (without the index), atomically."""
     with atomic_path(path) as tmp:
         table.to_parquet(tmp, index=False)

@@ -82,6 +82,8 @@ def _print_table(rows: list[dict[str, Any]], title: str | None = None) -> None:
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
+    """`vasrch extract`: run the extract flow, then print its summary, the rejected images and the
+    feature cache folder; returns 0."""
     from vasrch.config import load_config
     from vasrch.orchestration.flows.extract import extract_flow
 
@@ -99,6 +101,8 @@ def cmd_extract(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    """`vasrch train` (alias `run`): run the train flow, then print its counts, the run folder,
+    k, the quality metrics, the bulk summary and, if the run was not promoted, why; returns 0."""
     from vasrch.orchestration.flows.train import train_flow
 
     with _progress_bar(not args.no_progress):
@@ -140,6 +144,8 @@ def _workspace(args: argparse.Namespace) -> Path:
 
 
 def cmd_query(args: argparse.Namespace) -> int:
+    """`vasrch query`: rank the neighbours of the query images with a run and print them as a table,
+    CSV or JSON; returns 0, 1 when some images could not be read, 2 when none."""
     import json
 
     from vasrch.queries import query_files
@@ -170,6 +176,8 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 
 def cmd_bulk(args: argparse.Namespace) -> int:
+    """`vasrch bulk`: run the bulk flow with a run (LATEST by default) and print what it wrote and
+    where; returns 0."""
     from vasrch.orchestration.flows.bulk import bulk_flow
 
     with _progress_bar(not args.no_progress):
@@ -185,6 +193,8 @@ def cmd_bulk(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
+    """`vasrch runs`: list the runs, show one's manifest after verifying its artifacts, or prune to
+    --keep (else the config's runs.keep_last); returns 0."""
     import json
 
     from vasrch import runs
@@ -215,6 +225,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_query_server(args: argparse.Namespace) -> int:
+    """`vasrch query-server`: serve queries over HTTP until interrupted; returns 0."""
     from vasrch.server import run_query_server
 
     workspace, search = _workspace_and_search(args)
@@ -233,6 +244,8 @@ def cmd_query_server(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    """`vasrch serve`: validate the config, then serve the Prefect deployments until stopped;
+    returns 0."""
     from vasrch.config import load_config
     from vasrch.orchestration.deployments import serve_deployments
 
@@ -261,6 +274,7 @@ def _add_config(p: argparse.ArgumentParser, positional: bool = False) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `vasrch` argument parser; each subcommand sets `func` to its cmd_* function."""
     parser = argparse.ArgumentParser(
         prog="vasrch", description="Product image search: features, clusters, ranked neighbours."
     )
@@ -371,6 +385,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run `vasrch` with `argv` (None: sys.argv[1:]) and return the exit status; config, run and
+    data errors print `vasrch: error: ...` and return 2."""
     for key, value in QUIET_ENV.items():
         os.environ.setdefault(key, value)
     args = build_parser().parse_args(argv)

@@ -51,10 +51,12 @@ class Projection:
 
     @property
     def input_dim(self) -> int:
+        """Dimension of the vectors `transform` accepts."""
         return int(self.mean.shape[0])
 
     @property
     def output_dim(self) -> int:
+        """Dimension of the projected vectors (the number of components)."""
         return int(self.components.shape[0])
 
     def transform(self, x: np.ndarray) -> np.ndarray:
@@ -85,6 +87,7 @@ class Projection:
 
     @classmethod
     def load(cls, path: str | Path) -> Projection:
+        """Read a projection written by `save` (no pickle), as float32 arrays."""
         with np.load(Path(path), allow_pickle=False) as data:
             return cls(
                 mean=data["mean"].astype(np.float32),

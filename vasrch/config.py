@@ -20,6 +20,8 @@ class _Section(BaseModel):
 
 
 class CatalogConfig(_Section):
+    """`catalog`: the folder of product images, the offline demo, and the labels for precision@k."""
+
     path: Path = Field(description="Folder of product images, scanned recursively.")
     demo: bool = Field(
         False, description="Generate the offline demo catalog in `path` when it is missing."
@@ -30,6 +32,9 @@ class CatalogConfig(_Section):
 
 
 class FeaturesConfig(_Section):
+    """`features`: the backbone, its weights, layer, pooling and input size, and how images are
+    batched, sharded, decoded and embedded."""
+
     backbone: str = Field(
         "efficientnet_lite0", description="efficientnet_lite0 or any keras.applications name."
     )
@@ -49,6 +54,8 @@ class FeaturesConfig(_Section):
 
 
 class DiagnosticsConfig(_Section):
+    """`clustering.diagnostics`: the k sweep (range, sample, PCA) and the rule that suggests k."""
+
     k_min: int = Field(2, ge=2)
     k_max: int = Field(40, ge=2)
     k_step: int = Field(2, ge=1)
@@ -62,6 +69,8 @@ class DiagnosticsConfig(_Section):
 
 
 class ClusteringConfig(_Section):
+    """`clustering`: k (or auto), the PCA before clustering and search, and how KMeans is fitted."""
+
     num_clusters: IntOrAuto = Field("auto", description="k, or auto (suggested k).")
     n_components: int | None = Field(
         None, ge=2, description="PCA dimensions before clustering and search; none keeps all."
@@ -75,6 +84,8 @@ class ClusteringConfig(_Section):
 
 
 class SearchConfig(_Section):
+    """`search`: neighbours per query (top_n) and probes, fixed or calibrated per run."""
+
     top_n: int = Field(10, ge=1)
     probes: IntOrAuto = Field(
         "auto",
@@ -91,11 +102,16 @@ class SearchConfig(_Section):
 
 
 class EvaluationConfig(_Section):
+    """`evaluation`: the seeded sample of catalog queries for recall@10 and precision@k."""
+
     sample: int = Field(500, ge=1, description="Catalog queries for recall/precision.")
     seed: int = 0
 
 
 class BulkConfig(_Section):
+    """`bulk`: the bulk step that ends the train flow: neighbours per image, probes, the
+    near-duplicate threshold, the CSV export and the rows per task."""
+
     enabled: bool = Field(True, description="End the train flow with a bulk step.")
     top_n: int = Field(10, ge=1)
     probes: IntOrAuto = Field("auto", description="auto: the run's calibrated probes")
@@ -105,10 +121,14 @@ class BulkConfig(_Section):
 
 
 class RunsConfig(_Section):
+    """`runs`: how many complete runs `vasrch runs prune` and the nightly flow keep."""
+
     keep_last: int = Field(10, ge=1, description="Complete runs kept by `vasrch runs prune`.")
 
 
 class RunnerConfig(_Section):
+    """`runner`: where tasks run: a thread pool, or a Dask cluster (an address or a local one)."""
+
     type: Literal["thread", "dask"] = "thread"
     max_workers: int | None = Field(
         None, ge=1, description="Threads of the thread runner; none: Prefect's default."
@@ -118,17 +138,23 @@ class RunnerConfig(_Section):
 
 
 class GatesConfig(_Section):
+    """`nightly.gates`: what a nightly run must reach to be promoted to LATEST."""
+
     min_recall_at_10: float = Field(0.9, ge=0, le=1)
     max_rejected_fraction: float = Field(0.05, ge=0, le=1)
 
 
 class NightlyConfig(_Section):
+    """`nightly`: the schedule of the nightly flow (cron, timezone) and its gates."""
+
     cron: str = "0 2 * * *"
     timezone: str = "UTC"
     gates: GatesConfig = GatesConfig()
 
 
 class Config(_Section):
+    """The whole config file: the catalog, the workspace, and one section per step."""
+
     catalog: CatalogConfig
     workspace: Path = Field(description="Folder for the feature cache and the runs.")
     features: FeaturesConfig = FeaturesConfig()

@@ -52,9 +52,12 @@ class ExtractSummary:
 
     @property
     def images_per_s(self) -> float:
+        """New images embedded per second; 0.0 when `seconds` is 0."""
         return self.new / self.seconds if self.seconds > 0 else 0.0
 
     def as_dict(self) -> dict[str, object]:
+        """The counts, seconds, rate and fingerprint as a plain dict (seconds and rate rounded);
+        without the cache folder and the rejections."""
         return {
             "seen": self.seen,
             "new": self.new,

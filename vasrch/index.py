@@ -103,10 +103,12 @@ class SearchIndex:
 
     @property
     def k(self) -> int:
+        """Number of clusters."""
         return int(self.centroids.shape[0])
 
     @property
     def n(self) -> int:
+        """Number of stored vectors (catalog images)."""
         return int(self.vectors.shape[0])
 
     @property
@@ -121,6 +123,7 @@ class SearchIndex:
 
     @property
     def cluster_sizes(self) -> np.ndarray:
+        """Members of each cluster, (k,) int64."""
         return np.diff(self.offsets)
 
     @property

@@ -31,6 +31,7 @@ class QueryAnswers:
 
     @property
     def answered(self) -> int:
+        """Queries read and searched: those asked less those rejected."""
         return self.asked - len(self.rejected)
 
 

@@ -35,6 +35,7 @@ class Searcher:
 
     @property
     def run_id(self) -> str:
+        """The run's id, as its manifest records it."""
         return self.manifest["run_id"]
 
     @property

@@ -80,6 +80,7 @@ class Served:
 
     @property
     def run_id(self) -> str:
+        """The served run's id, as its manifest records it."""
         return self.searcher.run_id
 
     @property
@@ -118,6 +119,7 @@ class RunHolder:
 
     @property
     def served(self) -> Served:
+        """The run serving now; a request takes it once, so one run answers it all."""
         with self._lock:
             return self._served
 
@@ -180,6 +182,7 @@ class QueryServer(ThreadingHTTPServer):
 
     @property
     def url(self) -> str:
+        """http://host:port of the listening socket (the real port when 0 was asked)."""
         host, port = self.server_address[:2]
         return f"http://{host}:{port}"
 
@@ -191,6 +194,8 @@ class QueryServer(ThreadingHTTPServer):
             log.exception("error serving %s", client_address)
 
     def serve_forever(self, poll_interval: float = 0.5) -> None:
+        """Serve requests until `shutdown`, with the LATEST watcher running beside them unless the
+        run is pinned; the watcher is stopped on the way out."""
         stop = threading.Event()
         watcher = None
         if not self.holder.pinned:
@@ -264,6 +269,7 @@ class QueryHandler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: Any) -> None:
+        """http.server's access log, sent to the vasrch.server logger at DEBUG level."""
         log.debug("%s %s", self.address_string(), format % args)
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:

@@ -33,6 +33,7 @@ class BackboneSpec:
 
     @classmethod
     def from_config(cls, features: Any) -> BackboneSpec:
+        """The spec that a config's `features` section asks for."""
         return cls(
             name=features.backbone,
             weights=features.weights,
@@ -45,14 +46,19 @@ class BackboneSpec:
 
     @property
     def is_lite0(self) -> bool:
+        """Whether `name` is efficientnet_lite0 (case ignored, - taken as _)."""
         return self.name.lower().replace("-", "_") == DEFAULT_BACKBONE
 
     @property
     def input_size(self) -> int:
+        """Square input size in pixels: `image_size`, or 224 when it is None."""
         return self.image_size or 224
 
 
 def weights_identity(spec: BackboneSpec) -> str:
+    """Short id of the weights for the fingerprint: random-seed0 (weights none), the lite0 weights'
+    id, keras-imagenet, or file-sha256:<16 hex> of a weights file (FileNotFoundError when that file
+    is missing)."""
     if spec.weights == "none":
         return "random-seed0"
     if spec.is_lite0:
