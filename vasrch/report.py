@@ -21,7 +21,7 @@ import pandas as pd
 from vasrch import pages
 from vasrch.fileio import atomic_path, write_text_atomic
 from vasrch.layout import RunLayout
-from vasrch.thumbnails import Thumb, write_thumbnails
+from vasrch.thumbnails import write_thumbnails
 
 if TYPE_CHECKING:
     from vasrch.training import Diagnostics
