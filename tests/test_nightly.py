@@ -17,7 +17,7 @@ from vasrch.promotion import gate_failure
 
 def manifest(recall: float, rejected: int, catalog: int) -> dict:
     return {
-        "metrics": {"recall_at_10": recall},
+        "metrics": {"leave_one_out_recall_at_10": recall},
         "counts": {"rejected": rejected, "catalog": catalog},
     }
 
@@ -31,7 +31,7 @@ def test_gate_passes_at_the_thresholds():
 def test_gate_names_each_failing_figure_and_threshold():
     gates = GatesConfig(min_recall_at_10=0.9, max_rejected_fraction=0.05)
     recall = gate_failure(gates, manifest(0.85, 0, 100))
-    assert "recall_at_10 0.8500" in recall and "min_recall_at_10 0.9" in recall
+    assert "leave_one_out_recall_at_10 0.8500" in recall and "min_recall_at_10 0.9" in recall
     assert "rejected" not in recall
     rejected = gate_failure(gates, manifest(0.95, 6, 100))
     assert "6 of 100" in rejected and "max_rejected_fraction 0.05" in rejected

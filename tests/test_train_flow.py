@@ -71,9 +71,10 @@ def test_run_folder_complete_and_latest(trained) -> None:
 def test_quality_on_demo_classes(trained) -> None:
     _, result = trained
     m = result["metrics"]
-    assert m["recall_at_10"] >= 0.9
-    assert m["precision_at_5"] >= 0.8
-    assert abs(m["precision_at_10"] - m["exact_precision_at_10"]) <= 0.05
+    assert m["recall_at_10"] >= 0.9 and m["leave_one_out_recall_at_10"] >= 0.9
+    assert m["leave_one_out_precision_at_5"] >= 0.8
+    gap = m["leave_one_out_precision_at_10"] - m["leave_one_out_exact_precision_at_10"]
+    assert abs(gap) <= 0.05
 
 
 def test_model_joblib_is_fitted_kmeans(trained) -> None:
@@ -97,8 +98,10 @@ def test_query_search_equals_brute_force_with_all_probes(trained) -> None:
     idx = searcher.index
     queries = np.asarray(idx.vectors[:5])
     got = searcher.search_vectors(queries, 10, probes=idx.k)
-    exact = brute_force(queries, idx.ids, idx.vectors, 10)
+    exact = idx.exact().search(queries, 10)
     assert (got.ids == exact.ids).all()
+    plain = brute_force(idx.prepare_queries(queries), idx.ids, idx.vectors, 10, None, idx.expansion)
+    assert (got.ids == plain.ids).all()
 
 
 def test_tampered_artifact_fails_to_load(trained, tmp_path: Path) -> None:
@@ -141,7 +144,8 @@ def test_cli_query_json(trained) -> None:
     ).stdout
     rows = json.loads(out)
     assert [r["rank"] for r in rows] == [1, 2, 3]
-    assert rows[0]["image_id"] == image_id and rows[0]["score"] > 0.999
+    # query expansion blends in the best answers, so the photo itself scores just under 1
+    assert rows[0]["image_id"] == image_id and rows[0]["score"] > 0.99
 
 
 def test_killed_train_leaves_latest_on_previous_run(trained, tmp_path: Path, demo_catalog) -> None:

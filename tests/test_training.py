@@ -2,8 +2,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from vasrch.config import ClusteringConfig, DiagnosticsConfig
-from vasrch.training import catalog_labels, choose_k, evaluate_index, fit_index, sweep_values
+from vasrch.config import ClusteringConfig, DiagnosticsConfig, EvaluationConfig, SearchConfig
+from vasrch.training import (
+    HeldOut,
+    catalog_labels,
+    choose_k,
+    evaluate_index,
+    fit_index,
+    sweep_values,
+)
 
 
 def _mixture(n: int = 3000, d: int = 32, centres: int = 30, seed: int = 0):
@@ -14,18 +21,40 @@ def _mixture(n: int = 3000, d: int = 32, centres: int = 30, seed: int = 0):
     return np.array([f"img{i:05d}.jpg" for i in range(n)], dtype=object), x
 
 
+def _evaluate(index, ids, x, probes, target=0.95, max_probes=32, **evaluation):
+    search = SearchConfig(probes=probes, target_recall=target, max_probes=max_probes)
+    config = EvaluationConfig(sample=300, **evaluation)
+    return evaluate_index(index, ids, x, None, search, config).metrics
+
+
 def test_auto_probes_are_the_fewest_reaching_the_target() -> None:
     ids, x = _mixture()
-    index, _ = fit_index(ids, x, 40, "fp", ClusteringConfig())
-    auto = evaluate_index(index, ids, x, "auto", sample=300, target_recall=0.9)
+    plain = SearchConfig(database_augmentation=0, query_expansion=0)
+    index, _ = fit_index(ids, x, 40, "fp", ClusteringConfig(), search=plain)
+    auto = _evaluate(index, ids, x, "auto", target=0.9)
     p = int(auto["probes"])
     assert 1 < p < 40 and auto["recall_at_10"] >= 0.9
-    fewer = evaluate_index(index, ids, x, p - 1, sample=300)
-    assert fewer["recall_at_10"] < 0.9
-    more = evaluate_index(index, ids, x, p + 2, sample=300)
-    assert more["recall_at_10"] >= auto["recall_at_10"]
-    capped = evaluate_index(index, ids, x, "auto", sample=300, target_recall=0.9, max_probes=p - 1)
+    assert _evaluate(index, ids, x, p - 1)["recall_at_10"] < 0.9
+    assert _evaluate(index, ids, x, p + 2)["recall_at_10"] >= auto["recall_at_10"]
+    capped = _evaluate(index, ids, x, "auto", target=0.9, max_probes=p - 1)
     assert capped["probes"] == p - 1 and capped["recall_at_10"] < 0.9
+
+
+def test_figures_are_labelled_by_the_queries_they_were_measured_on() -> None:
+    ids, x = _mixture()
+    catalog_ids, queries = ids[:2500], x[2500:]
+    index, _ = fit_index(catalog_ids, x[:2500], 20, "fp", ClusteringConfig())
+    labels = pd.Series(np.arange(3000) % 7, index=ids).astype(str)
+    held_out = HeldOut(ids[2500:], queries, labels.iloc[2500:])
+    search, config = SearchConfig(), EvaluationConfig(sample=300)
+    result = evaluate_index(index, catalog_ids, x[:2500], labels, search, config, held_out)
+    assert result.calibrated_on == "500 held-out photos"
+    assert {"leave_one_out_recall_at_10", "held_out_recall_at_10"} <= set(result.metrics)
+    assert result.metrics["held_out_queries"] == 500
+    assert result.metrics["leave_one_out_queries"] == 300
+    without = evaluate_index(index, catalog_ids, x[:2500], labels, search, config)
+    assert "held_out_recall_at_10" not in without.metrics
+    assert "catalog photos" in without.calibrated_on
 
 
 def test_labels_from_class_folders_or_csv(tmp_path) -> None:
@@ -42,6 +71,35 @@ def test_labels_from_class_folders_or_csv(tmp_path) -> None:
     csv.write_text("id,label\na.jpg,x\n")
     with pytest.raises(ValueError, match="needs columns image_id,label"):
         catalog_labels(catalog, csv)
+
+
+def test_auto_sweep_grows_with_the_catalog_and_keeps_its_upper_end() -> None:
+    auto = DiagnosticsConfig(max_clusters=500)
+    small, large = sweep_values(auto, 400), sweep_values(auto, 10_000)
+    assert (small[0], small[-1]) == (20, 80)
+    assert (large[0], large[-1]) == (100, 400)
+    assert len(large) <= 17 and large == sorted(set(large))
+    assert sweep_values(DiagnosticsConfig(), 10_000)[-1] == 100  # max_clusters caps it
+
+
+def test_a_suggestion_at_the_top_of_the_sweep_is_flagged() -> None:
+    from vasrch.training import edge_note
+
+    sweep = pd.DataFrame(
+        {"k": [10, 20, 30], "inertia": [3.0, 2.0, 1.0], "silhouette": [0.1, 0.2, 0.3]}
+    )
+    assert "largest k swept" in edge_note(sweep, 30, cap=100)
+    assert edge_note(sweep, 20, cap=100) is None
+    assert edge_note(sweep, 30, cap=30) is None  # nothing larger was allowed
+
+
+def test_labels_default_to_the_parent_folder() -> None:
+    catalog = pd.DataFrame({"image_id": ["shoes/sneakers/a.jpg", "shoes/boots/b.jpg", "hat/c.jpg"]})
+    assert catalog_labels(catalog).to_dict() == {
+        "shoes/sneakers/a.jpg": "sneakers",
+        "shoes/boots/b.jpg": "boots",
+        "hat/c.jpg": "hat",
+    }
 
 
 def test_sweep_values_clamped_with_a_warning() -> None:

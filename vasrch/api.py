@@ -93,7 +93,9 @@ def get_optimal_num_clusters(
             stacklevel=2,
         )
         max_clusters = max(2, n - 1)
-    diag_cfg = DiagnosticsConfig(k_min=2, k_max=max_clusters, k_step=1, max_clusters=max_clusters)
+    diag_cfg = DiagnosticsConfig(
+        k_min=2, k_max=max_clusters, k_step=1, max_clusters=max_clusters, n_components=n_components
+    )
     diag = diagnose(vectors, diag_cfg, n_components=n_components)
     plot = plot_sweep(diag.sweep, diag.suggested_k, SavedFeaturesLayout(Path(features_folder)).plot)
     return OptimalClusters(diag.sweep, diag.suggested_k, plot)

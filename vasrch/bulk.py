@@ -21,6 +21,9 @@ from threadpoolctl import threadpool_limits
 from vasrch.index import SearchIndex
 
 NEIGHBOUR_COLUMNS = ["image_id", "rank", "neighbour_id", "score"]
+# Neighbour pairs whose retrieval score is within this of the duplicate threshold are candidates,
+# re-scored by the cosine of their own vectors (augmentation and expansion shift retrieval scores).
+CANDIDATE_MARGIN = 0.15
 
 
 def plan_cluster_chunks(index: SearchIndex, max_rows_per_chunk: int) -> list[list[int]]:
@@ -127,6 +130,21 @@ def near_duplicate_pairs(neighbours: pd.DataFrame, threshold: float) -> pd.DataF
     pairs = pairs[pairs["a"] != pairs["b"]]
     pairs = pairs.groupby(["a", "b"], as_index=False, sort=False)["score"].max()
     return pairs.sort_values(["score", "a", "b"], ascending=[False, True, True], ignore_index=True)
+
+
+def rescore_pairs(pairs: pd.DataFrame, ids: Sequence[str], vectors: np.ndarray) -> pd.DataFrame:
+    """The pairs (a, b) scored by the cosine of the two photos' own unit feature vectors (`ids`
+    names the rows of `vectors`), not by the retrieval score of a neighbour list: whether two
+    photos are near-duplicates does not depend on augmentation or query expansion."""
+    position = pd.Index(ids).get_indexer
+    a, b = position(pairs["a"].to_numpy()), position(pairs["b"].to_numpy())
+    if (a < 0).any() or (b < 0).any():
+        raise ValueError("every image of a candidate pair needs its feature vector")
+    score = np.empty(len(pairs), dtype=np.float32)
+    for start in range(0, len(pairs), 65_536):
+        rows = slice(start, start + 65_536)
+        score[rows] = np.einsum("ij,ij->i", vectors[a[rows]], vectors[b[rows]])
+    return pairs.assign(score=score)
 
 
 def duplicate_groups(pairs: pd.DataFrame, ids_order: Sequence[str] | None = None) -> pd.DataFrame:

@@ -114,7 +114,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     print(f"run: {result['run_dir']}")
     print(f"suggested k: {result['suggested_k']}  chosen k: {result['k']}")
-    _print_table([{"metric": k, "value": v} for k, v in result["metrics"].items()], "quality")
+    if result["sweep_note"]:
+        print(f"note: {result['sweep_note']}")
+    _print_table(
+        [{"figure": k, "value": v} for k, v in result["metrics"].items()],
+        "quality (leave_one_out: catalog photos as queries; held_out: photos not in the catalog)",
+    )
+    print(f"probes calibrated on {result['calibrated_on']}")
     if result["bulk"]:
         b = result["bulk"]
         print(

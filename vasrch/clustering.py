@@ -43,11 +43,12 @@ def _as_matrix(vectors: np.ndarray, name: str = "vectors") -> np.ndarray:
 
 @dataclass(frozen=True, eq=False)
 class Projection:
-    """A fitted PCA: `transform` centres, projects and re-normalises rows (cosine still works)."""
+    """A fitted PCA, or centring alone (`components` None): `transform` centres on the catalog
+    mean, projects when there are components, and re-normalises rows (cosine still works)."""
 
     mean: np.ndarray  # (d,)
-    components: np.ndarray  # (c, d)
-    explained_variance_ratio: np.ndarray  # (c,)
+    components: np.ndarray | None  # (c, d); None keeps all d dimensions (centring only)
+    explained_variance_ratio: np.ndarray  # (c,); empty for centring only
 
     @property
     def input_dim(self) -> int:
@@ -56,8 +57,8 @@ class Projection:
 
     @property
     def output_dim(self) -> int:
-        """Dimension of the projected vectors (the number of components)."""
-        return int(self.components.shape[0])
+        """Dimension of the projected vectors (the number of components, or d)."""
+        return self.input_dim if self.components is None else int(self.components.shape[0])
 
     def transform(self, x: np.ndarray) -> np.ndarray:
         """Project rows of `x` (n, input_dim) to (n, output_dim) float32 unit vectors."""
@@ -70,19 +71,20 @@ class Projection:
         out = np.empty((x.shape[0], self.output_dim), dtype=np.float32)
         for start in range(0, x.shape[0], _TRANSFORM_ROWS):
             block = x[start : start + _TRANSFORM_ROWS]
-            out[start : start + len(block)] = l2_normalise((block - self.mean) @ self.components.T)
+            centred = block - self.mean
+            if self.components is not None:
+                centred = centred @ self.components.T
+            out[start : start + len(block)] = l2_normalise(centred)
         return out
 
     def save(self, path: str | Path) -> Path:
         """Write an .npz (no pickle) atomically."""
         path = Path(path)
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
-            np.savez(
-                f,
-                mean=self.mean,
-                components=self.components,
-                explained_variance_ratio=self.explained_variance_ratio,
-            )
+            arrays = {"mean": self.mean, "explained_variance_ratio": self.explained_variance_ratio}
+            if self.components is not None:
+                arrays["components"] = self.components
+            np.savez(f, **arrays)
         return path
 
     @classmethod
@@ -91,9 +93,25 @@ class Projection:
         with np.load(Path(path), allow_pickle=False) as data:
             return cls(
                 mean=data["mean"].astype(np.float32),
-                components=data["components"].astype(np.float32),
+                components=(
+                    data["components"].astype(np.float32) if "components" in data.files else None
+                ),
                 explained_variance_ratio=data["explained_variance_ratio"].astype(np.float32),
             )
+
+
+def fit_centring(vectors: np.ndarray) -> Projection:
+    """Centring on the mean of `vectors`, without projection: the retrieval literature's cheap
+    fix for the common direction all CNN activations share."""
+    x = _as_matrix(vectors)
+    mean = np.zeros(x.shape[1], dtype=np.float64)
+    for start in range(0, x.shape[0], _TRANSFORM_ROWS):
+        mean += x[start : start + _TRANSFORM_ROWS].sum(axis=0, dtype=np.float64)
+    return Projection(
+        mean=(mean / x.shape[0]).astype(np.float32),
+        components=None,
+        explained_variance_ratio=np.zeros(0, dtype=np.float32),
+    )
 
 
 def fit_pca(vectors: np.ndarray, n_components: int, seed: int = 0) -> Projection:

@@ -56,14 +56,23 @@ class FeaturesConfig(_Section):
 class DiagnosticsConfig(_Section):
     """`clustering.diagnostics`: the k sweep (range, sample, PCA) and the rule that suggests k."""
 
-    k_min: int = Field(2, ge=2)
-    k_max: int = Field(40, ge=2)
-    k_step: int = Field(2, ge=1)
+    k_min: Annotated[int, Field(ge=2)] | Literal["auto"] = Field(
+        "auto", description="Smallest k swept; auto: sqrt(n), IVF practice's lower end."
+    )
+    k_max: Annotated[int, Field(ge=2)] | Literal["auto"] = Field(
+        "auto", description="Largest k swept; auto: 4 sqrt(n), capped by max_clusters."
+    )
+    k_step: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        "auto", description="Step between swept k; auto: about 16 values over the range."
+    )
     max_clusters: int = Field(100, ge=2, description="Upper bound for the sweep and for k.")
     silhouette_sample: int = Field(10_000, ge=100)
     sample: int = Field(20_000, ge=10, description="Vectors the sweep is fitted on (seeded).")
     n_components: int | None = Field(
-        None, ge=2, description="PCA dimensions for the sweep only; none: the clustering space."
+        64,
+        ge=2,
+        description="PCA dimensions for the sweep only (it fits KMeans many times); "
+        "none: the clustering space.",
     )
     rule: Literal["silhouette", "knee", "both"] = "both"
 
@@ -99,13 +108,50 @@ class SearchConfig(_Section):
         description="Most probes auto may choose (bounds query time); a run that needs "
         "more keeps this many and reports its lower recall (the nightly gate sees it).",
     )
+    centre: bool = Field(
+        True, description="Centre vectors on the catalog mean and re-normalise (kept with the run)."
+    )
+    database_augmentation: int = Field(
+        5,
+        ge=0,
+        le=100,
+        description="Replace each catalog vector by the normalised sum of itself and its this "
+        "many nearest catalog neighbours, weighted by similarity ** expansion_alpha (0: off).",
+    )
+    query_expansion: int = Field(
+        2,
+        ge=0,
+        le=100,
+        description="Search again with the query plus its this many best results, weighted by "
+        "similarity ** expansion_alpha (0: off); applied by every search of the run.",
+    )
+    expansion_alpha: float = Field(
+        3.0, ge=0, le=20, description="Exponent of the weights of augmentation and expansion."
+    )
 
 
 class EvaluationConfig(_Section):
-    """`evaluation`: the seeded sample of catalog queries for recall@10 and precision@k."""
+    """`evaluation`: held-out query photos, and the seeded sample of catalog queries for the
+    leave-one-out figures and for calibrating probes when there are no held-out photos."""
 
+    queries: Path | None = Field(
+        None,
+        description="Folder of photos that are not in the catalog: held-out precision@k and "
+        "recall@10, and the probes are calibrated on them.",
+    )
+    queries_labels_csv: Path | None = Field(
+        None, description="CSV image_id,label for the held-out photos; default: parent folder."
+    )
     sample: int = Field(500, ge=1, description="Catalog queries for recall/precision.")
     seed: int = 0
+    same_product_similarity: float = Field(
+        0.8,
+        gt=0,
+        le=1,
+        description="Without held-out photos, probes are calibrated on catalog queries with "
+        "the catalog photos at least this similar to them left out (near-duplicates and other "
+        "shots of the same product), so recall is not overestimated.",
+    )
 
 
 class BulkConfig(_Section):
@@ -140,7 +186,13 @@ class RunnerConfig(_Section):
 class GatesConfig(_Section):
     """`nightly.gates`: what a nightly run must reach to be promoted to LATEST."""
 
+    figures: Literal["auto", "held_out", "leave_one_out"] = Field(
+        "auto",
+        description="Which figures the quality gates read: held_out (needs "
+        "evaluation.queries), leave_one_out, or auto (held_out when there are held-out photos).",
+    )
     min_recall_at_10: float = Field(0.9, ge=0, le=1)
+    min_precision_at_10: float | None = Field(None, ge=0, le=1, description="None: no gate.")
     max_rejected_fraction: float = Field(0.05, ge=0, le=1)
 
 
@@ -196,6 +248,8 @@ def _resolve_paths(cfg: Config, base: Path) -> Config:
 
     cfg.catalog.path = resolve(cfg.catalog.path)
     cfg.catalog.labels_csv = resolve(cfg.catalog.labels_csv)
+    cfg.evaluation.queries = resolve(cfg.evaluation.queries)
+    cfg.evaluation.queries_labels_csv = resolve(cfg.evaluation.queries_labels_csv)
     cfg.workspace = resolve(cfg.workspace)
     w = cfg.features.weights
     if w not in ("imagenet", "none"):

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 
@@ -28,7 +28,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from vasrch.clustering import Projection
+from vasrch.clustering import Projection, l2_normalise
 from vasrch.fileio import atomic_path, write_text_atomic
 from vasrch.layout import IndexLayout
 
@@ -37,6 +37,7 @@ FORMAT_VERSION = 1
 # argpartition's int64 indices).
 _BLOCK_ELEMENTS = 1 << 22
 _MIN_COLUMNS = 4096
+AUGMENT_PROBES = 8  # clusters searched for each vector's neighbours in database augmentation
 
 
 @dataclass(frozen=True, eq=False)
@@ -100,6 +101,8 @@ class SearchIndex:
     distances: np.ndarray  # (n,) float32 Euclidean distance to own centroid (KMeans.transform)
     fingerprint: str  # backbone fingerprint of the vectors
     projection: Projection | None = None
+    expansion: int = 0  # alpha query expansion: results folded back into the query (0: off)
+    expansion_alpha: float = 3.0  # weight of a folded-in result: its similarity ** alpha
 
     @property
     def k(self) -> int:
@@ -217,13 +220,35 @@ class SearchIndex:
         for start in range(0, q, block_rows):
             stop = min(q, start + block_rows)
             block_ex = None if exclude_rows is None else exclude_rows[start:stop]
+            block = np.ascontiguousarray(queries[start:stop], dtype=np.float32)
+            if self.expansion:
+                first_r, first_s = self._search_block(
+                    block, max(top_n, self.expansion), probes, block_ex
+                )
+                block = self.expand(block, first_r, first_s)
             rows[start:stop], scores[start:stop] = self._search_block(
-                np.ascontiguousarray(queries[start:stop], dtype=np.float32),
-                top_n,
-                probes,
-                block_ex,
+                block, top_n, probes, block_ex
             )
         return rows, scores
+
+    def exact(self) -> SearchIndex:
+        """The same vectors, ids, projection and expansion as one cluster: searching it (one
+        probe) is exact search, the reference that recall is measured against."""
+        return replace(
+            self,
+            centroids=np.zeros((1, self.dim), dtype=np.float32),
+            offsets=np.array([0, self.n], dtype=np.int64),
+            distances=np.zeros(self.n, dtype=np.float32),
+        )
+
+    def expand(self, queries: np.ndarray, rows: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        """Alpha query expansion: each query plus its first `expansion` results, each weighted
+        by its similarity ** expansion_alpha (negative similarities count 0), re-normalised."""
+        top_rows = rows[:, : self.expansion]
+        weights = np.maximum(scores[:, : self.expansion], 0) ** self.expansion_alpha
+        weights[top_rows < 0] = 0
+        folded = np.einsum("qm,qmd->qd", weights, self.vectors[np.maximum(top_rows, 0)])
+        return l2_normalise(queries + folded.astype(np.float32))
 
     def _probe(self, queries: np.ndarray, probes: int) -> np.ndarray:
         """The `probes` non-empty clusters with the nearest centroids (Euclidean, unit queries)."""
@@ -291,8 +316,11 @@ def build_index(
     labels: np.ndarray,
     fingerprint: str,
     projection: Projection | None = None,
+    expansion: int = 0,
+    expansion_alpha: float = 3.0,
 ) -> SearchIndex:
-    """Group `vectors` (feature space) by `labels`; centroids live in the projected space."""
+    """Group `vectors` (feature space) by `labels`; centroids live in the projected space;
+    `expansion` and `expansion_alpha` set the index's query expansion (0: none)."""
     ids_arr = np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids, dtype=object)
     x = np.asarray(vectors, dtype=np.float32)
     labels = np.asarray(labels)
@@ -320,8 +348,25 @@ def build_index(
     offsets = np.zeros(k + 1, dtype=np.int64)
     offsets[1:] = np.cumsum(np.bincount(labels, minlength=k))
     grouped = np.ascontiguousarray(x[order])
-    distances = np.empty(len(order), dtype=np.float32)
-    for c in range(k):
+    return SearchIndex(
+        centroids=centroids,
+        vectors=grouped,
+        ids=ids_arr[order],
+        offsets=offsets,
+        distances=_centroid_distances(grouped, centroids, offsets),
+        fingerprint=fingerprint,
+        projection=projection,
+        expansion=expansion,
+        expansion_alpha=expansion_alpha,
+    )
+
+
+def _centroid_distances(
+    grouped: np.ndarray, centroids: np.ndarray, offsets: np.ndarray
+) -> np.ndarray:
+    """Euclidean distance of each stored row to its own cluster's centroid."""
+    distances = np.empty(grouped.shape[0], dtype=np.float32)
+    for c in range(centroids.shape[0]):
         lo, hi = offsets[c], offsets[c + 1]
         block = grouped[lo:hi]
         sq = (
@@ -330,14 +375,33 @@ def build_index(
             + centroids[c] @ centroids[c]
         )
         distances[lo:hi] = np.sqrt(np.maximum(sq, 0))
-    return SearchIndex(
-        centroids=centroids,
-        vectors=grouped,
-        ids=ids_arr[order],
-        offsets=offsets,
-        distances=distances,
-        fingerprint=fingerprint,
-        projection=projection,
+    return distances
+
+
+def augment_database(
+    index: SearchIndex,
+    neighbours: int,
+    alpha: float = 3.0,
+    probes: int = AUGMENT_PROBES,
+    block_rows: int = 4096,
+) -> SearchIndex:
+    """Database-side augmentation: each stored vector replaced by the normalised sum of itself
+    and its `neighbours` nearest other stored vectors weighted by similarity ** alpha (found in
+    the `probes` nearest clusters, without query expansion); clusters are kept."""
+    plain = replace(index, expansion=0)
+    probes = min(probes, index.k)
+    augmented = np.empty_like(index.vectors)
+    for start in range(0, index.n, block_rows):
+        rows = np.arange(start, min(index.n, start + block_rows))
+        found, scores = plain.search_rows(index.vectors[rows], neighbours, probes, rows)
+        weights = np.maximum(scores, 0) ** alpha
+        weights[found < 0] = 0
+        folded = np.einsum("qm,qmd->qd", weights, index.vectors[np.maximum(found, 0)])
+        augmented[rows] = l2_normalise(index.vectors[rows] + folded.astype(np.float32))
+    return replace(
+        index,
+        vectors=augmented,
+        distances=_centroid_distances(augmented, index.centroids, index.offsets),
     )
 
 
@@ -347,8 +411,11 @@ def brute_force(
     vectors: np.ndarray,
     top_n: int,
     exclude_ids: Sequence[str | None] | None = None,
+    expansion: int = 0,
+    expansion_alpha: float = 3.0,
 ) -> SearchResult:
-    """Exact top-n by cosine over all `vectors`, in bounded memory (the catalog in blocks)."""
+    """Exact top-n by cosine over all `vectors`, in bounded memory (the catalog in blocks), with
+    optional alpha query expansion (see SearchIndex.expand)."""
     x = np.ascontiguousarray(vectors, dtype=np.float32)
     ids_arr = np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids, dtype=object)
     whole = SearchIndex(
@@ -358,6 +425,8 @@ def brute_force(
         offsets=np.array([0, x.shape[0]], dtype=np.int64),
         distances=np.zeros(x.shape[0], dtype=np.float32),
         fingerprint="",
+        expansion=expansion,
+        expansion_alpha=expansion_alpha,
     )
     return whole.search(queries, top_n=top_n, probes=1, exclude_ids=exclude_ids)
 
@@ -396,6 +465,8 @@ def save(index: SearchIndex, folder: str | Path) -> Path:
         "input_dim": index.input_dim,
         "n": index.n,
         "has_projection": index.projection is not None,
+        "expansion": index.expansion,
+        "expansion_alpha": index.expansion_alpha,
     }
     write_text_atomic(files.meta, json.dumps(meta, indent=2) + "\n")
     return folder
@@ -431,6 +502,8 @@ def load_index(folder: str | Path, expected_fingerprint: str | None = None) -> S
         distances=np.empty(0, dtype=np.float32),
         fingerprint=meta["fingerprint"],
         projection=projection,
+        expansion=int(meta.get("expansion", 0)),
+        expansion_alpha=float(meta.get("expansion_alpha", 3.0)),
     )
     if expected_fingerprint is not None:
         index.check_fingerprint(expected_fingerprint)

@@ -15,14 +15,32 @@ from vasrch.runs import latest_run_id, read_manifest
 
 def gate_failure(gates: GatesConfig, manifest: dict[str, Any]) -> str | None:
     """None when the run's manifest passes `gates`, else the reason, naming each failing figure
-    and its threshold."""
+    (held-out or leave-one-out, as `gates.figures` says) and its threshold."""
+    metrics = manifest["metrics"]
+    has_held_out = "held_out_recall_at_10" in metrics
+    kind = gates.figures
+    if kind == "auto":
+        kind = "held_out" if has_held_out else "leave_one_out"
     failures = []
-    recall = manifest["metrics"]["recall_at_10"]
-    if recall < gates.min_recall_at_10:
+    if kind == "held_out" and not has_held_out:
         failures.append(
-            f"recall_at_10 {recall:.4f} is below nightly.gates.min_recall_at_10 "
-            f"{gates.min_recall_at_10}"
+            "nightly.gates.figures is held_out but the run has no held-out figures "
+            "(set evaluation.queries)"
         )
+    else:
+        for name, threshold in (
+            ("recall_at_10", gates.min_recall_at_10),
+            ("precision_at_10", gates.min_precision_at_10),
+        ):
+            if threshold is None:
+                continue
+            value = metrics.get(f"{kind}_{name}")
+            if value is None:
+                failures.append(f"{kind}_{name} is unknown (no labels), gated at {threshold}")
+            elif value < threshold:
+                failures.append(
+                    f"{kind}_{name} {value:.4f} is below nightly.gates.min_{name} {threshold}"
+                )
     counts = manifest["counts"]
     fraction = counts["rejected"] / counts["catalog"] if counts["catalog"] else 0.0
     if fraction > gates.max_rejected_fraction:
@@ -45,10 +63,12 @@ class WarmStart:
         return self.centroids is not None and self.centroids.shape == new_centroids_shape
 
 
-def warm_start(workspace: Path, fingerprint: str, clustering: ClusteringConfig) -> WarmStart:
+def warm_start(
+    workspace: Path, fingerprint: str, clustering: ClusteringConfig, centre: bool
+) -> WarmStart:
     """LATEST's centroids when they can warm-start this config's KMeans: same backbone, same
-    PCA setting, and the same k unless k is `auto` (the suggestion is only known during
-    training; centroids of another k are then ignored by KMeans with a warning)."""
+    PCA and centring settings, and the same k unless k is `auto` (the suggestion is only known
+    during training; centroids of another k are then ignored by KMeans with a warning)."""
     latest = latest_run_id(workspace)
     if latest is None:
         return WarmStart(None, None)
@@ -58,6 +78,7 @@ def warm_start(workspace: Path, fingerprint: str, clustering: ClusteringConfig) 
     same_space = (
         manifest.get("fingerprint") == fingerprint
         and manifest["config"]["clustering"]["n_components"] == clustering.n_components
+        and manifest["config"]["search"].get("centre", False) == centre
     )
     if not same_space or (k != "auto" and k != manifest.get("k")):
         return WarmStart(latest, None)

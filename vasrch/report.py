@@ -10,7 +10,7 @@ there) still shows when copied elsewhere. This module picks and shapes what the 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -24,7 +24,7 @@ from vasrch.layout import RunLayout
 from vasrch.thumbnails import write_thumbnails
 
 if TYPE_CHECKING:
-    from vasrch.training import Diagnostics
+    from vasrch.training import Diagnostics, Evaluation
 
 HISTOGRAM_NAME = "cluster_sizes.png"
 
@@ -42,6 +42,7 @@ def write_report(
     duplicates: pd.DataFrame | None,
     metrics: Mapping[str, float],
     elbow_png: str | None = None,
+    notes: Sequence[str] = (),
     sample_clusters: int = 8,
     members_per_cluster: int = 12,
     sample_queries: int = 8,
@@ -56,8 +57,10 @@ def write_report(
     ``neighbours`` has image_id, rank (1-based), neighbour_id, score; ``duplicates`` has group_id,
     image_id, is_representative (and optionally mean_similarity). ``elbow_png`` is the plot's
     path relative to ``out_dir`` (e.g. ``"../diagnostics/elbow_silhouette.png"``) and must lie
-    in ``out_dir`` or its parent run folder. Samples of clusters and queries are drawn with
-    ``seed``; ``members_per_cluster`` also caps the members shown per duplicate group.
+    in ``out_dir`` or its parent run folder. ``notes`` are sentences shown under the summary
+    (how probes were calibrated, a k at the edge of the sweep). Samples of clusters and
+    queries are drawn with ``seed``; ``members_per_cluster`` also caps the members shown per
+    duplicate group.
     """
     out_dir = Path(out_dir)
     _check_counts(
@@ -98,6 +101,7 @@ def write_report(
         "report.html.j2",
         title=title,
         summary=_summary(assignments, sizes, suggested_k, chosen_k, metrics),
+        notes=list(notes),
         sweep=_sweep_rows(sweep),
         suggested_k=suggested_k,
         chosen_k=chosen_k,
@@ -335,11 +339,13 @@ def write_run_report(
     catalog: pd.DataFrame,
     diag: Diagnostics,
     k: int,
-    metrics: Mapping[str, float],
+    evaluation: Evaluation,
     title: str,
 ) -> Path:
     """report.html of a run folder from its own files; sample queries come from the first
     neighbour shard, so the report stays bounded."""
+    notes = [f"Probes calibrated on {evaluation.calibrated_on}."]
+    notes += [diag.note] if diag.note else []
     shards = run.bulk.neighbour_shards()
     duplicates = run.bulk.duplicates
     return write_report(
@@ -352,6 +358,7 @@ def write_run_report(
         paths=dict(zip(catalog["image_id"], catalog["path"], strict=True)),
         neighbours=pd.read_parquet(shards[0]) if shards else None,
         duplicates=pd.read_parquet(duplicates) if duplicates.is_file() else None,
-        metrics=metrics,
+        metrics=evaluation.metrics,
         elbow_png=run.diagnostics.plot.relative_to(run.root).as_posix(),
+        notes=notes,
     )

@@ -125,6 +125,17 @@ def read_manifest(run_folder: Path, verify: bool = True) -> dict[str, Any]:
     return manifest
 
 
+def headline_figures(metrics: dict[str, float]) -> dict[str, float | None]:
+    """recall@10 and precision@10 for a table of runs: held-out figures when the run has them,
+    else leave-one-out ones, labelled which."""
+    kind = "held_out" if "held_out_recall_at_10" in metrics else "leave_one_out"
+    return {
+        "figures": kind.replace("_", "-"),
+        "recall@10": metrics.get(f"{kind}_recall_at_10", metrics.get("recall_at_10")),
+        "precision@10": metrics.get(f"{kind}_precision_at_10"),
+    }
+
+
 def list_runs(workspace: Path) -> list[dict[str, Any]]:
     """Complete runs, oldest first, with their id, status, k and headline metrics."""
     latest = latest_run_id(workspace)
@@ -142,8 +153,7 @@ def list_runs(workspace: Path) -> list[dict[str, Any]]:
                     "status": m.get("status", "complete"),
                     "k": m.get("k"),
                     "images": m.get("counts", {}).get("indexed"),
-                    "recall@10": m.get("metrics", {}).get("recall_at_10"),
-                    "precision@10": m.get("metrics", {}).get("precision_at_10"),
+                    **headline_figures(m.get("metrics", {})),
                 }
             )
     return out
@@ -209,12 +219,15 @@ def run_manifest(
     suggest_rule: str,
     k: int,
     metrics: dict[str, float],
+    calibrated_on: str,
     counts: dict[str, int],
     timings: dict[str, float],
     bulk: dict[str, Any] | None,
+    sweep_note: str | None = None,
 ) -> dict[str, Any]:
     """What a run records about itself before its artifacts are hashed: the resolved config,
-    the backbone, the k chosen, the calibrated probes, counts, timings, metrics and bulk."""
+    the backbone, the k chosen (and a note when it sits at the edge of the sweep), the
+    calibrated probes and what they were calibrated on, counts, timings, metrics and bulk."""
     return {
         "status": "complete",
         "config": config,
@@ -222,8 +235,10 @@ def run_manifest(
         "fingerprint": fingerprint,
         "suggested_k": suggested_k,
         "suggest_rule": suggest_rule,
+        "sweep_note": sweep_note,
         "k": k,
         "probes": int(metrics["probes"]),
+        "calibrated_on": calibrated_on,
         "counts": counts,
         "timings": {name: round(seconds, 3) for name, seconds in timings.items()},
         "metrics": metrics,

@@ -13,6 +13,7 @@ from vasrch import progress
 from vasrch.backbones import BackboneSpec, fingerprint
 from vasrch.bulk import plan_cluster_chunks
 from vasrch.config import load_config
+from vasrch.features import cache_dir_for
 from vasrch.fileio import write_text_atomic
 from vasrch.index import load_index
 from vasrch.layout import BulkLayout, RunLayout, WorkspaceLayout
@@ -29,9 +30,11 @@ def bulk_stage(
     duplicate_threshold: float,
     chunk_rows: int,
     csv: bool,
-    ids_order: list[str],
+    catalog: pd.DataFrame,
+    cache_dir: Path,
 ) -> dict[str, Any]:
-    """Map bulk tasks over cluster chunks into `out`; then duplicates and the optional CSV."""
+    """Map bulk tasks over cluster chunks into `out`; then duplicates (scored by the catalog's
+    feature vectors in `cache_dir`, representatives preferred in catalog order) and the CSV."""
     index = load_index(index_dir)
     chunks = plan_cluster_chunks(index, chunk_rows)
     out.root.mkdir(parents=True, exist_ok=True)
@@ -40,7 +43,8 @@ def bulk_stage(
     rows = bulk_chunk_task.map(
         unmapped(str(index_dir)), chunks, unmapped(params.top_n), unmapped(params.probes), paths
     ).result()
-    groups = duplicates_task(str(out.root), duplicate_threshold, ids_order)
+    ids_order = catalog["image_id"].tolist()
+    groups = duplicates_task(str(out.root), duplicate_threshold, ids_order, str(cache_dir), catalog)
     if csv:
         export_csv_task(str(out.root))
     return {
@@ -75,7 +79,8 @@ def bulk_flow(
     cfg = load_config(config_path)
     folder = resolve_run(cfg.workspace, run)
     manifest = read_manifest(folder, verify=True)
-    require_backbone(manifest, fingerprint(BackboneSpec.from_config(cfg.features)))
+    fp = fingerprint(BackboneSpec.from_config(cfg.features))
+    require_backbone(manifest, fp)
     params = resolve_search_params(
         k=manifest["k"],
         n=manifest["counts"]["indexed"],
@@ -86,7 +91,7 @@ def bulk_flow(
     )
     run_files = RunLayout(folder)
     out = WorkspaceLayout(cfg.workspace).bulk_job(folder.name, new_run_id())
-    ids = pd.read_parquet(run_files.catalog, columns=["image_id"])["image_id"].tolist()
+    catalog = pd.read_parquet(run_files.catalog, columns=["image_id", "sha256"])
     with use_runner(cfg.runner):
         result = bulk_stage(
             run_files.index.root,
@@ -95,7 +100,8 @@ def bulk_flow(
             cfg.bulk.duplicate_threshold,
             cfg.bulk.chunk_rows,
             csv or cfg.bulk.csv,
-            ids,
+            catalog,
+            cache_dir_for(cfg.workspace, fp),
         )
     write_text_atomic(out.complete, f"run {folder.name}\n")
     return {"run_id": folder.name, "out_dir": str(out.root), **result}

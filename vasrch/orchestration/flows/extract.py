@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from prefect import flow, unmapped
 
 from vasrch.backbones import BackboneSpec, fingerprint
-from vasrch.config import Config, load_config
-from vasrch.features import ExtractSummary, cache_dir_for, summarize
+from vasrch.config import Config, FeaturesConfig, load_config
+from vasrch.features import ChunkResult, ExtractSummary, cache_dir_for, summarize
 from vasrch.orchestration.task_runners import use_runner
 from vasrch.orchestration.tasks.extract import (
     extract_chunk_task,
@@ -20,20 +21,33 @@ from vasrch.orchestration.tasks.extract import (
 )
 
 
+def embed_folder(
+    folder: Path,
+    features: FeaturesConfig,
+    cache_dir: str,
+    demo: bool = False,
+    previous: pd.DataFrame | None = None,
+) -> tuple[pd.DataFrame, list[ChunkResult]]:
+    """Scan a folder, then extract what the feature cache lacks, chunks mapped as tasks."""
+    table = scan_catalog_task(folder, demo, previous)
+    chunks = plan_chunks_task(table, cache_dir, features.shard_size)
+    spec = BackboneSpec.from_config(features)
+    futures = extract_chunk_task.map(
+        chunks, unmapped(spec), unmapped(features), unmapped(cache_dir)
+    )
+    return table, futures.result()
+
+
 def extract_stage(
     cfg: Config, previous: pd.DataFrame | None = None
 ) -> tuple[pd.DataFrame, ExtractSummary]:
     """Scan, then extract what is missing, chunks mapped as tasks; returns (catalog, summary)."""
     start = time.perf_counter()
-    spec = BackboneSpec.from_config(cfg.features)
-    fp = fingerprint(spec)
+    fp = fingerprint(BackboneSpec.from_config(cfg.features))
     cache_dir = str(cache_dir_for(cfg.workspace, fp))
-    catalog = scan_catalog_task(cfg.catalog.path, cfg.catalog.demo, previous)
-    chunks = plan_chunks_task(catalog, cache_dir, cfg.features.shard_size)
-    futures = extract_chunk_task.map(
-        chunks, unmapped(spec), unmapped(cfg.features), unmapped(cache_dir)
+    catalog, results = embed_folder(
+        cfg.catalog.path, cfg.features, cache_dir, cfg.catalog.demo, previous
     )
-    results = futures.result()
     summary = summarize(catalog, results, cache_dir, fp, time.perf_counter() - start)
     publish_extract_summary(summary)
     return catalog, summary

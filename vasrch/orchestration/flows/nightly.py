@@ -32,7 +32,11 @@ def _decision_markdown(result: dict[str, Any], previous: str | None) -> str:
             "",
             "| figure | value |",
             "|---|---|",
-            f"| recall@10 | {result['metrics']['recall_at_10']:.4f} |",
+            *(
+                f"| {name} | {value:.4f} |"
+                for name, value in result["metrics"].items()
+                if name.endswith(("recall_at_10", "precision_at_10"))
+            ),
             f"| images: new / changed / unchanged / gone | {counts['new']} / {counts['changed']} / "
             f"{counts['unchanged']} / {counts['gone']} |",
             f"| extracted / reused / rejected | {extract['new']} / {extract['reused']} / "
@@ -57,7 +61,7 @@ def nightly_flow(config_path: str, overrides: dict[str, Any] | None = None) -> d
     cfg = load_config(config_path, overrides)
     logger = get_run_logger()
     fp = fingerprint(BackboneSpec.from_config(cfg.features))
-    start = warm_start(cfg.workspace, fp, cfg.clustering)
+    start = warm_start(cfg.workspace, fp, cfg.clustering, cfg.search.centre)
     with use_runner(cfg.runner):
         result = train_stage(cfg, init_centroids=start.centroids, gates=cfg.nightly.gates)
     centroids = RunLayout(Path(result["run_dir"])).index.centroids

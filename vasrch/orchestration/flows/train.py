@@ -17,11 +17,12 @@ from vasrch.features import cache_dir_for
 from vasrch.fileio import write_text_atomic
 from vasrch.layout import RunLayout
 from vasrch.orchestration.flows.bulk import bulk_stage
-from vasrch.orchestration.flows.extract import extract_stage
+from vasrch.orchestration.flows.extract import embed_folder, extract_stage
 from vasrch.orchestration.task_runners import use_runner
 from vasrch.orchestration.tasks.train import (
     diagnostics_task,
     evaluate_task,
+    held_out_task,
     load_vectors_task,
     publish_run_task,
     report_task,
@@ -60,12 +61,20 @@ def train_stage(
 
     clock = time.perf_counter()
     k = choose_k(cfg.clustering, diag.suggested_k, len(ids))
-    index = train_index_task(ids, vectors, k, fp, cfg.clustering, str(staging.root), init_centroids)
+    index = train_index_task(
+        ids, vectors, k, fp, cfg.clustering, cfg.search, str(staging.root), init_centroids
+    )
     timings["train_s"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
+    held_out = None
+    if cfg.evaluation.queries is not None:
+        cache_dir = str(cache_dir_for(cfg.workspace, fp))
+        queries, _ = embed_folder(cfg.evaluation.queries, cfg.features, cache_dir)
+        held_out = held_out_task(queries, catalog, cache_dir, cfg.evaluation.queries_labels_csv)
     labels = catalog_labels(catalog, cfg.catalog.labels_csv)
-    metrics = evaluate_task(index, ids, vectors, labels, cfg.search, cfg.evaluation)
+    evaluation = evaluate_task(index, ids, vectors, labels, cfg.search, cfg.evaluation, held_out)
+    metrics = evaluation.metrics
     timings["evaluate_s"] = time.perf_counter() - clock
 
     bulk: dict[str, Any] | None = None
@@ -81,10 +90,11 @@ def train_stage(
             cfg.bulk.duplicate_threshold,
             cfg.bulk.chunk_rows,
             cfg.bulk.csv,
-            list(ids),
+            catalog,
+            cache_dir_for(cfg.workspace, fp),
         )
         timings["bulk_s"] = time.perf_counter() - clock
-    report_task(str(staging.root), catalog, diag, index.k, metrics, f"vasrch run {run_id}")
+    report_task(str(staging.root), catalog, diag, index.k, evaluation, f"vasrch run {run_id}")
 
     counts = runs.run_counts(table, len(ids), summary.rejected, summary.new, summary.reused)
     manifest = runs.run_manifest(
@@ -95,9 +105,11 @@ def train_stage(
         suggest_rule=diag.rule,
         k=index.k,
         metrics=metrics,
+        calibrated_on=evaluation.calibrated_on,
         counts=counts,
         timings=timings,
         bulk=bulk,
+        sweep_note=diag.note,
     )
     reason = gate_failure(gates, manifest) if gates else None
     if reason:
@@ -111,6 +123,8 @@ def train_stage(
         "suggested_k": diag.suggested_k,
         "k": index.k,
         "metrics": metrics,
+        "calibrated_on": evaluation.calibrated_on,
+        "sweep_note": diag.note,
         "counts": counts,
         "bulk": bulk,
         "extract": summary.as_dict(),

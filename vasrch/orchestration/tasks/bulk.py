@@ -15,7 +15,14 @@ from prefect.logging import get_run_logger
 from threadpoolctl import threadpool_limits
 
 from vasrch import progress
-from vasrch.bulk import bulk_neighbours_for_clusters, duplicate_groups, near_duplicate_pairs
+from vasrch.bulk import (
+    CANDIDATE_MARGIN,
+    bulk_neighbours_for_clusters,
+    duplicate_groups,
+    near_duplicate_pairs,
+    rescore_pairs,
+)
+from vasrch.features import load_vectors
 from vasrch.fileio import atomic_path
 from vasrch.index import SearchIndex, load_index
 from vasrch.layout import BulkLayout
@@ -45,13 +52,26 @@ def bulk_chunk_task(
 
 
 @task(name="near-duplicates", cache_policy=NO_CACHE)
-def duplicates_task(out_dir: str, threshold: float, ids_order: list[str]) -> pd.DataFrame:
-    """Join neighbour pairs scoring at least `threshold` into groups; duplicates.parquet."""
+def duplicates_task(
+    out_dir: str, threshold: float, ids_order: list[str], cache_dir: str, catalog: pd.DataFrame
+) -> pd.DataFrame:
+    """Neighbour pairs near the threshold, re-scored by the cosine of their feature vectors
+    (from the cache, by sha256), joined into groups at `threshold`; duplicates.parquet."""
     out = BulkLayout(Path(out_dir))
+    floor = threshold - CANDIDATE_MARGIN
     hits = ds.dataset(out.neighbour_shards(), format="parquet").to_table(
-        filter=ds.field("score") >= threshold
+        filter=ds.field("score") >= floor
     )
-    groups = duplicate_groups(near_duplicate_pairs(hits.to_pandas(), threshold), ids_order)
+    candidates = near_duplicate_pairs(hits.to_pandas(), floor)
+    involved = catalog[catalog["image_id"].isin(set(candidates["a"]) | set(candidates["b"]))]
+    ids, vectors = load_vectors(Path(cache_dir), involved)
+    scored = rescore_pairs(candidates, ids, vectors)
+    groups = duplicate_groups(
+        near_duplicate_pairs(
+            scored.rename(columns={"a": "image_id", "b": "neighbour_id"}), threshold
+        ),
+        ids_order,
+    )
     with atomic_path(out.duplicates) as tmp:
         groups.to_parquet(tmp, index=False)
     n_groups = int(groups["group_id"].nunique())

@@ -19,7 +19,16 @@ from vasrch.features import load_vectors
 from vasrch.fileio import atomic_path
 from vasrch.index import SearchIndex, save
 from vasrch.layout import DiagnosticsLayout, RunLayout
-from vasrch.training import Diagnostics, diagnose, evaluate_index, fit_index, save_diagnostics
+from vasrch.training import (
+    Diagnostics,
+    Evaluation,
+    HeldOut,
+    diagnose,
+    evaluate_index,
+    fit_index,
+    held_out_photos,
+    save_diagnostics,
+)
 
 
 @task(name="load-vectors", cache_policy=NO_CACHE)
@@ -42,6 +51,8 @@ def diagnostics_task(
     """Sweep k, save the sweep, the suggestion and the plot; publish them as artifacts."""
     c = clustering
     diag = diagnose(vectors, c.diagnostics, c.seed, c.n_components, c.minibatch_above)
+    if diag.note:
+        get_run_logger().warning(diag.note)
     png = save_diagnostics(diag, DiagnosticsLayout(Path(out_dir)))
     create_table_artifact(
         key="k-sweep",
@@ -51,7 +62,7 @@ def diagnostics_task(
     create_markdown_artifact(
         key="elbow-silhouette-plot",
         markdown=f"Elbow and silhouette plot: `{png}`\n\nSuggested k = **{diag.suggested_k}** "
-        f"(rule: {diag.rule})",
+        f"(rule: {diag.rule}){'. ' + diag.note if diag.note else ''}",
     )
     create_link_artifact(
         key="elbow-silhouette-png", link=png.resolve().as_uri(), link_text=png.name
@@ -67,17 +78,29 @@ def train_index_task(
     k: int,
     fingerprint: str,
     clustering: ClusteringConfig,
+    search: SearchConfig,
     run_dir: str,
     init_centroids: np.ndarray | None = None,
 ) -> SearchIndex:
-    """Fit KMeans (+ optional PCA), save the index and the scikit-learn model into the run."""
-    index, model = fit_index(ids, vectors, k, fingerprint, clustering, init_centroids)
+    """Fit the index (centring or PCA, KMeans, augmentation, expansion); save it and the
+    scikit-learn model into the run."""
+    index, model = fit_index(ids, vectors, k, fingerprint, clustering, init_centroids, search)
     run = RunLayout(Path(run_dir))
     save(index, run.index.root)
     with atomic_path(run.model) as tmp:
         joblib.dump(model, tmp)
     get_run_logger().info("trained k=%d on %d images", index.k, index.n)
     return index
+
+
+@task(name="held-out-photos", cache_policy=NO_CACHE)
+def held_out_task(
+    queries: pd.DataFrame, catalog: pd.DataFrame, cache_dir: str, labels_csv: Path | None
+) -> HeldOut:
+    """The held-out photos' vectors and labels (see vasrch.training.held_out_photos)."""
+    held_out = held_out_photos(queries, catalog, Path(cache_dir), labels_csv)
+    get_run_logger().info("%d held-out photos for evaluation", len(held_out.ids))
+    return held_out
 
 
 @task(name="evaluate", cache_policy=NO_CACHE)
@@ -88,25 +111,21 @@ def evaluate_task(
     labels: pd.Series | None,
     search: SearchConfig,
     evaluation: EvaluationConfig,
-) -> dict[str, float]:
-    """recall@10 (probes calibrated when `auto`) and precision@k; a table artifact."""
-    metrics = evaluate_index(
-        index,
-        ids,
-        vectors,
-        search.probes,
-        evaluation.sample,
-        evaluation.seed,
-        labels,
-        search.target_recall,
-        search.max_probes,
-    )
+    held_out: HeldOut | None = None,
+) -> Evaluation:
+    """Calibrated probes, leave-one-out and held-out figures; a table artifact of them."""
+    result = evaluate_index(index, ids, vectors, labels, search, evaluation, held_out)
     create_table_artifact(
         key="search-quality",
-        table=[{"metric": k, "value": round(v, 4)} for k, v in metrics.items()],
-        description="recall@10 against exact search; precision@k when classes are known",
+        table=[{"figure": k, "value": round(v, 4)} for k, v in result.metrics.items()],
+        description="leave_one_out_*: catalog photos as queries, each left out of its own "
+        "answers; held_out_*: photos not in the catalog (evaluation.queries); recall against "
+        f"exact search, precision against classes. Probes calibrated on {result.calibrated_on}.",
     )
-    return metrics
+    get_run_logger().info(
+        "%d probes calibrated on %s", int(result.metrics["probes"]), result.calibrated_on
+    )
+    return result
 
 
 @task(name="publish-run", cache_policy=NO_CACHE)
@@ -121,11 +140,16 @@ def publish_run_task(staging: str, workspace: str, manifest: dict[str, Any], pro
 
 @task(name="report", cache_policy=NO_CACHE)
 def report_task(
-    run_dir: str, catalog: pd.DataFrame, diag: Diagnostics, k: int, metrics: dict, title: str
+    run_dir: str,
+    catalog: pd.DataFrame,
+    diag: Diagnostics,
+    k: int,
+    evaluation: Evaluation,
+    title: str,
 ) -> str:
     """report.html in the run folder (see vasrch.report.write_run_report); a link artifact."""
     from vasrch.report import write_run_report
 
-    path = write_run_report(RunLayout(Path(run_dir)), catalog, diag, k, metrics, title)
+    path = write_run_report(RunLayout(Path(run_dir)), catalog, diag, k, evaluation, title)
     create_link_artifact(key="run-report", link=path.resolve().as_uri(), link_text=path.name)
     return str(path)
