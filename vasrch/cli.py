@@ -5,15 +5,17 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Iterator, Sequence
+import traceback
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
+from vasrch import __version__
+from vasrch.quiet import QUIET_NATIVE_ENV
 
 if TYPE_CHECKING:
-    from vasrch.config import SearchConfig
+    from vasrch.config import Config, SearchConfig
 
 PIPED_WIDTH = 10_000  # columns of a table printed to a pipe or file: never cut
 QUIET_ENV = {
@@ -24,19 +26,34 @@ QUIET_ENV = {
 }
 
 
+class UsageError(ValueError):
+    """A command line that cannot be run as given."""
+
+
 def _overrides(pairs: Sequence[str]) -> dict[str, Any]:
+    """--set key=value pairs as dotted keys and YAML values (duplicate keys, aliases refused)."""
+    from vasrch.config import parse_yaml
+
     out = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"--set expects key=value (e.g. search.probes=5), got {pair!r}")
-        out[key.strip()] = yaml.safe_load(value)
+        if not sep or not key.strip():
+            raise UsageError(f"--set expects key=value (e.g. search.probes=5), got {pair!r}")
+        out[key.strip()] = parse_yaml(value)
     return out
+
+
+def _config(args: argparse.Namespace) -> Config:
+    """The command's config, validated before anything slow (Prefect, TensorFlow) starts."""
+    from vasrch.config import load_config
+
+    return load_config(args.config, _overrides(getattr(args, "set", [])))
 
 
 @contextmanager
 def _progress_bar(enabled: bool) -> Iterator[None]:
-    """A rich progress bar fed by vasrch.progress while the block runs."""
+    """A rich progress bar on stderr (results stay alone on stdout), fed by vasrch.progress."""
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     from vasrch import progress
@@ -50,6 +67,7 @@ def _progress_bar(enabled: bool) -> Iterator[None]:
         BarColumn(),
         MofNCompleteColumn(),
         TimeRemainingColumn(),
+        console=Console(stderr=True),
         transient=False,
     ) as bar:
 
@@ -84,10 +102,9 @@ def _print_table(rows: list[dict[str, Any]], title: str | None = None) -> None:
 def cmd_extract(args: argparse.Namespace) -> int:
     """`vasrch extract`: run the extract flow, then print its summary, the rejected images and the
     feature cache folder; returns 0."""
-    from vasrch.config import load_config
+    cfg = _config(args)
     from vasrch.orchestration.flows.extract import extract_flow
 
-    cfg = load_config(args.config, _overrides(args.set))
     with _progress_bar(not args.no_progress):
         summary = extract_flow(str(Path(args.config).resolve()), _overrides(args.set))
     _print_table([{"": k, "value": v} for k, v in summary.items()], "extraction")
@@ -103,6 +120,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     """`vasrch train` (alias `run`): run the train flow, then print its counts, the run folder,
     k, the quality metrics, the bulk summary and, if the run was not promoted, why; returns 0."""
+    _config(args)
     from vasrch.orchestration.flows.train import train_flow
 
     with _progress_bar(not args.no_progress):
@@ -142,7 +160,7 @@ def _workspace_and_search(args: argparse.Namespace) -> tuple[Path, SearchConfig 
     if args.config:
         cfg = load_config(args.config)
         return cfg.workspace, cfg.search
-    raise SystemExit("vasrch: error: give --config CONFIG or --workspace FOLDER")
+    raise UsageError("give --config CONFIG or --workspace FOLDER")
 
 
 def _workspace(args: argparse.Namespace) -> Path:
@@ -184,6 +202,7 @@ def cmd_query(args: argparse.Namespace) -> int:
 def cmd_bulk(args: argparse.Namespace) -> int:
     """`vasrch bulk`: run the bulk flow with a run (LATEST by default) and print what it wrote and
     where; returns 0."""
+    _config(args)
     from vasrch.orchestration.flows.bulk import bulk_flow
 
     with _progress_bar(not args.no_progress):
@@ -199,11 +218,12 @@ def cmd_bulk(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    """`vasrch runs`: list the runs, show one's manifest after verifying its artifacts, or prune to
-    --keep (else the config's runs.keep_last); returns 0."""
+    """`vasrch runs`: list the runs, show one's manifest after verifying its artifacts, promote one
+    to LATEST (after verifying it), or prune to --keep (else the config's runs.keep_last)."""
     import json
 
     from vasrch import runs
+    from vasrch.workspace_lock import workspace_lock
 
     workspace = _workspace(args)
     if args.action == "list":
@@ -219,13 +239,23 @@ def cmd_runs(args: argparse.Namespace) -> int:
         manifest.pop("config")
         print(json.dumps(manifest, indent=2))
         print(f"artifacts verified: {folder}")
+    elif args.action == "promote":
+        if not args.run:
+            raise UsageError("runs promote needs the id of the run to promote")
+        before = runs.latest_run_id(workspace)
+        with workspace_lock(workspace, "vasrch runs promote"):
+            runs.promote(workspace, args.run)
+        print(f"LATEST: {args.run} (was {before or '-'})")
     else:
         from vasrch.config import load_config
 
-        keep = args.keep or (load_config(args.config).runs.keep_last if args.config else None)
+        keep = args.keep
+        if keep is None and args.config:
+            keep = load_config(args.config).runs.keep_last
         if keep is None:
-            raise SystemExit("vasrch: error: runs prune needs --keep N or --config")
-        removed = runs.prune_runs(workspace, keep)
+            raise UsageError("runs prune needs --keep N or --config")
+        with workspace_lock(workspace, "vasrch runs prune"):
+            removed = runs.prune_runs(workspace, keep)
         print(f"removed {len(removed)}: {', '.join(removed) or '-'}")
     return 0
 
@@ -252,10 +282,9 @@ def cmd_query_server(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     """`vasrch serve`: validate the config, then serve the Prefect deployments until stopped;
     returns 0."""
-    from vasrch.config import load_config
+    _config(args)
     from vasrch.orchestration.deployments import serve_deployments
 
-    load_config(args.config)
     serve_deployments(str(Path(args.config).resolve()), limit=args.limit)
     return 0
 
@@ -279,12 +308,41 @@ def _add_config(p: argparse.ArgumentParser, positional: bool = False) -> None:
     )
 
 
+def _count(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number of at least `minimum`."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def _port(text: str) -> int:
+    """An argparse type: a TCP port, 0 (any free one) to 65535."""
+    value = _count(0)(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"a TCP port is 0 to 65535, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `vasrch` argument parser; each subcommand sets `func` to its cmd_* function."""
     parser = argparse.ArgumentParser(
         prog="vasrch", description="Product image search: features, clusters, ranked neighbours."
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="show Prefect's logs")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="show Prefect's and TensorFlow's logs, and a traceback with any error",
+    )
+    parser.add_argument("--version", action="version", version=f"vasrch {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("extract", help="extract feature shards for the configured catalog")
@@ -306,11 +364,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_workspace(p)
     p.add_argument("--run", help="run id (default: LATEST)")
     p.add_argument(
-        "--top-n", type=int, help="neighbours per query (default: the config's search.top_n, 10)"
+        "--top-n",
+        type=_count(1),
+        help="neighbours per query (default: the config's search.top_n, 10)",
     )
     p.add_argument(
         "--probes",
-        type=int,
+        type=_count(1),
         help="clusters searched (default: the config's search.probes; auto: the run's "
         "calibrated probes)",
     )
@@ -325,8 +385,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bulk", help="neighbours and near-duplicate groups for a whole catalog")
     _add_config(p)
     p.add_argument("--run", help="run id (default: LATEST)")
-    p.add_argument("--top-n", type=int, help="neighbours per image (default: bulk.top_n)")
-    p.add_argument("--probes", type=int, help="clusters searched (default: bulk.probes)")
+    p.add_argument("--top-n", type=_count(1), help="neighbours per image (default: bulk.top_n)")
+    p.add_argument("--probes", type=_count(1), help="clusters searched (default: bulk.probes)")
     p.add_argument("--csv", action="store_true", help="also write neighbours.csv")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_bulk)
@@ -343,23 +403,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="address to listen on; 0.0.0.0 for every interface (default 127.0.0.1)",
     )
     p.add_argument(
-        "--port", type=int, default=8765, help="TCP port; 0 picks a free one (default 8765)"
+        "--port", type=_port, default=8765, help="TCP port; 0 picks a free one (default 8765)"
     )
     p.add_argument(
         "--top-n",
-        type=int,
+        type=_count(1),
         help="answers per query unless the request says ?top_n= (default: the config's "
         "search.top_n, 10)",
     )
     p.add_argument(
         "--probes",
-        type=int,
+        type=_count(1),
         help="nearest clusters searched unless the request says ?probes= (default: the "
         "config's search.probes; auto: the run's calibrated probes)",
     )
     p.add_argument(
         "--max-upload-bytes",
-        type=int,
+        type=_count(1),
         default=10_000_000,
         help="largest accepted upload; larger ones get 413 before their body is read",
     )
@@ -378,34 +438,52 @@ def build_parser() -> argparse.ArgumentParser:
         "PREFECT_API_URL (runs started from the UI execute in this process)",
     )
     p.add_argument("config", help="YAML config the deployments run with (nightly's cron too)")
-    p.add_argument("--limit", type=int, help="most flow runs at once (default: no cap)")
+    p.add_argument("--limit", type=_count(1), help="most flow runs at once (default: no cap)")
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("runs", help="list, show or prune versioned runs")
-    p.add_argument("action", choices=["list", "show", "prune"], help="what to do")
-    p.add_argument("run", nargs="?", help="run id for show (default: LATEST)")
+    p = sub.add_parser("runs", help="list, show, promote or prune versioned runs")
+    p.add_argument("action", choices=["list", "show", "promote", "prune"], help="what to do")
+    p.add_argument(
+        "run", nargs="?", help="run id for show (default: LATEST) and promote (required)"
+    )
     _add_workspace(p)
-    p.add_argument("--keep", type=int, help="prune: complete runs to keep (default runs.keep_last)")
+    p.add_argument(
+        "--keep",
+        type=_count(0),
+        help="prune: complete runs to keep besides LATEST (default runs.keep_last)",
+    )
     p.set_defaults(func=cmd_runs)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run `vasrch` with `argv` (None: sys.argv[1:]) and return the exit status; config, run and
-    data errors print `vasrch: error: ...` and return 2."""
+    """Run `vasrch` with `argv` (None: sys.argv[1:]) and return the exit status.
+
+    A user or environment mistake (config, files, disk, ports, weights, runs) prints one
+    `vasrch: error: ...` line and returns 2; anything else is a bug: one line and 1. `-v` adds
+    the traceback and keeps Prefect's and TensorFlow's logs, which are otherwise quiet."""
     for key, value in QUIET_ENV.items():
         os.environ.setdefault(key, value)
     args = build_parser().parse_args(argv)
-    if not args.verbose and args.command != "serve":
-        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-    from vasrch.config import ConfigError
-    from vasrch.runs import RunError
-
+    if not args.verbose:
+        os.environ.setdefault(QUIET_NATIVE_ENV, "1")
+        if args.command != "serve":
+            # flows report their outcome through the CLI; Prefect would repeat errors as tracebacks
+            os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")
     try:
         return args.func(args)
-    except (ConfigError, RunError, FileNotFoundError, ValueError, RuntimeError) as err:
-        print(f"vasrch: error: {err}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print("vasrch: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:
+        if args.verbose:
+            traceback.print_exc()
+        user_mistake = isinstance(err, (ValueError, OSError, RuntimeError, LookupError))
+        text = " ".join(str(err).split()) if not user_mistake else str(err)
+        if not user_mistake:
+            text = f"{type(err).__name__}: {text} (unexpected; run with -v for the traceback)"
+        print(f"vasrch: error: {text}", file=sys.stderr)
+        return 2 if user_mistake else 1
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 IntOrAuto = Annotated[int, Field(ge=1)] | Literal["auto"]
 
@@ -17,6 +17,15 @@ class ConfigError(ValueError):
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_other_types(cls, value: Any, info: ValidationInfo) -> Any:
+        """YAML reads yes/no/on/off as booleans; only a boolean field may take one (pydantic
+        would otherwise turn `probes: yes` into 1)."""
+        if isinstance(value, bool) and cls.model_fields[info.field_name].annotation is not bool:
+            raise ValueError(f"a yes/no value ({value}) is only accepted by on/off fields")
+        return value
 
 
 class CatalogConfig(_Section):
@@ -167,9 +176,15 @@ class BulkConfig(_Section):
 
 
 class RunsConfig(_Section):
-    """`runs`: how many complete runs `vasrch runs prune` and the nightly flow keep."""
+    """`runs`: how many complete runs prune keeps, and how long a writer waits for another."""
 
     keep_last: int = Field(10, ge=1, description="Complete runs kept by `vasrch runs prune`.")
+    lock_timeout_s: float = Field(
+        600.0,
+        ge=0,
+        description="How long a writer (train, nightly, bulk, extract) waits for another one "
+        "on the same workspace before failing with a message naming it.",
+    )
 
 
 class RunnerConfig(_Section):
@@ -223,6 +238,12 @@ class Config(_Section):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
+def _cut(value: Any, limit: int = 80) -> str:
+    """repr(value), cut to `limit` characters so a huge value cannot flood an error message."""
+    text = repr(value) if not isinstance(value, Exception) else str(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _format_errors(source: str, err: ValidationError) -> str:
     lines = [f"{source}: invalid config"]
     by_field: dict[str, list[str]] = {}
@@ -231,11 +252,11 @@ def _format_errors(source: str, err: ValidationError) -> str:
         parts = [str(p) for p in e["loc"] if isinstance(p, int) or str(p).isidentifier()]
         field = ".".join(parts) or "(top level)"
         if e["type"] == "extra_forbidden":
-            text = f"  {field}: unknown key (value {e['input']!r}); check the spelling"
+            text = f"  {field}: unknown key (value {_cut(e['input'])}); check the spelling"
         elif e["type"] == "missing":
             text = f"  {field}: required but missing"
         else:
-            text = f"  {field} = {e.get('input')!r}: {e['msg']}"
+            text = f"  {field} = {_cut(e.get('input'))}: {e['msg']}"
         by_field.setdefault(field, []).append(text)
     for texts in by_field.values():
         lines.append(texts[0] + "".join(f"; or {t.split(': ', 1)[1]}" for t in texts[1:]))
@@ -284,15 +305,45 @@ def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str
     return out
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys (YAML would keep the last silently) and aliases
+    (which let a few lines expand into gigabytes)."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise ConfigError(f"line {mark.line + 1}: YAML aliases (*name) are not allowed")
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                line = key_node.start_mark.line + 1
+                raise ConfigError(f"line {line}: duplicate key {_cut(key)}")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_yaml(text: str) -> Any:
+    """YAML text as Python data, refusing duplicate keys and aliases (ConfigError)."""
+    return yaml.load(text, Loader=_StrictLoader)
+
+
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
     """Read and validate a YAML config; `overrides` are dotted keys applied on top."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = parse_yaml(path.read_text(encoding="utf-8"))
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+        raise ConfigError(f"{path}: not valid YAML: {_cut(err)}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: cannot read the config: {err}") from None
     if overrides:
         data = apply_overrides(data or {}, overrides)
     return config_from_dict(data, path.resolve().parent, str(path))

@@ -138,6 +138,7 @@ class WorkspaceLayout:
 
     root: Path
     runs = Entry("runs", "the versioned runs and LATEST")
+    queries = Entry("queries", "one folder per query flow run")
 
     @property
     def latest(self) -> Path:
@@ -158,7 +159,7 @@ class WorkspaceLayout:
 
     def query_job(self, job: str) -> QueryJobLayout:
         """queries/<job>/: one query flow run's answers."""
-        return QueryJobLayout(self.root / "queries" / job)
+        return QueryJobLayout(self.queries / job)
 
 
 @dataclass(frozen=True)

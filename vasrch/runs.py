@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import shutil
 import time
 import uuid
@@ -27,6 +28,9 @@ PACKAGES = (
     "pandas",
     "pyarrow",
 )
+
+
+RUN_ID = re.compile(r"[0-9A-Za-z][0-9A-Za-z_-]*")
 
 
 class RunError(RuntimeError):
@@ -88,9 +92,29 @@ def set_latest(workspace: Path, run_id: str) -> None:
 
 
 def latest_run_id(workspace: Path) -> str | None:
-    """The run runs/LATEST names, or None before the first promoted run."""
+    """The run runs/LATEST names, or None before the first promoted run. LATEST must name a
+    run folder of this workspace by its id: anything else (a path, ../other) is refused."""
     p = WorkspaceLayout(Path(workspace)).latest
-    return p.read_text().strip() if p.is_file() else None
+    if not p.is_file():
+        return None
+    name = p.read_text(encoding="utf-8").strip()
+    if not RUN_ID.fullmatch(name):
+        raise RunError(
+            f"{p} names {name[:80]!r}, which is not a run id of this workspace; point it at a "
+            "run with `vasrch runs promote RUN`"
+        )
+    return name
+
+
+def promote(workspace: Path, run_id: str) -> Path:
+    """Point LATEST at a complete run of this workspace after verifying its artifacts (to roll
+    back or forward); returns the run's folder."""
+    if not RUN_ID.fullmatch(run_id):
+        raise RunError(f"{run_id[:80]!r} is not a run id (see `vasrch runs list`)")
+    folder = resolve_run(workspace, run_id)
+    read_manifest(folder, verify=True)
+    set_latest(workspace, run_id)
+    return folder
 
 
 def resolve_run(workspace: Path, run: str | None = None) -> Path:
@@ -100,7 +124,7 @@ def resolve_run(workspace: Path, run: str | None = None) -> Path:
     run_id = run or latest_run_id(workspace)
     if run_id is None:
         raise RunError(
-            f"no complete run in {runs_dir(workspace)}: train one first with `vasrch run CONFIG`"
+            f"no complete run in {runs_dir(workspace)}: train one first with `vasrch train CONFIG`"
         )
     folder = runs_dir(workspace) / run_id
     if not RunLayout(folder).manifest.is_file():
@@ -159,22 +183,24 @@ def list_runs(workspace: Path) -> list[dict[str, Any]]:
     return out
 
 
-def prune_runs(workspace: Path, keep_last: int, stale_staging_s: float = 6 * 3600) -> list[str]:
-    """Delete complete runs beyond the newest `keep_last`, never LATEST, and staging folders
-    left by killed runs (untouched for `stale_staging_s`). Returns the removed names."""
+def prune_runs(workspace: Path, keep_last: int, stale_query_s: float = 3600) -> list[str]:
+    """Delete complete runs beyond the newest `keep_last`, never LATEST; every run staging
+    folder; and query-job staging folders untouched for `stale_query_s`. Call it holding the
+    workspace lock: a run staging folder then belongs to a writer that is gone. Damaged run
+    folders are left for a person to look at. Returns the removed names."""
     latest = latest_run_id(workspace)
     runs = [r["run_id"] for r in list_runs(workspace)]
-    doomed = [r for r in runs[: max(0, len(runs) - keep_last)] if r != latest]
-    folder = runs_dir(workspace)
-    cutoff = time.time() - stale_staging_s
+    doomed = [runs_dir(workspace) / r for r in runs[: max(0, len(runs) - keep_last)] if r != latest]
+    doomed += [p for p in runs_dir(workspace).glob(f"{STAGING_PREFIX}*") if p.is_dir()]
+    cutoff = time.time() - stale_query_s
     doomed += [
-        p.name
-        for p in folder.glob(f"{STAGING_PREFIX}*")
+        p
+        for p in WorkspaceLayout(Path(workspace)).queries.glob(f"{STAGING_PREFIX}*")
         if p.is_dir() and p.stat().st_mtime < cutoff
     ]
-    for name in doomed:
-        shutil.rmtree(folder / name)
-    return doomed
+    for path in doomed:
+        shutil.rmtree(path)
+    return [p.name for p in doomed]
 
 
 def require_backbone(manifest: dict[str, Any], expected_fingerprint: str) -> None:

@@ -151,15 +151,18 @@ def fit_index(
         projection = fit_centring(vectors)
     if projection is not None:
         x = projection.transform(vectors)
-    model = train_kmeans(
-        x,
-        k,
-        cfg.seed,
-        cfg.minibatch_above,
-        init_centroids=init_centroids,
-        max_train_rows=cfg.max_train_rows,
-    )
-    labels = model.predict(x)
+    # one BLAS thread, as for the sweep: OpenBLAS threads spinning against each other made
+    # KMeans at k=76 on clothing-small take 20-120 s on a busy 2-core machine
+    with threadpool_limits(1):
+        model = train_kmeans(
+            x,
+            k,
+            cfg.seed,
+            cfg.minibatch_above,
+            init_centroids=init_centroids,
+            max_train_rows=cfg.max_train_rows,
+        )
+        labels = model.predict(x)
     index = build_index(
         ids,
         vectors,
@@ -171,7 +174,8 @@ def fit_index(
         expansion_alpha=search.expansion_alpha,
     )
     if search.database_augmentation:
-        index = augment_database(index, search.database_augmentation, search.expansion_alpha)
+        with threadpool_limits(1):
+            index = augment_database(index, search.database_augmentation, search.expansion_alpha)
     return index, model
 
 

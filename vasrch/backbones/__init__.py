@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from vasrch.catalog import sha256_file
+from vasrch.quiet import native_stderr_quiet
 
 PREPROCESSING_VERSION = "v1-pil-bilinear-square"
 DEFAULT_BACKBONE = "efficientnet_lite0"
@@ -174,5 +175,6 @@ def load_backbone(spec: BackboneSpec, batch_size: int = 32, device: str = "auto"
     key = f"{fingerprint(spec)}:{batch_size}:{device}"
     with _LOCK:
         if key not in _BUILT:
-            _BUILT[key] = _build(spec, batch_size, _device(device))
+            with native_stderr_quiet():
+                _BUILT[key] = _build(spec, batch_size, _device(device))
         return _BUILT[key]
