@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -40,6 +42,65 @@ def test_vasrch_train_publishes_a_run(tmp_path: Path, demo_catalog: Path):
         timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
+    # TensorFlow's absl/oneDNN/CUDA start-up lines are kept off the terminal without -v
+    assert not re.search(r"^[IWE]0000 |absl::InitializeLog|cuInit", done.stderr, re.M), done.stderr
     latest = runs.latest_run_id(tmp_path / "ws")
     assert latest is not None and f"run: {tmp_path / 'ws' / 'runs' / latest}" in done.stdout
     assert "chosen k: 4" in done.stdout
+
+
+def _vasrch(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "vasrch.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=cwd,
+    )
+
+
+def test_user_mistakes_are_one_error_line_and_exit_2(tmp_path: Path):
+    config = tmp_path / "config.yaml"
+    config.write_text("catalog:\n  path: cat\nworkspace: ws\nworkspace: other\n")
+    aliases = tmp_path / "aliases.yaml"
+    aliases.write_text("catalog: &c\n  path: cat\nworkspace: ws\nx: *c\n")
+    good = tmp_path / "good.yaml"
+    good.write_text("catalog:\n  path: cat\nworkspace: ws\n")
+    cases = [
+        (["train", str(tmp_path / "nope.yaml")], "config file not found"),
+        (["train", str(config)], "line 4: duplicate key 'workspace'"),
+        (["train", str(aliases)], "YAML aliases"),
+        (["train", str(good), "--set", "=5"], "--set expects key=value"),
+        (["train", str(good), "--set", "search.probes=yes"], "yes/no value"),
+        (["train", str(good), "--set", "search.top_n=" + "x" * 500], "xxx..."),
+        (["train", str(good)], f"catalog.path: folder not found: {tmp_path / 'cat'}"),
+        (["query", "x.jpg"], "give --config CONFIG or --workspace FOLDER"),
+        (["runs", "prune", "--workspace", str(tmp_path)], "runs prune needs --keep"),
+        (["runs", "promote", "--workspace", str(tmp_path)], "runs promote needs"),
+    ]
+    for args, fragment in cases:
+        start = time.monotonic()
+        done = _vasrch(*args)
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 2, (args, done.stderr)
+        assert lines[0].startswith("vasrch: error: ") and fragment in done.stderr, (args, lines)
+        assert len(lines) <= 3 and "Traceback" not in done.stderr, (args, lines)
+        assert time.monotonic() - start < 3, args  # no Prefect or TensorFlow start-up first
+
+
+def test_argument_mistakes_exit_2_and_version(tmp_path: Path):
+    for args in (
+        ["query", "x.jpg", "--workspace", str(tmp_path), "--probes", "0"],
+        ["query-server", "--workspace", str(tmp_path), "--port", "99999"],
+        ["runs", "prune", "--workspace", str(tmp_path), "--keep", "-1"],
+        ["extract"],
+    ):
+        done = _vasrch(*args)
+        assert done.returncode == 2 and "Traceback" not in done.stderr, (args, done.stderr)
+    done = _vasrch("--version")
+    assert done.returncode == 0 and done.stdout.startswith("vasrch ")
+
+
+def test_keep_0_prunes_all_but_latest(tmp_path: Path):
+    done = _vasrch("runs", "prune", "--workspace", str(tmp_path), "--keep", "0")
+    assert done.returncode == 0 and done.stdout.startswith("removed 0"), done.stderr

@@ -285,23 +285,31 @@ def test_nightly_on_an_unchanged_catalog_extracts_nothing_and_warm_starts(served
 
 @pytest.mark.server
 def test_nightly_failing_its_gate_keeps_latest_and_records_the_reason(served, trained):
+    from prefect.deployments import run_deployment
+
     config, catalog = served.config, served.catalog
     workspace = load_config(config).workspace
     before = runs.latest_run_id(workspace)
     bad = catalog / "shoe" / "truncated.png"
     bad.write_bytes((catalog / "shoe" / "shoe_000.png").read_bytes()[:200])
+    parameters = {
+        "config_path": str(config),
+        "overrides": {"nightly.gates.max_rejected_fraction": 0},
+    }
     try:
-        flow_run, result = start_and_wait(
-            "nightly",
-            {"config_path": str(config), "overrides": {"nightly.gates.max_rejected_fraction": 0}},
+        flow_run = run_deployment(
+            name="nightly/nightly", parameters=parameters, timeout=RUN_TIMEOUT, poll_interval=1
         )
     finally:
         bad.unlink()
-    assert not result["promoted"]
-    assert "1 of 49" in result["reason"] and "max_rejected_fraction 0" in result["reason"]
-    assert runs.latest_run_id(workspace) == before != result["run_id"]
-    recorded = runs.read_manifest(Path(result["run_dir"]))
-    assert recorded["status"] == "rejected" and recorded["reason"] == result["reason"]
+    # The UI shows it red, with the gate's reason: automations and notifications can fire.
+    assert flow_run.state.is_failed(), flow_run.state.name
+    message = flow_run.state.message
+    assert "1 of 49" in message and "max_rejected_fraction 0" in message
+    newest = runs.list_runs(workspace)[-1]
+    assert runs.latest_run_id(workspace) == before != newest["run_id"]
+    recorded = runs.read_manifest(runs.runs_dir(workspace) / newest["run_id"])
+    assert recorded["status"] == "rejected" and recorded["reason"] in message
     assert flow_run.parameters["overrides"] == {"nightly.gates.max_rejected_fraction": 0}
 
 

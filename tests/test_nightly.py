@@ -106,8 +106,11 @@ def test_nightly_retrains_incrementally_and_keeps_latest_when_a_gate_fails(night
     kept = pd.read_parquet(Path(third["run_dir"]) / "catalog.parquet")["image_id"]
     assert not set(kept) & gone_ids
 
-    # A failing gate: the run is recorded as rejected with its reason, LATEST stays.
-    fourth = nightly_flow(str(path), {"nightly.gates.max_rejected_fraction": 0.0})
+    # A failing gate: the flow run fails with the reason, the run is recorded as rejected with
+    # it, LATEST stays.
+    state = nightly_flow(str(path), {"nightly.gates.max_rejected_fraction": 0.0}, return_state=True)
+    assert state.is_failed() and "max_rejected_fraction 0.0" in state.message
+    fourth = state.result(raise_on_failure=False)
     assert not fourth["promoted"]
     assert "max_rejected_fraction 0.0" in fourth["reason"] and "1 of 46" in fourth["reason"]
     assert runs.latest_run_id(workspace) == third["run_id"]

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from vasrch import runs
+from vasrch.layout import WorkspaceLayout
 
 
 def _run(ws: Path, payload: str) -> str:
@@ -43,16 +44,63 @@ def test_missing_artifact_detected(tmp_path: Path) -> None:
         runs.read_manifest(runs.resolve_run(tmp_path, run_id))
 
 
-def test_prune_keeps_newest_and_latest_and_live_staging(tmp_path: Path) -> None:
+def test_prune_keeps_newest_and_latest_and_removes_abandoned_staging(tmp_path: Path) -> None:
     ids = [_run(tmp_path, str(i)) for i in range(5)]
     runs.set_latest(tmp_path, ids[0])
-    live = runs.start_run(tmp_path, runs.new_run_id())
-    stale = runs.start_run(tmp_path, runs.new_run_id())
-    old = time.time() - 7 * 3600
-    os.utime(stale, (old, old))
+    abandoned = runs.start_run(tmp_path, runs.new_run_id())
+    queries = WorkspaceLayout(tmp_path).queries
+    fresh_job, old_job = queries / ".staging-a", queries / ".staging-b"
+    fresh_job.mkdir(parents=True)
+    old_job.mkdir()
+    old = time.time() - 2 * 3600
+    os.utime(old_job, (old, old))
     removed = runs.prune_runs(tmp_path, keep_last=2)
     left = [r["run_id"] for r in runs.list_runs(tmp_path)]
     assert left == [ids[0], ids[3], ids[4]]
-    assert set(removed) == {ids[1], ids[2], stale.name}
-    assert live.is_dir() and not stale.exists()
+    assert set(removed) == {ids[1], ids[2], abandoned.name, old_job.name}
+    assert not abandoned.exists() and fresh_job.is_dir() and not old_job.exists()
     assert runs.latest_run_id(tmp_path) == ids[0]
+
+
+def test_promote_verifies_and_latest_names_only_runs_of_its_workspace(tmp_path: Path) -> None:
+    first, second = _run(tmp_path, "a"), _run(tmp_path, "b")
+    runs.set_latest(tmp_path, second)
+    assert runs.promote(tmp_path, first).name == first
+    assert runs.latest_run_id(tmp_path) == first
+    (runs.runs_dir(tmp_path) / second / "index" / "data.txt").write_text("tampered")
+    with pytest.raises(runs.RunError, match="does not match its sha256"):
+        runs.promote(tmp_path, second)
+    assert runs.latest_run_id(tmp_path) == first
+    with pytest.raises(runs.RunError, match="not a run id"):
+        runs.promote(tmp_path, "../../other/runs/x")
+    WorkspaceLayout(tmp_path).latest.write_text("../../other-workspace/runs/" + first)
+    with pytest.raises(runs.RunError, match="not a run id of this workspace"):
+        runs.resolve_run(tmp_path)
+
+
+def test_a_second_writer_waits_then_fails_naming_the_holder(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from vasrch.workspace_lock import WorkspaceBusy, workspace_lock
+
+    hold = (
+        "import sys, time; from pathlib import Path; from vasrch.workspace_lock import "
+        "workspace_lock\nwith workspace_lock(Path(sys.argv[1]), 'test holder'):\n"
+        "    print('held', flush=True); time.sleep(60)"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", hold, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        start = time.monotonic()
+        busy = pytest.raises(WorkspaceBusy, match=rf"test holder \(pid {holder.pid}")
+        with busy, workspace_lock(tmp_path, "second writer", timeout_s=1.0):
+            pass
+        assert time.monotonic() - start >= 1.0
+    finally:
+        holder.kill()  # SIGKILL: the kernel releases the lock with the process
+        holder.wait()
+    with workspace_lock(tmp_path, "after the holder died", timeout_s=5.0):
+        pass

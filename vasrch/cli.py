@@ -44,10 +44,13 @@ def _overrides(pairs: Sequence[str]) -> dict[str, Any]:
 
 
 def _config(args: argparse.Namespace) -> Config:
-    """The command's config, validated before anything slow (Prefect, TensorFlow) starts."""
-    from vasrch.config import load_config
+    """The command's config and its input paths, validated before anything slow (Prefect,
+    TensorFlow) starts."""
+    from vasrch.config import check_inputs, load_config
 
-    return load_config(args.config, _overrides(getattr(args, "set", [])))
+    cfg = load_config(args.config, _overrides(getattr(args, "set", [])))
+    check_inputs(cfg)
+    return cfg
 
 
 @contextmanager
@@ -285,7 +288,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     _config(args)
     from vasrch.orchestration.deployments import serve_deployments
 
-    serve_deployments(str(Path(args.config).resolve()), limit=args.limit)
+    serve_deployments(
+        str(Path(args.config).resolve()),
+        limit=args.limit,
+        files_host=args.files_host,
+        files_port=args.files_port,
+    )
     return 0
 
 
@@ -439,6 +447,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("config", help="YAML config the deployments run with (nightly's cron too)")
     p.add_argument("--limit", type=_count(1), help="most flow runs at once (default: no cap)")
+    p.add_argument(
+        "--files-host",
+        default="127.0.0.1",
+        help="address of the read-only workspace file server the UI's links open",
+    )
+    p.add_argument(
+        "--files-port", type=_port, default=8766, help="its port (default 8766; 0: any free one)"
+    )
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("runs", help="list, show, promote or prune versioned runs")
@@ -466,10 +482,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ.setdefault(key, value)
     args = build_parser().parse_args(argv)
     if not args.verbose:
-        os.environ.setdefault(QUIET_NATIVE_ENV, "1")
+        os.environ[QUIET_NATIVE_ENV] = "1"
         if args.command != "serve":
             # flows report their outcome through the CLI; Prefect would repeat errors as tracebacks
-            os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")
+            os.environ["PREFECT_LOGGING_LEVEL"] = "CRITICAL"
     try:
         return args.func(args)
     except KeyboardInterrupt:

@@ -238,6 +238,24 @@ class Config(_Section):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
+def check_inputs(cfg: Config) -> None:
+    """Refuse, naming the field, input paths that do not exist: the catalog folder (unless the
+    demo draws it), held-out photos, label files and a weights file. Cheap, so commands run it
+    before starting Prefect or TensorFlow."""
+    checks = [
+        ("catalog.path", cfg.catalog.path, Path.is_dir, not cfg.catalog.demo),
+        ("catalog.labels_csv", cfg.catalog.labels_csv, Path.is_file, True),
+        ("evaluation.queries", cfg.evaluation.queries, Path.is_dir, True),
+        ("evaluation.queries_labels_csv", cfg.evaluation.queries_labels_csv, Path.is_file, True),
+    ]
+    if cfg.features.weights not in ("imagenet", "none"):
+        checks.append(("features.weights", Path(cfg.features.weights), Path.is_file, True))
+    for field, path, exists, required in checks:
+        if required and path is not None and not exists(path):
+            kind = "folder" if exists is Path.is_dir else "file"
+            raise ConfigError(f"{field}: {kind} not found: {path}")
+
+
 def _cut(value: Any, limit: int = 80) -> str:
     """repr(value), cut to `limit` characters so a huge value cannot flood an error message."""
     text = repr(value) if not isinstance(value, Exception) else str(value)

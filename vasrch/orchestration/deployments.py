@@ -30,8 +30,10 @@ def api_url() -> str:
 
 def build_deployments(config_path: str) -> list[RunnerDeployment]:
     """The four deployments, each defaulting to `config_path` (made absolute); nightly gets the
-    config's nightly.cron in nightly.timezone. Parameters keep the flows' type hints, so the
-    Prefect UI shows a form for them."""
+    config's nightly.cron in nightly.timezone. Parameters keep the flows' type hints and
+    docstring descriptions, so the Prefect UI shows a described form. The writers (train,
+    nightly, bulk) run one at a time (concurrency limit 1; the workspace lock backs this up
+    for runs started elsewhere); query runs do not write runs and may overlap."""
     from prefect.schedules import Cron
     from prefect.types.entrypoint import EntrypointType
 
@@ -48,21 +50,36 @@ def build_deployments(config_path: str) -> list[RunnerDeployment]:
         "tags": TAGS,
         "entrypoint_type": EntrypointType.MODULE_PATH,
     }
+    writer = {**common, "concurrency_limit": 1}
     return [
-        train_flow.to_deployment("train", **common),
+        train_flow.to_deployment("train", **writer),
         nightly_flow.to_deployment(
-            "nightly", schedules=[Cron(nightly.cron, timezone=nightly.timezone)], **common
+            "nightly", schedules=[Cron(nightly.cron, timezone=nightly.timezone)], **writer
         ),
-        bulk_flow.to_deployment("bulk", **common),
+        bulk_flow.to_deployment("bulk", **writer),
         query_flow.to_deployment("query", **common),
     ]
 
 
-def serve_deployments(config_path: str, limit: int | None = None) -> None:
+def serve_deployments(
+    config_path: str,
+    limit: int | None = None,
+    files_host: str = "127.0.0.1",
+    files_port: int = 8766,
+) -> None:
     """Register the deployments with the server at PREFECT_API_URL and run their flow runs
     (started from the UI, the API or the nightly schedule) from this process until stopped;
-    `limit` caps concurrent runs (None: no cap)."""
+    `limit` caps concurrent runs (None: no cap). The workspace is served read-only on
+    files_host:files_port so the artifacts' links (reports, plots, pages) open in a browser.
+    Stopping leaves the schedules active: the nightly runs again once a server is back."""
     from prefect import serve
 
+    from vasrch.config import load_config
+    from vasrch.file_server import start_file_server
+
     api_url()
-    serve(*build_deployments(config_path), limit=limit)
+    files = start_file_server(load_config(config_path).workspace, files_host, files_port)
+    try:
+        serve(*build_deployments(config_path), limit=limit, pause_on_shutdown=False)
+    finally:
+        files.shutdown()

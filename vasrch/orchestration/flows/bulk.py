@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import pandas as pd
 from prefect import flow, unmapped
+from prefect.artifacts import create_markdown_artifact
 from pydantic import Field
 
 from vasrch import progress
@@ -14,13 +15,16 @@ from vasrch.backbones import BackboneSpec, fingerprint
 from vasrch.bulk import plan_cluster_chunks
 from vasrch.config import load_config
 from vasrch.features import cache_dir_for
+from vasrch.file_server import link_to
 from vasrch.fileio import write_text_atomic
 from vasrch.index import load_index
 from vasrch.layout import BulkLayout, RunLayout, WorkspaceLayout
+from vasrch.orchestration.naming import run_name
 from vasrch.orchestration.task_runners import use_runner
 from vasrch.orchestration.tasks.bulk import bulk_chunk_task, duplicates_task, export_csv_task
 from vasrch.runs import new_run_id, read_manifest, require_backbone, resolve_run
 from vasrch.search_params import SearchParams, resolve_search_params
+from vasrch.workspace_lock import workspace_lock
 
 
 def bulk_stage(
@@ -57,7 +61,7 @@ def bulk_stage(
     }
 
 
-@flow(name="bulk")
+@flow(name="bulk", flow_run_name=run_name("bulk"))
 def bulk_flow(
     config_path: str,
     run: str | None = None,
@@ -92,7 +96,8 @@ def bulk_flow(
     run_files = RunLayout(folder)
     out = WorkspaceLayout(cfg.workspace).bulk_job(folder.name, new_run_id())
     catalog = pd.read_parquet(run_files.catalog, columns=["image_id", "sha256"])
-    with use_runner(cfg.runner):
+    lock = workspace_lock(cfg.workspace, "bulk flow", cfg.runs.lock_timeout_s)
+    with lock, use_runner(cfg.runner):
         result = bulk_stage(
             run_files.index.root,
             out,
@@ -104,4 +109,15 @@ def bulk_flow(
             cache_dir_for(cfg.workspace, fp),
         )
     write_text_atomic(out.complete, f"run {folder.name}\n")
+    publish_outputs(out, folder.name)
     return {"run_id": folder.name, "out_dir": str(out.root), **result}
+
+
+def publish_outputs(out: BulkLayout, run_id: str) -> None:
+    """A markdown artifact naming the bulk job's folder and files, with links that open."""
+    files = [*out.neighbour_shards(), out.duplicates, out.csv]
+    lines = [f"Bulk neighbours of run `{run_id}` in `{out.root}`:", ""]
+    lines += [f"- [{p.name}]({link_to(p)})" for p in files if p.is_file()]
+    create_markdown_artifact(
+        key="bulk-outputs", markdown="\n".join(lines), description="Where the bulk job wrote"
+    )

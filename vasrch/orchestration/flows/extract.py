@@ -12,6 +12,7 @@ from prefect import flow, unmapped
 from vasrch.backbones import BackboneSpec, fingerprint
 from vasrch.config import Config, FeaturesConfig, load_config
 from vasrch.features import ChunkResult, ExtractSummary, cache_dir_for, summarize
+from vasrch.orchestration.naming import run_name
 from vasrch.orchestration.task_runners import use_runner
 from vasrch.orchestration.tasks.extract import (
     extract_chunk_task,
@@ -19,6 +20,7 @@ from vasrch.orchestration.tasks.extract import (
     publish_extract_summary,
     scan_catalog_task,
 )
+from vasrch.workspace_lock import workspace_lock
 
 
 def embed_folder(
@@ -53,10 +55,11 @@ def extract_stage(
     return catalog, summary
 
 
-@flow(name="extract")
+@flow(name="extract", flow_run_name=run_name("extract"))
 def extract_flow(config_path: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Turn the configured catalog folder into feature shards in the workspace."""
     cfg = load_config(config_path, overrides)
-    with use_runner(cfg.runner):
+    lock = workspace_lock(cfg.workspace, "extract flow", cfg.runs.lock_timeout_s)
+    with lock, use_runner(cfg.runner):
         _, summary = extract_stage(cfg)
     return summary.as_dict()

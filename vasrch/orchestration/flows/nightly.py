@@ -9,14 +9,17 @@ import numpy as np
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 from prefect.logging import get_run_logger
+from prefect.states import Failed, State
 
 from vasrch import runs
 from vasrch.backbones import BackboneSpec, fingerprint
 from vasrch.config import load_config
 from vasrch.layout import RunLayout
 from vasrch.orchestration.flows.train import train_stage
+from vasrch.orchestration.naming import run_name
 from vasrch.orchestration.task_runners import use_runner
 from vasrch.promotion import warm_start
+from vasrch.workspace_lock import workspace_lock
 
 
 def _decision_markdown(result: dict[str, Any], previous: str | None) -> str:
@@ -47,11 +50,15 @@ def _decision_markdown(result: dict[str, Any], previous: str | None) -> str:
     )
 
 
-@flow(name="nightly")
-def nightly_flow(config_path: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+@flow(name="nightly", flow_run_name=run_name("nightly"))
+def nightly_flow(
+    config_path: str, overrides: dict[str, Any] | None = None
+) -> dict[str, Any] | State:
     """Retrain on the current catalog (extracting only new and changed images), warm-started
     from LATEST's centroids when k is unchanged; promote the run to LATEST only if it passes
-    nightly.gates, else keep LATEST and record the run as rejected; then prune old runs.
+    nightly.gates, else keep LATEST, record the run as rejected and end Failed with the gate's
+    reason (so automations and notifications fire; the result is the state's data); then prune
+    old runs.
 
     Args:
         config_path: YAML config file, as a path on the machine that runs the flow.
@@ -61,15 +68,16 @@ def nightly_flow(config_path: str, overrides: dict[str, Any] | None = None) -> d
     cfg = load_config(config_path, overrides)
     logger = get_run_logger()
     fp = fingerprint(BackboneSpec.from_config(cfg.features))
-    start = warm_start(cfg.workspace, fp, cfg.clustering, cfg.search.centre)
-    with use_runner(cfg.runner):
-        result = train_stage(cfg, init_centroids=start.centroids, gates=cfg.nightly.gates)
-    centroids = RunLayout(Path(result["run_dir"])).index.centroids
-    result["warm_start"] = start.applied(
-        np.load(centroids, mmap_mode="r", allow_pickle=False).shape
-    )
-    result["previous_run"] = start.previous_run
-    result["pruned"] = runs.prune_runs(cfg.workspace, cfg.runs.keep_last)
+    with workspace_lock(cfg.workspace, "nightly flow", cfg.runs.lock_timeout_s):
+        start = warm_start(cfg.workspace, fp, cfg.clustering, cfg.search.centre)
+        with use_runner(cfg.runner):
+            result = train_stage(cfg, init_centroids=start.centroids, gates=cfg.nightly.gates)
+        centroids = RunLayout(Path(result["run_dir"])).index.centroids
+        result["warm_start"] = start.applied(
+            np.load(centroids, mmap_mode="r", allow_pickle=False).shape
+        )
+        result["previous_run"] = start.previous_run
+        result["pruned"] = runs.prune_runs(cfg.workspace, cfg.runs.keep_last)
     if result["promoted"]:
         logger.info("run %s promoted to LATEST", result["run_id"])
     else:
@@ -84,4 +92,6 @@ def nightly_flow(config_path: str, overrides: dict[str, Any] | None = None) -> d
         markdown=_decision_markdown(result, start.previous_run),
         description="Nightly retrain: quality gates and promotion",
     )
+    if not result["promoted"]:
+        return Failed(message=f"not promoted: {result['reason']}", data=result)
     return result

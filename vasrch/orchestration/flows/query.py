@@ -10,13 +10,15 @@ from prefect.logging import get_run_logger
 from pydantic import Field
 
 from vasrch.config import load_config
+from vasrch.file_server import link_to
+from vasrch.orchestration.naming import run_name
 from vasrch.queries import answer_rows, query_files, search_files, write_query_job
 from vasrch.search import open_run
 
 ARTIFACT_ROWS = 500  # rows of the result table shown as a Prefect artifact
 
 
-@flow(name="query")
+@flow(name="query", flow_run_name=run_name("query"))
 def query_flow(
     config_path: str,
     images: list[str],
@@ -55,7 +57,7 @@ def query_flow(
         f"{params.probes} probes); rows without a rank are queries that could not be read",
     )
     create_link_artifact(
-        key="query-page", link=job.page.as_uri(), link_text=f"{job.page.name} ({job.root.name})"
+        key="query-page", link=link_to(job.page), link_text=f"{job.page.name} ({job.root.name})"
     )
     logger.info(
         "%d queries answered, %d rejected: %s", answers.answered, len(answers.rejected), job.page

@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import asdict
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from prefect import flow
 
 from vasrch import runs
 from vasrch.backbones import BackboneSpec, fingerprint
 from vasrch.catalog import diff_catalog, write_catalog
 from vasrch.config import Config, GatesConfig, load_config
-from vasrch.features import cache_dir_for
+from vasrch.features import ExtractSummary, cache_dir_for
 from vasrch.fileio import write_text_atomic
 from vasrch.layout import RunLayout
 from vasrch.orchestration.flows.bulk import bulk_stage
 from vasrch.orchestration.flows.extract import embed_folder, extract_stage
+from vasrch.orchestration.naming import run_name
 from vasrch.orchestration.task_runners import use_runner
 from vasrch.orchestration.tasks.train import (
     diagnostics_task,
@@ -26,11 +29,13 @@ from vasrch.orchestration.tasks.train import (
     load_vectors_task,
     publish_run_task,
     report_task,
+    run_artifacts_task,
     train_index_task,
 )
 from vasrch.promotion import gate_failure
 from vasrch.search_params import resolve_search_params
 from vasrch.training import catalog_labels, choose_k
+from vasrch.workspace_lock import workspace_lock
 
 
 def train_stage(
@@ -45,11 +50,31 @@ def train_stage(
     previous = runs.previous_catalog(cfg.workspace)
     catalog, summary = extract_stage(cfg, previous)
     timings["extract_s"] = time.perf_counter() - clock
-
-    spec = BackboneSpec.from_config(cfg.features)
-    fp = fingerprint(spec)
     run_id = runs.new_run_id()
     staging = RunLayout(runs.start_run(cfg.workspace, run_id))
+    try:
+        return _build_run(
+            cfg, previous, catalog, summary, timings, run_id, staging, init_centroids, gates
+        )
+    except BaseException:
+        shutil.rmtree(staging.root, ignore_errors=True)
+        raise
+
+
+def _build_run(
+    cfg: Config,
+    previous: pd.DataFrame | None,
+    catalog: pd.DataFrame,
+    summary: ExtractSummary,
+    timings: dict[str, float],
+    run_id: str,
+    staging: RunLayout,
+    init_centroids: np.ndarray | None,
+    gates: GatesConfig | None,
+) -> dict[str, Any]:
+    """The run's files in `staging`, then the published run (train_stage's body)."""
+    spec = BackboneSpec.from_config(cfg.features)
+    fp = fingerprint(spec)
     write_text_atomic(staging.config, cfg.to_yaml())
     table = diff_catalog(previous, catalog)
     write_catalog(table[table["status"] != "gone"].reset_index(drop=True), staging.catalog)
@@ -115,6 +140,7 @@ def train_stage(
     if reason:
         manifest = runs.reject_run(manifest, reason)
     final = publish_run_task(str(staging.root), str(cfg.workspace), manifest, reason is None)
+    run_artifacts_task(final, diag)
     return {
         "run_id": run_id,
         "run_dir": final,
@@ -131,7 +157,7 @@ def train_stage(
     }
 
 
-@flow(name="train")
+@flow(name="train", flow_run_name=run_name("train"))
 def train_flow(config_path: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train a versioned run from the configured catalog and point LATEST at it.
 
@@ -141,5 +167,6 @@ def train_flow(config_path: str, overrides: dict[str, Any] | None = None) -> dic
             {"clustering.num_clusters": 12}.
     """
     cfg = load_config(config_path, overrides)
-    with use_runner(cfg.runner):
+    lock = workspace_lock(cfg.workspace, "train flow", cfg.runs.lock_timeout_s)
+    with lock, use_runner(cfg.runner):
         return train_stage(cfg)

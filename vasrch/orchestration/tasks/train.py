@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from prefect.logging import get_run_logger
 from vasrch import runs
 from vasrch.config import ClusteringConfig, EvaluationConfig, SearchConfig
 from vasrch.features import load_vectors
+from vasrch.file_server import link_to
 from vasrch.fileio import atomic_path
 from vasrch.index import SearchIndex, save
 from vasrch.layout import DiagnosticsLayout, RunLayout
@@ -53,19 +55,11 @@ def diagnostics_task(
     diag = diagnose(vectors, c.diagnostics, c.seed, c.n_components, c.minibatch_above)
     if diag.note:
         get_run_logger().warning(diag.note)
-    png = save_diagnostics(diag, DiagnosticsLayout(Path(out_dir)))
+    save_diagnostics(diag, DiagnosticsLayout(Path(out_dir)))
     create_table_artifact(
         key="k-sweep",
         table=diag.sweep.round(5).to_dict("records"),
         description=f"k sweep; suggested k = {diag.suggested_k} ({diag.rule} rule)",
-    )
-    create_markdown_artifact(
-        key="elbow-silhouette-plot",
-        markdown=f"Elbow and silhouette plot: `{png}`\n\nSuggested k = **{diag.suggested_k}** "
-        f"(rule: {diag.rule}){'. ' + diag.note if diag.note else ''}",
-    )
-    create_link_artifact(
-        key="elbow-silhouette-png", link=png.resolve().as_uri(), link_text=png.name
     )
     get_run_logger().info("suggested k = %d (%s rule)", diag.suggested_k, diag.rule)
     return diag
@@ -147,9 +141,25 @@ def report_task(
     evaluation: Evaluation,
     title: str,
 ) -> str:
-    """report.html in the run folder (see vasrch.report.write_run_report); a link artifact."""
+    """report.html in the run folder (see vasrch.report.write_run_report)."""
     from vasrch.report import write_run_report
 
-    path = write_run_report(RunLayout(Path(run_dir)), catalog, diag, k, evaluation, title)
-    create_link_artifact(key="run-report", link=path.resolve().as_uri(), link_text=path.name)
-    return str(path)
+    return str(write_run_report(RunLayout(Path(run_dir)), catalog, diag, k, evaluation, title))
+
+
+@task(name="run-artifacts", cache_policy=NO_CACHE)
+def run_artifacts_task(run_dir: str, diag: Diagnostics) -> None:
+    """Artifacts that point into the published run: the k plot shown in the UI itself (an
+    embedded PNG) and a link to the report that opens (vasrch.file_server.link_to)."""
+    run = RunLayout(Path(run_dir))
+    plot = base64.b64encode(run.diagnostics.plot.read_bytes()).decode("ascii")
+    note = f"\n\n{diag.note}" if diag.note else ""
+    create_markdown_artifact(
+        key="elbow-silhouette-plot",
+        markdown=f"Suggested k = **{diag.suggested_k}** (rule: {diag.rule}){note}\n\n"
+        f"![elbow and silhouette](data:image/png;base64,{plot})",
+        description=f"k sweep of run {run.run_id}",
+    )
+    create_link_artifact(
+        key="run-report", link=link_to(run.report), link_text=f"report of run {run.run_id}"
+    )
