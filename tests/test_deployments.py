@@ -10,9 +10,12 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import NamedTuple
 
@@ -84,6 +87,20 @@ def test_build_deployments_default_the_config_and_schedule_nightly_from_it(tmp_p
     [schedule] = built["nightly"].schedules
     assert (schedule.schedule.cron, schedule.schedule.timezone) == ("30 3 * * 1-5", "Europe/Berlin")
     assert all(not built[n].schedules for n in ("train", "bulk", "query"))
+    # every parameter of every deployment is described in the UI's form (from the docstrings)
+    from prefect.utilities.callables import parameter_schema
+
+    from vasrch.orchestration.flows import bulk, nightly, query, train
+
+    for flow in (train.train_flow, nightly.nightly_flow, bulk.bulk_flow, query.query_flow):
+        for name, field in parameter_schema(flow).model_dump()["properties"].items():
+            assert field.get("description"), (flow.name, name)
+    assert {n: built[n].concurrency_limit for n in NAMES} == {
+        "train": 1,
+        "nightly": 1,
+        "bulk": 1,
+        "query": None,
+    }
 
 
 def test_serving_without_an_api_url_says_how_to_start_a_server(tmp_path, demo_catalog):
@@ -283,8 +300,55 @@ def test_nightly_on_an_unchanged_catalog_extracts_nothing_and_warm_starts(served
     assert runs.latest_run_id(load_config(config).workspace) == result["run_id"]
 
 
+@contextmanager
+def webhook_listener() -> Iterator[tuple[str, list[bytes]]]:
+    """A loopback HTTP endpoint recording the bodies POSTed to it: (url, bodies)."""
+    bodies: list[bytes] = []
+
+    class Record(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            bodies.append(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    listener = ThreadingHTTPServer(("127.0.0.1", 0), Record)
+    threading.Thread(target=listener.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{listener.server_address[1]}/hook", bodies
+    finally:
+        listener.shutdown()
+        listener.server_close()
+
+
+def create_example_automation(server: dict[str, str], url: str, tmp_path: Path) -> None:
+    """deployments/nightly-not-promoted.yaml with a real webhook block, created through the
+    Prefect CLI as its comment says."""
+    from prefect.blocks.notifications import CustomWebhookNotificationBlock
+
+    block = CustomWebhookNotificationBlock(
+        name="vasrch-test-hook", url=url, json_data={"text": "{{subject}}: {{body}}"}
+    )
+    block_id = block.save("vasrch-test-hook", overwrite=True)
+    text = (REPO / "deployments" / "nightly-not-promoted.yaml").read_text()
+    automation = tmp_path / "automation.yaml"
+    automation.write_text(text.replace("REPLACE-WITH-YOUR-BLOCK-ID", str(block_id)))
+    done = subprocess.run(
+        [sys.executable, "-m", "prefect", "automation", "create", "--from-file", str(automation)],
+        env=server,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+
+
 @pytest.mark.server
-def test_nightly_failing_its_gate_keeps_latest_and_records_the_reason(served, trained):
+def test_nightly_failing_its_gate_keeps_latest_and_records_the_reason(
+    server, served, trained, tmp_path
+):
     from prefect.deployments import run_deployment
 
     config, catalog = served.config, served.catalog
@@ -296,14 +360,22 @@ def test_nightly_failing_its_gate_keeps_latest_and_records_the_reason(served, tr
         "config_path": str(config),
         "overrides": {"nightly.gates.max_rejected_fraction": 0},
     }
-    try:
-        flow_run = run_deployment(
-            name="nightly/nightly", parameters=parameters, timeout=RUN_TIMEOUT, poll_interval=1
-        )
-    finally:
-        bad.unlink()
+    with webhook_listener() as (url, bodies):
+        create_example_automation(server, url, tmp_path)
+        try:
+            flow_run = run_deployment(
+                name="nightly/nightly", parameters=parameters, timeout=RUN_TIMEOUT, poll_interval=1
+            )
+        finally:
+            bad.unlink()
+        deadline = time.monotonic() + 60
+        while not bodies and time.monotonic() < deadline:
+            time.sleep(0.5)
+    # the example automation notified, with the gate's reason
+    assert bodies and b"max_rejected_fraction 0" in bodies[0], bodies
     # The UI shows it red, with the gate's reason: automations and notifications can fire.
     assert flow_run.state.is_failed(), flow_run.state.name
+    assert flow_run.name.startswith(f"nightly-{catalog.name}-"), flow_run.name
     message = flow_run.state.message
     assert "1 of 49" in message and "max_rejected_fraction 0" in message
     newest = runs.list_runs(workspace)[-1]
