@@ -104,3 +104,38 @@ def test_argument_mistakes_exit_2_and_version(tmp_path: Path):
 def test_keep_0_prunes_all_but_latest(tmp_path: Path):
     done = _vasrch("runs", "prune", "--workspace", str(tmp_path), "--keep", "0")
     assert done.returncode == 0 and done.stdout.startswith("removed 0"), done.stderr
+
+
+def test_data_and_environment_errors_inside_a_flow_are_one_line(tmp_path: Path, demo_catalog):
+    """An empty catalog and a workspace the process may not write: one line each, exit 2, no
+    Prefect traceback."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    config = tmp_path / "empty.yaml"
+    config.write_text(yaml.safe_dump({"catalog": {"path": str(empty)}, "workspace": "ws"}))
+    done = _vasrch("train", str(config), "--no-progress")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"vasrch: error: no images found under {empty} (png, jpg, jpeg, gif, bmp, tiff, webp)"
+    ]
+
+    readonly = tmp_path / "readonly"
+    readonly.mkdir()
+    readonly.chmod(0o555)
+    config = tmp_path / "readonly.yaml"
+    config.write_text(
+        yaml.safe_dump({"catalog": {"path": str(demo_catalog)}, "workspace": str(readonly)})
+    )
+    done = subprocess.run(
+        # root ignores file modes; without these capabilities it does not
+        [
+            *("setpriv", "--bounding-set", "-dac_override,-dac_read_search"),
+            *(sys.executable, "-m", "vasrch.cli", "extract", "-c", str(config), "--no-progress"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, done.stderr
+    assert "Permission denied" in lines[0] and str(readonly) in lines[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import traceback
@@ -17,6 +18,9 @@ from vasrch.quiet import QUIET_NATIVE_ENV
 if TYPE_CHECKING:
     from vasrch.config import Config, SearchConfig
 
+# Prefect's background services log under their class names (e.g. "Still processing items"
+# while a run's last events drain at exit).
+PREFECT_SERVICE_LOGGERS = ("EventsWorker", "APILogWorker")
 PIPED_WIDTH = 10_000  # columns of a table printed to a pipe or file: never cut
 QUIET_ENV = {
     "DO_NOT_TRACK": "1",
@@ -485,7 +489,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ[QUIET_NATIVE_ENV] = "1"
         if args.command != "serve":
             # flows report their outcome through the CLI; Prefect would repeat errors as tracebacks
-            os.environ["PREFECT_LOGGING_LEVEL"] = "CRITICAL"
+            for logs in ("", "INTERNAL_", "SERVER_"):
+                os.environ[f"PREFECT_{logs}LOGGING_LEVEL"] = "CRITICAL"
+            for service in PREFECT_SERVICE_LOGGERS:  # named by class, outside Prefect's tree
+                logging.getLogger(service).setLevel(logging.CRITICAL)
     try:
         return args.func(args)
     except KeyboardInterrupt:

@@ -18,6 +18,7 @@ from sklearn.cluster import KMeans, MiniBatchKMeans, kmeans_plusplus
 from sklearn.decomposition import PCA
 from sklearn.metrics import silhouette_score
 
+from vasrch import progress
 from vasrch.fileio import atomic_path
 
 SuggestRule = Literal["silhouette", "knee", "both"]
@@ -177,6 +178,7 @@ def sweep_k(
         raise ValueError(f"no k value is below the number of vectors ({n}); add more images")
     sample = min(silhouette_sample, n)
     rows = []
+    progress.report("k sweep", 0, len(ks))
     for k in ks:
         model = _kmeans(k, n, seed, minibatch_above, n_init=3, init="k-means++").fit(x)
         labels = model.labels_
@@ -185,6 +187,7 @@ def sweep_k(
         else:
             silhouette = float(silhouette_score(x, labels, sample_size=sample, random_state=seed))
         rows.append({"k": k, "inertia": float(model.inertia_), "silhouette": silhouette})
+        progress.report("k sweep", 1)
     return pd.DataFrame(rows, columns=["k", "inertia", "silhouette"])
 
 

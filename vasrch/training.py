@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
+from vasrch import progress
 from vasrch.clustering import (
     Projection,
     fit_centring,
@@ -153,6 +154,7 @@ def fit_index(
         x = projection.transform(vectors)
     # one BLAS thread, as for the sweep: OpenBLAS threads spinning against each other made
     # KMeans at k=76 on clothing-small take 20-120 s on a busy 2-core machine
+    progress.report("kmeans", 0, 1)
     with threadpool_limits(1):
         model = train_kmeans(
             x,
@@ -163,6 +165,7 @@ def fit_index(
             max_train_rows=cfg.max_train_rows,
         )
         labels = model.predict(x)
+    progress.report("kmeans", 1)
     index = build_index(
         ids,
         vectors,
