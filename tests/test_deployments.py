@@ -218,7 +218,7 @@ def served(server, tmp_path_factory, demo_catalog) -> Iterator[Served]:
     log = root / "serve.log"
     code = (
         "import sys; from vasrch.orchestration.deployments import serve_deployments; "
-        "serve_deployments(sys.argv[1])"
+        "serve_deployments(sys.argv[1], files_port=0)"
     )
     with open(log, "wb") as out:
         proc = subprocess.Popen(
@@ -427,7 +427,11 @@ def test_query_through_the_api_writes_results_page_and_artifacts(served, trained
     kinds = {a.key: a.type for a in artifacts}
     assert kinds["query-results"] == "table" and "query-page" in kinds
     link = next(a for a in artifacts if a.key == "query-page")
-    assert (out / "results.html").as_uri() in link.data
+    # the link opens: vasrch serve serves the workspace read-only
+    url = re.search(r"\((http://[^)]+)\)", link.data).group(1)
+    assert url.endswith(f"/queries/{out.name}/results.html")
+    with urllib.request.urlopen(url, timeout=10) as response:
+        assert response.read() == (out / "results.html").read_bytes()
 
 
 @pytest.mark.server

@@ -127,7 +127,7 @@ def test_cli_query_uses_the_search_section(trained, demo_catalog):
     as_json = _cli("query", query, "--config", str(config), "--format", "json", "--top-n", "2")
     assert [row["rank"] for row in json.loads(as_json.stdout)] == [1, 2]
     zero = _cli("query", query, "--config", str(config), "--probes", "0")
-    assert zero.returncode == 2 and "probes must be a whole number" in zero.stderr
+    assert zero.returncode == 2 and "--probes: must be at least 1" in zero.stderr
 
 
 def test_query_server_uses_the_search_section(trained):

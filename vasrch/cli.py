@@ -179,10 +179,10 @@ def cmd_query(args: argparse.Namespace) -> int:
     CSV or JSON; returns 0, 1 when some images could not be read, 2 when none."""
     import json
 
+    workspace, search = _workspace_and_search(args)
     from vasrch.queries import query_files
     from vasrch.search import embed_files, open_run
 
-    workspace, search = _workspace_and_search(args)
     searcher = open_run(workspace, args.run, search=search)
     params = searcher.params(args.top_n, args.probes)
     files = query_files(args.images)
