@@ -33,7 +33,7 @@ def backbone():
 
 
 def _extract_all(root: Path, cache: Path, backbone, shard_size: int = 1024) -> None:
-    for rows in plan_chunks(scan_catalog(root), cache, shard_size):
+    for rows in plan_chunks(scan_catalog(root).table, cache, shard_size):
         extract_chunk(rows, backbone, cache)
 
 
@@ -42,7 +42,7 @@ def test_good_extracted_bad_rejected_with_reasons(tmp_path: Path, backbone) -> N
     bad = write_bad_images(tmp_path / "cat" / "bad")
     cache = tmp_path / "cache"
     _extract_all(tmp_path / "cat", cache, backbone, shard_size=7)
-    catalog = scan_catalog(tmp_path / "cat")
+    catalog = scan_catalog(tmp_path / "cat").table
     ids, vectors = load_vectors(cache, catalog)
     root = tmp_path / "cat"
     assert sorted(ids) == sorted(p.relative_to(root).as_posix() for p in good)
@@ -66,7 +66,7 @@ def test_rename_and_move_reuse_cache(tmp_path: Path, backbone) -> None:
     (root / "moved").mkdir()
     for i, p in enumerate(paths):
         shutil.move(p, root / "moved" / f"renamed-{i}{p.suffix}")
-    catalog = scan_catalog(root)
+    catalog = scan_catalog(root).table
     assert plan_chunks(catalog, cache, 1024) == []
     ids, _ = load_vectors(cache, catalog)
     assert len(ids) == 6 and all(i.startswith("moved/renamed-") for i in ids)
@@ -80,12 +80,12 @@ def test_duplicate_bytes_share_one_vector(tmp_path: Path, backbone) -> None:
     cache = tmp_path / "cache"
     _extract_all(root, cache, backbone)
     assert sum(len(t) for t in iter_shards(cache)) == 1
-    ids, vectors = load_vectors(cache, scan_catalog(root))
+    ids, vectors = load_vectors(cache, scan_catalog(root).table)
     assert len(ids) == 2 and np.array_equal(vectors[0], vectors[1])
 
 
 def test_vectors_do_not_depend_on_batching(tmp_path: Path, demo_catalog: Path) -> None:
-    catalog = scan_catalog(demo_catalog).head(20)
+    catalog = scan_catalog(demo_catalog).table.head(20)
     a, b = tmp_path / "a", tmp_path / "b"
     extract_chunk(catalog, load_backbone(SPEC, batch_size=8), a)
     for i in range(0, 20, 3):

@@ -46,24 +46,26 @@ def extract_features(
 
     `model` is efficientnet_lite0 (default) or a keras.applications name; further keyword
     arguments are BackboneSpec fields (weights, layer, pooling, image_size). Only images not
-    already in `save_to` are extracted. Returns the counts (seen, new, reused, rejected).
+    already in `save_to` are extracted. Returns the counts (seen, new, reused, rejected) and
+    every rejected image with its reason (`summary.rejections`).
     """
     start = time.perf_counter()
     spec = BackboneSpec(name=model, **features)
     fp = fingerprint(spec)
     saved = SavedFeaturesLayout(Path(save_to))
     cache = saved.cache(fp).root
-    catalog = scan_catalog(img_folder)
+    scan = scan_catalog(img_folder)
     backbone = load_backbone(spec)
-    results = [extract_chunk(rows, backbone, cache) for rows in plan_chunks(catalog, cache, 1024)]
-    write_catalog(catalog, saved.catalog)
+    chunks = plan_chunks(scan.table, cache, 1024)
+    results = [extract_chunk(rows, backbone, cache) for rows in chunks]
+    write_catalog(scan.table, saved.catalog)
     meta = {
         "catalog_root": str(Path(img_folder).resolve()),
         "fingerprint": fp,
         "backbone": asdict(spec),
     }
     write_text_atomic(saved.meta, json.dumps(meta, indent=2))
-    return summarize(catalog, results, cache, fp, time.perf_counter() - start)
+    return summarize(scan, results, cache, fp, time.perf_counter() - start)
 
 
 def _features(features_folder: str | Path) -> tuple[dict, pd.DataFrame, object, object]:

@@ -13,8 +13,9 @@ from typing import Any
 
 import pandas as pd
 
-from vasrch.catalog import STATUSES, sha256_file
+from vasrch.catalog import STATUSES
 from vasrch.fileio import finish_staging, start_staging, write_text_atomic
+from vasrch.hashing import sha256_file
 from vasrch.layout import STAGING_PREFIX, RunLayout, WorkspaceLayout
 
 PACKAGES = (
@@ -196,12 +197,15 @@ def previous_catalog(workspace: Path) -> pd.DataFrame | None:
     return pd.read_parquet(path) if path.is_file() else None
 
 
-def run_counts(table: pd.DataFrame, indexed: int, rejected: int, new: int, reused: int) -> dict:
-    """The manifest's counts: catalog size, indexed, rejected, extracted and reused images,
-    and how many images are new, changed, unchanged or gone since the last run (`table` is the
-    catalog diffed against the previous run's)."""
+def run_counts(
+    table: pd.DataFrame, indexed: int, seen: int, rejected: int, new: int, reused: int
+) -> dict:
+    """The manifest's counts: catalog size (`seen`: every image file found, scanned or not),
+    indexed, rejected, extracted and reused images, and how many scanned images are new,
+    changed, unchanged or gone since the last run (`table` is the catalog diffed against the
+    previous run's)."""
     return {
-        "catalog": int((table["status"] != "gone").sum()),
+        "catalog": seen,
         "indexed": indexed,
         "rejected": rejected,
         "extracted_new": new,

@@ -17,7 +17,7 @@ from vasrch.features import cache_dir_for
 from vasrch.fileio import write_text_atomic
 from vasrch.layout import RunLayout
 from vasrch.orchestration.flows.bulk import bulk_stage
-from vasrch.orchestration.flows.extract import embed_folder, extract_stage
+from vasrch.orchestration.flows.extract import embed_folder, extract_stage, scan_options
 from vasrch.orchestration.task_runners import use_runner
 from vasrch.orchestration.tasks.train import (
     diagnostics_task,
@@ -70,8 +70,12 @@ def train_stage(
     held_out = None
     if cfg.evaluation.queries is not None:
         cache_dir = str(cache_dir_for(cfg.workspace, fp))
-        queries, _ = embed_folder(cfg.evaluation.queries, cfg.features, cache_dir)
-        held_out = held_out_task(queries, catalog, cache_dir, cfg.evaluation.queries_labels_csv)
+        queries, _ = embed_folder(
+            cfg.evaluation.queries, cfg.features, cache_dir, scan_options(cfg)
+        )
+        held_out = held_out_task(
+            queries.table, catalog, cache_dir, cfg.evaluation.queries_labels_csv
+        )
     labels = catalog_labels(catalog, cfg.catalog.labels_csv)
     evaluation = evaluate_task(index, ids, vectors, labels, cfg.search, cfg.evaluation, held_out)
     metrics = evaluation.metrics
@@ -96,7 +100,9 @@ def train_stage(
         timings["bulk_s"] = time.perf_counter() - clock
     report_task(str(staging.root), catalog, diag, index.k, evaluation, f"vasrch run {run_id}")
 
-    counts = runs.run_counts(table, len(ids), summary.rejected, summary.new, summary.reused)
+    counts = runs.run_counts(
+        table, len(ids), summary.seen, summary.rejected, summary.new, summary.reused
+    )
     manifest = runs.run_manifest(
         config=cfg.model_dump(mode="json"),
         backbone=asdict(spec),
