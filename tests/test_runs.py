@@ -23,6 +23,9 @@ def test_run_appears_only_when_complete_and_ids_sort_by_time(tmp_path: Path) -> 
     assert runs.list_runs(tmp_path) == []
     with pytest.raises(runs.RunError, match="not found or incomplete"):
         runs.resolve_run(tmp_path, run_id)
+    with pytest.raises(runs.RunError, match="no artifacts"):
+        runs.complete_run(staging, {"k": 2})
+    (staging / "model.joblib").write_bytes(b"model")
     final = runs.complete_run(staging, {"k": 2})
     assert final.name == run_id and not staging.exists()
     manifest = runs.read_manifest(final)

@@ -227,7 +227,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
         folder = runs.resolve_run(workspace, args.run)
         manifest = runs.read_manifest(folder, verify=True)
         manifest.pop("artifacts")
-        manifest.pop("config")
+        manifest.pop("config", None)
         print(json.dumps(manifest, indent=2))
         print(f"artifacts verified: {folder}")
     else:

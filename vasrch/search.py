@@ -100,16 +100,13 @@ class Searcher:
 
 
 def open_run(
-    workspace: Path,
-    run: str | None = None,
-    verify: bool = True,
-    search: SearchConfig | None = None,
+    workspace: Path, run: str | None = None, search: SearchConfig | None = None
 ) -> Searcher:
-    """Load a complete run (LATEST by default), checking its artifacts' hashes; `search` is the
-    config section whose top_n and probes apply when a search names none."""
+    """Load a complete run (LATEST by default), always checking its artifacts' hashes first;
+    `search` is the config section whose top_n and probes apply when a search names none."""
     folder = resolve_run(workspace, run)
     layout = RunLayout(folder)
-    manifest = read_manifest(folder, verify=verify)
+    manifest = read_manifest(folder, verify=True)
     spec = BackboneSpec(**manifest["backbone"])
     index = load_index(layout.index.root, expected_fingerprint=manifest["fingerprint"])
     catalog = pd.read_parquet(layout.catalog, columns=["image_id", "path"])

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 from prefect.logging import get_run_logger
@@ -13,7 +11,6 @@ from prefect.logging import get_run_logger
 from vasrch import runs
 from vasrch.backbones import BackboneSpec, fingerprint
 from vasrch.config import load_config
-from vasrch.layout import RunLayout
 from vasrch.orchestration.flows.train import train_stage
 from vasrch.orchestration.task_runners import use_runner
 from vasrch.promotion import warm_start
@@ -62,12 +59,11 @@ def nightly_flow(config_path: str, overrides: dict[str, Any] | None = None) -> d
     logger = get_run_logger()
     fp = fingerprint(BackboneSpec.from_config(cfg.features))
     start = warm_start(cfg.workspace, fp, cfg.clustering, cfg.search.centre)
+    if start.problem:
+        logger.warning("cold start: %s", start.problem)
     with use_runner(cfg.runner):
         result = train_stage(cfg, init_centroids=start.centroids, gates=cfg.nightly.gates)
-    centroids = RunLayout(Path(result["run_dir"])).index.centroids
-    result["warm_start"] = start.applied(
-        np.load(centroids, mmap_mode="r", allow_pickle=False).shape
-    )
+    result["warm_start"] = start.applied(result["k"])
     result["previous_run"] = start.previous_run
     result["pruned"] = runs.prune_runs(cfg.workspace, cfg.runs.keep_last)
     if result["promoted"]:

@@ -7,7 +7,9 @@ from dataclasses import asdict
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from prefect import flow
+from prefect.logging import get_run_logger
 
 from vasrch import runs
 from vasrch.backbones import BackboneSpec, fingerprint
@@ -33,6 +35,16 @@ from vasrch.search_params import resolve_search_params
 from vasrch.training import catalog_labels, choose_k
 
 
+def _previous_catalog(cfg: Config) -> pd.DataFrame | None:
+    """LATEST's verified catalog table; None (every image hashed again, every image "new")
+    with a logged warning when LATEST is damaged."""
+    try:
+        return runs.previous_catalog(cfg.workspace)
+    except runs.RunError as err:
+        get_run_logger().warning("not using the previous run's catalog: %s", err)
+        return None
+
+
 def train_stage(
     cfg: Config,
     init_centroids: np.ndarray | None = None,
@@ -42,7 +54,7 @@ def train_stage(
     promoted to LATEST only if it passes them (else recorded as rejected, with the reason)."""
     timings: dict[str, float] = {}
     clock = time.perf_counter()
-    previous = runs.previous_catalog(cfg.workspace)
+    previous = _previous_catalog(cfg)
     catalog, summary = extract_stage(cfg, previous)
     timings["extract_s"] = time.perf_counter() - clock
 
