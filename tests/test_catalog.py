@@ -6,9 +6,9 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 from PIL import Image
 
+from tests.hostile import long_folder, without_read_override
 from vasrch.catalog import ScanOptions, diff_catalog, iter_image_files, scan_catalog, write_catalog
 from vasrch.hashing import sha256_file
 
@@ -94,15 +94,6 @@ print(json.dumps({"ids": list(scan.table["image_id"]),
 """
 
 
-def without_read_override(cmd: list[str]) -> list[str]:
-    """`cmd` run so that file permissions apply: root drops the capabilities that bypass them."""
-    if os.geteuid() != 0:
-        return cmd
-    if shutil.which("setpriv") is None:
-        pytest.skip("running as root without setpriv: cannot make a file unreadable")
-    return ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", *cmd]
-
-
 def test_unreadable_file_is_rejected_and_unreadable_folder_warned(tmp_path: Path) -> None:
     _img(tmp_path / "ok.png", (1, 2, 3))
     os.chmod(_img(tmp_path / "locked.png", (4, 5, 6)), 0)
@@ -167,7 +158,7 @@ def test_fifo_long_path_and_oversized_file_are_rejected_unread(tmp_path: Path) -
     huge = tmp_path / "huge.jpg"
     shutil.copy(good, huge)
     os.truncate(huge, 1_500_000_000)  # a valid image plus sparse padding, 1.5 GB
-    deep = _long_folder(tmp_path)
+    deep = long_folder(tmp_path)
     fd = os.open(".", os.O_RDONLY)
     try:
         os.chdir(deep)
@@ -185,25 +176,6 @@ def test_fifo_long_path_and_oversized_file_are_rejected_unread(tmp_path: Path) -
     [(long_id, reason)] = reasons.items()
     assert long_id.endswith("x" * 150 + ".png")
     assert reason.startswith("path longer than the system allows (")
-
-
-def _long_folder(root: Path) -> str:
-    """A folder whose path is 100 bytes under PATH_MAX, nested with relative steps (the kernel
-    refuses longer absolute paths)."""
-    limit = os.pathconf("/", "PC_PATH_MAX")
-    fd = os.open(".", os.O_RDONLY)
-    path = str(root)
-    try:
-        os.chdir(root)
-        while len(path) < limit - 100:
-            name = "d" * min(250, limit - 100 - len(path) - 1)
-            os.mkdir(name)
-            os.chdir(name)
-            path += "/" + name
-    finally:
-        os.fchdir(fd)
-        os.close(fd)
-    return path
 
 
 def test_rewrite_that_keeps_size_and_mtime_is_hashed_again(tmp_path: Path) -> None:
