@@ -197,3 +197,6 @@ def test_read_failures_cached_by_older_versions_are_retried(tmp_path: Path) -> N
     legacy.to_parquet(cache / "rejected-legacy.parquet", index=False)
     [chunk] = plan_chunks(table, cache, 1024)
     assert list(chunk["image_id"]) == [table["image_id"][0]]
+    retried = legacy.head(1).assign(reason="corrupt image: the retry decoded nothing")
+    retried.to_parquet(cache / "rejected-new.parquet", index=False)
+    assert plan_chunks(table, cache, 1024) == []

@@ -95,8 +95,9 @@ def read_rejections(cache_dir: Path) -> pd.DataFrame:
     frames = [pd.read_parquet(p) for p in FeatureCacheLayout(Path(cache_dir)).rejections()]
     if not frames:
         return pd.DataFrame(columns=REJECTION_COLUMNS)
-    table = pd.concat(frames, ignore_index=True).drop_duplicates("sha256")
-    return table[~table["reason"].str.startswith(_LEGACY_RETRIED)].reset_index(drop=True)
+    table = pd.concat(frames, ignore_index=True)
+    table = table[~table["reason"].str.startswith(_LEGACY_RETRIED)]
+    return table.drop_duplicates("sha256").reset_index(drop=True)
 
 
 def cached_hashes(cache_dir: Path) -> tuple[set[str], set[str]]:
