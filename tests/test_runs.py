@@ -66,6 +66,7 @@ def test_prune_keeps_newest_and_latest_and_live_staging(tmp_path: Path) -> None:
 
 def test_damaged_runs_are_listed_per_run_and_skipped_by_prune(tmp_path: Path, capsys) -> None:
     from vasrch.cli import main
+    from vasrch.search import open_run
 
     ids = [_run(tmp_path, str(i)) for i in range(5)]
     runs.set_latest(tmp_path, ids[4])
@@ -85,6 +86,8 @@ def test_damaged_runs_are_listed_per_run_and_skipped_by_prune(tmp_path: Path, ca
             "restore it or delete the run folder"
         )
     assert rows[ids[3]]["status"] == "complete" and rows[ids[4]]["latest"]
+    with pytest.raises(runs.RunError, match="no usable backbone"):
+        open_run(tmp_path, ids[4])  # artifacts verified, but no backbone to embed queries with
     assert runs.prune_runs(tmp_path, keep_last=1) == [ids[3]]
     assert sorted(p.name for p in folder.iterdir() if p.is_dir()) == [*ids[:3], ids[4]]
     assert main(["runs", "list", "-w", str(tmp_path)]) == 0

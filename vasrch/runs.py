@@ -230,11 +230,11 @@ def prune_runs(workspace: Path, keep_last: int, stale_staging_s: float = 6 * 360
 
 def require_backbone(manifest: dict[str, Any], expected_fingerprint: str) -> None:
     """Refuse a run built with another backbone than the one a config asks for."""
-    if manifest["fingerprint"] != expected_fingerprint:
+    if manifest.get("fingerprint") != expected_fingerprint:
         raise RunError(
-            f"run {manifest['run_id']} was built with backbone {manifest['fingerprint']}, but "
-            f"the config asks for {expected_fingerprint}; train a run with this config first, "
-            "or pass its own config"
+            f"run {manifest.get('run_id')} was built with backbone {manifest.get('fingerprint')}, "
+            f"but the config asks for {expected_fingerprint}; train a run with this config "
+            "first, or pass its own config"
         )
 
 
