@@ -89,7 +89,7 @@ def main() -> None:
         root = catalog_folder(dataset, args.limit, tmp)
         cache_dir = cache_dir_for(tmp / "workspace", backbone.fingerprint)
         cpu, wall = cpu_wall()
-        catalog = scan_catalog(root)
+        catalog = scan_catalog(root).table
         chunks = plan_chunks(catalog, cache_dir, args.shard_size)
         piped = np.subtract(cpu_wall(), (cpu, wall))
         scan_s = piped[1]

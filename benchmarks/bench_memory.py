@@ -63,7 +63,7 @@ def child_extract(root: Path, workspace: Path) -> dict[str, object]:
     backbone = load_backbone(BackboneSpec(), batch_size=32)
     ready = rss_mib()
     start = time.perf_counter()
-    catalog = scan_catalog(root)
+    catalog = scan_catalog(root).table
     cache_dir = cache_dir_for(workspace, backbone.fingerprint)
     results = [
         extract_chunk(c, backbone, cache_dir, 2) for c in plan_chunks(catalog, cache_dir, 1024)

@@ -95,7 +95,7 @@ def pipeline(root: Path, spec: object, batch_size: int, workspace: Path) -> tupl
     backbone.embed(np.zeros((batch_size, size, size, 3), dtype=np.uint8))
     cache_dir = cache_dir_for(workspace, backbone.fingerprint)
     start = time.perf_counter()
-    catalog = scan_catalog(root)
+    catalog = scan_catalog(root).table
     extracted = sum(
         extract_chunk(chunk, backbone, cache_dir).extracted
         for chunk in plan_chunks(catalog, cache_dir, shard_size=1024)

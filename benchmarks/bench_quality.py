@@ -82,7 +82,7 @@ def embed_split(folder: Path, workspace: Path) -> Split:
     from vasrch.features import cache_dir_for, extract_chunk, load_vectors, plan_chunks
 
     spec = BackboneSpec()
-    catalog = scan_catalog(folder)
+    catalog = scan_catalog(folder).table
     cache = cache_dir_for(workspace, fingerprint(spec))
     chunks = plan_chunks(catalog, cache, SHARD_SIZE)
     todo = sum(len(c) for c in chunks)

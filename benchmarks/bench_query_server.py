@@ -223,7 +223,7 @@ def main() -> None:
     run_id = ensure_run(args.workspace, args.dataset / "train")
     from vasrch.search import open_run
 
-    index = open_run(args.workspace, verify=False).index
+    index = open_run(args.workspace).index
     photos = sorted((args.dataset / "test").rglob("*.jpg"))
     images = [p.read_bytes() for p in photos]
     load = os.getloadavg()

@@ -1,5 +1,7 @@
 """The original library's sample code, verbatim, on generated images."""
 
+import json
+
 import joblib
 import pandas as pd
 import pytest
@@ -37,3 +39,30 @@ def test_sample_code_runs_verbatim(tmp_path, demo_catalog) -> None:
     assert similar_images[0] == image_path
     assert sum("/mug/" in p for p in similar_images) >= 4
     assert extract_features(image_folder, features_folder).reused == 48
+
+
+def test_search_refuses_an_index_folder_changed_after_training(tmp_path, demo_catalog) -> None:
+    from vasrch.hashing import IntegrityError
+
+    features = tmp_path / "features"
+    extract_features(demo_catalog, features, weights="none", image_size=32)
+    model, csv = tmp_path / "model.joblib", tmp_path / "clusters.csv"
+    train_clusters(features, model, csv, 4)
+    folder = tmp_path / "model.joblib.index"
+    hashes = json.loads((folder / "hashes.json").read_text())
+    assert {"centroids.npy", "vectors.npy", "index.json", "vasrch-features.json"} <= set(hashes)
+    query = next(demo_catalog.rglob("*.jpg"))
+    assert len(search_similar_images(query, model, csv, top_n=3)) == 3
+    centroids = folder / "centroids.npy"
+    original = centroids.read_bytes()
+    centroids.write_bytes(original[:-4] + b"\x00\x00\x80\x3f")
+    with pytest.raises(IntegrityError, match=r"centroids\.npy does not match its sha256"):
+        search_similar_images(query, model, csv)
+    centroids.write_bytes(original)
+    (folder / "extra.npy").write_bytes(b"planted")
+    with pytest.raises(IntegrityError, match=r"extra\.npy is not listed"):
+        search_similar_images(query, model, csv)
+    (folder / "extra.npy").unlink()
+    (folder / "hashes.json").unlink()
+    with pytest.raises(FileNotFoundError, match=r"hashes\.json is missing"):
+        search_similar_images(query, model, csv)

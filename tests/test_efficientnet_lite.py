@@ -22,7 +22,7 @@ from vasrch.backbones.efficientnet_lite import (
     lite0_weights_identity,
 )
 from vasrch.backbones.pth_reader import LEGACY_MAGIC_NUMBER, read_state_dict
-from vasrch.catalog import sha256_file
+from vasrch.hashing import sha256_file
 
 DATA = Path(__file__).parent / "data"
 

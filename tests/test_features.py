@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import yaml
@@ -22,6 +23,7 @@ from vasrch.features import (
     plan_chunks,
     read_rejections,
     shard_paths,
+    summarize,
 )
 
 SPEC = BackboneSpec()
@@ -33,7 +35,7 @@ def backbone():
 
 
 def _extract_all(root: Path, cache: Path, backbone, shard_size: int = 1024) -> None:
-    for rows in plan_chunks(scan_catalog(root), cache, shard_size):
+    for rows in plan_chunks(scan_catalog(root).table, cache, shard_size):
         extract_chunk(rows, backbone, cache)
 
 
@@ -42,7 +44,7 @@ def test_good_extracted_bad_rejected_with_reasons(tmp_path: Path, backbone) -> N
     bad = write_bad_images(tmp_path / "cat" / "bad")
     cache = tmp_path / "cache"
     _extract_all(tmp_path / "cat", cache, backbone, shard_size=7)
-    catalog = scan_catalog(tmp_path / "cat")
+    catalog = scan_catalog(tmp_path / "cat").table
     ids, vectors = load_vectors(cache, catalog)
     root = tmp_path / "cat"
     assert sorted(ids) == sorted(p.relative_to(root).as_posix() for p in good)
@@ -66,7 +68,7 @@ def test_rename_and_move_reuse_cache(tmp_path: Path, backbone) -> None:
     (root / "moved").mkdir()
     for i, p in enumerate(paths):
         shutil.move(p, root / "moved" / f"renamed-{i}{p.suffix}")
-    catalog = scan_catalog(root)
+    catalog = scan_catalog(root).table
     assert plan_chunks(catalog, cache, 1024) == []
     ids, _ = load_vectors(cache, catalog)
     assert len(ids) == 6 and all(i.startswith("moved/renamed-") for i in ids)
@@ -80,12 +82,12 @@ def test_duplicate_bytes_share_one_vector(tmp_path: Path, backbone) -> None:
     cache = tmp_path / "cache"
     _extract_all(root, cache, backbone)
     assert sum(len(t) for t in iter_shards(cache)) == 1
-    ids, vectors = load_vectors(cache, scan_catalog(root))
+    ids, vectors = load_vectors(cache, scan_catalog(root).table)
     assert len(ids) == 2 and np.array_equal(vectors[0], vectors[1])
 
 
 def test_vectors_do_not_depend_on_batching(tmp_path: Path, demo_catalog: Path) -> None:
-    catalog = scan_catalog(demo_catalog).head(20)
+    catalog = scan_catalog(demo_catalog).table.head(20)
     a, b = tmp_path / "a", tmp_path / "b"
     extract_chunk(catalog, load_backbone(SPEC, batch_size=8), a)
     for i in range(0, 20, 3):
@@ -146,3 +148,55 @@ def test_kill_minus_9_then_resume_equals_uninterrupted(tmp_path: Path, demo_cata
     assert set(resumed) == set(clean) and len(clean) == 48
     for sha, vec in clean.items():
         np.testing.assert_allclose(resumed[sha], vec, atol=1e-4)
+
+
+def test_read_failures_are_reported_not_cached_and_retried(tmp_path: Path, backbone) -> None:
+    root = tmp_path / "cat"
+    _, moved, edited, grown = write_good_images(root, n=4)
+    cache = tmp_path / "cache"
+    scan = scan_catalog(root)
+    original = edited.read_bytes()
+    edited.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))  # changed since the scan
+    shutil.move(moved, tmp_path / "away")  # gone since the scan: cannot be read
+    shutil.copy(grown, tmp_path / "grown-original")
+    os.truncate(grown, 2_000_000)  # grew past the limit since the scan
+    [chunk] = plan_chunks(scan.table, cache, 1024)
+    result = extract_chunk(chunk, backbone, cache, max_file_bytes=1_000_000)
+    assert result.extracted == 1 and result.rejected == 3
+    summary = summarize(scan, [result], cache, "fp", 1.0)
+    reasons = dict(zip(summary.rejections["image_id"], summary.rejections["reason"], strict=True))
+    ids = {p: p.relative_to(root).as_posix() for p in (moved, edited, grown)}
+    assert reasons[ids[edited]] == "file changed since the catalog scan; retried next run"
+    assert reasons[ids[moved]].startswith("cannot read file: No such file or directory")
+    assert "now over features.max_file_bytes 1000000" in reasons[ids[grown]]
+    assert summary.rejections["retry"].all()
+    assert (summary.seen, summary.new, summary.reused, summary.rejected) == (4, 1, 0, 3)
+    assert read_rejections(cache).empty  # nothing cached: the same bytes are tried again
+    edited.write_bytes(original)
+    shutil.move(tmp_path / "away", moved)
+    shutil.copy(tmp_path / "grown-original", grown)
+    [again] = plan_chunks(scan.table, cache, 1024)
+    assert set(again["image_id"]) == set(ids.values())
+    assert extract_chunk(again, backbone, cache).extracted == 3
+    assert plan_chunks(scan_catalog(root, previous=scan.table).table, cache, 1024) == []
+
+
+def test_read_failures_cached_by_older_versions_are_retried(tmp_path: Path) -> None:
+    root = tmp_path / "cat"
+    write_good_images(root, n=2)
+    table = scan_catalog(root).table
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    legacy = pd.DataFrame(
+        {
+            "sha256": table["sha256"],
+            "image_id": table["image_id"],
+            "reason": ["cannot read file: Permission denied", "corrupt image: broken"],
+        }
+    )
+    legacy.to_parquet(cache / "rejected-legacy.parquet", index=False)
+    [chunk] = plan_chunks(table, cache, 1024)
+    assert list(chunk["image_id"]) == [table["image_id"][0]]
+    retried = legacy.head(1).assign(reason="corrupt image: the retry decoded nothing")
+    retried.to_parquet(cache / "rejected-new.parquet", index=False)
+    assert plan_chunks(table, cache, 1024) == []

@@ -155,7 +155,7 @@ def test_calibration_without_held_out_photos_holds_for_new_photos(dataset, tmp_p
     backbone, cache = load_backbone(BackboneSpec()), tmp_path / "cache"
     embedded = []
     for folder in (catalog, new):
-        table = scan_catalog(folder)
+        table = scan_catalog(folder).table
         for rows in plan_chunks(table, cache, 256):
             extract_chunk(rows, backbone, cache)
         embedded.append((table, *load_vectors(cache, table)))

@@ -21,7 +21,7 @@ def test_real_photos_cluster_and_rank_by_class(dataset: Path, tmp_path: Path) ->
         for photo in sorted(class_dir.glob("*.jpg"))[:12]:
             (catalog_dir / class_dir.name).mkdir(parents=True, exist_ok=True)
             shutil.copy(photo, catalog_dir / class_dir.name / photo.name)
-    catalog = scan_catalog(catalog_dir)
+    catalog = scan_catalog(catalog_dir).table
     cache = tmp_path / "cache"
     backbone = load_backbone(BackboneSpec())
     for rows in plan_chunks(catalog, cache, 64):

@@ -108,7 +108,7 @@ def test_use_runner_outside_a_flow_is_an_error():
 def test_task_arguments_survive_pickling(demo_catalog):
     """What Dask ships to workers: chunk frames, the backbone spec, the features config, the
     chunk result, cluster-id lists and str paths."""
-    catalog = scan_catalog(demo_catalog)
+    catalog = scan_catalog(demo_catalog).table
     features = FeaturesConfig(shard_size=8)
     chunks = plan_chunks(catalog, demo_catalog / "no-cache-here", features.shard_size)
     assert len(chunks) == 6

@@ -1,7 +1,10 @@
+import json
 import os
 import time
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from vasrch import runs
@@ -24,6 +27,9 @@ def test_run_appears_only_when_complete_and_ids_sort_by_time(tmp_path: Path) -> 
     assert runs.list_runs(tmp_path) == []
     with pytest.raises(runs.RunError, match="not found or incomplete"):
         runs.resolve_run(tmp_path, run_id)
+    with pytest.raises(runs.RunError, match="no artifacts"):
+        runs.complete_run(staging, {"k": 2})
+    (staging / "model.joblib").write_bytes(b"model")
     final = runs.complete_run(staging, {"k": 2})
     assert final.name == run_id and not staging.exists()
     manifest = runs.read_manifest(final)
@@ -104,3 +110,63 @@ def test_a_second_writer_waits_then_fails_naming_the_holder(tmp_path: Path) -> N
         holder.wait()
     with workspace_lock(tmp_path, "after the holder died", timeout_s=5.0):
         pass
+
+
+def test_damaged_runs_are_listed_per_run_and_skipped_by_prune(tmp_path: Path, capsys) -> None:
+    from vasrch.cli import main
+    from vasrch.search import open_run
+
+    ids = [_run(tmp_path, str(i)) for i in range(5)]
+    runs.set_latest(tmp_path, ids[4])
+    folder = runs.runs_dir(tmp_path)
+    (folder / ids[0] / "manifest.json").write_text('{"run_id": "x", "artifacts": {')
+    manifest = json.loads((folder / ids[1] / "manifest.json").read_text())
+    (folder / ids[1] / "manifest.json").write_text(json.dumps({**manifest, "artifacts": {}}))
+    del manifest["artifacts"]
+    (folder / ids[2] / "manifest.json").write_text(json.dumps(manifest))
+    rows = {r["run_id"]: r for r in runs.list_runs(tmp_path)}
+    assert len(rows) == 5
+    assert rows[ids[0]]["status"].startswith(f"damaged: {folder / ids[0] / 'manifest.json'}")
+    assert "not valid JSON" in rows[ids[0]]["status"]
+    for damaged in ids[1:3]:
+        assert rows[damaged]["status"] == (
+            f"damaged: {folder / damaged / 'manifest.json'}: damaged (it lists no artifacts); "
+            "restore it or delete the run folder"
+        )
+    assert rows[ids[3]]["status"] == "complete" and rows[ids[4]]["latest"]
+    with pytest.raises(runs.RunError, match="no usable backbone"):
+        open_run(tmp_path, ids[4])  # artifacts verified, but no backbone to embed queries with
+    assert runs.prune_runs(tmp_path, keep_last=1) == [ids[3]]
+    assert sorted(p.name for p in folder.iterdir() if p.is_dir()) == [*ids[:3], ids[4]]
+    assert main(["runs", "list", "-w", str(tmp_path)]) == 0
+    assert main(["runs", "show", ids[0], "-w", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "manifest.json: damaged (not valid JSON" in err
+
+
+def test_previous_catalog_and_warm_start_read_only_verified_bytes(tmp_path: Path) -> None:
+    from vasrch.config import ClusteringConfig
+    from vasrch.promotion import warm_start
+
+    staging = runs.start_run(tmp_path, runs.new_run_id())
+    pd.DataFrame({"image_id": ["a.jpg"], "sha256": ["0" * 64]}).to_parquet(
+        staging / "catalog.parquet"
+    )
+    (staging / "index").mkdir()
+    np.save(staging / "index" / "centroids.npy", np.eye(2, dtype=np.float32))
+    config = {"clustering": {"n_components": None}, "search": {"centre": True}}
+    final = runs.complete_run(staging, {"k": 2, "fingerprint": "fp", "config": config})
+    runs.set_latest(tmp_path, final.name)
+    clustering = ClusteringConfig(num_clusters=2)
+    assert list(runs.previous_catalog(tmp_path)["image_id"]) == ["a.jpg"]
+    start = warm_start(tmp_path, "fp", clustering, centre=True)
+    assert start.centroids.shape == (2, 2) and start.problem is None
+    pd.DataFrame({"image_id": ["b.jpg"], "sha256": ["1" * 64]}).to_parquet(
+        final / "catalog.parquet"
+    )
+    with pytest.raises(runs.RunError, match=r"catalog\.parquet does not match its sha256"):
+        runs.previous_catalog(tmp_path)
+    np.save(final / "index" / "centroids.npy", 2 * np.eye(2, dtype=np.float32))
+    cold = warm_start(tmp_path, "fp", clustering, centre=True)
+    assert cold.centroids is None and cold.previous_run == final.name
+    assert "centroids.npy does not match its sha256" in cold.problem

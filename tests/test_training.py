@@ -106,8 +106,10 @@ def test_sweep_values_clamped_with_a_warning() -> None:
     diag = DiagnosticsConfig(k_min=2, k_max=40, k_step=1, max_clusters=100)
     with pytest.warns(UserWarning, match="not below the number of images"):
         assert sweep_values(diag, 10) == list(range(2, 10))
-    with pytest.raises(ValueError, match="no k to sweep"):
-        sweep_values(DiagnosticsConfig(k_min=5), 4)
+    assert sweep_values(DiagnosticsConfig(k_min=5), 4) == []  # too few images to sweep
+    with pytest.warns(UserWarning) as caught:
+        assert sweep_values(DiagnosticsConfig(k_min=20), 10) == [9]
+    assert any("k_min (20) is above the largest k" in str(w.message) for w in caught)
 
 
 def test_choose_k_auto_and_clamp() -> None:

@@ -23,8 +23,9 @@ from vasrch.clustering import plot_sweep
 from vasrch.config import ClusteringConfig, DiagnosticsConfig
 from vasrch.features import ExtractSummary, extract_chunk, load_vectors, plan_chunks, summarize
 from vasrch.fileio import atomic_path, write_text_atomic
+from vasrch.hashing import IntegrityError, check_hashes, folder_hashes
 from vasrch.index import load_index, save
-from vasrch.layout import SavedFeaturesLayout, saved_index_dir
+from vasrch.layout import SavedFeaturesLayout, SavedIndexLayout, saved_index
 from vasrch.search import embed_files
 from vasrch.search_params import resolve_search_params
 from vasrch.training import diagnose, fit_index
@@ -46,24 +47,26 @@ def extract_features(
 
     `model` is efficientnet_lite0 (default) or a keras.applications name; further keyword
     arguments are BackboneSpec fields (weights, layer, pooling, image_size). Only images not
-    already in `save_to` are extracted. Returns the counts (seen, new, reused, rejected).
+    already in `save_to` are extracted. Returns the counts (seen, new, reused, rejected) and
+    every rejected image with its reason (`summary.rejections`).
     """
     start = time.perf_counter()
     spec = BackboneSpec(name=model, **features)
     fp = fingerprint(spec)
     saved = SavedFeaturesLayout(Path(save_to))
     cache = saved.cache(fp).root
-    catalog = scan_catalog(img_folder)
+    scan = scan_catalog(img_folder)
     backbone = load_backbone(spec)
-    results = [extract_chunk(rows, backbone, cache) for rows in plan_chunks(catalog, cache, 1024)]
-    write_catalog(catalog, saved.catalog)
+    chunks = plan_chunks(scan.table, cache, 1024)
+    results = [extract_chunk(rows, backbone, cache) for rows in chunks]
+    write_catalog(scan.table, saved.catalog)
     meta = {
         "catalog_root": str(Path(img_folder).resolve()),
         "fingerprint": fp,
         "backbone": asdict(spec),
     }
     write_text_atomic(saved.meta, json.dumps(meta, indent=2))
-    return summarize(catalog, results, cache, fp, time.perf_counter() - start)
+    return summarize(scan, results, cache, fp, time.perf_counter() - start)
 
 
 def _features(features_folder: str | Path) -> tuple[dict, pd.DataFrame, object, object]:
@@ -108,19 +111,48 @@ def train_clusters(
     num_clusters: int,
 ) -> None:
     """Fit KMeans with `num_clusters`; write the fitted scikit-learn model (joblib) at
-    `model_filename`, the search index beside it (<model_filename>.index/), and a CSV of each
-    image (relative path with extension) and its cluster."""
+    `model_filename`, the search index beside it (<model_filename>.index/, with the sha256 of
+    each of its files written last), and a CSV of each image (relative path with extension)
+    and its cluster."""
     meta, _, ids, vectors = _features(features_folder)
     index, model = fit_index(ids, vectors, num_clusters, meta["fingerprint"], ClusteringConfig())
     model_filename = Path(model_filename)
     with atomic_path(model_filename) as tmp:
         joblib.dump(model, tmp)
-    folder = save(index, saved_index_dir(model_filename))
-    write_text_atomic(SavedFeaturesLayout(folder).meta, json.dumps(meta, indent=2))
+    saved = saved_index(model_filename)
+    saved.hashes.unlink(missing_ok=True)
+    save(index, saved.root)
+    write_text_atomic(saved.meta, json.dumps(meta, indent=2))
+    hashes = folder_hashes(saved.root, skip=[saved.hashes])
+    write_text_atomic(saved.hashes, json.dumps(hashes, indent=2))
     table = pd.DataFrame({"image": index.ids, "cluster": index.labels})
     table = table.sort_values(["cluster", "image"], ignore_index=True)
     with atomic_path(csv_filename) as tmp:
         table.to_csv(tmp, index=False)
+
+
+def _verify_saved_index(saved: SavedIndexLayout, model_filename: str | Path) -> None:
+    """Check every file of the index folder against hashes.json (none missing, none added)."""
+    if not saved.hashes.is_file():
+        raise FileNotFoundError(
+            f"no verifiable search index beside {model_filename} ({saved.hashes} is missing); "
+            "train it with train_clusters(...)"
+        )
+    try:
+        recorded = json.loads(saved.hashes.read_text(encoding="utf-8"))
+        if not isinstance(recorded, dict) or saved.meta.name not in recorded:
+            raise IntegrityError(f"{saved.hashes.name} lists no {saved.meta.name}")
+        present = {
+            p.relative_to(saved.root).as_posix()
+            for p in saved.root.rglob("*")
+            if p.is_file() and p != saved.hashes
+        }
+        check_hashes(saved.root, recorded, sorted(present | set(recorded)))
+    except (ValueError, IntegrityError) as err:
+        raise IntegrityError(
+            f"search index {saved.root} is damaged or was changed after train_clusters wrote "
+            f"it ({err}); train it again with train_clusters(...)"
+        ) from None
 
 
 def search_similar_images(
@@ -133,14 +165,10 @@ def search_similar_images(
     """The top_n catalog images most similar to `image_path`, best first, as file paths. The
     clusters come from the CSV's model (`csv_file` names the images train_clusters listed);
     `probes` nearest clusters are searched (default: vasrch.search_params' rule)."""
-    folder = saved_index_dir(Path(model_filename))
-    meta_path = SavedFeaturesLayout(folder).meta
-    if not meta_path.is_file():
-        raise FileNotFoundError(
-            f"no search index beside {model_filename}; train it with train_clusters(...)"
-        )
-    meta = json.loads(meta_path.read_text())
-    index = load_index(folder, expected_fingerprint=meta["fingerprint"])
+    saved = saved_index(Path(model_filename))
+    _verify_saved_index(saved, model_filename)
+    meta = json.loads(saved.meta.read_text(encoding="utf-8"))
+    index = load_index(saved.root, expected_fingerprint=meta["fingerprint"])
     listed = set(pd.read_csv(csv_file)["image"])
     backbone = load_backbone(BackboneSpec(**meta["backbone"]))
     vectors, _, bad = embed_files([image_path], backbone)

@@ -69,6 +69,7 @@ def bulk_neighbours_for_clusters(
     rows = np.concatenate(
         [np.arange(index.offsets[c], index.offsets[c + 1]) for c in clusters] or [[]]
     ).astype(np.int64)
+    top_n = min(top_n, max(index.n, 1))  # as search_rows caps it
     nbr_rows = np.empty((len(rows), top_n), dtype=np.int64)
     scores = np.empty((len(rows), top_n), dtype=np.float32)
     for start in range(0, len(rows), block_rows):

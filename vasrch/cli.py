@@ -107,19 +107,30 @@ def _print_table(rows: list[dict[str, Any]], title: str | None = None) -> None:
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
-    """`vasrch extract`: run the extract flow, then print its summary, the rejected images and the
-    feature cache folder; returns 0."""
+    """`vasrch extract`: run the extract flow, then print its summary, this catalog's rejected
+    images (each with its reason and whether the next run tries it again), the folders the scan
+    left out (on stderr) and the feature cache folder; returns 0."""
     cfg = _config(args)
+    from vasrch.features import cache_dir_for
     from vasrch.orchestration.flows.extract import extract_flow
 
     with _progress_bar(not args.no_progress):
         summary = extract_flow(str(Path(args.config).resolve()), _overrides(args.set))
+    rejections = summary.pop("rejections")
+    warnings = summary.pop("warnings")
     _print_table([{"": k, "value": v} for k, v in summary.items()], "extraction")
-    from vasrch.features import cache_dir_for, read_rejections
-
-    rejections = read_rejections(cache_dir_for(cfg.workspace, summary["fingerprint"]))
-    if len(rejections):
-        _print_table(rejections[["image_id", "reason"]].to_dict("records"), "rejected images")
+    if rejections:
+        rows = [
+            {
+                "image_id": r["image_id"],
+                "reason": r["reason"],
+                "next run": "retried" if r["retry"] else "kept rejected",
+            }
+            for r in rejections
+        ]
+        _print_table(rows, "rejected images")
+    for warning in warnings:
+        print(f"vasrch: warning: {warning}", file=sys.stderr)
     print(f"features: {cache_dir_for(cfg.workspace, summary['fingerprint'])}")
     return 0
 
@@ -243,7 +254,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
         folder = runs.resolve_run(workspace, args.run)
         manifest = runs.read_manifest(folder, verify=True)
         manifest.pop("artifacts")
-        manifest.pop("config")
+        manifest.pop("config", None)
         print(json.dumps(manifest, indent=2))
         print(f"artifacts verified: {folder}")
     elif args.action == "promote":

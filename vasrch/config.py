@@ -38,6 +38,11 @@ class CatalogConfig(_Section):
     labels_csv: Path | None = Field(
         None, description="Optional CSV (image_id,label) for precision@k; default: folder names."
     )
+    follow_external_symlinks: bool = Field(
+        False,
+        description="Follow symlinks that resolve outside `path`; by default an image symlink "
+        "leading out is rejected and a folder one skipped with a warning, neither opened.",
+    )
 
 
 class FeaturesConfig(_Section):
@@ -60,6 +65,11 @@ class FeaturesConfig(_Section):
     mixed_precision: bool = Field(False, description="float16 compute on a GPU.")
     device: Literal["auto", "cpu", "gpu"] = "auto"
     max_pixels: int = Field(89_478_485, ge=1, description="Decompression-bomb limit.")
+    max_file_bytes: int = Field(
+        50_000_000,
+        ge=1,
+        description="Catalog files larger than this are rejected before any byte is read.",
+    )
 
 
 class DiagnosticsConfig(_Section):

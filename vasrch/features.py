@@ -16,7 +16,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from vasrch.catalog import DEFAULT_MAX_FILE_BYTES, Scan
 from vasrch.fileio import atomic_path
+from vasrch.hashing import TooLargeError, read_bounded
 from vasrch.images import Decoded, Rejection, decode_image
 from vasrch.layout import FeatureCacheLayout, WorkspaceLayout
 
@@ -24,22 +26,29 @@ if TYPE_CHECKING:
     from vasrch.backbones import Backbone
 
 REJECTION_COLUMNS = ["sha256", "image_id", "reason"]
+SUMMARY_REJECTION_COLUMNS = ["image_id", "reason", "retry"]
+# Reasons that older versions cached although the same bytes may pass later: read as retried.
+_LEGACY_RETRIED = ("cannot read file", "file changed since the catalog scan")
 ProgressFn = Callable[[int], None]
 
 
 @dataclass(frozen=True)
 class ChunkResult:
-    """What one extraction chunk wrote."""
+    """What one extraction chunk wrote, and the rows it could not read this time (sha256,
+    image_id, reason): those are not cached, so the next run tries them again."""
 
     extracted: int
     rejected: int
     shard: str | None
     seconds: float
+    retry: tuple[tuple[str, str, str], ...] = ()
 
 
 @dataclass
 class ExtractSummary:
-    """Counts of one extraction over a catalog."""
+    """Counts of one extraction over a catalog; `rejections` holds every rejected image of it
+    (image_id, reason, retry: whether the next run tries it again) and `warnings` the folders
+    the scan left out."""
 
     seen: int
     new: int
@@ -49,6 +58,7 @@ class ExtractSummary:
     fingerprint: str
     cache_dir: Path
     rejections: pd.DataFrame = field(repr=False)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def images_per_s(self) -> float:
@@ -80,11 +90,14 @@ def shard_paths(cache_dir: Path) -> list[Path]:
 
 
 def read_rejections(cache_dir: Path) -> pd.DataFrame:
-    """Every recorded rejection of this cache: sha256, image_id, reason."""
+    """Every permanent rejection recorded in this cache (bytes that are not a decodable image):
+    sha256, image_id, reason."""
     frames = [pd.read_parquet(p) for p in FeatureCacheLayout(Path(cache_dir)).rejections()]
     if not frames:
         return pd.DataFrame(columns=REJECTION_COLUMNS)
-    return pd.concat(frames, ignore_index=True).drop_duplicates("sha256")
+    table = pd.concat(frames, ignore_index=True)
+    table = table[~table["reason"].str.startswith(_LEGACY_RETRIED)]
+    return table.drop_duplicates("sha256").reset_index(drop=True)
 
 
 def cached_hashes(cache_dir: Path) -> tuple[set[str], set[str]]:
@@ -104,18 +117,34 @@ def plan_chunks(catalog: pd.DataFrame, cache_dir: Path, shard_size: int) -> list
     return [todo.iloc[i : i + shard_size] for i in range(0, len(todo), shard_size)]
 
 
-def _load_one(path: str, sha256: str, size: int, max_pixels: int) -> Decoded | Rejection:
+def _load_one(
+    path: str, sha256: str, size: int, max_pixels: int, max_file_bytes: int
+) -> Decoded | Rejection:
+    """Read (bounded), check against the scanned sha256, decode. Read errors and bytes changed
+    since the scan are retried by the next run; only a decode failure of the scanned bytes is
+    permanent."""
     try:
-        data = Path(path).read_bytes()
+        data = read_bounded(path, max_file_bytes)
+    except TooLargeError:
+        return Rejection(
+            f"file changed since the catalog scan (now over features.max_file_bytes "
+            f"{max_file_bytes}); retried next run",
+            retry=True,
+        )
     except OSError as err:
-        return Rejection(f"cannot read file: {err.strerror or err}")
+        return Rejection(f"cannot read file: {err.strerror or err}; retried next run", retry=True)
     if hashlib.sha256(data).hexdigest() != sha256:
-        return Rejection("file changed since the catalog scan; run again")
+        return Rejection("file changed since the catalog scan; retried next run", retry=True)
     return decode_image(data, size, max_pixels)
 
 
 def _decoded_batches(
-    rows: pd.DataFrame, size: int, batch_size: int, workers: int, max_pixels: int
+    rows: pd.DataFrame,
+    size: int,
+    batch_size: int,
+    workers: int,
+    max_pixels: int,
+    max_file_bytes: int,
 ) -> Iterator[list[tuple[tuple[str, str, str], Decoded | Rejection]]]:
     """Decode in a thread pool, up to two batches ahead of the consumer (the model)."""
     items: Iterable[tuple[str, str, str]] = rows[["image_id", "path", "sha256"]].itertuples(
@@ -127,7 +156,8 @@ def _decoded_batches(
 
         def fill() -> None:
             while len(pending) < 2 * batch_size and (item := next(it, None)) is not None:
-                pending.append((item, pool.submit(_load_one, item[1], item[2], size, max_pixels)))
+                future = pool.submit(_load_one, item[1], item[2], size, max_pixels, max_file_bytes)
+                pending.append((item, future))
 
         fill()
         while pending:
@@ -162,8 +192,10 @@ def extract_chunk(
     decode_workers: int = 2,
     max_pixels: int = 89_478_485,
     on_batch: ProgressFn | None = None,
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
 ) -> ChunkResult:
-    """Decode, embed and write one shard (plus its rejections) atomically."""
+    """Decode, embed and write one shard (plus its permanent rejections) atomically; rows that
+    could not be read this time come back in `retry` and are not cached."""
     start = time.perf_counter()
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -172,10 +204,16 @@ def extract_chunk(
     sizes: list[tuple[int, int]] = []
     vectors: list[np.ndarray] = []
     rejected: list[tuple[str, str, str]] = []
+    retry: list[tuple[str, str, str]] = []
     size = backbone.spec.input_size
-    for batch in _decoded_batches(rows, size, backbone.batch_size, decode_workers, max_pixels):
+    batches = _decoded_batches(
+        rows, size, backbone.batch_size, decode_workers, max_pixels, max_file_bytes
+    )
+    for batch in batches:
         good = [(item, d) for item, d in batch if isinstance(d, Decoded)]
-        rejected += [(item[2], item[0], d.reason) for item, d in batch if isinstance(d, Rejection)]
+        for item, d in batch:
+            if isinstance(d, Rejection):
+                (retry if d.retry else rejected).append((item[2], item[0], d.reason))
         if good:
             vectors.append(backbone.embed(np.stack([d.pixels for _, d in good])))
             ids += [item[0] for item, _ in good]
@@ -194,7 +232,11 @@ def extract_chunk(
             table = _shard_table(ids, shas, sizes, np.concatenate(vectors))
             pq.write_table(table, tmp, use_dictionary=False)  # every value is unique
     return ChunkResult(
-        len(ids), len(rejected), shard.name if shard else None, time.perf_counter() - start
+        len(ids),
+        len(rejected) + len(retry),
+        shard.name if shard else None,
+        time.perf_counter() - start,
+        tuple(retry),
     )
 
 
@@ -234,26 +276,37 @@ def load_vectors(cache_dir: Path, catalog: pd.DataFrame) -> tuple[np.ndarray, np
 
 
 def summarize(
-    catalog: pd.DataFrame,
+    scan: Scan,
     results: list[ChunkResult],
     cache_dir: Path,
     fingerprint: str,
     seconds: float,
 ) -> ExtractSummary:
-    """Counts for a catalog after its chunks ran: new, reused from the cache, rejected."""
-    rejections = read_rejections(cache_dir)
-    rejected_shas = set(rejections["sha256"])
-    is_rejected = catalog["sha256"].isin(rejected_shas)
+    """Counts for a scanned catalog after its chunks ran: new, reused from the cache, and
+    rejected, with every rejected image and its reason: by the scan and by this run's reads
+    (retried next run), and by the cache (bytes that do not decode; permanent)."""
+    catalog = scan.table[["image_id", "sha256"]]
+    cached = read_rejections(cache_dir).drop(columns="image_id")
+    retried = pd.DataFrame([r for res in results for r in res.retry], columns=REJECTION_COLUMNS)
+    retried = retried.drop_duplicates("sha256").drop(columns="image_id")
+    rejections = pd.concat(
+        [
+            catalog.merge(cached, on="sha256").assign(retry=False),
+            catalog.merge(retried, on="sha256").assign(retry=True),
+            scan.rejected.assign(retry=True),
+        ],
+        ignore_index=True,
+    )[SUMMARY_REJECTION_COLUMNS].sort_values("image_id", ignore_index=True)
     new = sum(r.extracted for r in results)
-    mine = rejections[rejections["sha256"].isin(catalog["sha256"])].drop(columns="image_id")
-    mine = catalog[["image_id", "sha256"]].merge(mine, on="sha256")
+    in_table = int(rejections["image_id"].isin(catalog["image_id"]).sum())
     return ExtractSummary(
-        seen=len(catalog),
+        seen=len(catalog) + len(scan.rejected),
         new=new,
-        reused=int((~is_rejected).sum()) - new,
-        rejected=int(is_rejected.sum()),
+        reused=len(catalog) - in_table - new,
+        rejected=len(rejections),
         seconds=seconds,
         fingerprint=fingerprint,
         cache_dir=Path(cache_dir),
-        rejections=mine[["image_id", "reason"]],
+        rejections=rejections,
+        warnings=list(scan.warnings),
     )

@@ -26,7 +26,8 @@ Decoding rules (the contract other modules rely on):
 - Truncated files are rejected (``ImageFile.LOAD_TRUNCATED_IMAGES`` is never set).
 
 Every problem with the data becomes a ``Rejection``; only bad arguments (``ValueError``) and
-programming errors propagate.
+programming errors propagate. A rejection of the bytes themselves is permanent; one that may
+pass with the same bytes (a read error, memory) has ``retry=True``.
 """
 
 from __future__ import annotations
@@ -36,10 +37,11 @@ import os
 import re
 import struct
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+from vasrch.hashing import read_bounded
 
 #: File extensions (lower-case, with the leading dot, as ``Path.suffix.lower()`` gives them)
 #: that a catalog scan treats as images.
@@ -94,9 +96,12 @@ class Decoded:
 
 @dataclass(frozen=True)
 class Rejection:
-    """Why an input could not be decoded, in a short human sentence."""
+    """Why an input could not be decoded, in a short human sentence. `retry` is True when the
+    problem may pass with the same bytes (the file could not be read, memory ran out): such a
+    rejection is reported but not remembered, so the next run tries again."""
 
     reason: str
+    retry: bool = False
 
 
 class _Unsupported(Exception):
@@ -130,7 +135,7 @@ def decode_image(
     except _Unsupported as e:
         return Rejection(f"unsupported mode {e}")
     except MemoryError:
-        return Rejection("out of memory while decoding")
+        return Rejection("out of memory while decoding", retry=True)
     except _DATA_ERRORS as e:
         message = str(e) or type(e).__name__
         if isinstance(e, EOFError) or "truncated" in message.lower():
@@ -154,9 +159,9 @@ def _read(data: bytes | str | os.PathLike[str]) -> bytes | Rejection:
     if isinstance(data, (bytes, bytearray, memoryview)):
         return bytes(data)
     try:
-        return Path(data).read_bytes()
+        return read_bounded(data)
     except OSError as e:
-        return Rejection(f"cannot read file: {e.strerror or e}")
+        return Rejection(f"cannot read file: {e.strerror or e}", retry=True)
 
 
 def _unidentified_reason(raw: bytes) -> str:

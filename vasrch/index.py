@@ -43,8 +43,9 @@ AUGMENT_PROBES = 8  # clusters searched for each vector's neighbours in database
 @dataclass(frozen=True, eq=False)
 class SearchResult:
     """Ranked answers, best first: `ids` (q, top_n) object array of str, `scores` (q, top_n)
-    float32 cosine similarities. A query with fewer than top_n answers (small probed clusters,
-    tiny catalog) is padded at the end with id "" and score -inf."""
+    float32 cosine similarities; top_n is at most the number of indexed images. A query with
+    fewer answers (small probed clusters, itself excluded) is padded at the end with id "" and
+    score -inf."""
 
     ids: np.ndarray
     scores: np.ndarray
@@ -209,11 +210,13 @@ class SearchIndex:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Search with queries already in the index space; return stored rows and scores.
 
-        Rows are (q, top_n) int64, -1 where padded; `exclude_rows` (q,) is one stored row per
-        query to leave out (-1 for none). Queries are processed `block_rows` at a time.
+        Rows are (q, min(top_n, n)) int64, -1 where padded: no request allocates more than the
+        index holds. `exclude_rows` (q,) is one stored row per query to leave out (-1 for none).
+        Queries are processed `block_rows` at a time.
         """
         _check_positive("top_n", top_n)
         _check_positive("probes", probes)
+        top_n = min(top_n, max(self.n, 1))
         q = queries.shape[0]
         rows = np.empty((q, top_n), dtype=np.int64)
         scores = np.empty((q, top_n), dtype=np.float32)

@@ -176,6 +176,21 @@ class SavedFeaturesLayout:
         return FeatureCacheLayout(self.root / fingerprint)
 
 
-def saved_index_dir(model_filename: Path) -> Path:
+@dataclass(frozen=True)
+class SavedIndexLayout:
+    """<model_filename>.index/: the search index train_clusters saves beside the model (the
+    files of IndexLayout), what it was built from, and the sha256 of each file."""
+
+    root: Path
+    meta = Entry("vasrch-features.json", "catalog root, backbone and its fingerprint")
+    hashes = Entry("hashes.json", "sha256 of every other file of the folder; written last")
+
+    @property
+    def index(self) -> IndexLayout:
+        """The index files, which sit in the folder itself."""
+        return IndexLayout(self.root)
+
+
+def saved_index(model_filename: Path) -> SavedIndexLayout:
     """<model_filename>.index/: the search index train_clusters saves beside the model."""
-    return model_filename.with_name(model_filename.name + ".index")
+    return SavedIndexLayout(model_filename.with_name(model_filename.name + ".index"))

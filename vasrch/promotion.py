@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ import numpy as np
 
 from vasrch.config import ClusteringConfig, GatesConfig
 from vasrch.layout import WorkspaceLayout
-from vasrch.runs import latest_run_id, read_manifest
+from vasrch.runs import RunError, latest_run_id, read_artifact, read_manifest
 
 
 def gate_failure(gates: GatesConfig, manifest: dict[str, Any]) -> str | None:
@@ -53,14 +54,33 @@ def gate_failure(gates: GatesConfig, manifest: dict[str, Any]) -> str | None:
 
 @dataclass(frozen=True)
 class WarmStart:
-    """The LATEST run (None before the first) and its centroids when they fit the new run."""
+    """The LATEST run (None before the first), its verified centroids when they fit the new run,
+    and why none are used when LATEST could not be read (damaged or tampered)."""
 
     previous_run: str | None
     centroids: np.ndarray | None
+    problem: str | None = None
 
-    def applied(self, new_centroids_shape: tuple[int, ...]) -> bool:
-        """Whether KMeans really started from these centroids (same k and dimensions)."""
-        return self.centroids is not None and self.centroids.shape == new_centroids_shape
+    def applied(self, k: int) -> bool:
+        """Whether KMeans really started from these centroids (same k; the space is the same)."""
+        return self.centroids is not None and self.centroids.shape[0] == k
+
+
+def _setting(manifest: dict[str, Any], section: str, name: str) -> Any:
+    """A field of the run's recorded config, or None when the manifest lacks it."""
+    config = manifest.get("config")
+    values = config.get(section) if isinstance(config, dict) else None
+    return values.get(name) if isinstance(values, dict) else None
+
+
+def _same_space(
+    manifest: dict[str, Any], fingerprint: str, clustering: ClusteringConfig, centre: bool
+) -> bool:
+    return (
+        manifest.get("fingerprint") == fingerprint
+        and _setting(manifest, "clustering", "n_components") == clustering.n_components
+        and bool(_setting(manifest, "search", "centre")) == centre
+    )
 
 
 def warm_start(
@@ -68,18 +88,21 @@ def warm_start(
 ) -> WarmStart:
     """LATEST's centroids when they can warm-start this config's KMeans: same backbone, same
     PCA and centring settings, and the same k unless k is `auto` (the suggestion is only known
-    during training; centroids of another k are then ignored by KMeans with a warning)."""
+    during training; centroids of another k are then ignored by KMeans with a warning). The
+    centroids are read once and checked against LATEST's manifest; a damaged or tampered LATEST
+    gives a cold start with the reason in `problem`."""
     latest = latest_run_id(workspace)
     if latest is None:
         return WarmStart(None, None)
     run = WorkspaceLayout(Path(workspace)).run(latest)
-    manifest = read_manifest(run.root, verify=False)
-    k = clustering.num_clusters
-    same_space = (
-        manifest.get("fingerprint") == fingerprint
-        and manifest["config"]["clustering"]["n_components"] == clustering.n_components
-        and manifest["config"]["search"].get("centre", False) == centre
-    )
-    if not same_space or (k != "auto" and k != manifest.get("k")):
-        return WarmStart(latest, None)
-    return WarmStart(latest, np.load(run.index.centroids, allow_pickle=False))
+    try:
+        manifest = read_manifest(run.root, verify=False)
+        k = clustering.num_clusters
+        if not _same_space(manifest, fingerprint, clustering, centre) or (
+            k != "auto" and k != manifest.get("k")
+        ):
+            return WarmStart(latest, None)
+        data = read_artifact(run.root, manifest, run.index.centroids)
+        return WarmStart(latest, np.load(io.BytesIO(data), allow_pickle=False))
+    except (RunError, ValueError) as err:
+        return WarmStart(latest, None, str(err))

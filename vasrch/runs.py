@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 import re
 import shutil
@@ -14,8 +15,9 @@ from typing import Any
 
 import pandas as pd
 
-from vasrch.catalog import STATUSES, sha256_file
+from vasrch.catalog import STATUSES
 from vasrch.fileio import finish_staging, start_staging, write_text_atomic
+from vasrch.hashing import IntegrityError, check_hashes, folder_hashes, read_verified
 from vasrch.layout import STAGING_PREFIX, RunLayout, WorkspaceLayout
 
 PACKAGES = (
@@ -34,7 +36,7 @@ RUN_ID = re.compile(r"[0-9A-Za-z][0-9A-Za-z_-]*")
 
 
 class RunError(RuntimeError):
-    """A run that is missing, incomplete or tampered with."""
+    """A run that is missing, incomplete, damaged or tampered with."""
 
 
 def runs_dir(workspace: Path) -> Path:
@@ -64,23 +66,18 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def _artifact_hashes(folder: Path) -> dict[str, str]:
-    return {
-        p.relative_to(folder).as_posix(): sha256_file(p)
-        for p in sorted(folder.rglob("*"))
-        if p.is_file() and p != RunLayout(folder).manifest
-    }
-
-
 def complete_run(staging: Path, manifest: dict[str, Any]) -> Path:
     """Hash every artifact, write manifest.json, and rename the folder to its final name."""
     run_id = staging.name.removeprefix(STAGING_PREFIX)
+    artifacts = folder_hashes(staging, skip=[RunLayout(staging).manifest])
+    if not artifacts:
+        raise RunError(f"{staging} holds no artifacts: nothing to complete")
     full = {
         "run_id": run_id,
         "completed": dt.datetime.now(dt.timezone.utc).isoformat(),
         "versions": package_versions(),
         **manifest,
-        "artifacts": _artifact_hashes(staging),
+        "artifacts": artifacts,
     }
     write_text_atomic(RunLayout(staging).manifest, json.dumps(full, indent=2, default=str))
     return finish_staging(staging, staging.parent / run_id)
@@ -132,21 +129,59 @@ def resolve_run(workspace: Path, run: str | None = None) -> Path:
     return folder
 
 
+def _damaged(path: Path, what: str) -> RunError:
+    return RunError(f"{path}: damaged ({what}); restore it or delete the run folder")
+
+
 def read_manifest(run_folder: Path, verify: bool = True) -> dict[str, Any]:
-    """The run's manifest; with `verify`, every artifact's sha256 is checked."""
+    """The run's manifest, which must list the run's artifacts; with `verify`, every
+    artifact's sha256 is checked. RunError names the file when it is damaged."""
     path = RunLayout(run_folder).manifest
-    manifest = json.loads(path.read_text())
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RunError(f"{path} is missing: the run is incomplete or damaged") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise _damaged(path, f"cannot be read: {err}") from None
+    except json.JSONDecodeError as err:
+        raise _damaged(path, f"not valid JSON: {err}") from None
+    if not isinstance(manifest, dict):
+        raise _damaged(path, "not a JSON object")
+    artifacts = manifest.get("artifacts")
+    if not isinstance(artifacts, dict) or not artifacts:
+        raise _damaged(path, "it lists no artifacts")
+    if not all(isinstance(v, str) for v in artifacts.values()):
+        raise _damaged(path, "an artifact has no sha256")
     if verify:
-        for rel, expected in manifest["artifacts"].items():
-            p = run_folder / rel
-            if not p.is_file():
-                raise RunError(f"run {run_folder.name}: artifact {rel} is missing")
-            if sha256_file(p) != expected:
-                raise RunError(
-                    f"run {run_folder.name}: artifact {rel} does not match its sha256 in "
-                    f"{path.name} (changed after the run completed); retrain or restore it"
-                )
+        verify_artifacts(run_folder, manifest)
     return manifest
+
+
+def _tampered(run_folder: Path, err: IntegrityError) -> RunError:
+    return RunError(
+        f"run {run_folder.name}: {err} in {RunLayout(run_folder).manifest.name} (changed after "
+        "the run completed); retrain or restore it"
+    )
+
+
+def verify_artifacts(
+    run_folder: Path, manifest: dict[str, Any], names: list[str] | None = None
+) -> None:
+    """Check the sha256 of the artifacts `names` lists (default: all) against the manifest."""
+    try:
+        check_hashes(run_folder, manifest["artifacts"], names)
+    except IntegrityError as err:
+        raise _tampered(run_folder, err) from None
+
+
+def read_artifact(run_folder: Path, manifest: dict[str, Any], path: Path) -> bytes:
+    """The bytes of one artifact of a run, read once and checked against the manifest."""
+    try:
+        return read_verified(
+            run_folder, manifest["artifacts"], path.relative_to(run_folder).as_posix()
+        )
+    except IntegrityError as err:
+        raise _tampered(run_folder, err) from None
 
 
 def headline_figures(metrics: dict[str, float]) -> dict[str, float | None]:
@@ -160,27 +195,42 @@ def headline_figures(metrics: dict[str, float]) -> dict[str, float | None]:
     }
 
 
+def _run_row(folder: Path, latest: str | None) -> dict[str, Any]:
+    """One row of the runs table; a damaged run gets status "damaged: <why>"."""
+    try:
+        m = read_manifest(folder, verify=False)
+    except RunError as err:
+        m = {"status": f"damaged: {err}"}
+    counts = m.get("counts")
+    metrics = m.get("metrics")
+    return {
+        "run_id": folder.name,
+        "latest": folder.name == latest,
+        "status": m.get("status", "complete"),
+        "k": m.get("k"),
+        "images": counts.get("indexed") if isinstance(counts, dict) else None,
+        **headline_figures(metrics if isinstance(metrics, dict) else {}),
+    }
+
+
 def list_runs(workspace: Path) -> list[dict[str, Any]]:
-    """Complete runs, oldest first, with their id, status, k and headline metrics."""
+    """Every run folder, oldest first, with its id, status, k and headline metrics; a damaged
+    one (manifest missing, not JSON, listing no artifacts) is listed with status "damaged: ..."
+    naming its manifest, so one bad folder never hides the others."""
     latest = latest_run_id(workspace)
-    out = []
     folder = runs_dir(workspace)
     if not folder.is_dir():
-        return out
-    for p in sorted(folder.iterdir()):
-        if p.is_dir() and RunLayout(p).manifest.is_file():
-            m = read_manifest(p, verify=False)
-            out.append(
-                {
-                    "run_id": p.name,
-                    "latest": p.name == latest,
-                    "status": m.get("status", "complete"),
-                    "k": m.get("k"),
-                    "images": m.get("counts", {}).get("indexed"),
-                    **headline_figures(m.get("metrics", {})),
-                }
-            )
-    return out
+        return []
+    return [
+        _run_row(p, latest)
+        for p in sorted(folder.iterdir())
+        if p.is_dir() and not p.name.startswith(".")
+    ]
+
+
+def is_damaged(row: dict[str, Any]) -> bool:
+    """Whether a row of `list_runs` is a damaged run."""
+    return str(row["status"]).startswith("damaged")
 
 
 def prune_runs(workspace: Path, keep_last: int, stale_query_s: float = 3600) -> list[str]:
@@ -189,7 +239,7 @@ def prune_runs(workspace: Path, keep_last: int, stale_query_s: float = 3600) -> 
     workspace lock: a run staging folder then belongs to a writer that is gone. Damaged run
     folders are left for a person to look at. Returns the removed names."""
     latest = latest_run_id(workspace)
-    runs = [r["run_id"] for r in list_runs(workspace)]
+    runs = [r["run_id"] for r in list_runs(workspace) if not is_damaged(r)]
     doomed = [runs_dir(workspace) / r for r in runs[: max(0, len(runs) - keep_last)] if r != latest]
     doomed += [p for p in runs_dir(workspace).glob(f"{STAGING_PREFIX}*") if p.is_dir()]
     cutoff = time.time() - stale_query_s
@@ -205,29 +255,34 @@ def prune_runs(workspace: Path, keep_last: int, stale_query_s: float = 3600) -> 
 
 def require_backbone(manifest: dict[str, Any], expected_fingerprint: str) -> None:
     """Refuse a run built with another backbone than the one a config asks for."""
-    if manifest["fingerprint"] != expected_fingerprint:
+    if manifest.get("fingerprint") != expected_fingerprint:
         raise RunError(
-            f"run {manifest['run_id']} was built with backbone {manifest['fingerprint']}, but "
-            f"the config asks for {expected_fingerprint}; train a run with this config first, "
-            "or pass its own config"
+            f"run {manifest.get('run_id')} was built with backbone {manifest.get('fingerprint')}, "
+            f"but the config asks for {expected_fingerprint}; train a run with this config "
+            "first, or pass its own config"
         )
 
 
 def previous_catalog(workspace: Path) -> pd.DataFrame | None:
-    """The catalog table of the LATEST run, if any (for incremental scans and diffs)."""
+    """The catalog table of the LATEST run (for incremental scans and diffs), checked against
+    the run's manifest; None before the first run, RunError when LATEST is damaged."""
     latest = latest_run_id(workspace)
     if latest is None:
         return None
-    path = WorkspaceLayout(Path(workspace)).run(latest).catalog
-    return pd.read_parquet(path) if path.is_file() else None
+    run = WorkspaceLayout(Path(workspace)).run(latest)
+    manifest = read_manifest(run.root, verify=False)
+    return pd.read_parquet(io.BytesIO(read_artifact(run.root, manifest, run.catalog)))
 
 
-def run_counts(table: pd.DataFrame, indexed: int, rejected: int, new: int, reused: int) -> dict:
-    """The manifest's counts: catalog size, indexed, rejected, extracted and reused images,
-    and how many images are new, changed, unchanged or gone since the last run (`table` is the
-    catalog diffed against the previous run's)."""
+def run_counts(
+    table: pd.DataFrame, indexed: int, seen: int, rejected: int, new: int, reused: int
+) -> dict:
+    """The manifest's counts: catalog size (`seen`: every image file found, scanned or not),
+    indexed, rejected, extracted and reused images, and how many scanned images are new,
+    changed, unchanged or gone since the last run (`table` is the catalog diffed against the
+    previous run's)."""
     return {
-        "catalog": int((table["status"] != "gone").sum()),
+        "catalog": seen,
         "indexed": indexed,
         "rejected": rejected,
         "extracted_new": new,

@@ -15,7 +15,7 @@ from vasrch.config import SearchConfig
 from vasrch.images import Decoded, Rejection, decode_image
 from vasrch.index import SearchIndex, SearchResult, load_index
 from vasrch.layout import RunLayout
-from vasrch.runs import read_manifest, resolve_run
+from vasrch.runs import RunError, read_manifest, resolve_run
 from vasrch.search_params import SearchParams, resolve_search_params
 
 RESULT_COLUMNS = ["query", "rank", "image_id", "path", "score"]
@@ -100,18 +100,21 @@ class Searcher:
 
 
 def open_run(
-    workspace: Path,
-    run: str | None = None,
-    verify: bool = True,
-    search: SearchConfig | None = None,
+    workspace: Path, run: str | None = None, search: SearchConfig | None = None
 ) -> Searcher:
-    """Load a complete run (LATEST by default), checking its artifacts' hashes; `search` is the
-    config section whose top_n and probes apply when a search names none."""
+    """Load a complete run (LATEST by default), always checking its artifacts' hashes first;
+    `search` is the config section whose top_n and probes apply when a search names none."""
     folder = resolve_run(workspace, run)
     layout = RunLayout(folder)
-    manifest = read_manifest(folder, verify=verify)
-    spec = BackboneSpec(**manifest["backbone"])
-    index = load_index(layout.index.root, expected_fingerprint=manifest["fingerprint"])
+    manifest = read_manifest(folder, verify=True)
+    try:
+        spec = BackboneSpec(**manifest["backbone"])
+        fingerprint = str(manifest["fingerprint"])
+    except (KeyError, TypeError) as err:
+        raise RunError(
+            f"{layout.manifest}: damaged (no usable backbone or fingerprint: {err}); retrain"
+        ) from None
+    index = load_index(layout.index.root, expected_fingerprint=fingerprint)
     catalog = pd.read_parquet(layout.catalog, columns=["image_id", "path"])
     paths = catalog.set_index("image_id")["path"]
     return Searcher(folder, manifest, index, spec, paths, search or SearchConfig())

@@ -93,7 +93,7 @@ def load_served(workspace: Path, run: str | None, search: SearchConfig | None = 
     """Load and verify a run, build its backbone for single images, and answer one warm-up query
     so that the first real request pays no tracing or lazy-initialisation cost; `search` sets
     top_n and probes when a request names none."""
-    searcher = open_run(workspace, run, verify=True, search=search)
+    searcher = open_run(workspace, run, search=search)
     backbone = searcher.backbone(batch_size=1)
     size = backbone.spec.input_size
     vectors = backbone.embed(np.zeros((1, size, size, 3), dtype=np.uint8))

@@ -41,10 +41,16 @@ class Diagnostics:
     note: str | None = None
 
 
+MIN_SWEEP_IMAGES = 6  # fewer images: no sweep; one cluster (exact search) is the index
+
+
 def sweep_values(diag: DiagnosticsConfig, n: int, max_clusters: int | None = None) -> list[int]:
     """The k values to sweep for n vectors: k_min..k_max by k_step, capped by max_clusters and
     n - 1. `auto` bounds grow with the catalog as IVF practice does (sqrt(n) to 4 sqrt(n)), and
-    an auto step keeps about 16 values, the upper end included."""
+    an auto step keeps about 16 values, the upper end included. Empty below MIN_SWEEP_IMAGES
+    vectors; a k_min above the largest possible k is lowered to it with a warning."""
+    if n < MIN_SWEEP_IMAGES:
+        return []
     root = math.sqrt(n)
     cap = min(max_clusters or diag.max_clusters, diag.max_clusters)
     top = min(round(4 * root) if diag.k_max == "auto" else diag.k_max, cap)
@@ -56,13 +62,15 @@ def sweep_values(diag: DiagnosticsConfig, n: int, max_clusters: int | None = Non
         )
         top = n - 1
     low = diag.k_min if diag.k_min != "auto" else min(max(2, round(root)), top)
+    if low > top:
+        warnings.warn(
+            f"clustering.diagnostics.k_min ({low}) is above the largest k the sweep can use "
+            f"for {n} images ({top}); sweeping k = {top} only",
+            stacklevel=2,
+        )
+        low = top
     step = diag.k_step if diag.k_step != "auto" else max(1, math.ceil((top - low) / 15))
     ks = list(range(low, top + 1, step))
-    if not ks:
-        raise ValueError(
-            f"no k to sweep between k_min={low} and {top} for {n} images; "
-            "lower clustering.diagnostics.k_min or add images"
-        )
     if diag.k_step == "auto" and ks[-1] != top:
         ks.append(top)
     return ks
@@ -89,7 +97,8 @@ def diagnose(
 ) -> Diagnostics:
     """Sweep k on a seeded sample of at most `diag.sample` vectors, in PCA space when asked
     (`diag.n_components`, else the clustering's `n_components`; skipped when the vectors have
-    no more dimensions than that)."""
+    no more dimensions than that). Below MIN_SWEEP_IMAGES vectors nothing is swept and the
+    suggestion is k = 1: one cluster, so every search is exact."""
     x = vectors
     if len(x) > diag.sample:
         x = x[sample_queries(len(x), diag.sample, seed)]
@@ -97,6 +106,12 @@ def diagnose(
     if n_components and n_components < min(x.shape):
         x = fit_pca(x, n_components, seed).transform(x)
     ks = sweep_values(diag, len(x))
+    if not ks:
+        note = (
+            f"{len(x)} images are too few to sweep k (it takes {MIN_SWEEP_IMAGES}); suggested "
+            "k = 1: one cluster, so every search is exact"
+        )
+        return Diagnostics(pd.DataFrame(columns=["k", "inertia", "silhouette"]), 1, "none", note)
     # one BLAS/OpenMP thread: on a busy 2-core machine their threads spin against each other
     # (the sweep on clothing-small took 63 s with the defaults, 19 s with one thread)
     with threadpool_limits(1):

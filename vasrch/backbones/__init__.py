@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from vasrch.catalog import sha256_file
+from vasrch.hashing import sha256_file
 from vasrch.quiet import native_stderr_quiet
 
 PREPROCESSING_VERSION = "v1-pil-bilinear-square"

@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 
 from vasrch.backbones.pth_reader import read_state_dict
-from vasrch.catalog import sha256_file
 from vasrch.fileio import atomic_path
+from vasrch.hashing import sha256_file
 
 LITE0_INPUT_SIZE = 224
 LITE0_FEATURE_DIM = 1280

@@ -10,6 +10,7 @@ import pandas as pd
 from prefect import flow, unmapped
 
 from vasrch.backbones import BackboneSpec, fingerprint
+from vasrch.catalog import Scan, ScanOptions
 from vasrch.config import Config, FeaturesConfig, load_config
 from vasrch.features import ChunkResult, ExtractSummary, cache_dir_for, summarize
 from vasrch.orchestration.naming import run_name
@@ -23,43 +24,55 @@ from vasrch.orchestration.tasks.extract import (
 from vasrch.workspace_lock import workspace_lock
 
 
+def scan_options(cfg: Config) -> ScanOptions:
+    """How the config's folders are scanned: the file size limit and the symlink rule."""
+    return ScanOptions(cfg.features.max_file_bytes, cfg.catalog.follow_external_symlinks)
+
+
 def embed_folder(
     folder: Path,
     features: FeaturesConfig,
     cache_dir: str,
+    options: ScanOptions,
     demo: bool = False,
     previous: pd.DataFrame | None = None,
-) -> tuple[pd.DataFrame, list[ChunkResult]]:
+) -> tuple[Scan, list[ChunkResult]]:
     """Scan a folder, then extract what the feature cache lacks, chunks mapped as tasks."""
-    table = scan_catalog_task(folder, demo, previous)
-    chunks = plan_chunks_task(table, cache_dir, features.shard_size)
+    scan = scan_catalog_task(folder, options, demo, previous)
+    chunks = plan_chunks_task(scan.table, cache_dir, features.shard_size)
     spec = BackboneSpec.from_config(features)
     futures = extract_chunk_task.map(
         chunks, unmapped(spec), unmapped(features), unmapped(cache_dir)
     )
-    return table, futures.result()
+    return scan, futures.result()
 
 
 def extract_stage(
     cfg: Config, previous: pd.DataFrame | None = None
 ) -> tuple[pd.DataFrame, ExtractSummary]:
-    """Scan, then extract what is missing, chunks mapped as tasks; returns (catalog, summary)."""
+    """Scan, then extract what is missing, chunks mapped as tasks; returns (catalog table of
+    the scanned images, summary)."""
     start = time.perf_counter()
     fp = fingerprint(BackboneSpec.from_config(cfg.features))
     cache_dir = str(cache_dir_for(cfg.workspace, fp))
-    catalog, results = embed_folder(
-        cfg.catalog.path, cfg.features, cache_dir, cfg.catalog.demo, previous
+    scan, results = embed_folder(
+        cfg.catalog.path, cfg.features, cache_dir, scan_options(cfg), cfg.catalog.demo, previous
     )
-    summary = summarize(catalog, results, cache_dir, fp, time.perf_counter() - start)
+    summary = summarize(scan, results, cache_dir, fp, time.perf_counter() - start)
     publish_extract_summary(summary)
-    return catalog, summary
+    return scan.table, summary
 
 
 @flow(name="extract", flow_run_name=run_name("extract"))
 def extract_flow(config_path: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Turn the configured catalog folder into feature shards in the workspace."""
+    """Turn the configured catalog folder into feature shards in the workspace; returns the
+    counts, every rejected image (image_id, reason, retry) and the scan's folder warnings."""
     cfg = load_config(config_path, overrides)
     lock = workspace_lock(cfg.workspace, "extract flow", cfg.runs.lock_timeout_s)
     with lock, use_runner(cfg.runner):
         _, summary = extract_stage(cfg)
-    return summary.as_dict()
+    return {
+        **summary.as_dict(),
+        "rejections": summary.rejections.to_dict("records"),
+        "warnings": summary.warnings,
+    }

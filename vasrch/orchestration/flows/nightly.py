@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 from prefect.logging import get_run_logger
@@ -14,7 +12,6 @@ from prefect.states import Failed, State
 from vasrch import runs
 from vasrch.backbones import BackboneSpec, fingerprint
 from vasrch.config import load_config
-from vasrch.layout import RunLayout
 from vasrch.orchestration.flows.train import train_stage
 from vasrch.orchestration.naming import run_name
 from vasrch.orchestration.task_runners import use_runner
@@ -70,12 +67,11 @@ def nightly_flow(
     fp = fingerprint(BackboneSpec.from_config(cfg.features))
     with workspace_lock(cfg.workspace, "nightly flow", cfg.runs.lock_timeout_s):
         start = warm_start(cfg.workspace, fp, cfg.clustering, cfg.search.centre)
+        if start.problem:
+            logger.warning("cold start: %s", start.problem)
         with use_runner(cfg.runner):
             result = train_stage(cfg, init_centroids=start.centroids, gates=cfg.nightly.gates)
-        centroids = RunLayout(Path(result["run_dir"])).index.centroids
-        result["warm_start"] = start.applied(
-            np.load(centroids, mmap_mode="r", allow_pickle=False).shape
-        )
+        result["warm_start"] = start.applied(result["k"])
         result["previous_run"] = start.previous_run
         result["pruned"] = runs.prune_runs(cfg.workspace, cfg.runs.keep_last)
     if result["promoted"]:

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from prefect import flow
+from prefect.logging import get_run_logger
 
 from vasrch import runs
 from vasrch.backbones import BackboneSpec, fingerprint
@@ -19,7 +20,7 @@ from vasrch.features import ExtractSummary, cache_dir_for
 from vasrch.fileio import write_text_atomic
 from vasrch.layout import RunLayout
 from vasrch.orchestration.flows.bulk import bulk_stage
-from vasrch.orchestration.flows.extract import embed_folder, extract_stage
+from vasrch.orchestration.flows.extract import embed_folder, extract_stage, scan_options
 from vasrch.orchestration.naming import run_name
 from vasrch.orchestration.task_runners import use_runner
 from vasrch.orchestration.tasks.train import (
@@ -38,6 +39,16 @@ from vasrch.training import catalog_labels, choose_k
 from vasrch.workspace_lock import workspace_lock
 
 
+def _previous_catalog(cfg: Config) -> pd.DataFrame | None:
+    """LATEST's verified catalog table; None (every image hashed again, every image "new")
+    with a logged warning when LATEST is damaged."""
+    try:
+        return runs.previous_catalog(cfg.workspace)
+    except runs.RunError as err:
+        get_run_logger().warning("not using the previous run's catalog: %s", err)
+        return None
+
+
 def train_stage(
     cfg: Config,
     init_centroids: np.ndarray | None = None,
@@ -47,7 +58,7 @@ def train_stage(
     promoted to LATEST only if it passes them (else recorded as rejected, with the reason)."""
     timings: dict[str, float] = {}
     clock = time.perf_counter()
-    previous = runs.previous_catalog(cfg.workspace)
+    previous = _previous_catalog(cfg)
     catalog, summary = extract_stage(cfg, previous)
     timings["extract_s"] = time.perf_counter() - clock
     run_id = runs.new_run_id()
@@ -95,8 +106,12 @@ def _build_run(
     held_out = None
     if cfg.evaluation.queries is not None:
         cache_dir = str(cache_dir_for(cfg.workspace, fp))
-        queries, _ = embed_folder(cfg.evaluation.queries, cfg.features, cache_dir)
-        held_out = held_out_task(queries, catalog, cache_dir, cfg.evaluation.queries_labels_csv)
+        queries, _ = embed_folder(
+            cfg.evaluation.queries, cfg.features, cache_dir, scan_options(cfg)
+        )
+        held_out = held_out_task(
+            queries.table, catalog, cache_dir, cfg.evaluation.queries_labels_csv
+        )
     labels = catalog_labels(catalog, cfg.catalog.labels_csv)
     evaluation = evaluate_task(index, ids, vectors, labels, cfg.search, cfg.evaluation, held_out)
     metrics = evaluation.metrics
@@ -121,7 +136,9 @@ def _build_run(
         timings["bulk_s"] = time.perf_counter() - clock
     report_task(str(staging.root), catalog, diag, index.k, evaluation, f"vasrch run {run_id}")
 
-    counts = runs.run_counts(table, len(ids), summary.rejected, summary.new, summary.reused)
+    counts = runs.run_counts(
+        table, len(ids), summary.seen, summary.rejected, summary.new, summary.reused
+    )
     manifest = runs.run_manifest(
         config=cfg.model_dump(mode="json"),
         backbone=asdict(spec),

@@ -12,27 +12,39 @@ from prefect.logging import get_run_logger
 
 from vasrch import progress
 from vasrch.backbones import BackboneSpec, load_backbone
-from vasrch.catalog import scan_catalog
+from vasrch.catalog import Scan, ScanOptions, scan_catalog
 from vasrch.config import FeaturesConfig
 from vasrch.features import ChunkResult, ExtractSummary, extract_chunk, plan_chunks
 
 
 @task(name="scan-catalog", cache_policy=NO_CACHE)
 def scan_catalog_task(
-    folder: Path, demo: bool = False, previous: pd.DataFrame | None = None
-) -> pd.DataFrame:
-    """Generate the demo catalog when asked and missing, then scan and hash the folder."""
+    folder: Path,
+    options: ScanOptions,
+    demo: bool = False,
+    previous: pd.DataFrame | None = None,
+) -> Scan:
+    """Generate the demo catalog when asked and missing, then scan and hash the folder; logs
+    each image the scan rejects and each folder it leaves out."""
     logger = get_run_logger()
     if demo:
         from vasrch.demo import generate_demo_catalog
 
         count = generate_demo_catalog(folder)
         logger.info("demo catalog ready: %d images in %s", count, folder)
-    table = scan_catalog(folder, previous)
-    logger.info("scanned %s: %d images", folder, len(table))
-    if table.empty:
-        raise ValueError(f"no images found under {folder} (png, jpg, jpeg, gif, bmp, tiff, webp)")
-    return table
+    scan = scan_catalog(folder, previous, options)
+    for warning in scan.warnings:
+        logger.warning("%s", warning)
+    for row in scan.rejected.itertuples(index=False):
+        logger.warning("rejected %s: %s", row.image_id, row.reason)
+    logger.info("scanned %s: %d images, %d rejected", folder, len(scan.table), len(scan.rejected))
+    if scan.table.empty:
+        found = f"no readable images found under {folder} (png, jpg, jpeg, gif, bmp, tiff, webp)"
+        if len(scan.rejected):
+            first = scan.rejected.iloc[0]
+            found += f"; {len(scan.rejected)} rejected, e.g. {first.image_id}: {first.reason}"
+        raise ValueError(found)
+    return scan
 
 
 @task(name="plan-extraction", cache_policy=NO_CACHE)
@@ -63,6 +75,7 @@ def extract_chunk_task(
         features.decode_workers,
         features.max_pixels,
         on_batch=lambda n: progress.report("extract", n),
+        max_file_bytes=features.max_file_bytes,
     )
     get_run_logger().info(
         "shard %s: %d vectors, %d rejected, %.1f images/s",
@@ -75,12 +88,14 @@ def extract_chunk_task(
 
 
 def publish_extract_summary(summary: ExtractSummary) -> None:
-    """A table artifact with the counts and one row per rejected image."""
+    """A table artifact with the counts, one row per rejected image (marked when the next run
+    tries it again) and one per folder warning."""
     rows = [{"metric": k, "value": str(v)} for k, v in summary.as_dict().items()]
     rows += [
-        {"metric": f"rejected: {r.image_id}", "value": r.reason}
+        {"metric": f"rejected: {r.image_id}", "value": r.reason + (" [retried]" if r.retry else "")}
         for r in summary.rejections.itertuples(index=False)
     ]
+    rows += [{"metric": "warning", "value": w} for w in summary.warnings]
     create_table_artifact(
         key="extract-summary", table=rows, description="Feature extraction summary"
     )

@@ -1,0 +1,95 @@
+"""Catalogs of 2 to 5 images train, publish and answer queries; top_n never exceeds the index."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from tests.imagefactory import picture
+from vasrch.orchestration.flows.train import train_flow
+from vasrch.search import open_run
+
+
+def _catalog(folder: Path, n: int) -> Path:
+    rng = np.random.default_rng(n)
+    for i in range(n):
+        path = folder / f"class{i % 2}" / f"item{i}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        picture(rng).save(path)
+    return folder
+
+
+def _config(root: Path, n: int, **clustering) -> Path:
+    config = {
+        "catalog": {"path": str(_catalog(root / "catalog", n))},
+        "workspace": str(root / "workspace"),
+        "features": {"weights": "none", "image_size": 32},
+        "clustering": clustering,
+    }
+    path = root / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture(scope="module")
+def three(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    config = _config(tmp_path_factory.mktemp("three"), 3)
+    return config, train_flow(str(config))
+
+
+def test_three_images_with_auto_k_make_one_exact_cluster(three) -> None:
+    _, result = three
+    assert result["promoted"], result["reason"]
+    assert (result["suggested_k"], result["k"]) == (1, 1)
+    assert "too few to sweep k" in result["sweep_note"]
+    assert result["metrics"]["recall_at_10"] == 1.0
+    searcher = open_run(Path(result["run_dir"]).parents[1])
+    found = searcher.search_ids(list(searcher.index.ids), top_n=10)
+    assert found.ids.shape == (3, 3) and (found.ids[:, :2] != "").all()
+
+
+def test_two_images_with_two_clusters_skip_the_sweep(tmp_path: Path) -> None:
+    result = train_flow(str(_config(tmp_path, 2, num_clusters=2)))
+    assert result["promoted"] and result["k"] == 2
+    assert result["counts"]["indexed"] == 2
+
+
+def test_cli_query_with_a_huge_top_n_answers_at_most_the_catalog(three) -> None:
+    config, _ = three
+    query = next((config.parent / "catalog").rglob("*.jpg"))
+    command = ["query", str(query), "-c", str(config), "--top-n", "1000000000", "--format", "json"]
+    start = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "vasrch.cli", *command],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = json.loads(done.stdout)
+    assert [r["rank"] for r in rows] == [1, 2, 3]
+    assert time.perf_counter() - start < 120
+
+
+def test_a_tampered_latest_catalog_is_not_trusted(three, tmp_path: Path) -> None:
+    config, result = three
+    shutil.copytree(config.parent, tmp_path, dirs_exist_ok=True)
+    copy = yaml.safe_load(config.read_text())
+    copy["catalog"]["path"] = str(tmp_path / "catalog")
+    copy["workspace"] = str(tmp_path / "workspace")
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(copy))
+    latest = tmp_path / "workspace" / "runs" / result["run_id"] / "catalog.parquet"
+    table = pd.read_parquet(latest)
+    table.assign(sha256="f" * 64).to_parquet(latest)  # would make every image "changed"
+    again = train_flow(str(tmp_path / "config.yaml"))
+    assert again["promoted"] and again["counts"]["new"] == 3  # previous catalog ignored
+    assert again["counts"]["changed"] == 0
