@@ -3,6 +3,7 @@ starts them, and `prefect deploy` with deployments/prefect.yaml."""
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import shutil
@@ -287,6 +288,23 @@ def test_train_started_through_the_api_publishes_latest(served, trained):
     assert runs.latest_run_id(workspace) == trained["run_id"] == run_dir.name
     assert runs.read_manifest(run_dir)["counts"]["indexed"] == 48
     assert trained["extract"]["new"] == 48
+    # the artifacts point into the published run: the plot is in the UI itself, the report's
+    # link opens (served read-only by vasrch serve)
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    keys = ["elbow-silhouette-plot", "run-report"]
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys))
+        )
+    by_key = {a.key: a for a in found}
+    plot = base64.b64encode((run_dir / "diagnostics" / "elbow_silhouette.png").read_bytes())
+    assert f"data:image/png;base64,{plot.decode()}" in by_key["elbow-silhouette-plot"].data
+    link = re.search(r"\((http://[^)]+)\)", by_key["run-report"].data).group(1)
+    assert link.endswith(f"/runs/{run_dir.name}/report.html")
+    with urllib.request.urlopen(link, timeout=10) as response:
+        assert response.read() == (run_dir / "report.html").read_bytes()
 
 
 @pytest.mark.server
@@ -464,6 +482,8 @@ def test_prefect_deploy_all_registers_the_yaml_deployments_and_a_worker_runs_the
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
 
     stop(served.process)  # it would pick up runs of the same deployments too
+    nightly = read_deployments()["nightly"]  # stopping vasrch serve leaves the schedule on
+    assert not nightly.paused and all(s.active for s in nightly.schedules)
     prefect("work-pool", "create", "vasrch", "--type", "process", "--overwrite")
     prefect("--no-prompt", "deploy", "--all", "--prefect-file", str(PREFECT_YAML))
     deployments = read_deployments()
