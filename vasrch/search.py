@@ -15,7 +15,7 @@ from vasrch.config import SearchConfig
 from vasrch.images import Decoded, Rejection, decode_image
 from vasrch.index import SearchIndex, SearchResult, load_index
 from vasrch.layout import RunLayout
-from vasrch.runs import read_manifest, resolve_run
+from vasrch.runs import RunError, read_manifest, resolve_run
 from vasrch.search_params import SearchParams, resolve_search_params
 
 RESULT_COLUMNS = ["query", "rank", "image_id", "path", "score"]
@@ -104,16 +104,25 @@ def open_run(
     run: str | None = None,
     verify: bool = True,
     search: SearchConfig | None = None,
+    in_memory: bool = False,
 ) -> Searcher:
     """Load a complete run (LATEST by default), checking its artifacts' hashes; `search` is the
-    config section whose top_n and probes apply when a search names none."""
+    config section whose top_n and probes apply when a search names none.
+
+    With `in_memory`, the vectors are read into memory rather than memory-mapped, and (with
+    `verify`) the hashes are checked again once everything is loaded: what the searcher holds
+    is then the verified run, whatever happens to its files afterwards."""
     folder = resolve_run(workspace, run)
     layout = RunLayout(folder)
     manifest = read_manifest(folder, verify=verify)
     spec = BackboneSpec(**manifest["backbone"])
-    index = load_index(layout.index.root, expected_fingerprint=manifest["fingerprint"])
+    index = load_index(
+        layout.index.root, expected_fingerprint=manifest["fingerprint"], mmap=not in_memory
+    )
     catalog = pd.read_parquet(layout.catalog, columns=["image_id", "path"])
     paths = catalog.set_index("image_id")["path"]
+    if in_memory and verify and read_manifest(folder, verify=True) != manifest:
+        raise RunError(f"run {folder.name}: manifest.json changed while the run was loading")
     return Searcher(folder, manifest, index, spec, paths, search or SearchConfig())
 
 
