@@ -21,7 +21,7 @@ import yaml
 
 from vasrch import runs
 from vasrch.orchestration.flows.train import train_flow
-from vasrch.server import QueryServer, make_server
+from vasrch.service.runner import QueryServer, make_server
 
 MAX_UPLOAD = 200_000
 
