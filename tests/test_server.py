@@ -508,6 +508,12 @@ def test_keep_alive_survives_a_refused_upload(server: QueryServer) -> None:
         conn.close()
 
 
+def test_listening_socket_lets_asyncio_turn_nagle_off(server: QueryServer) -> None:
+    """asyncio sets TCP_NODELAY on accepted connections only when the socket's proto is TCP;
+    without it every answer waited ~40 ms for the client's delayed ACK."""
+    assert server.socket.proto == socket.IPPROTO_TCP
+
+
 def test_405_names_the_allowed_methods_and_preflight_needs_cors(server: QueryServer) -> None:
     status, headers, body = exchange(server, "DELETE", "/query")
     assert status == 405 and headers["allow"] == "GET, POST"
