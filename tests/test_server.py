@@ -508,10 +508,21 @@ def test_keep_alive_survives_a_refused_upload(server: QueryServer) -> None:
         conn.close()
 
 
-def test_listening_socket_lets_asyncio_turn_nagle_off(server: QueryServer) -> None:
-    """asyncio sets TCP_NODELAY on accepted connections only when the socket's proto is TCP;
-    without it every answer waited ~40 ms for the client's delayed ACK."""
-    assert server.socket.proto == socket.IPPROTO_TCP
+def test_answers_do_not_wait_for_delayed_acks(server: QueryServer) -> None:
+    """Nagle's algorithm is off: with it, an answer's body (a second write) waited for the
+    client's delayed ACK, about 40 ms, on every request of a keep-alive connection."""
+    host, port = server.server_address[:2]
+    conn = http.client.HTTPConnection(host, port, timeout=60)
+    ms = []
+    try:
+        for _ in range(21):
+            start = time.perf_counter()
+            conn.request("GET", "/health")
+            conn.getresponse().read()
+            ms.append((time.perf_counter() - start) * 1000)
+    finally:
+        conn.close()
+    assert float(np.median(ms)) < 20, ms
 
 
 def test_405_names_the_allowed_methods_and_preflight_needs_cors(server: QueryServer) -> None:
@@ -750,3 +761,60 @@ def test_memory_stays_bounded_through_a_burst_of_big_uploads(
     assert peak - rest < 450 * 1024, (rest, peak)
     assert settled <= rest * 1.1, (rest, settled)
     assert len(re.findall(r"vasrch\.access INFO POST /query 413 ", text)) == 12
+
+
+@pytest.mark.slow
+def test_workers_share_the_port_and_add_up_their_metrics(
+    workspace: Path, tmp_path: Path, demo_catalog: Path
+) -> None:
+    """`--workers 2`: both processes answer on one port, and /metrics counts every request,
+    whichever worker served it (or the scrape)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [
+        sys.executable,
+        "-m",
+        "vasrch.cli",
+        "query-server",
+        "--workspace",
+        str(workspace),
+        "--port",
+        str(port),
+        "--workers",
+        "2",
+    ]
+    log = tmp_path / "server.log"
+    with log.open("w") as stderr:
+        proc = subprocess.Popen(
+            cmd, stdout=stderr, stderr=stderr, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+        )
+    jpeg = catalog_image(demo_catalog, "shoe/shoe_001.jpg")
+    sent = 0
+    pids: set[str] = set()
+    try:
+        deadline = time.monotonic() + 240
+        while len(pids) < 2 and time.monotonic() < deadline and proc.poll() is None:
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+                conn.request("POST", "/query", jpeg, {"Content-Type": "image/jpeg"})
+                assert conn.getresponse().status == 200
+                conn.close()
+                sent += 1
+            except ConnectionError:
+                time.sleep(0.5)
+            pids = set(
+                re.findall(r"\[(\d+)\] vasrch\.access INFO POST /query 200", log.read_text())
+            )
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+        conn.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+    assert len(pids) == 2, log.read_text()[-3000:]
+    counted = re.search(
+        r'vasrch_requests_total\{method="POST",path="/query",status="200"\} (\S+)', text
+    )
+    assert counted is not None and float(counted[1]) == sent, text

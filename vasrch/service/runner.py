@@ -14,7 +14,6 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
-from uvicorn.supervisors import Multiprocess
 
 from vasrch.runs import resolve_run
 from vasrch.service.app import create_app
@@ -68,25 +67,15 @@ def app_from_environment() -> FastAPI:
 
 
 def bind(host: str, port: int) -> socket.socket:
-    """A listening TCP socket on host:port (port 0: a free one), or ValueError saying why not.
-
-    It is made with proto IPPROTO_TCP, so that asyncio turns Nagle's algorithm off on the
-    connections it accepts (it checks the proto; with 0, each answer's body would wait for the
-    client's delayed ACK, about 40 ms on Linux)."""
+    """A listening TCP socket on host:port (port 0: a free one), or ValueError saying why not."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(2048)
+        return socket.create_server((host, port), family=family, backlog=2048)
     except OSError as err:
-        sock.close()
         raise ValueError(
             f"cannot listen on {host}:{port}: {err.strerror or err}; choose another --port or "
             "--host, or stop what is using it"
         ) from None
-    sock.set_inheritable(True)
-    return sock
 
 
 def _config(app: Any, settings: ServiceSettings, **more: Any) -> uvicorn.Config:
@@ -173,21 +162,18 @@ def run_query_server(settings: ServiceSettings) -> None:
         uvicorn.Server(_config(app, settings, log_config=None)).run(sockets=[sock])
         return
     resolve_run(settings.workspace, settings.run)
-    sock = bind(settings.host, settings.port)
-    log.info(
-        "starting %d worker processes on http://%s:%d; each loads the run",
-        settings.workers,
-        *sock.getsockname()[:2],
-    )
+    log.info("starting %d worker processes; each loads the run", settings.workers)
     with tempfile.TemporaryDirectory(prefix="vasrch-metrics-") as folder:
         os.environ[SETTINGS_ENV] = settings.to_json()
         os.environ[MULTIPROCESS_ENV] = folder
-        config = _config(
+        uvicorn.run(
             "vasrch.service.runner:app_from_environment",
-            settings,
             factory=True,
             workers=settings.workers,
+            host=settings.host,
+            port=settings.port,
+            http=JSONErrorH11Protocol,
+            access_log=False,
             log_config=logging_config(),
+            timeout_worker_healthcheck=WORKER_HEALTHCHECK_S,
         )
-        server = uvicorn.Server(config)
-        Multiprocess(config, target=server.run, sockets=[sock]).run()
