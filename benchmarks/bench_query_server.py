@@ -7,7 +7,9 @@ server's memory, a long run of requests, then warm in-process queries and index-
    1 and 4 client threads (keep-alive connections) POST one test-folder photo per request (raw
    JPEG body); p50/p95/p99 client-side latency and queries/s, after a warm-up. With
    `--baseline REV`, the server module of that git revision (the standard-library server before
-   issue 11) is measured the same way, in the same conditions, just before.
+   issue 11) is measured the same way, in the same conditions, just before. Then the model
+   alone in this process, as many threads as the most clients, one image a call: the ceiling
+   no server reaches on this machine at the load of the moment.
 3. Burst: 16 clients at once, a quarter of their uploads big PNGs (half 9,400 x 9,400 = 88 MP,
    under the catalog's bomb limit but over the query limit; half 6,300 x 6,300 = 39.7 MP, just
    under it, so they are decoded); every status counted, the server's RSS sampled every 20 ms,
@@ -307,6 +309,35 @@ def soak(port: int, images: list[bytes], ids: list[str], clients: int, total: in
     return {"statuses": dict(statuses), "qps": total / wall, **percentiles(latencies)}
 
 
+def model_ceiling(workspace: Path, threads: int, seconds: float = 10.0) -> float:
+    """Images/s of the model alone (one pre-decoded image per call, `threads` threads, one BLAS
+    thread, as the server runs it): what no server can beat on this machine at this load."""
+    from threadpoolctl import threadpool_limits
+
+    from vasrch.search import open_run
+
+    backbone = open_run(workspace).backbone(batch_size=1)
+    size = backbone.spec.input_size
+    pixels = np.random.default_rng(0).integers(0, 255, (1, size, size, 3), dtype=np.uint8)
+    for _ in range(WARMUP):
+        backbone.embed(pixels)
+    done = [0] * threads
+    stop = time.monotonic() + seconds
+
+    def work(worker: int) -> None:
+        while time.monotonic() < stop:
+            backbone.embed(pixels)
+            done[worker] += 1
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        workers = [threading.Thread(target=work, args=(w,)) for w in range(threads)]
+        for t in workers:
+            t.start()
+        for t in workers:
+            t.join()
+    return sum(done) / seconds
+
+
 def in_process(workspace: Path, images: list[bytes], count: int) -> dict[str, dict[str, float]]:
     """Warm single-image queries in this process: decode + embed + search, and search alone."""
     from vasrch.search import embed_files, open_run
@@ -457,6 +488,13 @@ def main() -> None:
                     f"stdlib server of {args.baseline}", cmd, images, args.clients, args.requests
                 )
         lines += measure_latency("service", service, images, args.clients, args.requests)
+        threads, start_load = max(args.clients), load()
+        ceiling = model_ceiling(args.workspace, threads)
+        lines.append(
+            f"| model alone, {threads} threads, one image a call | | | | {ceiling:.1f} images/s "
+            f"(the ceiling at this load); load {start_load}-{load()} |"
+        )
+        print(lines[-1], flush=True)
 
     notes = []
     if "burst" in args.sections or "soak" in args.sections:
