@@ -87,18 +87,38 @@ def write_png_declaring(path: Path, width: int, height: int) -> Path:
 
 def write_png_bomb(path: Path, width: int = 20_000, height: int = 20_000) -> Path:
     """A valid all-black 1-bit PNG of ``width`` x ``height`` that is tiny on disk."""
+    row = b"\x00" * (1 + (width + 7) // 8)  # filter byte + packed bits
+    return _write_flat_png(path, width, height, row, bit_depth=1, colour_type=0)
+
+
+def write_flat_rgb_png(path: Path, width: int, height: int) -> Path:
+    """A valid mid-grey 8-bit RGB PNG of ``width`` x ``height``: small on disk, and decoded in
+    full (about 4 bytes a pixel in Pillow), as a big photo would be."""
+    row = b"\x00" + b"\x80" * (3 * width)  # filter byte + RGB samples
+    return _write_flat_png(path, width, height, row, bit_depth=8, colour_type=2, level=1)
+
+
+def _write_flat_png(
+    path: Path,
+    width: int,
+    height: int,
+    row: bytes,
+    bit_depth: int,
+    colour_type: int,
+    level: int = 9,
+) -> Path:
+    """A PNG whose every scanline is `row`, compressed as it goes."""
 
     def chunk(kind: bytes, payload: bytes) -> bytes:
         body = kind + payload
         return struct.pack(">I", len(payload)) + body + struct.pack(">I", zlib.crc32(body))
 
-    row = b"\x00" * (1 + (width + 7) // 8)  # filter byte + packed bits
-    packer = zlib.compressobj(9)
+    packer = zlib.compressobj(level)
     block = row * 256
     parts = [packer.compress(block) for _ in range(height // 256)]
     parts.append(packer.compress(row * (height % 256)))
     parts.append(packer.flush())
-    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
     path.write_bytes(
         b"\x89PNG\r\n\x1a\n"
         + chunk(b"IHDR", ihdr)

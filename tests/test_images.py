@@ -15,7 +15,7 @@ from tests.imagefactory import (
     write_oriented_jpeg,
     write_png_declaring,
 )
-from vasrch.images import IMAGE_EXTENSIONS, Decoded, Rejection, decode_image
+from vasrch.images import IMAGE_EXTENSIONS, Decoded, Rejection, declared_pixels, decode_image
 
 DATASET = Path(__file__).parents[2] / "shared" / "datasets" / "clothing-small"
 
@@ -101,6 +101,16 @@ def test_max_pixels_is_the_callers_limit(tmp_path):
     rejected = decode_image(path, max_pixels=pixels - 1)
     assert isinstance(rejected, Rejection)
     assert rejected.reason.startswith(f"decompression bomb: {pixels} pixels")
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+def test_declared_pixels_reads_only_the_header(tmp_path):
+    liar = write_png_declaring(tmp_path / "liar.png", 10_000, 9_000).read_bytes()
+    bomb = next(p for p in write_bad_images(tmp_path / "bad") if p.name == "bomb.png")
+    assert declared_pixels(liar) == 90_000_000
+    assert declared_pixels(bomb.read_bytes()) == 400_000_000  # past Pillow's own hard limit
+    assert declared_pixels(b"not an image") is None
+    assert declared_pixels(b"") is None
 
 
 def test_unreadable_paths_are_rejections(tmp_path):

@@ -135,7 +135,7 @@ def test_query_server_uses_the_search_section(trained):
     import threading
 
     from vasrch.config import load_config
-    from vasrch.server import make_server
+    from vasrch.service.runner import make_server
 
     config, result = trained
     cfg = load_config(config)

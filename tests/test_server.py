@@ -1,11 +1,17 @@
-"""The query server over real loopback HTTP, on a run trained from the generated demo catalog."""
+"""The query service over real loopback HTTP (uvicorn on a free port), on a run trained from the
+generated demo catalog: every endpoint, each bad input, the token, CORS, metrics, reloads, and
+memory under a burst of big uploads (in a `vasrch query-server` child process)."""
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
+import logging
 import os
+import re
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -16,14 +22,19 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import numpy as np
 import pytest
 import yaml
 
+from tests.imagefactory import write_flat_rgb_png, write_png_bomb, write_png_declaring
 from vasrch import runs
 from vasrch.orchestration.flows.train import train_flow
-from vasrch.server import QueryServer, make_server
+from vasrch.service.runner import QueryServer, make_server
+from vasrch.service.settings import ServiceSettings
 
 MAX_UPLOAD = 200_000
+TOKEN = "test-token-5f1c"
+ORIGIN = "https://shop.example"
 
 
 def _config(folder: Path, catalog: Path, workspace: Path) -> Path:
@@ -67,6 +78,34 @@ def server(workspace: Path) -> Iterator[QueryServer]:
         yield s
 
 
+@pytest.fixture(scope="module")
+def guarded(workspace: Path) -> Iterator[QueryServer]:
+    """A pinned server with a token, one CORS origin, no access log, and one decode slot that
+    nobody waits for."""
+    run = runs.latest_run_id(workspace)
+    options = {"token": TOKEN, "cors_origins": (ORIGIN,), "access_log": False}
+    with serving(workspace, run=run, decode_slots=1, decode_wait_s=0, **options) as s:
+        yield s
+
+
+def exchange(
+    server: QueryServer,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, dict[str, str], bytes]:
+    """Status, headers (lower-case names) and body of one request on a fresh connection."""
+    host, port = server.server_address[:2]
+    conn = http.client.HTTPConnection(host, port, timeout=60)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    finally:
+        conn.close()
+
+
 def request(
     server: QueryServer,
     method: str,
@@ -74,15 +113,33 @@ def request(
     body: bytes | None = None,
     headers: dict[str, str] | None = None,
 ) -> tuple[int, dict[str, Any]]:
-    host, port = server.server_address[:2]
-    conn = http.client.HTTPConnection(host, port, timeout=60)
-    try:
-        conn.request(method, path, body=body, headers=headers or {})
-        response = conn.getresponse()
-        assert response.getheader("Content-Type") == "application/json"
-        return response.status, json.loads(response.read())
-    finally:
-        conn.close()
+    status, got, data = exchange(server, method, path, body, headers)
+    assert got["content-type"] == "application/json"
+    return status, json.loads(data)
+
+
+def raw(server: QueryServer, data: bytes, then: bytes | None = None) -> list[bytes]:
+    """Send raw bytes; collect what comes back until the server closes or goes quiet for a
+    second. With `then`, send it after the first answer (a body after 100 Continue)."""
+    answers = []
+    with socket.create_connection(server.server_address[:2], timeout=1) as sock:
+        for chunk in (data, then):
+            if chunk is None:
+                break
+            sock.sendall(chunk)
+            got = b""
+            try:
+                while part := sock.recv(65536):
+                    got += part
+            except TimeoutError:
+                pass
+            answers.append(got)
+    return answers
+
+
+def status_and_json(answer: bytes) -> tuple[int, dict[str, Any]]:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body)
 
 
 def upload(server: QueryServer, data: bytes, query: str = "", ctype: str = "image/jpeg"):
@@ -223,8 +280,19 @@ def test_failed_reload_keeps_serving_the_old_run(workspace: Path, tmp_path: Path
     shutil.copytree(workspace, ws)
     old = runs.latest_run_id(ws)
     with serving(ws, reload_interval_s=0.05) as server:
+        before = request(server, "GET", "/query?id=hat/hat_001.jpg")[1]["results"]
+        # The served run's vectors are truncated, then rewritten, under the server: it keeps
+        # answering from what it loaded and verified.
+        vectors = runs.runs_dir(ws) / old / "index" / "vectors.npy"
+        size = vectors.stat().st_size
+        with vectors.open("r+b") as f:
+            f.truncate(size // 3)
+        assert request(server, "GET", "/query?id=hat/hat_001.jpg")[1]["results"] == before
+        vectors.write_bytes(np.random.default_rng(0).bytes(size))
+        assert request(server, "GET", "/query?id=hat/hat_001.jpg")[1]["results"] == before
+
         broken = runs.runs_dir(ws) / "20990101T000000Z-broken"
-        shutil.copytree(runs.runs_dir(ws) / old, broken)
+        shutil.copytree(runs.runs_dir(workspace) / old, broken)
         (broken / "index" / "centroids.npy").write_bytes(b"tampered")
         runs.set_latest(ws, broken.name)
         deadline = time.monotonic() + 30
@@ -235,8 +303,12 @@ def test_failed_reload_keeps_serving_the_old_run(workspace: Path, tmp_path: Path
         assert body["run_id"] == old
         assert broken.name in body["reload_error"] and "sha256" in body["reload_error"]
         status, answer = request(server, "GET", "/query?id=hat/hat_001.jpg")
-        assert status == 200 and answer["run_id"] == old
+        assert status == 200 and answer["run_id"] == old and answer["results"] == before
         assert server.holder.refresh() is False
+        metrics = metric_values(server)
+        assert metrics["vasrch_reload_failures_total"] == 1
+        assert metrics["vasrch_reloads_total"] == 0
+        assert metrics[f'vasrch_served_run{{run_id="{old}"}}'] == 1
 
 
 def test_queries_throughout_a_retrain_all_succeed_against_complete_runs(
@@ -280,6 +352,10 @@ def test_queries_throughout_a_retrain_all_succeed_against_complete_runs(
             time.sleep(0.05)
         status, body = upload(server, jpeg)
         answers.append((status, body.get("run_id")))
+        metrics = metric_values(server)
+        assert metrics["vasrch_reloads_total"] >= 1
+        assert metrics[f'vasrch_served_run{{run_id="{new}"}}'] == 1
+        assert metrics[f'vasrch_served_run{{run_id="{old}"}}'] == 0
 
     complete = {r["run_id"] for r in runs.list_runs(ws)}
     assert len(answers) > 10
@@ -287,3 +363,460 @@ def test_queries_throughout_a_retrain_all_succeed_against_complete_runs(
     assert {run_id for _, run_id in answers} <= complete
     assert answers[0][1] == old and answers[-1][1] == new
     assert body["results"][0]["image_id"] == "watch/watch_001.jpg"
+
+
+def metric_values(server: QueryServer, headers: dict[str, str] | None = None) -> dict[str, float]:
+    """GET /metrics, parsed: 'name{labels}' -> value."""
+    status, got, text = exchange(server, "GET", "/metrics", headers=headers)
+    assert status == 200 and got["content-type"].startswith("text/plain")
+    values = {}
+    for line in text.decode().splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            values[name] = float(value)
+    return values
+
+
+def to_json_body(data: bytes, **fields: Any) -> bytes:
+    return json.dumps({"image_base64": base64.b64encode(data).decode(), **fields}).encode()
+
+
+def test_json_base64_upload_answers_like_the_raw_upload(
+    server: QueryServer, demo_catalog: Path
+) -> None:
+    jpeg = catalog_image(demo_catalog, "bottle/bottle_002.jpg")
+    status, uploaded = upload(server, jpeg, "?top_n=4")
+    assert status == 200, uploaded
+    status, as_json = upload(server, to_json_body(jpeg, top_n=4), ctype="application/json")
+    assert status == 200, as_json
+    assert as_json["results"] == uploaded["results"] and len(uploaded["results"]) == 4
+    data_url = b"data:image/jpeg;base64," + base64.b64encode(jpeg)
+    body = json.dumps({"image_base64": data_url.decode(), "probes": 2, "filters": {}}).encode()
+    status, answer = upload(server, body, "?top_n=3", ctype="application/json")
+    assert status == 200, answer
+    assert answer["results"][0]["image_id"] == "bottle/bottle_002.jpg"
+    assert len(answer["results"]) == 3
+
+
+def test_bad_json_bodies_and_big_images_get_4xx_reasons(
+    server: QueryServer, demo_catalog: Path, tmp_path: Path
+) -> None:
+    jpeg = catalog_image(demo_catalog, "hat/hat_001.jpg")
+    as_json = "application/json"
+    bomb = write_png_bomb(tmp_path / "bomb.png", 9400, 9400).read_bytes()  # 88 MP, 11 KB
+    huge = write_png_bomb(tmp_path / "huge.png").read_bytes()  # 400 MP: past Pillow's own limit
+    liar = write_png_declaring(tmp_path / "liar.png", 8000, 8000).read_bytes()
+    cases = [
+        (
+            upload(server, to_json_body(jpeg, filters={"colour": "red"}), ctype=as_json),
+            400,
+            "filters are not supported yet",
+        ),
+        (
+            upload(server, b'{"image_base64": "not base64!"}', ctype=as_json),
+            400,
+            "not valid base64",
+        ),
+        (upload(server, b'{"image": "abc"}', ctype=as_json), 400, "image_base64: Field required"),
+        (upload(server, to_json_body(jpeg, colour="red"), ctype=as_json), 400, "colour"),
+        (upload(server, to_json_body(jpeg, top_n=0), ctype=as_json), 400, "top_n"),
+        (upload(server, to_json_body(jpeg, top_n="5"), ctype=as_json), 400, "top_n"),
+        (upload(server, to_json_body(jpeg, top_n=3), "?top_n=3", as_json), 400, "both"),
+        (upload(server, b"{not json", ctype=as_json), 400, "Invalid JSON"),
+        (upload(server, to_json_body(b""), ctype=as_json), 400, "empty upload"),
+        (
+            upload(server, to_json_body(os.urandom(MAX_UPLOAD + 1)), ctype=as_json),
+            413,
+            "larger than the limit",
+        ),
+        (
+            upload(server, to_json_body(b"GIF89a not really"), ctype=as_json),
+            400,
+            "not a usable image",
+        ),
+        (upload(server, bomb, ctype="image/png"), 413, "larger than the query limit"),
+        (upload(server, huge, ctype="image/png"), 413, "larger than the query limit"),
+        (upload(server, liar, ctype="image/png"), 413, "max_query_pixels"),
+        (upload(server, to_json_body(bomb), ctype=as_json), 413, "larger than the query limit"),
+    ]
+    for (status, body), expected, fragment in cases:
+        assert status == expected, (expected, fragment, body)
+        assert fragment in body["error"], (fragment, body)
+    assert upload(server, jpeg)[0] == 200
+
+
+def test_transport_errors_get_json_answers(server: QueryServer, demo_catalog: Path) -> None:
+    jpeg = catalog_image(demo_catalog, "mug/mug_001.jpg")
+    post = b"POST /query HTTP/1.1\r\nHost: t\r\nContent-Type: image/jpeg\r\n"
+
+    [answer] = raw(server, post + "Content-Length: ²\r\n\r\n".encode())
+    status, body = status_and_json(answer)
+    assert status == 400 and "bad Content-Length" in body["error"]
+
+    [answer] = raw(server, post + b"Content-Length: 3\r\nContent-Length: 4\r\n\r\nabcd")
+    status, body = status_and_json(answer)
+    assert status == 400 and "conflicting Content-Length" in body["error"]
+
+    # Expect: 100-continue with a body over the limit: refused at once, before the body.
+    [answer] = raw(server, post + b"Content-Length: 1000000000\r\nExpect: 100-continue\r\n\r\n")
+    status, body = status_and_json(answer)
+    assert status == 413 and b"connection: close" in answer.lower()
+
+    # ... and with an acceptable one: 100 Continue, then the answer once the body is sent.
+    head = post + f"Content-Length: {len(jpeg)}\r\nExpect: 100-continue\r\n\r\n".encode()
+    interim, answer = raw(server, head, then=jpeg)
+    assert interim.startswith(b"HTTP/1.1 100 ")
+    status, body = status_and_json(answer)
+    assert status == 200 and body["results"][0]["image_id"] == "mug/mug_001.jpg"
+
+    [answer] = raw(server, post + b"\r\n")
+    status, body = status_and_json(answer)
+    assert status == 411 and "Content-Length" in body["error"]
+
+
+def test_chunked_upload_is_read_within_the_limit(server: QueryServer, demo_catalog: Path) -> None:
+    """Chunked uploads are read (the old server answered 411), and refused once past the limit."""
+    jpeg = catalog_image(demo_catalog, "watch/watch_002.jpg")
+    host, port = server.server_address[:2]
+    for chunks, expected in (
+        ([jpeg[:1000], jpeg[1000:]], 200),
+        ([os.urandom(MAX_UPLOAD)] * 2, 413),
+    ):
+        conn = http.client.HTTPConnection(host, port, timeout=60)
+        try:
+            conn.request(
+                "POST",
+                "/query",
+                body=iter(chunks),
+                headers={"Content-Type": "image/jpeg"},
+                encode_chunked=True,
+            )
+            response = conn.getresponse()
+            assert response.status == expected, response.read()
+        finally:
+            conn.close()
+
+
+def test_keep_alive_survives_a_refused_upload(server: QueryServer) -> None:
+    host, port = server.server_address[:2]
+    conn = http.client.HTTPConnection(host, port, timeout=60)
+    try:
+        conn.request("POST", "/query", os.urandom(MAX_UPLOAD + 1), {"Content-Type": "image/jpeg"})
+        response = conn.getresponse()
+        assert response.status == 413 and "larger than the limit" in response.read().decode()
+        conn.request("GET", "/health")
+        assert conn.getresponse().status == 200
+    finally:
+        conn.close()
+
+
+def test_answers_do_not_wait_for_delayed_acks(server: QueryServer) -> None:
+    """Nagle's algorithm is off: with it, an answer's body (a second write) waited for the
+    client's delayed ACK, about 40 ms, on every request of a keep-alive connection."""
+    host, port = server.server_address[:2]
+    conn = http.client.HTTPConnection(host, port, timeout=60)
+    ms = []
+    try:
+        for _ in range(21):
+            start = time.perf_counter()
+            conn.request("GET", "/health")
+            conn.getresponse().read()
+            ms.append((time.perf_counter() - start) * 1000)
+    finally:
+        conn.close()
+    assert float(np.median(ms)) < 20, ms
+
+
+def test_405_names_the_allowed_methods_and_preflight_needs_cors(server: QueryServer) -> None:
+    status, headers, body = exchange(server, "DELETE", "/query")
+    assert status == 405 and headers["allow"] == "GET, POST"
+    assert json.loads(body)["error"] == "DELETE is not allowed on /query; use GET or POST"
+    preflight = {"Origin": ORIGIN, "Access-Control-Request-Method": "POST"}
+    status, headers, _ = exchange(server, "OPTIONS", "/query", headers=preflight)
+    assert status == 405 and "access-control-allow-origin" not in headers
+
+
+def test_token_guards_every_path_but_health(guarded: QueryServer) -> None:
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    assert request(guarded, "GET", "/health")[0] == 200
+    for method, path in (
+        ("GET", "/query?id=hat/hat_001.jpg"),
+        ("POST", "/query"),
+        ("GET", "/metrics"),
+        ("GET", "/docs"),
+        ("GET", "/openapi.json"),
+    ):
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
+            status, got, body = exchange(guarded, method, path, b"", headers)
+            assert status == 401 and got["www-authenticate"] == "Bearer", (path, headers)
+            assert "Authorization: Bearer" in json.loads(body)["error"]
+    for path in ("/query?id=hat/hat_001.jpg", "/metrics", "/docs", "/openapi.json"):
+        assert exchange(guarded, "GET", path, headers=auth)[0] == 200, path
+    lower = {"Authorization": f"bearer {TOKEN}"}
+    assert exchange(guarded, "GET", "/query?id=hat/hat_001.jpg", headers=lower)[0] == 200
+
+
+def test_cors_answers_preflights_from_the_named_origin_only(guarded: QueryServer) -> None:
+    ask = {
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization, content-type",
+    }
+    status, headers, _ = exchange(guarded, "OPTIONS", "/query", headers={"Origin": ORIGIN, **ask})
+    assert status == 200
+    assert headers["access-control-allow-origin"] == ORIGIN
+    assert "POST" in headers["access-control-allow-methods"]
+    assert "authorization" in headers["access-control-allow-headers"].lower()
+    other = {"Origin": "https://elsewhere.example", **ask}
+    status, headers, _ = exchange(guarded, "OPTIONS", "/query", headers=other)
+    assert status == 400 and "access-control-allow-origin" not in headers
+    # The answers themselves (401s included) carry the header, so the page can read them.
+    status, headers, _ = exchange(guarded, "GET", "/query?id=x", headers={"Origin": ORIGIN})
+    assert status == 401 and headers["access-control-allow-origin"] == ORIGIN
+
+
+def test_openapi_and_docs_describe_the_endpoints(server: QueryServer) -> None:
+    status, spec = request(server, "GET", "/openapi.json")
+    assert status == 200
+    assert {"/health", "/query", "/metrics"} <= set(spec["paths"])
+    post = spec["paths"]["/query"]["post"]
+    assert set(post["requestBody"]["content"]) == {
+        "image/*",
+        "multipart/form-data",
+        "application/json",
+    }
+    assert {p["name"] for p in post["parameters"]} == {"top_n", "probes"}
+    assert {"400", "413", "415", "503"} <= set(post["responses"])
+    assert "id" in {p["name"] for p in spec["paths"]["/query"]["get"]["parameters"]}
+    status, headers, page = exchange(server, "GET", "/docs")
+    assert status == 200 and headers["content-type"].startswith("text/html")
+    assert b"/openapi.json" in page
+
+
+def test_metrics_count_requests_by_status_and_time_each_step(
+    server: QueryServer, demo_catalog: Path
+) -> None:
+    before = metric_values(server)
+    jpeg = catalog_image(demo_catalog, "tshirt/tshirt_001.jpg")
+    assert upload(server, jpeg)[0] == 200
+    assert upload(server, b"nope")[0] == 400
+    assert request(server, "GET", "/query?id=tshirt/tshirt_001.jpg")[0] == 200
+    after = metric_values(server)
+    ok = 'vasrch_requests_total{method="POST",path="/query",status="200"}'
+    bad = 'vasrch_requests_total{method="POST",path="/query",status="400"}'
+    assert after[ok] == before.get(ok, 0) + 1
+    assert after[bad] == before.get(bad, 0) + 1
+    count = 'vasrch_request_duration_seconds_count{method="GET",path="/query"}'
+    assert after[count] >= before.get(count, 0) + 1
+    assert after["vasrch_embed_seconds_count"] >= before.get("vasrch_embed_seconds_count", 0) + 1
+    assert after["vasrch_decode_seconds_count"] >= before.get("vasrch_decode_seconds_count", 0) + 2
+    assert after["vasrch_search_seconds_count"] >= before.get("vasrch_search_seconds_count", 0) + 2
+    assert after[f'vasrch_served_run{{run_id="{server.holder.served.run_id}"}}'] == 1
+    assert after["vasrch_decodes_in_progress"] == 0
+    assert "vasrch_reloads_total" in after and "vasrch_reload_failures_total" in after
+
+
+def test_access_log_has_one_line_per_request_unless_quiet(
+    server: QueryServer, guarded: QueryServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="vasrch.access")
+    request(server, "GET", "/query?id=hat/hat_001.jpg")
+    request(server, "GET", "/nowhere")
+    request(guarded, "GET", "/health")
+    # Other tests' lines may land here too (a line is written once its answer is sent).
+    lines = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "vasrch.access"
+        and r.getMessage().startswith(("GET /query", "GET /nowhere", "GET /health"))
+    ]
+    assert len(lines) == 2, lines
+    assert re.match(r"GET /query 200 \d+\.\d ms 127\.0\.0\.1:\d+$", lines[0])
+    assert re.match(r"GET /nowhere 404 \d+\.\d ms ", lines[1])
+
+
+def test_busy_decode_slots_answer_503_with_retry_after(
+    guarded: QueryServer, tmp_path: Path
+) -> None:
+    """One decode slot, no waiting: a second upload while a big one decodes gets 503."""
+    auth = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "image/png"}
+    big = write_flat_rgb_png(tmp_path / "big.png", 6000, 6000).read_bytes()
+    small = write_flat_rgb_png(tmp_path / "small.png", 64, 64).read_bytes()
+    first: list[int] = []
+    worker = threading.Thread(
+        target=lambda: first.append(exchange(guarded, "POST", "/query", big, auth)[0])
+    )
+    worker.start()
+    deadline = time.monotonic() + 30
+    decoding = 0.0
+    while worker.is_alive() and not decoding and time.monotonic() < deadline:
+        decoding = metric_values(guarded, auth)["vasrch_decodes_in_progress"]
+    status, headers, body = exchange(guarded, "POST", "/query", small, auth)
+    worker.join(timeout=60)
+    assert decoding == 1, "the big upload finished before it was seen decoding"
+    assert status == 503 and headers["retry-after"] == "1"
+    assert "retry" in json.loads(body)["error"]
+    assert first == [200]
+    assert exchange(guarded, "POST", "/query", small, auth)[0] == 200
+
+
+def test_public_address_needs_a_token_or_allow_public(workspace: Path) -> None:
+    public = ServiceSettings(workspace=workspace, host="0.0.0.0")
+    with pytest.raises(ValueError, match="--allow-public"):
+        public.check()
+    ServiceSettings(workspace=workspace, host="0.0.0.0", token="t").check()
+    ServiceSettings(workspace=workspace, host="0.0.0.0", allow_public=True).check()
+    ServiceSettings(workspace=workspace, host="localhost").check()
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vasrch.cli",
+            "query-server",
+            "--workspace",
+            str(workspace),
+            "--host",
+            "0.0.0.0",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "VASRCH_TOKEN": ""},
+        timeout=120,
+    )
+    assert done.returncode == 2 and "--allow-public" in done.stderr
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="reads RSS from /proc")
+def test_memory_stays_bounded_through_a_burst_of_big_uploads(
+    workspace: Path, tmp_path: Path, demo_catalog: Path
+) -> None:
+    """`vasrch query-server` in a child process (token from VASRCH_TOKEN, access log on): 12
+    clients at once each send a 25 MP PNG (about 100 MB decoded) and a 88 MP one; two decode at
+    a time, the big ones are refused from their header, and memory goes back to rest."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "VASRCH_TOKEN": TOKEN, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "vasrch.cli",
+        "query-server",
+        "--workspace",
+        str(workspace),
+        "--port",
+        str(port),
+        "--max-decodes",
+        "2",
+        "--decode-wait",
+        "60",
+    ]
+    log = tmp_path / "server.log"
+    with log.open("w") as stderr:
+        proc = subprocess.Popen(cmd, env=env, stdout=stderr, stderr=stderr)
+    auth = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "image/png"}
+    accepted = write_flat_rgb_png(tmp_path / "25mp.png", 5000, 5000).read_bytes()
+    refused = write_png_bomb(tmp_path / "88mp.png", 9400, 9400).read_bytes()
+    try:
+        host = ("127.0.0.1", port)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                with socket.create_connection(host, timeout=1):
+                    break
+            except OSError:
+                time.sleep(0.2)
+        client = http.client.HTTPConnection(*host, timeout=60)
+        client.request("POST", "/query", catalog_image(demo_catalog, "hat/hat_001.jpg"), auth)
+        assert client.getresponse().status == 200
+        time.sleep(1)
+        rest = rss_kib(proc.pid)
+        statuses: list[int] = []
+        peak = rest
+
+        def send(body: bytes) -> None:
+            conn = http.client.HTTPConnection(*host, timeout=120)
+            conn.request("POST", "/query", body, auth)
+            statuses.append(conn.getresponse().status)
+            conn.close()
+
+        threads = [threading.Thread(target=send, args=(b,)) for b in [accepted, refused] * 12]
+        for t in threads:
+            t.start()
+        while any(t.is_alive() for t in threads):
+            peak = max(peak, rss_kib(proc.pid))
+            time.sleep(0.01)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and rss_kib(proc.pid) > rest * 1.1:
+            time.sleep(0.2)
+        settled = rss_kib(proc.pid)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    text = log.read_text()
+    assert sorted(statuses) == [200] * 12 + [413] * 12, text[-2000:]
+    # 12 decodes at once would need over 1.2 GB; two slots keep it to two of them (~200 MB).
+    assert peak - rest < 450 * 1024, (rest, peak)
+    assert settled <= rest * 1.1, (rest, settled)
+    assert len(re.findall(r"vasrch\.access INFO POST /query 413 ", text)) == 12
+
+
+@pytest.mark.slow
+def test_workers_share_the_port_and_add_up_their_metrics(
+    workspace: Path, tmp_path: Path, demo_catalog: Path
+) -> None:
+    """`--workers 2`: both processes answer on one port, and /metrics counts every request,
+    whichever worker served it (or the scrape)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [
+        sys.executable,
+        "-m",
+        "vasrch.cli",
+        "query-server",
+        "--workspace",
+        str(workspace),
+        "--port",
+        str(port),
+        "--workers",
+        "2",
+    ]
+    log = tmp_path / "server.log"
+    with log.open("w") as stderr:
+        proc = subprocess.Popen(
+            cmd, stdout=stderr, stderr=stderr, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+        )
+    jpeg = catalog_image(demo_catalog, "shoe/shoe_001.jpg")
+    sent = 0
+    pids: set[str] = set()
+    try:
+        deadline = time.monotonic() + 240
+        while len(pids) < 2 and time.monotonic() < deadline and proc.poll() is None:
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+                conn.request("POST", "/query", jpeg, {"Content-Type": "image/jpeg"})
+                assert conn.getresponse().status == 200
+                conn.close()
+                sent += 1
+            except ConnectionError:
+                time.sleep(0.5)
+            pids = set(
+                re.findall(r"\[(\d+)\] vasrch\.access INFO POST /query 200", log.read_text())
+            )
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+        conn.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+    assert len(pids) == 2, log.read_text()[-3000:]
+    counted = re.search(
+        r'vasrch_requests_total\{method="POST",path="/query",status="200"\} (\S+)', text
+    )
+    assert counted is not None and float(counted[1]) == sent, text

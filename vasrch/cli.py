@@ -280,19 +280,30 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 def cmd_query_server(args: argparse.Namespace) -> int:
     """`vasrch query-server`: serve queries over HTTP until interrupted; returns 0."""
-    from vasrch.server import run_query_server
+    from vasrch.service.runner import run_query_server
+    from vasrch.service.settings import TOKEN_ENV, ServiceSettings
 
     workspace, search = _workspace_and_search(args)
     run_query_server(
-        workspace,
-        run=args.run,
-        host=args.host,
-        port=args.port,
-        top_n=args.top_n,
-        probes=args.probes,
-        max_upload_bytes=args.max_upload_bytes,
-        reload_interval_s=args.reload_interval,
-        search=search,
+        ServiceSettings(
+            workspace=workspace,
+            run=args.run,
+            host=args.host,
+            port=args.port,
+            top_n=args.top_n,
+            probes=args.probes,
+            search=search,
+            max_upload_bytes=args.max_upload_bytes,
+            max_query_pixels=args.max_query_pixels,
+            decode_slots=args.max_decodes,
+            decode_wait_s=args.decode_wait,
+            reload_interval_s=args.reload_interval,
+            token=args.token or os.environ.get(TOKEN_ENV),
+            cors_origins=tuple(args.cors_origin),
+            access_log=not args.quiet,
+            workers=args.workers,
+            allow_public=args.allow_public,
+        )
     )
     return 0
 
@@ -447,11 +458,56 @@ def build_parser() -> argparse.ArgumentParser:
         help="largest accepted upload; larger ones get 413 before their body is read",
     )
     p.add_argument(
+        "--max-query-pixels",
+        type=int,
+        default=40_000_000,
+        help="largest image accepted, in pixels, read from its header before decoding; larger "
+        "ones get 413 (default 40,000,000)",
+    )
+    p.add_argument(
+        "--max-decodes",
+        type=int,
+        default=2,
+        help="uploads decoded at once; others wait (default 2)",
+    )
+    p.add_argument(
+        "--decode-wait",
+        type=float,
+        default=10.0,
+        help="seconds an upload waits for a decode slot before it gets 503 with Retry-After "
+        "(default 10)",
+    )
+    p.add_argument(
         "--reload-interval",
         type=float,
         default=1.0,
         help="seconds between checks of runs/LATEST; a new run is loaded and "
         "verified before it replaces the served one (default 1.0)",
+    )
+    p.add_argument(
+        "--token",
+        help="every path but /health needs 'Authorization: Bearer TOKEN' (default: the "
+        "VASRCH_TOKEN environment variable, which other users cannot see in `ps`)",
+    )
+    p.add_argument(
+        "--allow-public",
+        action="store_true",
+        help="allow a non-loopback --host without a token (e.g. behind an authenticating proxy)",
+    )
+    p.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="let web pages from ORIGIN (e.g. https://shop.example) call the service from a "
+        "browser; repeatable (default: none)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no access log line per request")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="server processes sharing the port, each with its own model and index (default 1)",
     )
     p.set_defaults(func=cmd_query_server)
 

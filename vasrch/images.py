@@ -143,6 +143,19 @@ def decode_image(
         return Rejection(f"corrupt image: {type(e).__name__}: {message}")
 
 
+def declared_pixels(data: bytes) -> int | None:
+    """The pixel count an image's header declares, read without decoding a pixel; None when the
+    bytes are not an image of a decodable format (decoding then says why)."""
+    try:
+        with Image.open(io.BytesIO(data), formats=DECODABLE_FORMATS) as im:
+            return im.size[0] * im.size[1]
+    except Image.DecompressionBombError as e:
+        match = _PILLOW_BOMB.search(str(e))
+        return None if match is None else int(match[1])
+    except (UnidentifiedImageError, *_DATA_ERRORS):
+        return None
+
+
 def _target_size(size: int | tuple[int, int]) -> tuple[int, int]:
     if isinstance(size, int) and not isinstance(size, bool) and size > 0:
         return size, size

@@ -12,7 +12,8 @@ so memory stays bounded whatever the number of queries or the size of the catalo
 On disk (one folder): centroids.npy, vectors.npy (grouped by cluster), offsets.npy,
 assignments.parquet (image_id, cluster, distance; in stored order), projection.npz when the index
 has one, and index.json (format version, backbone fingerprint, k, dim, input_dim, n). Nothing is
-pickled, and the vectors are memory-mapped, so loading is cheap.
+pickled, and the vectors are memory-mapped by default, so loading is cheap; a long-lived server
+reads them into memory instead, so that a file changed under it cannot change (or crash) it.
 """
 
 from __future__ import annotations
@@ -479,8 +480,11 @@ def _corrupt(folder: Path, what: str) -> ValueError:
     return ValueError(f"the index in {folder} is inconsistent ({what}); retrain to rebuild it")
 
 
-def load_index(folder: str | Path, expected_fingerprint: str | None = None) -> SearchIndex:
-    """Load an index written by `save`; vectors are memory-mapped read-only, nothing unpickled.
+def load_index(
+    folder: str | Path, expected_fingerprint: str | None = None, mmap: bool = True
+) -> SearchIndex:
+    """Load an index written by `save`; nothing is unpickled. Vectors are memory-mapped
+    read-only, or read into memory with `mmap=False`.
 
     With `expected_fingerprint`, an index built from another backbone is refused.
     """
@@ -499,7 +503,9 @@ def load_index(folder: str | Path, expected_fingerprint: str | None = None) -> S
     projection = Projection.load(files.projection) if meta["has_projection"] else None
     index = SearchIndex(
         centroids=np.load(files.centroids, allow_pickle=False),
-        vectors=np.asarray(np.load(files.vectors, mmap_mode="r", allow_pickle=False)),
+        vectors=np.asarray(
+            np.load(files.vectors, mmap_mode="r" if mmap else None, allow_pickle=False)
+        ),
         ids=np.empty(0, dtype=object),
         offsets=np.load(files.offsets, allow_pickle=False),
         distances=np.empty(0, dtype=np.float32),

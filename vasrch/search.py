@@ -100,10 +100,17 @@ class Searcher:
 
 
 def open_run(
-    workspace: Path, run: str | None = None, search: SearchConfig | None = None
+    workspace: Path,
+    run: str | None = None,
+    search: SearchConfig | None = None,
+    in_memory: bool = False,
 ) -> Searcher:
     """Load a complete run (LATEST by default), always checking its artifacts' hashes first;
-    `search` is the config section whose top_n and probes apply when a search names none."""
+    `search` is the config section whose top_n and probes apply when a search names none.
+
+    With `in_memory`, the vectors are read into memory rather than memory-mapped, and the hashes
+    are checked again once everything is loaded: what the searcher holds is then the verified
+    run, whatever happens to its files afterwards."""
     folder = resolve_run(workspace, run)
     layout = RunLayout(folder)
     manifest = read_manifest(folder, verify=True)
@@ -114,9 +121,11 @@ def open_run(
         raise RunError(
             f"{layout.manifest}: damaged (no usable backbone or fingerprint: {err}); retrain"
         ) from None
-    index = load_index(layout.index.root, expected_fingerprint=fingerprint)
+    index = load_index(layout.index.root, expected_fingerprint=fingerprint, mmap=not in_memory)
     catalog = pd.read_parquet(layout.catalog, columns=["image_id", "path"])
     paths = catalog.set_index("image_id")["path"]
+    if in_memory and read_manifest(folder, verify=True) != manifest:
+        raise RunError(f"run {folder.name}: manifest.json changed while the run was loading")
     return Searcher(folder, manifest, index, spec, paths, search or SearchConfig())
 
 

@@ -1,0 +1,27 @@
+"""Refusals: the error a handler raises, and the JSON answer `{"error": reason}` it becomes."""
+
+from __future__ import annotations
+
+import json
+
+from starlette.responses import JSONResponse
+
+
+class RequestError(Exception):
+    """A request the service refuses: HTTP status, the reason sent back, extra headers."""
+
+    def __init__(self, status: int, reason: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.headers = headers or {}
+
+
+def error_response(status: int, reason: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    """The answer to a refused request: `{"error": reason}` with `status`."""
+    return JSONResponse({"error": reason}, status_code=status, headers=headers)
+
+
+def error_body(reason: str) -> bytes:
+    """`{"error": reason}` as bytes, for answers written below the ASGI layer."""
+    return json.dumps({"error": reason}).encode()

@@ -1,0 +1,65 @@
+"""The shapes the service reads and writes, as pydantic models (they also make /openapi.json)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from vasrch.service.settings import MAX_TOP_N
+
+
+class ImageQuery(BaseModel):
+    """POST /query with Content-Type application/json: the image as base64, and options."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image_base64: str = Field(
+        description="The image file's bytes in base64 (standard alphabet); a data URL "
+        "(`data:image/jpeg;base64,...`) is accepted too."
+    )
+    top_n: int | None = Field(None, ge=1, le=MAX_TOP_N, strict=True, description="Results.")
+    probes: int | None = Field(None, ge=1, strict=True, description="Clusters searched.")
+    filters: dict[str, Any] | None = Field(
+        None, description="Not supported yet: must be absent, null or empty."
+    )
+
+
+class Neighbour(BaseModel):
+    """One ranked answer."""
+
+    rank: int = Field(description="1 for the most similar image.")
+    image_id: str = Field(description="The catalog image's id (its path in the catalog).")
+    path: str | None = Field(description="The image's file path as the run recorded it.")
+    score: float = Field(description="Cosine similarity, 1.0 for the same image.")
+
+
+class QueryAnswer(BaseModel):
+    """The answer to a query."""
+
+    run_id: str = Field(description="The run that answered, whole (one run per request).")
+    query: str = Field(description="The catalog id asked for, or the upload's file name.")
+    results: list[Neighbour]
+    ms: float = Field(description="Time the service spent on the request, in milliseconds.")
+
+
+class Health(BaseModel):
+    """What GET /health reports."""
+
+    status: str = Field(description="`ok` whenever the service answers.")
+    run_id: str = Field(description="The run being served.")
+    k: int = Field(description="Clusters of the served index.")
+    images: int = Field(description="Images in the served index.")
+    top_n: int = Field(description="Results a request gets when it names none.")
+    probes: int = Field(description="Clusters a request searches when it names none.")
+    uptime_s: float
+    loaded_at: str = Field(description="When the served run was loaded (UTC, ISO 8601).")
+    reloads: int = Field(description="Runs swapped in since start.")
+    reload_error: str | None = Field(description="Why the newest run in LATEST is not served.")
+    ms: float
+
+
+class ErrorBody(BaseModel):
+    """Every 4xx and 5xx answer."""
+
+    error: str = Field(description="What was wrong, and what to do about it.")

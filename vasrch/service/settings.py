@@ -1,0 +1,100 @@
+"""The query service's settings: one checked record, which workers receive as JSON."""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import json
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from vasrch.config import SearchConfig
+
+MAX_TOP_N = 1000
+TOKEN_ENV = "VASRCH_TOKEN"
+
+
+def is_loopback(host: str) -> bool:
+    """True when every address `host` names is a loopback one (127.0.0.0/8, ::1, localhost)."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except OSError:
+        return False
+    return bool(infos) and all(ipaddress.ip_address(i[4][0]).is_loopback for i in infos)
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """Everything `vasrch query-server` is told: where the runs are, how to listen, the request
+    defaults and limits, and who may ask. top_n/probes of None mean: the config's `search`
+    section, then the run's calibration (vasrch.search_params)."""
+
+    workspace: Path
+    run: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8765
+    top_n: int | None = None
+    probes: int | None = None
+    search: SearchConfig | None = None
+    max_upload_bytes: int = 10_000_000
+    max_query_pixels: int = 40_000_000
+    decode_slots: int = 2
+    decode_wait_s: float = 10.0
+    reload_interval_s: float = 1.0
+    token: str | None = None
+    cors_origins: tuple[str, ...] = ()
+    access_log: bool = True
+    workers: int = 1
+    allow_public: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "workspace", Path(self.workspace))
+        object.__setattr__(self, "cors_origins", tuple(self.cors_origins))
+        object.__setattr__(self, "token", self.token or None)
+
+    def check(self) -> None:
+        """Raise ValueError naming the setting to fix when a value cannot work."""
+        for name in ("max_upload_bytes", "max_query_pixels", "decode_slots", "workers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("top_n", "probes"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be at least 1, got {value}")
+        if self.top_n is not None and self.top_n > MAX_TOP_N:
+            raise ValueError(f"top_n must be at most {MAX_TOP_N}, got {self.top_n}")
+        if self.reload_interval_s <= 0:
+            raise ValueError(f"reload_interval_s must be positive, got {self.reload_interval_s}")
+        if self.decode_wait_s < 0:
+            raise ValueError(f"decode_wait_s must not be negative, got {self.decode_wait_s}")
+        if self.public_without_token and not self.allow_public:
+            raise ValueError(
+                f"--host {self.host} listens beyond this machine, and no token is set: set "
+                f"{TOKEN_ENV} (or --token) so that requests need it, or pass --allow-public "
+                "to serve without one (e.g. behind a proxy that authenticates)"
+            )
+
+    @property
+    def public_without_token(self) -> bool:
+        """True when the service listens beyond loopback and asks no one for a token."""
+        return self.token is None and not is_loopback(self.host)
+
+    def to_json(self) -> str:
+        """These settings as JSON (for worker processes; see `from_json`)."""
+        data = dataclasses.asdict(self)
+        data["workspace"] = str(self.workspace)
+        data["search"] = None if self.search is None else self.search.model_dump(mode="json")
+        return json.dumps(data)
+
+    @classmethod
+    def from_json(cls, text: str) -> ServiceSettings:
+        """Settings written by `to_json`."""
+        data = json.loads(text)
+        if data["search"] is not None:
+            data["search"] = SearchConfig.model_validate(data["search"])
+        return cls(**data)

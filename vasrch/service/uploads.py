@@ -1,0 +1,157 @@
+"""An uploaded query image out of a POST body: the raw image, multipart field `image`, or JSON
+with base64. Sizes are checked from the headers before the body is read, and while it is read."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import email.parser
+import email.policy
+import re
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+from starlette.requests import ClientDisconnect, Request
+
+from vasrch.service.errors import RequestError
+from vasrch.service.schemas import ImageQuery
+
+RAW_IMAGE_TYPES = ("image/", "application/octet-stream")
+MULTIPART = "multipart/form-data"
+JSON = "application/json"
+# Room for a JSON body's other fields and a data-URL prefix beside the base64 text.
+JSON_OVERHEAD_BYTES = 65_536
+_DATA_URL = re.compile(r"^data:[\w.+/-]*(;[\w=.-]+)*;base64,", re.ASCII)
+
+
+@dataclass(frozen=True)
+class Upload:
+    """An uploaded image, the name the answer calls it, and the options its JSON body gave."""
+
+    data: bytes
+    name: str = "upload"
+    top_n: int | None = None
+    probes: int | None = None
+
+
+def media_type(content_type: str) -> str:
+    """The media type of a Content-Type header, lower case, without its parameters."""
+    return content_type.split(";")[0].strip().lower()
+
+
+def check_media_type(content_type: str) -> str:
+    """The media type of an upload, or 415 when it is not one the service reads."""
+    media = media_type(content_type)
+    if media in (MULTIPART, JSON) or media.startswith(RAW_IMAGE_TYPES):
+        return media
+    raise RequestError(
+        415,
+        f"Content-Type {content_type!r} is not accepted: send the image as the body with "
+        "Content-Type image/*, as the field 'image' of multipart/form-data, or as "
+        'application/json {"image_base64": ...}',
+    )
+
+
+def body_limit(media: str, max_upload_bytes: int) -> int:
+    """Largest body accepted for an upload of `media`: JSON carries the image in base64."""
+    if media == JSON:
+        return 4 * -(-max_upload_bytes // 3) + JSON_OVERHEAD_BYTES
+    return max_upload_bytes
+
+
+def too_large(size: int | str, limit: int) -> RequestError:
+    """The 413 of an upload bigger than `limit` bytes."""
+    return RequestError(
+        413,
+        f"upload of {size} bytes is larger than the limit of {limit} bytes (max_upload_bytes); "
+        "send a smaller image",
+    )
+
+
+def check_length(request: Request, limit: int) -> None:
+    """Refuse, from the headers alone, a body without a length (411) or longer than `limit`
+    bytes (413)."""
+    length = request.headers.get("content-length")
+    if length is None and "chunked" not in request.headers.get("transfer-encoding", "").lower():
+        raise RequestError(
+            411, "POST /query needs a Content-Length header (or a chunked Transfer-Encoding)"
+        )
+    if length is not None and int(length) > limit:
+        raise too_large(length, limit)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused (413) as soon as more than `limit` bytes have come."""
+    body = bytearray()
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise too_large(f"more than {limit}", limit)
+    except ClientDisconnect:
+        length = request.headers.get("content-length", "?")
+        raise RequestError(400, f"body ended after {len(body)} of {length} bytes") from None
+    finally:
+        request.state.body_read = True
+    return bytes(body)
+
+
+def parse_upload(media: str, content_type: str, body: bytes, max_upload_bytes: int) -> Upload:
+    """The image and options of an upload body of the given media type."""
+    if media == MULTIPART:
+        upload = _multipart_image(content_type, body)
+    elif media == JSON:
+        upload = _json_image(body, max_upload_bytes)
+    else:
+        upload = Upload(body)
+    if not upload.data:
+        raise RequestError(400, "empty upload: send an image")
+    return upload
+
+
+def _multipart_image(content_type: str, body: bytes) -> Upload:
+    """The bytes and filename of the form field `image` of a multipart/form-data body."""
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body
+    )
+    if not message.is_multipart():
+        raise RequestError(400, "malformed multipart/form-data body")
+    for part in message.iter_parts():
+        if part.get_param("name", header="content-disposition") == "image":
+            data = part.get_payload(decode=True) or b""
+            return Upload(data, part.get_filename() or "upload")
+    raise RequestError(400, "multipart/form-data has no field named 'image'; send the file as it")
+
+
+def _json_image(body: bytes, max_upload_bytes: int) -> Upload:
+    """The image and options of a JSON body (`ImageQuery`)."""
+    try:
+        query = ImageQuery.model_validate_json(body)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise RequestError(
+            400,
+            f"JSON body: {where + ': ' if where else ''}{first['msg']}; send "
+            '{"image_base64": "<base64 of the image file>", "top_n": 10}',
+        ) from None
+    if query.filters:
+        raise RequestError(
+            400,
+            "filters are not supported yet (the index holds no product metadata); send the "
+            "query without them",
+        )
+    text = _DATA_URL.sub("", query.image_base64, count=1)
+    if len(text) > body_limit(JSON, max_upload_bytes) - JSON_OVERHEAD_BYTES:
+        raise too_large(f"about {len(text) * 3 // 4}", max_upload_bytes)
+    try:
+        data = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise RequestError(
+            400,
+            "image_base64 is not valid base64: encode the image file's bytes in the standard "
+            "alphabet (A-Z, a-z, 0-9, +, /, padded with =)",
+        ) from None
+    if len(data) > max_upload_bytes:
+        raise too_large(len(data), max_upload_bytes)
+    return Upload(data, top_n=query.top_n, probes=query.probes)
