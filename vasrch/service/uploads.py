@@ -128,11 +128,13 @@ def _json_image(body: bytes, max_upload_bytes: int) -> Upload:
     try:
         query = ImageQuery.model_validate_json(body)
     except ValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc']) or 'body'}: {error['msg']}"
+            for error in err.errors()
+        )
         raise RequestError(
             400,
-            f"JSON body: {where + ': ' if where else ''}{first['msg']}; send "
+            f"JSON body: {problems}; send "
             '{"image_base64": "<base64 of the image file>", "top_n": 10}',
         ) from None
     if query.filters:
