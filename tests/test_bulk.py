@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from vasrch.bulk import (
+    NEIGHBOUR_COLUMNS,
     bulk_neighbours_for_clusters,
     duplicate_groups,
     iter_bulk_neighbours,
@@ -31,7 +32,10 @@ def test_all_probes_bulk_equals_brute_force_without_self():
     frame = pd.concat(
         [bulk_neighbours_for_clusters(index, c, top_n=5, probes=index.k) for c in chunks]
     )
-    assert list(frame.columns) == ["image_id", "rank", "neighbour_id", "score"]
+    assert list(frame.columns) == NEIGHBOUR_COLUMNS
+    # every photo is its own product here
+    assert (frame["product_id"] == frame["image_id"]).all()
+    assert (frame["neighbour_product_id"] == frame["neighbour_id"]).all()
     assert len(frame) == len(ids) * 5
     assert not (frame["image_id"] == frame["neighbour_id"]).any()
     exact = brute_force(x, ids, x, top_n=5, exclude_ids=list(ids)).to_frame(ids)

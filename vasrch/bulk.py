@@ -20,7 +20,22 @@ from threadpoolctl import threadpool_limits
 
 from vasrch.index import SearchIndex
 
-NEIGHBOUR_COLUMNS = ["image_id", "rank", "neighbour_id", "score"]
+NEIGHBOUR_COLUMNS = [
+    "image_id",
+    "product_id",
+    "rank",
+    "neighbour_id",
+    "neighbour_product_id",
+    "score",
+]
+PRODUCT_NEIGHBOUR_COLUMNS = [
+    "product_id",
+    "rank",
+    "neighbour_product_id",
+    "score",
+    "image_id",
+    "neighbour_image_id",
+]
 # Neighbour pairs whose retrieval score is within this of the duplicate threshold are candidates,
 # re-scored by the cosine of their own vectors (augmentation and expansion shift retrieval scores).
 CANDIDATE_MARGIN = 0.15
@@ -59,7 +74,8 @@ def bulk_neighbours_for_clusters(
 ) -> pd.DataFrame:
     """Top-n neighbours (self excluded) of every member of `clusters`, scored as a query is.
 
-    Returns (image_id, rank, neighbour_id, score), rank from 1, padding dropped. Queries go
+    Returns NEIGHBOUR_COLUMNS, rank from 1, padding dropped: each photo's answers are distinct
+    products other than its own (photos, when every product has one). Queries go
     `block_rows` at a time, and each score block is bounded, so the working memory does not grow
     with the catalog; only the returned table grows with the members of the given clusters.
     """
@@ -77,7 +93,23 @@ def bulk_neighbours_for_clusters(
         nbr_rows[start : start + len(block)], scores[start : start + len(block)] = (
             index.search_rows(index.vectors[block], top_n, probes, block, block_rows)
         )
-    return index.result_of(nbr_rows, scores).to_frame(index.ids[rows])
+    frame = index.result_of(nbr_rows, scores).to_frame(index.ids[rows])
+    products = index.ids if index.products is None else index.products
+    found = np.isfinite(scores)
+    frame["product_id"] = products[np.repeat(rows, found.sum(axis=1))]
+    frame["neighbour_product_id"] = products[nbr_rows[found]]
+    return frame[NEIGHBOUR_COLUMNS]
+
+
+def product_neighbours(frame: pd.DataFrame, top_n: int) -> pd.DataFrame:
+    """Each product's top-n neighbour products over all its photos' answers (NEIGHBOUR_COLUMNS
+    rows), a neighbour scored by its best pair of photos: PRODUCT_NEIGHBOUR_COLUMNS, where
+    image_id is the product's photo and neighbour_image_id the neighbour's photo that matched."""
+    best = frame.sort_values(["score", "image_id"], ascending=[False, True], kind="stable")
+    best = best.drop_duplicates(["product_id", "neighbour_product_id"])
+    best = best.assign(rank=best.groupby("product_id", sort=False).cumcount() + 1)
+    best = best[best["rank"] <= top_n].sort_values(["product_id", "rank"], ignore_index=True)
+    return best.rename(columns={"neighbour_id": "neighbour_image_id"})[PRODUCT_NEIGHBOUR_COLUMNS]
 
 
 def iter_bulk_neighbours(

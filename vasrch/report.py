@@ -21,6 +21,7 @@ import pandas as pd
 from vasrch import pages
 from vasrch.fileio import atomic_path, write_text_atomic
 from vasrch.layout import RunLayout
+from vasrch.products import Products, product_caption
 from vasrch.thumbnails import write_thumbnails
 
 if TYPE_CHECKING:
@@ -49,6 +50,7 @@ def write_report(
     seed: int = 0,
     neighbours_per_query: int = 10,
     max_duplicate_groups: int = 50,
+    products: Products | None = None,
 ) -> Path:
     """Write ``out_dir/report.html`` with its histogram and thumbnails; return the page's path.
 
@@ -60,7 +62,8 @@ def write_report(
     in ``out_dir`` or its parent run folder. ``notes`` are sentences shown under the summary
     (how probes were calibrated, a k at the edge of the sweep). Samples of clusters and
     queries are drawn with ``seed``; ``members_per_cluster`` also caps the members shown per
-    duplicate group.
+    duplicate group. With ``products``, each neighbour and duplicate shows its product id and
+    title and links to the product's ``url`` when there is one.
     """
     out_dir = Path(out_dir)
     _check_counts(
@@ -96,6 +99,8 @@ def write_report(
         if duplicates is not None
         else None
     )
+    if products is not None:
+        _describe_products(queries, groups, products)
     thumbs = write_thumbnails(_shown_ids(clusters, queries, groups), paths, out_dir)
     page = pages.render(
         "report.html.j2",
@@ -320,6 +325,20 @@ def _group_member(row: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def _describe_products(
+    queries: list[dict[str, Any]] | None, groups: dict[str, Any] | None, products: Products
+) -> None:
+    """Give each neighbour and duplicate group member its product caption and url."""
+    tiles = [n for query in queries or [] for n in query["neighbours"]]
+    tiles += [m for group in (groups or {}).get("groups", []) for m in group["members"]]
+    if not tiles:
+        return
+    described = products.describe([tile["image_id"] for tile in tiles]).to_dict("records")
+    for tile, row in zip(tiles, described, strict=True):
+        tile["caption"] = product_caption(row)
+        tile["url"] = row.get("url", "")
+
+
 def _shown_ids(
     clusters: list[dict[str, Any]],
     queries: list[dict[str, Any]] | None,
@@ -361,4 +380,5 @@ def write_run_report(
         metrics=evaluation.metrics,
         elbow_png=run.diagnostics.plot.relative_to(run.root).as_posix(),
         notes=notes,
+        products=Products.from_catalog(catalog),
     )

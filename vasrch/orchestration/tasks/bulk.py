@@ -20,12 +20,14 @@ from vasrch.bulk import (
     bulk_neighbours_for_clusters,
     duplicate_groups,
     near_duplicate_pairs,
+    product_neighbours,
     rescore_pairs,
 )
 from vasrch.features import load_vectors
 from vasrch.fileio import atomic_path
 from vasrch.index import SearchIndex, load_index
 from vasrch.layout import BulkLayout
+from vasrch.products import Products
 
 
 @functools.lru_cache(maxsize=2)
@@ -56,7 +58,8 @@ def duplicates_task(
     out_dir: str, threshold: float, ids_order: list[str], cache_dir: str, catalog: pd.DataFrame
 ) -> pd.DataFrame:
     """Neighbour pairs near the threshold, re-scored by the cosine of their feature vectors
-    (from the cache, by sha256), joined into groups at `threshold`; duplicates.parquet."""
+    (from the cache, by sha256), joined into groups at `threshold`, each photo named with its
+    product; duplicates.parquet."""
     out = BulkLayout(Path(out_dir))
     floor = threshold - CANDIDATE_MARGIN
     hits = ds.dataset(out.neighbour_shards(), format="parquet").to_table(
@@ -72,12 +75,17 @@ def duplicates_task(
         ),
         ids_order,
     )
+    groups.insert(2, "product_id", Products.from_catalog(catalog).of(groups["image_id"]))
     with atomic_path(out.duplicates) as tmp:
         groups.to_parquet(tmp, index=False)
     n_groups = int(groups["group_id"].nunique())
     summary = (
         groups.groupby("group_id")
-        .agg(size=("image_id", "size"), representative=("image_id", "first"))
+        .agg(
+            size=("image_id", "size"),
+            representative=("image_id", "first"),
+            products=("product_id", lambda p: ", ".join(dict.fromkeys(p))),
+        )
         .reset_index()
         .head(100)
     )
@@ -90,11 +98,27 @@ def duplicates_task(
     return groups
 
 
+@task(name="product-neighbours", cache_policy=NO_CACHE)
+def product_neighbours_task(out_dir: str, top_n: int) -> int:
+    """product_neighbours.parquet: the shards' photo answers merged per product (the whole
+    neighbour table is read into memory, its ids as categories)."""
+    out = BulkLayout(Path(out_dir))
+    table = ds.dataset(out.neighbour_shards(), format="parquet").to_table()
+    frame = table.to_pandas(strings_to_categorical=True)
+    products = product_neighbours(frame, top_n)
+    with atomic_path(out.products) as tmp:
+        products.to_parquet(tmp, index=False)
+    get_run_logger().info("%d product neighbour rows", len(products))
+    return len(products)
+
+
 @task(name="export-csv", cache_policy=NO_CACHE)
 def export_csv_task(out_dir: str) -> str:
-    """Stream the neighbour shards into one neighbours.csv."""
+    """neighbours.csv: the product neighbours when products have several photos, else the
+    neighbour shards (where photos are the products), streamed."""
     out = BulkLayout(Path(out_dir))
+    sources = [out.products] if out.products.is_file() else out.neighbour_shards()
     with atomic_path(out.csv) as tmp:
-        for i, shard in enumerate(out.neighbour_shards()):
+        for i, shard in enumerate(sources):
             pq.read_table(shard).to_pandas().to_csv(tmp, mode="a", header=i == 0, index=False)
     return str(out.csv)
