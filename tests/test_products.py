@@ -395,3 +395,16 @@ def test_the_next_run_picks_up_added_changed_and_removed_rows(manifest_run, tmp_
     )
     assert "SKU-NEW" in set(table["product_id"])
     assert set(table.loc[table["product_id"] == "SKU-000", "title"]) <= {"renamed"}
+
+
+def test_query_flow_filters_and_writes_products_without_paths(manifest_run) -> None:
+    from vasrch.orchestration.flows.query import query_flow
+
+    cfg = manifest_run[0]
+    photo = next(Path(yaml.safe_load(cfg.read_text())["catalog"]["path"]).glob("hat/*"))
+    done = query_flow(str(cfg), [str(photo)], top_n=3, filters={"category": ["bag", "mug"]})
+    table = pd.read_parquet(Path(done["out_dir"]) / "results.parquet")
+    assert list(table.columns[:5]) == ["query", "rank", "product_id", "score", "image_id"]
+    assert "path" not in table and set(table["category"]) <= {"bag", "mug"} and len(table) == 3
+    page = (Path(done["out_dir"]) / "results.html").read_text(encoding="utf-8")
+    assert 'href="https://shop.example/p/' in page and "SKU-" in page
