@@ -15,10 +15,9 @@ from vasrch.config import SearchConfig
 from vasrch.images import Decoded, Rejection, decode_image
 from vasrch.index import SearchIndex, SearchResult, load_index
 from vasrch.layout import RunLayout
+from vasrch.results import RESULT_COLUMNS
 from vasrch.runs import RunError, read_manifest, resolve_run
 from vasrch.search_params import SearchParams, resolve_search_params
-
-RESULT_COLUMNS = ["query", "rank", "image_id", "path", "score"]
 
 
 @dataclass
