@@ -2,9 +2,10 @@
 
 `<workspace>/query-service.json` holds the service's URL, instance id, process id, host name,
 start time and whether requests need a token (never the token itself: the workspace file server
-shows the workspace). The service writes it once it listens and removes it when it stops, if
-the record is still its own. A record left by a killed service is harmless: a reader trusts it
-only after GET /health at its URL answers with the same instance id.
+shows the workspace). The service writes it once it listens; when it stops, if the record is
+still its own, it puts back the record it replaced (another service of the workspace may still
+run) or removes it. A record left by a killed service is harmless: a reader trusts it only
+after GET /health at its URL answers with the same instance id.
 """
 
 from __future__ import annotations
@@ -66,8 +67,9 @@ def read_record(workspace: Path) -> ServiceRecord | None:
 
 @contextmanager
 def advertise(workspace: Path, url: str, instance: str, token: bool) -> Iterator[ServiceRecord]:
-    """Write the service record while the block runs, then remove it if it is still this
-    service's. A workspace that cannot be written to is logged: query flows then embed locally."""
+    """Write the service record while the block runs; then, if it is still this service's, put
+    back the one it replaced, or remove it. A workspace that cannot be written to is logged:
+    query flows then embed locally."""
     record = ServiceRecord(
         url=url,
         instance=instance,
@@ -77,7 +79,9 @@ def advertise(workspace: Path, url: str, instance: str, token: bool) -> Iterator
         started_at=dt.datetime.now(dt.timezone.utc).isoformat(),
     )
     path = WorkspaceLayout(Path(workspace)).query_service
+    replaced = None
     try:
+        replaced = path.read_text(encoding="utf-8") if path.is_file() else None
         write_text_atomic(path, json.dumps(dataclasses.asdict(record), indent=2))
     except OSError as err:
         log.warning("cannot write %s (%s): query flows will not find this service", path, err)
@@ -86,6 +90,9 @@ def advertise(workspace: Path, url: str, instance: str, token: bool) -> Iterator
     finally:
         try:
             if read_record(workspace) == record:
-                path.unlink()
+                if replaced is None:
+                    path.unlink()
+                else:
+                    write_text_atomic(path, replaced)
         except (OSError, ValueError) as err:
-            log.warning("cannot remove %s: %s", path, err)
+            log.warning("cannot remove or restore %s: %s", path, err)
