@@ -5,7 +5,7 @@ run time; and how fast a folder of images is scored by the flow, by the warm ser
 PREFECT_HOME, a free port) and `vasrch serve` in child processes.
 
     python benchmarks/bench_query_flow.py --config CONFIG [--runs 10] [--batch FOLDER]
-        [--without-service]
+        [--repeat 2] [--without-service]
 """
 
 from __future__ import annotations
@@ -116,9 +116,10 @@ def latency(config: str, image: str, runs: int) -> None:
     print(f"  load average {load()}")
 
 
-def batch(config: str, folder: Path) -> None:
+def batch(config: str, folder: Path, repeat: int) -> None:
     from vasrch.config import load_config
-    from vasrch.queries import query_files, write_query_job
+    from vasrch.queries import query_files, search_files, write_query_job
+    from vasrch.search import open_run
     from vasrch.service.client import find_service, search_served
 
     cfg = load_config(config)
@@ -126,31 +127,45 @@ def batch(config: str, folder: Path) -> None:
     n = len(files)
     print(f"folder of {n} images ({folder}):")
 
-    start = time.perf_counter()
     cmd = [sys.executable, "-m", "vasrch.cli", "query", str(folder), "-c", config, "--format"]
-    subprocess.run([*cmd, "csv"], check=True, capture_output=True)
-    wall = time.perf_counter() - start
-    print(f"  `vasrch query FOLDER` (cold process): {wall:.1f} s, {n / wall:.1f} images/s")
-    print(f"    load average {load()}")
+    for _ in range(repeat):  # alternated, so that both meet the same machine load
+        start = time.perf_counter()
+        subprocess.run([*cmd, "csv"], check=True, capture_output=True)
+        wall = time.perf_counter() - start
+        print(f"  `vasrch query FOLDER` (cold process): {wall:.1f} s, {n / wall:.1f} images/s")
+        print(f"    load average {load()}")
+        got = run_query({"config_path": config, "images": [str(folder)]})
+        run_time = float(got["run_time"])
+        print(
+            f"  query flow run ({got['path']}): run time {run_time:.1f} s, {n / run_time:.1f} "
+            f"images/s; creation -> Completed {float(got['to_completed']):.1f} s"
+        )
+        print(f"    load average {load()}")
 
-    got = run_query({"config_path": config, "images": [str(folder)]})
-    run_time = float(got["run_time"])
-    print(
-        f"  query flow run ({got['path']}): run time {run_time:.1f} s, {n / run_time:.1f} "
-        f"images/s; creation -> Completed {float(got['to_completed']):.1f} s"
-    )
-    print(f"    load average {load()}")
-
-    service = find_service(cfg.workspace, None, 1, None)
+    service = find_service(cfg.workspace, None, None)
     params = service.params(cfg.search, None, None)
     start = time.perf_counter()
     served = search_served(service, files, params)
     took = time.perf_counter() - start
     print(f"  the warm service, {n} requests: {took:.1f} s, {n / took:.1f} images/s")
+    print(f"    load average {load()}")
+
     start = time.perf_counter()
-    write_query_job(cfg.workspace, served.answers, "benchmark")
+    searcher = open_run(cfg.workspace, search=cfg.search)
+    searcher.backbone(cfg.features.batch_size, cfg.features.device)
+    loaded = time.perf_counter() - start
+    start = time.perf_counter()
+    search_files(searcher, files, params, cfg.features)
     took = time.perf_counter() - start
-    print(f"  writing results.parquet + results.html (thumbnails) for them: {took:.1f} s")
+    print(
+        f"  embedded in-process: TensorFlow + run + model {loaded:.1f} s, then {took:.1f} s, "
+        f"{n / took:.1f} images/s"
+    )
+    print(f"    load average {load()}")
+    start = time.perf_counter()
+    write_query_job(cfg.workspace, served, "benchmark")
+    took = time.perf_counter() - start
+    print(f"  writing results.parquet + results.html (thumbnails): {took:.1f} s")
     print(f"    load average {load()}")
 
 
@@ -160,6 +175,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--image", help="query image (default: the run's first catalog image)")
     parser.add_argument("--batch", type=Path, help="a folder of query images to score")
+    parser.add_argument("--repeat", type=int, default=2, help="CLI and flow runs of the folder")
     parser.add_argument(
         "--without-service", action="store_true", help="serve without --with-query-service"
     )
@@ -203,7 +219,7 @@ def main() -> None:
 
             def warm() -> bool:
                 try:
-                    return bool(find_service(workspace, None, 1, None))
+                    return bool(find_service(workspace, None, None))
                 except ServiceUnusable:
                     return False
 
@@ -214,7 +230,7 @@ def main() -> None:
         run_query({"config_path": config, "images": [image]})  # first run: warms the process
         latency(config, image, args.runs)
         if args.batch:
-            batch(config, args.batch)
+            batch(config, args.batch, args.repeat)
     finally:
         for proc in reversed(procs):
             proc.terminate()

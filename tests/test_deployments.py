@@ -410,7 +410,7 @@ def warm_service(workspace: Path, timeout: float = 120):
     deadline = time.monotonic() + timeout
     while True:
         try:
-            return find_service(workspace, None, 1, None)
+            return find_service(workspace, None, None)
         except ServiceUnusable as why:
             if time.monotonic() > deadline:
                 pytest.fail(f"no warm query service after {timeout} s: {why}")

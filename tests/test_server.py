@@ -900,20 +900,19 @@ def test_a_stale_foreign_or_guarded_service_is_not_used(
 ) -> None:
     from vasrch.search_params import SearchParams
     from vasrch.service.client import (
-        MAX_SERVED_FILES,
         ServiceUnusable,
         find_service,
         search_served,
     )
     from vasrch.service.record import advertise
 
-    def why(run: str | None = None, files: int = 1, token: str | None = None) -> str:
+    def why(run: str | None = None, token: str | None = None) -> str:
         with pytest.raises(ServiceUnusable) as refusal:
-            find_service(workspace, run, files, token)
+            find_service(workspace, run, token)
         return str(refusal.value)
 
     with advertise(workspace, advertised.url, advertised.settings.instance, token=False):
-        assert find_service(workspace, None, 1, None).url == advertised.url
+        assert find_service(workspace, None, None).url == advertised.url
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             closed = f"http://127.0.0.1:{s.getsockname()[1]}"
@@ -922,15 +921,14 @@ def test_a_stale_foreign_or_guarded_service_is_not_used(
         with advertise(workspace, advertised.url, "an-earlier-one", token=False):
             assert "is another service" in why()
         assert "run 'missing-run' not found" in why(run="missing-run")
-        assert "batched here" in why(files=MAX_SERVED_FILES + 1)
     image = [demo_catalog / "hat" / "hat_001.jpg"]
     params = SearchParams(top_n=2, probes=1)
     with advertise(workspace, guarded.url, guarded.settings.instance, token=True):
         assert "needs a token" in why()
-        refused = find_service(workspace, None, 1, "a-wrong-token")
+        refused = find_service(workspace, None, "a-wrong-token")
         with pytest.raises(ServiceUnusable, match="answered 401"):
             search_served(refused, image, params)
-        accepted = find_service(workspace, None, 1, TOKEN)
+        accepted = find_service(workspace, None, TOKEN)
         table = search_served(accepted, image, params).table
         assert table["image_id"].tolist()[0] == "hat/hat_001.jpg"
 

@@ -33,7 +33,7 @@ def answer_served(
     cfg: Config, files: list[Path], run: str | None, top_n: int | None, probes: int | None
 ) -> Answered:
     """Answers from the workspace's warm query service; ServiceUnusable says why not."""
-    service = find_service(cfg.workspace, run, len(files), os.environ.get(TOKEN_ENV))
+    service = find_service(cfg.workspace, run, os.environ.get(TOKEN_ENV))
     params = service.params(cfg.search, top_n, probes)
     answers = search_served(service, files, params)
     return Answered(answers, service.run_id, params, f"the query service at {service.url}")

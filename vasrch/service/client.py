@@ -29,9 +29,6 @@ QUERY_TIMEOUT_S = 60.0
 # Requests in flight at once: the service decodes two images at a time by default, and a third
 # request hides the round trip.
 CONNECTIONS = 3
-# Above this many images a job embeds them itself: batched inference beats one request per
-# image once TensorFlow's start-up is paid for (benchmarks/bench_query_flow.py measures both).
-MAX_SERVED_FILES = 500
 UNUSABLE_IMAGE = "not a usable image: "
 
 
@@ -104,11 +101,11 @@ def _error_text(err: urllib.error.HTTPError) -> str:
         return err.reason
 
 
-def find_service(workspace: Path, run: str | None, files: int, token: str | None) -> WarmService:
-    """The warm service of `workspace`, checked to serve `run` (LATEST when None) and to be
-    worth asking for `files` images; ServiceUnusable says why not."""
-    if files > MAX_SERVED_FILES:
-        raise ServiceUnusable(f"{files} images: more than {MAX_SERVED_FILES}, batched here")
+def find_service(workspace: Path, run: str | None, token: str | None) -> WarmService:
+    """The warm service of `workspace`, checked to serve `run` (LATEST when None); a job sends
+    it every image, whatever their number (with requests in flight, decoding overlaps
+    inference there, which outpaces a job's own batched embedding on a CPU: see
+    benchmarks/BENCHMARKS.md); ServiceUnusable says why not."""
     try:
         record = read_record(workspace)
     except ValueError as err:
