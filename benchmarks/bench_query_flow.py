@@ -224,8 +224,8 @@ def main() -> None:
                     return False
 
             wait(warm, 180, "query service")
-        flags = "--without-service" if args.without_service else "--with-query-service"
-        print(f"$ python benchmarks/bench_query_flow.py --config {args.config} ...")
+        flags = "without a query service" if args.without_service else "--with-query-service"
+        print(f"$ python benchmarks/bench_query_flow.py {' '.join(sys.argv[1:])}")
         print(f"vasrch serve {flags}, polling every 1 s; {os.cpu_count()} cores")
         run_query({"config_path": config, "images": [image]})  # first run: warms the process
         latency(config, image, args.runs)
