@@ -23,6 +23,7 @@ from vasrch.results import table_from_answers
 from vasrch.runs import RunError, latest_run_id, read_manifest, resolve_run
 from vasrch.search_params import SearchParams, resolve_search_params
 from vasrch.service.record import read_record
+from vasrch.service.settings import TOKEN_ENV
 
 HEALTH_TIMEOUT_S = 2.0
 QUERY_TIMEOUT_S = 60.0
@@ -114,7 +115,7 @@ def find_service(workspace: Path, run: str | None, token: str | None) -> WarmSer
         raise ServiceUnusable("no query service is running for this workspace")
     if record.token and not token:
         raise ServiceUnusable(
-            f"the query service at {record.url} needs a token: set VASRCH_TOKEN for the runs"
+            f"the query service at {record.url} needs a token: set {TOKEN_ENV} for the runs"
         )
     try:
         health = _call(record.url, None, "/health", None, HEALTH_TIMEOUT_S)
@@ -134,9 +135,15 @@ def find_service(workspace: Path, run: str | None, token: str | None) -> WarmSer
 
 def search_served(service: WarmService, files: list[Path], params: SearchParams) -> QueryAnswers:
     """Send each file to the service (CONNECTIONS at a time) and gather the answers in file
-    order; ServiceUnusable when it fails or moves to another run during the job."""
+    order; ServiceUnusable when it fails (the files not sent yet are not sent) or moves to
+    another run during the job."""
     with ThreadPoolExecutor(min(CONNECTIONS, len(files))) as pool:
-        answers = list(pool.map(lambda path: service.query(path, params), files))
+        futures = [pool.submit(service.query, path, params) for path in files]
+        try:
+            answers = [future.result() for future in futures]
+        except ServiceUnusable:
+            pool.shutdown(cancel_futures=True)
+            raise
     found = [(str(p), a) for p, a in zip(files, answers, strict=True) if isinstance(a, dict)]
     rejected = [
         {"query": str(p), "reason": a}
