@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vasrch import __version__
+from vasrch.orchestration.deployments import DEFAULT_POLL_S
 from vasrch.quiet import QUIET_NATIVE_ENV
 
 if TYPE_CHECKING:
@@ -542,9 +543,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--poll-interval",
         type=_seconds,
-        default=1.0,
+        default=DEFAULT_POLL_S,
         metavar="SECONDS",
-        help="how often to ask the Prefect server for runs to start (default 1)",
+        help=f"how often to ask the Prefect server for runs to start (default {DEFAULT_POLL_S:g})",
     )
     p.add_argument(
         "--with-query-service",
