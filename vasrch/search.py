@@ -20,9 +20,6 @@ from vasrch.products import FilterSpec, Products
 from vasrch.runs import RunError, read_manifest, resolve_run
 from vasrch.search_params import SearchParams, resolve_search_params
 
-# Every result table starts with these, then the product's metadata columns (and `path` only
-# when asked for: answers do not expose the server's files by default).
-RESULT_COLUMNS = ["query", "rank", "product_id", "score", "image_id"]
 _MASKS_KEPT = 32  # filter masks a searcher keeps for repeated filters
 
 
