@@ -1,6 +1,7 @@
 """A query job's answers as Markdown for the Prefect UI: a table of each query's top products
-(id and title) with their scores, every image linked to its thumbnail in the job folder (which the workspace file
-server serves, so the links open from the UI), and the queries that could not be read."""
+(id and title) with their scores, every image linked to its thumbnail in the job folder (which
+the workspace file server serves, so the links open from the UI), and the queries that could
+not be read."""
 
 from __future__ import annotations
 
