@@ -36,7 +36,7 @@ def answer_served(
     run: str | None,
     top_n: int | None,
     probes: int | None,
-    filters: FilterSpec | None,
+    filters: FilterSpec | None = None,
 ) -> Answered:
     """Answers from the workspace's warm query service; ServiceUnusable says why not."""
     service = find_service(cfg.workspace, run, os.environ.get(TOKEN_ENV))
@@ -51,7 +51,7 @@ def answer_here(
     run: str | None,
     top_n: int | None,
     probes: int | None,
-    filters: FilterSpec | None,
+    filters: FilterSpec | None = None,
 ) -> Answered:
     """Answers from the run's model, loaded in this process (with each photo's path, as the
     service's answers get them)."""
@@ -70,8 +70,8 @@ def answer_queries(
     run: str | None,
     top_n: int | None,
     probes: int | None,
-    filters: FilterSpec | None,
     log: logging.Logger | logging.LoggerAdapter,
+    filters: FilterSpec | None = None,
 ) -> Answered:
     """The job's answers from the warm service when it can give them, else from this process;
     `log` says which, and why."""

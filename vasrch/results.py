@@ -18,8 +18,8 @@ def table_from_answers(
     answers: Iterable[tuple[str, dict[str, Any]]], paths: Mapping[str, str]
 ) -> pd.DataFrame:
     """The result table of (query key, the service's answer to it) pairs, each photo's path
-    from `paths` (the run's catalog), with the dtypes a local search gives (rank int32, score
-    float32: the answer's floats are float32 values)."""
+    from `paths` (the run's catalog), typed as a local search's table (the answer's floats are
+    float32 values)."""
     rows = [
         {"query": query, **{k: v for k, v in r.items() if k != "path"}}
         for query, answer in answers
@@ -27,4 +27,11 @@ def table_from_answers(
     ]
     table = pd.DataFrame(rows, columns=None if rows else RESULT_COLUMNS)
     table["path"] = table["image_id"].map(paths)
-    return table.astype({"rank": "int32", "score": "float32"})
+    return typed(table)
+
+
+def typed(table: pd.DataFrame) -> pd.DataFrame:
+    """A result table with one set of dtypes whoever made it: text as objects, rank int32,
+    score float32."""
+    text = {c: object for c in table.columns if c not in ("rank", "score")}
+    return table.astype({**text, "rank": "int32", "score": "float32"})

@@ -17,6 +17,7 @@ from vasrch.images import Decoded, Rejection, decode_image
 from vasrch.index import SearchIndex, SearchResult, load_index
 from vasrch.layout import RunLayout
 from vasrch.products import FilterSpec, Products
+from vasrch.results import typed
 from vasrch.runs import RunError, read_manifest, resolve_run
 from vasrch.search_params import SearchParams, resolve_search_params
 
@@ -146,7 +147,7 @@ class Searcher:
         )
         if show_paths:
             table["path"] = frame["image_id"].map(self.paths)
-        return table
+        return typed(table)
 
 
 def open_run(

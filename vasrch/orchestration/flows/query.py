@@ -50,7 +50,7 @@ def query_flow(
     cfg = load_config(config_path)
     logger = get_run_logger()
     files = query_files(images)
-    answered = answer_queries(cfg, files, run, top_n, probes, filters, logger)
+    answered = answer_queries(cfg, files, run, top_n, probes, logger, filters)
     answers, run_id, params = answered.answers, answered.run_id, answered.params
     for r in answers.rejected:
         logger.warning("query %s skipped: %s", r["query"], r["reason"])
