@@ -72,6 +72,18 @@ def write_oriented_jpeg(
     return path
 
 
+def shopper_copy(path: Path) -> bytes:
+    """A shopper's copy of a catalog photo: one pixel changed, so not the catalog's bytes (a
+    query with a catalog photo's exact bytes leaves that photo's own product out)."""
+    with Image.open(path) as image:
+        edited = image.convert("RGB")
+        fmt = image.format
+    edited.putpixel((0, 0), tuple(255 - v for v in edited.getpixel((0, 0))))
+    out = io.BytesIO()
+    edited.save(out, format=fmt, quality=95)
+    return out.getvalue()
+
+
 def write_png_declaring(path: Path, width: int, height: int) -> Path:
     """A tiny 1x1 grayscale PNG whose IHDR (with a valid CRC) claims ``width`` x ``height``."""
     buf = io.BytesIO()

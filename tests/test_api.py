@@ -39,6 +39,12 @@ def test_sample_code_runs_verbatim(tmp_path, demo_catalog) -> None:
     assert similar_images[0] == image_path
     assert sum("/mug/" in p for p in similar_images) >= 4
     assert extract_features(image_folder, features_folder).reused == 48
+    hats = search_similar_images(
+        image_path, model_filename, csv_file, 5, filters={"category": "hat"}
+    )
+    assert len(hats) == 5 and all("/hat/" in p for p in hats)
+    with pytest.raises(ValueError, match="unknown filter column 'colour'"):
+        search_similar_images(image_path, model_filename, csv_file, filters={"colour": "red"})
 
 
 def test_search_refuses_an_index_folder_changed_after_training(tmp_path, demo_catalog) -> None:

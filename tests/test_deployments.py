@@ -24,6 +24,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from tests.imagefactory import shopper_copy
 from vasrch import runs
 from vasrch.config import load_config
 
@@ -443,8 +444,8 @@ def test_query_through_the_api_is_answered_by_the_warm_service(served, trained, 
     service = warm_service(workspace)
     queries = tmp_path / "queries"
     (queries / "sub").mkdir(parents=True)
-    shutil.copy(catalog / "hat" / "hat_001.jpg", queries / "hat.jpg")
-    shutil.copy(catalog / "watch" / "watch_003.png", queries / "sub" / "watch.png")
+    (queries / "hat.jpg").write_bytes(shopper_copy(catalog / "hat" / "hat_001.jpg"))
+    (queries / "sub" / "watch.png").write_bytes(shopper_copy(catalog / "watch" / "watch_003.png"))
     (queries / "notes.txt").write_text("not an image and not an image name: skipped")
     (queries / "broken.jpg").write_bytes(b"not a jpeg")
     flow_run, result = start_and_wait(
@@ -461,7 +462,7 @@ def test_query_through_the_api_is_answered_by_the_warm_service(served, trained, 
         time.sleep(1)
     assert f"3 images answered by the query service at {service.url}" in logs
     table = pd.read_parquet(out / "results.parquet")
-    assert list(table.columns) == ["query", "rank", "image_id", "path", "score"]
+    assert list(table.columns) == ["query", "rank", "product_id", "score", "image_id", "category"]
     assert (
         len(table) == 8
         and table.groupby("query")["rank"].apply(list).tolist() == [[1, 2, 3, 4]] * 2

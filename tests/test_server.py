@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import http.client
-import io
 import json
 import logging
 import os
@@ -27,9 +26,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from PIL import Image
 
-from tests.imagefactory import write_flat_rgb_png, write_png_bomb, write_png_declaring
+from tests.imagefactory import shopper_copy, write_flat_rgb_png, write_png_bomb, write_png_declaring
 from vasrch import runs
 from vasrch.orchestration.flows.train import train_flow
 from vasrch.service.runner import QueryServer, make_server
@@ -165,15 +163,7 @@ def multipart(field: str, filename: str, data: bytes) -> tuple[bytes, str]:
 
 
 def catalog_image(demo_catalog: Path, image_id: str) -> bytes:
-    """A shopper's copy of a catalog photo: one pixel changed, so not the catalog's bytes (a
-    byte-identical upload leaves its own product out of the answers)."""
-    with Image.open(demo_catalog / image_id) as image:
-        edited = image.convert("RGB")
-        fmt = image.format
-    edited.putpixel((0, 0), tuple(255 - v for v in edited.getpixel((0, 0))))
-    out = io.BytesIO()
-    edited.save(out, format=fmt, quality=95)
-    return out.getvalue()
+    return shopper_copy(demo_catalog / image_id)
 
 
 def test_health_names_the_latest_run(server: QueryServer, workspace: Path) -> None:

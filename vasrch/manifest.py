@@ -63,7 +63,7 @@ def read_table(path: Path) -> pd.DataFrame:
             table = pq.read_table(path)
             frame = table.cast(pa.schema([(n, pa.string()) for n in table.column_names]))
             return frame.to_pandas().fillna("")
-        return pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+        return pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
     except FileNotFoundError:
         raise ManifestError(f"{path}: catalog manifest not found") from None
     except (OSError, ValueError, pa.ArrowException, pd.errors.ParserError) as err:
