@@ -6,6 +6,10 @@ the bulk flow maps them), peak RSS above the data, and recall@10 against exact s
 sample of queries. With faiss-cpu installed (optional `bench` extra), the same for IndexIVFFlat
 with the same number of lists, probes and training sample.
 
+`--copies F` replaces a fraction F of the vectors by near-copies of others (cosine about 0.97), so
+the near-duplicate step that follows the bulk search (pairs at or above `--threshold`, then
+groups) has work to do; its time is printed beside the bulk time.
+
     python benchmarks/bench_bulk.py                      # N = 100k and 1M
     python benchmarks/bench_bulk.py --n 100000 --probes 4 8
 """
@@ -23,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from vasrch.bulk import iter_bulk_neighbours
+from vasrch.bulk import duplicate_groups, iter_bulk_neighbours, near_duplicate_pairs
 from vasrch.clustering import l2_normalise, train_kmeans
 from vasrch.evaluation import recall_at_k, sample_queries
 from vasrch.index import SearchResult, brute_force, build_index
@@ -83,7 +87,19 @@ def timed(fn: Callable[[], Any]) -> tuple[float, float, Any]:
     return elapsed, rss.extra_mib, value
 
 
-def vasrch_bulk(x, ids, k, probes_list, train_rows, queries, exact, seed, workers):
+def plant_copies(x: np.ndarray, fraction: float, seed: int) -> int:
+    """Overwrite `fraction` of the rows with near-copies (cosine ~0.97) of other rows, in place."""
+    rng = np.random.default_rng([seed, 1])
+    n = len(x)
+    count = int(n * fraction)
+    rows = rng.choice(n, size=2 * count, replace=False)
+    copies, originals = rows[:count], rows[count:]
+    noise = rng.standard_normal((count, x.shape[1]), dtype=np.float32)
+    x[copies] = l2_normalise(x[originals] + 0.25 / np.sqrt(x.shape[1]) * noise)
+    return count
+
+
+def vasrch_bulk(x, ids, k, probes_list, train_rows, queries, exact, seed, workers, threshold):
     def train():
         model = train_kmeans(x, k, seed=seed, max_train_rows=train_rows)
         return build_index(ids, x, model.cluster_centers_, model.predict(x), "bench")
@@ -98,11 +114,17 @@ def vasrch_bulk(x, ids, k, probes_list, train_rows, queries, exact, seed, worker
     wanted = set(ids[queries])
     for probes in probes_list:
 
-        def bulk(probes: int = probes) -> pd.DataFrame:
-            frames = iter_bulk_neighbours(index, TOP_N, probes, 50_000, workers)
-            return pd.concat([frame[frame["image_id"].isin(wanted)] for _, frame in frames])
+        def bulk(probes: int = probes) -> tuple[pd.DataFrame, pd.DataFrame]:
+            sampled, hits = [], []
+            for _, frame in iter_bulk_neighbours(index, TOP_N, probes, 50_000, workers):
+                sampled.append(frame[frame["image_id"].isin(wanted)])
+                hits.append(frame[frame["score"] >= threshold])
+            return pd.concat(sampled), pd.concat(hits)
 
-        bulk_s, bulk_mib, frame = timed(bulk)
+        bulk_s, bulk_mib, (frame, hits) = timed(bulk)
+        dup_s, _, groups = timed(
+            lambda hits=hits: duplicate_groups(near_duplicate_pairs(hits, threshold), ids)
+        )
         frame = frame.set_index(["image_id", "rank"])["neighbour_id"]
         got = np.array(
             [[frame.get((i, r), "") for r in range(1, TOP_N + 1)] for i in ids[queries]],
@@ -113,6 +135,11 @@ def vasrch_bulk(x, ids, k, probes_list, train_rows, queries, exact, seed, worker
             f"  vasrch bulk probes={probes}, {workers} workers: {bulk_s:.1f} s, "
             f"peak +{bulk_mib:.0f} MiB, "
             f"recall@10 {recall:.3f}, train+bulk {train_s + bulk_s:.1f} s"
+        )
+        print(
+            f"  vasrch near-duplicates (>= {threshold}): {dup_s:.1f} s, "
+            f"{groups['group_id'].nunique()} groups of {len(groups)} images; "
+            f"train+bulk+duplicates {train_s + bulk_s + dup_s:.1f} s"
         )
 
 
@@ -174,6 +201,8 @@ def main() -> None:
     parser.add_argument(
         "--workers", type=int, default=os.cpu_count(), help="bulk chunks run at once"
     )
+    parser.add_argument("--copies", type=float, default=0.01, help="fraction of near-copies")
+    parser.add_argument("--threshold", type=float, default=0.95, help="near-duplicate threshold")
     parser.add_argument("--no-faiss", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -185,12 +214,27 @@ def main() -> None:
         k = args.k[i] if args.k else math.isqrt(n)
         train_rows = min(n, args.train_per_cluster * k)
         x = mixture(n, args.dim, args.components, args.spread, args.seed)
+        copies = plant_copies(x, args.copies, args.seed)
         ids = np.char.add("img", np.arange(n).astype(str)).astype(object)
         queries = sample_queries(n, args.sample, args.seed)
         start = time.perf_counter()
         exact = brute_force(x[queries], ids, x, TOP_N, exclude_ids=list(ids[queries]))
-        print(f"N={n}: exact search for {len(queries)} queries {time.perf_counter() - start:.1f} s")
-        vasrch_bulk(x, ids, k, args.probes, train_rows, queries, exact, args.seed, args.workers)
+        print(
+            f"N={n} ({copies} near-copies): exact search for {len(queries)} queries "
+            f"{time.perf_counter() - start:.1f} s"
+        )
+        vasrch_bulk(
+            x,
+            ids,
+            k,
+            args.probes,
+            train_rows,
+            queries,
+            exact,
+            args.seed,
+            args.workers,
+            args.threshold,
+        )
         if not args.no_faiss:
             exact_rows = np.vectorize(lambda s: int(s[3:]), otypes=[np.int64])(exact.ids)
             faiss_bulk(x, k, args.probes, train_rows, queries, exact_rows, args.seed)
