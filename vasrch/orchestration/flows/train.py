@@ -91,14 +91,14 @@ def _build_run(
     write_catalog(table[table["status"] != "gone"].reset_index(drop=True), staging.catalog)
 
     clock = time.perf_counter()
-    ids, vectors = load_vectors_task(str(cache_dir_for(cfg.workspace, fp)), catalog)
+    ids, vectors, prints = load_vectors_task(str(cache_dir_for(cfg.workspace, fp)), catalog)
     diag = diagnostics_task(vectors, cfg.clustering, str(staging.diagnostics.root))
     timings["diagnostics_s"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
     k = choose_k(cfg.clustering, diag.suggested_k, len(ids))
     index = train_index_task(
-        ids, vectors, k, fp, cfg.clustering, cfg.search, str(staging.root), init_centroids
+        ids, vectors, k, fp, cfg.clustering, cfg.search, str(staging.root), init_centroids, prints
     )
     timings["train_s"] = time.perf_counter() - clock
 

@@ -16,7 +16,7 @@ from prefect.logging import get_run_logger
 
 from vasrch import runs
 from vasrch.config import ClusteringConfig, EvaluationConfig, SearchConfig
-from vasrch.features import load_vectors
+from vasrch.features import load_prints, load_vectors
 from vasrch.file_server import link_to
 from vasrch.fileio import atomic_path
 from vasrch.index import SearchIndex, save
@@ -34,8 +34,11 @@ from vasrch.training import (
 
 
 @task(name="load-vectors", cache_policy=NO_CACHE)
-def load_vectors_task(cache_dir: str, catalog: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """(image ids, vectors) of the catalog's embedded images; fewer than 2 is an error."""
+def load_vectors_task(
+    cache_dir: str, catalog: pd.DataFrame
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(image ids, vectors, duplicate prints) of the catalog's embedded images; fewer than 2 is
+    an error."""
     ids, vectors = load_vectors(Path(cache_dir), catalog)
     get_run_logger().info("%d vectors of dimension %d", *vectors.shape)
     if len(ids) < 2:
@@ -43,7 +46,8 @@ def load_vectors_task(cache_dir: str, catalog: pd.DataFrame) -> tuple[np.ndarray
             f"only {len(ids)} images could be embedded; a search index needs at least 2 "
             "(see the rejected images in the extraction summary)"
         )
-    return ids, vectors
+    _, prints = load_prints(Path(cache_dir), catalog)
+    return ids, vectors, prints
 
 
 @task(name="diagnostics", cache_policy=NO_CACHE)
@@ -75,10 +79,13 @@ def train_index_task(
     search: SearchConfig,
     run_dir: str,
     init_centroids: np.ndarray | None = None,
+    prints: np.ndarray | None = None,
 ) -> SearchIndex:
-    """Fit the index (centring or PCA, KMeans, augmentation, expansion); save it and the
-    scikit-learn model into the run."""
-    index, model = fit_index(ids, vectors, k, fingerprint, clustering, init_centroids, search)
+    """Fit the index (centring or PCA, KMeans, augmentation, expansion, duplicate prints); save
+    it and the scikit-learn model into the run."""
+    index, model = fit_index(
+        ids, vectors, k, fingerprint, clustering, init_centroids, search, prints
+    )
     run = RunLayout(Path(run_dir))
     save(index, run.index.root)
     with atomic_path(run.model) as tmp:
