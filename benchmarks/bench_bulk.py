@@ -6,9 +6,11 @@ the bulk flow maps them), peak RSS above the data, and recall@10 against exact s
 sample of queries. With faiss-cpu installed (optional `bench` extra), the same for IndexIVFFlat
 with the same number of lists, probes and training sample.
 
-`--copies F` replaces a fraction F of the vectors by near-copies of others (cosine about 0.97), so
-the near-duplicate step that follows the bulk search (pairs at or above `--threshold`, then
-groups) has work to do; its time is printed beside the bulk time.
+`--copies F` replaces a fraction F of the vectors by near-copies of others (cosine about 0.97),
+each with a duplicate print (vasrch.prints) that differs from its original's by a little noise;
+every other image gets a random print. Bulk search scores every neighbour pair's prints, and the
+near-duplicate step that follows groups the pairs at or above `--threshold`; its time is printed
+beside the bulk time.
 
     python benchmarks/bench_bulk.py                      # N = 100k and 1M
     python benchmarks/bench_bulk.py --n 100000 --probes 4 8
@@ -27,10 +29,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from vasrch.bulk import duplicate_groups, iter_bulk_neighbours, near_duplicate_pairs
+from vasrch.bulk import iter_bulk_neighbours
 from vasrch.clustering import l2_normalise, train_kmeans
+from vasrch.config import BulkConfig
+from vasrch.duplicates import duplicate_groups, duplicate_pairs
 from vasrch.evaluation import recall_at_k, sample_queries
 from vasrch.index import SearchResult, brute_force, build_index
+from vasrch.prints import PRINT_BYTES
 
 TOP_N = 10
 
@@ -87,8 +92,9 @@ def timed(fn: Callable[[], Any]) -> tuple[float, float, Any]:
     return elapsed, rss.extra_mib, value
 
 
-def plant_copies(x: np.ndarray, fraction: float, seed: int) -> int:
-    """Overwrite `fraction` of the rows with near-copies (cosine ~0.97) of other rows, in place."""
+def plant_copies(x: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, int]:
+    """Overwrite `fraction` of the rows with near-copies (cosine ~0.97) of other rows, in place;
+    return random prints, those of the copies close to their originals', and the count."""
     rng = np.random.default_rng([seed, 1])
     n = len(x)
     count = int(n * fraction)
@@ -96,13 +102,19 @@ def plant_copies(x: np.ndarray, fraction: float, seed: int) -> int:
     copies, originals = rows[:count], rows[count:]
     noise = rng.standard_normal((count, x.shape[1]), dtype=np.float32)
     x[copies] = l2_normalise(x[originals] + 0.25 / np.sqrt(x.shape[1]) * noise)
-    return count
+    prints = rng.integers(0, 256, size=(n, PRINT_BYTES), dtype=np.uint8)
+    jitter = rng.integers(-3, 4, size=(count, PRINT_BYTES))
+    prints[copies] = np.clip(prints[originals] + jitter, 0, 255)
+    return prints, count
 
 
-def vasrch_bulk(x, ids, k, probes_list, train_rows, queries, exact, seed, workers, threshold):
+def vasrch_bulk(
+    x, prints, ids, k, probes_list, train_rows, queries, exact, seed, workers, threshold
+):
     def train():
         model = train_kmeans(x, k, seed=seed, max_train_rows=train_rows)
-        return build_index(ids, x, model.cluster_centers_, model.predict(x), "bench")
+        labels = model.predict(x)
+        return build_index(ids, x, model.cluster_centers_, labels, "bench", prints=prints)
 
     train_s, train_mib, index = timed(train)
     sizes = index.cluster_sizes
@@ -118,12 +130,12 @@ def vasrch_bulk(x, ids, k, probes_list, train_rows, queries, exact, seed, worker
             sampled, hits = [], []
             for _, frame in iter_bulk_neighbours(index, TOP_N, probes, 50_000, workers):
                 sampled.append(frame[frame["image_id"].isin(wanted)])
-                hits.append(frame[frame["score"] >= threshold])
+                hits.append(frame[frame["duplicate_score"] >= threshold])
             return pd.concat(sampled), pd.concat(hits)
 
         bulk_s, bulk_mib, (frame, hits) = timed(bulk)
         dup_s, _, groups = timed(
-            lambda hits=hits: duplicate_groups(near_duplicate_pairs(hits, threshold), ids)
+            lambda hits=hits: duplicate_groups(duplicate_pairs(hits, threshold), ids)
         )
         frame = frame.set_index(["image_id", "rank"])["neighbour_id"]
         got = np.array(
@@ -202,7 +214,12 @@ def main() -> None:
         "--workers", type=int, default=os.cpu_count(), help="bulk chunks run at once"
     )
     parser.add_argument("--copies", type=float, default=0.01, help="fraction of near-copies")
-    parser.add_argument("--threshold", type=float, default=0.95, help="near-duplicate threshold")
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=BulkConfig().duplicate_threshold,
+        help="duplicate score threshold (default: bulk.duplicate_threshold)",
+    )
     parser.add_argument("--no-faiss", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -214,7 +231,7 @@ def main() -> None:
         k = args.k[i] if args.k else math.isqrt(n)
         train_rows = min(n, args.train_per_cluster * k)
         x = mixture(n, args.dim, args.components, args.spread, args.seed)
-        copies = plant_copies(x, args.copies, args.seed)
+        prints, copies = plant_copies(x, args.copies, args.seed)
         ids = np.char.add("img", np.arange(n).astype(str)).astype(object)
         queries = sample_queries(n, args.sample, args.seed)
         start = time.perf_counter()
@@ -225,6 +242,7 @@ def main() -> None:
         )
         vasrch_bulk(
             x,
+            prints,
             ids,
             k,
             args.probes,

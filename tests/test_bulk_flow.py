@@ -1,6 +1,9 @@
 """The bulk step on real generated images: planted near-duplicates, CSV export, refusals."""
 
 import io
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +12,7 @@ import pytest
 import yaml
 from PIL import Image, ImageDraw, ImageOps
 
+from vasrch.config import BulkConfig
 from vasrch.orchestration.flows.bulk import bulk_flow
 from vasrch.orchestration.flows.train import train_flow
 
@@ -18,7 +22,7 @@ def _scene(seed: int, size: int = 320) -> Image.Image:
     rng = np.random.default_rng(seed)
     img = Image.new("RGB", (size, size), tuple(int(v) for v in rng.integers(0, 256, 3)))
     draw = ImageDraw.Draw(img)
-    step = int(rng.integers(6, 30))
+    step = int(rng.integers(16, 40))  # finer stripes alias in the 12-pixel duplicate prints
     colour = tuple(int(v) for v in rng.integers(0, 256, 3))
     for x in range(0, size, step * 2):
         if rng.random() < 0.5:
@@ -75,7 +79,7 @@ def planted(tmp_path_factory):
                 "clustering": {"num_clusters": 4},
                 "search": {"probes": 4},
                 "evaluation": {"sample": 20},
-                "bulk": {"top_n": 6, "probes": 4, "duplicate_threshold": 0.85},
+                "bulk": {"top_n": 6, "probes": 4},
             }
         )
     )
@@ -89,6 +93,7 @@ def test_planted_near_duplicates_form_one_group_each(planted) -> None:
     assert sorted(found, key=sorted) == sorted(groups.values(), key=sorted)
     assert not dups["image_id"].str.startswith("distinct/").any()
     assert (dups.groupby("group_id")["is_representative"].sum() == 1).all()
+    assert (dups["score_to_representative"] >= BulkConfig().duplicate_threshold).all()
     assert result["bulk"]["duplicate_groups"] == 4
 
 
@@ -103,6 +108,7 @@ def test_bulk_flow_on_saved_run_with_csv(planted) -> None:
         "rank",
         "neighbour_id",
         "score",
+        "duplicate_score",
     }
     assert (table["image_id"] != table["neighbour_id"]).all()
     assert table.groupby("image_id")["score"].apply(lambda s: s.is_monotonic_decreasing).all()
@@ -121,3 +127,46 @@ def test_bulk_refuses_missing_run_and_other_backbone(planted, tmp_path: Path) ->
     other_path.write_text(yaml.safe_dump(other))
     with pytest.raises(RunError, match="was built with backbone"):
         bulk_flow(str(other_path))
+
+
+def test_vasrch_duplicates_prints_the_groups_as_table_csv_and_json(planted, capsys) -> None:
+    from vasrch.cli import main
+
+    config, groups, result = planted
+    argv = ["duplicates", "--config", str(config), "--run", result["run_id"]]
+    assert main([*argv, "--format", "csv"]) == 0
+    table = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    assert list(table.columns) == [
+        "group_id",
+        "image_id",
+        "is_representative",
+        "score_to_representative",
+        "path",
+    ]
+    found = [set(g["image_id"]) for _, g in table.groupby("group_id")]
+    assert sorted(found, key=sorted) == sorted(groups.values(), key=sorted)
+    assert all(Path(p).is_file() for p in table["path"])
+    assert main([*argv, "--format", "json"]) == 0
+    records = pd.DataFrame(json.loads(capsys.readouterr().out))
+    pd.testing.assert_frame_equal(records, table, check_dtype=False)
+    assert main(argv) == 0
+    shown = capsys.readouterr().out
+    assert "4 groups at duplicate score >= " in shown and "listing0/original.jpg" in shown
+    assert main([*argv, "--threshold", "0.999", "--format", "json"]) == 0
+    strict = pd.DataFrame(json.loads(capsys.readouterr().out))
+    assert len(strict) < len(table) and (strict["score_to_representative"] >= 0.999).all()
+    with pytest.raises(SystemExit) as refused:
+        main([*argv, "--threshold", "1.5"])
+    assert refused.value.code == 2
+    assert "--threshold: must be in (0, 1], got 1.5" in capsys.readouterr().err
+
+
+def test_vasrch_duplicates_does_not_import_prefect(planted) -> None:
+    config, _, _ = planted
+    code = (
+        "import sys; from vasrch.cli import main; "
+        f"status = main(['duplicates', '--config', {str(config)!r}, '--format', 'csv']); "
+        "print('prefect' in sys.modules, status)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.stdout.strip().endswith("False 0"), done.stderr[-2000:]

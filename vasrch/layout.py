@@ -157,9 +157,13 @@ class WorkspaceLayout:
         """The folder of one run."""
         return RunLayout(self.runs / run_id)
 
+    def bulk_jobs(self, run_id: str) -> Path:
+        """bulk/<run-id>/: the later bulk jobs on one saved run."""
+        return self.root / "bulk" / run_id
+
     def bulk_job(self, run_id: str, job: str) -> BulkLayout:
         """bulk/<run-id>/<job>/: a bulk job on a saved run (the run folder never changes)."""
-        return BulkLayout(self.root / "bulk" / run_id / job)
+        return BulkLayout(self.bulk_jobs(run_id) / job)
 
     def query_job(self, job: str) -> QueryJobLayout:
         """queries/<job>/: one query flow run's answers."""

@@ -14,7 +14,6 @@ from vasrch import progress
 from vasrch.backbones import BackboneSpec, fingerprint
 from vasrch.bulk import plan_cluster_chunks
 from vasrch.config import load_config
-from vasrch.features import cache_dir_for
 from vasrch.file_server import link_to
 from vasrch.fileio import write_text_atomic
 from vasrch.index import load_index
@@ -35,10 +34,10 @@ def bulk_stage(
     chunk_rows: int,
     csv: bool,
     catalog: pd.DataFrame,
-    cache_dir: Path,
 ) -> dict[str, Any]:
-    """Map bulk tasks over cluster chunks into `out`; then duplicates (scored by the catalog's
-    feature vectors in `cache_dir`, representatives preferred in catalog order) and the CSV."""
+    """Map bulk tasks over cluster chunks into `out` (each neighbour pair with its duplicate
+    score); then the near-duplicate groups (representatives preferred in catalog order) and the
+    CSV."""
     index = load_index(index_dir)
     chunks = plan_cluster_chunks(index, chunk_rows)
     out.root.mkdir(parents=True, exist_ok=True)
@@ -48,7 +47,7 @@ def bulk_stage(
         unmapped(str(index_dir)), chunks, unmapped(params.top_n), unmapped(params.probes), paths
     ).result()
     ids_order = catalog["image_id"].tolist()
-    groups = duplicates_task(str(out.root), duplicate_threshold, ids_order, str(cache_dir), catalog)
+    groups = duplicates_task(str(out.root), duplicate_threshold, ids_order)
     if csv:
         export_csv_task(str(out.root))
     return {
@@ -95,7 +94,7 @@ def bulk_flow(
     )
     run_files = RunLayout(folder)
     out = WorkspaceLayout(cfg.workspace).bulk_job(folder.name, new_run_id())
-    catalog = pd.read_parquet(run_files.catalog, columns=["image_id", "sha256"])
+    catalog = pd.read_parquet(run_files.catalog, columns=["image_id"])
     lock = workspace_lock(cfg.workspace, "bulk flow", cfg.runs.lock_timeout_s)
     with lock, use_runner(cfg.runner):
         result = bulk_stage(
@@ -106,7 +105,6 @@ def bulk_flow(
             cfg.bulk.chunk_rows,
             csv or cfg.bulk.csv,
             catalog,
-            cache_dir_for(cfg.workspace, fp),
         )
     write_text_atomic(out.complete, f"run {folder.name}\n")
     publish_outputs(out, folder.name)

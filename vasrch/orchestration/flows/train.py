@@ -131,7 +131,6 @@ def _build_run(
             cfg.bulk.chunk_rows,
             cfg.bulk.csv,
             catalog,
-            cache_dir_for(cfg.workspace, fp),
         )
         timings["bulk_s"] = time.perf_counter() - clock
     report_task(str(staging.root), catalog, diag, index.k, evaluation, f"vasrch run {run_id}")

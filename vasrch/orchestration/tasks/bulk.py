@@ -6,7 +6,6 @@ import functools
 from pathlib import Path
 
 import pandas as pd
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from prefect import task
 from prefect.artifacts import create_table_artifact
@@ -15,14 +14,8 @@ from prefect.logging import get_run_logger
 from threadpoolctl import threadpool_limits
 
 from vasrch import progress
-from vasrch.bulk import (
-    CANDIDATE_MARGIN,
-    bulk_neighbours_for_clusters,
-    duplicate_groups,
-    near_duplicate_pairs,
-    rescore_pairs,
-)
-from vasrch.features import load_vectors
+from vasrch.bulk import bulk_neighbours_for_clusters
+from vasrch.duplicates import group_summary, groups_of_folder
 from vasrch.fileio import atomic_path
 from vasrch.index import SearchIndex, load_index
 from vasrch.layout import BulkLayout
@@ -52,41 +45,22 @@ def bulk_chunk_task(
 
 
 @task(name="near-duplicates", cache_policy=NO_CACHE)
-def duplicates_task(
-    out_dir: str, threshold: float, ids_order: list[str], cache_dir: str, catalog: pd.DataFrame
-) -> pd.DataFrame:
-    """Neighbour pairs near the threshold, re-scored by the cosine of their feature vectors
-    (from the cache, by sha256), joined into groups at `threshold`; duplicates.parquet."""
+def duplicates_task(out_dir: str, threshold: float, ids_order: list[str]) -> pd.DataFrame:
+    """Group the neighbour pairs whose duplicate score is at least `threshold` (star groups,
+    vasrch.duplicates); write duplicates.parquet and publish the groups (first 100) as a table
+    artifact."""
     out = BulkLayout(Path(out_dir))
-    floor = threshold - CANDIDATE_MARGIN
-    hits = ds.dataset(out.neighbour_shards(), format="parquet").to_table(
-        filter=ds.field("score") >= floor
-    )
-    candidates = near_duplicate_pairs(hits.to_pandas(), floor)
-    involved = catalog[catalog["image_id"].isin(set(candidates["a"]) | set(candidates["b"]))]
-    ids, vectors = load_vectors(Path(cache_dir), involved)
-    scored = rescore_pairs(candidates, ids, vectors)
-    groups = duplicate_groups(
-        near_duplicate_pairs(
-            scored.rename(columns={"a": "image_id", "b": "neighbour_id"}), threshold
-        ),
-        ids_order,
-    )
+    groups = groups_of_folder(out, threshold, ids_order)
     with atomic_path(out.duplicates) as tmp:
         groups.to_parquet(tmp, index=False)
-    n_groups = int(groups["group_id"].nunique())
-    summary = (
-        groups.groupby("group_id")
-        .agg(size=("image_id", "size"), representative=("image_id", "first"))
-        .reset_index()
-        .head(100)
-    )
+    summary = group_summary(groups)
     create_table_artifact(
         key="near-duplicates",
-        table=summary.to_dict("records"),
-        description=f"{n_groups} near-duplicate groups (cosine >= {threshold}); first 100 shown",
+        table=summary.head(100).to_dict("records"),
+        description=f"{len(summary)} near-duplicate groups (duplicate score >= {threshold}); "
+        "each member with its score against the representative; first 100 shown",
     )
-    get_run_logger().info("%d near-duplicate groups", n_groups)
+    get_run_logger().info("%d near-duplicate groups", len(summary))
     return groups
 
 
