@@ -101,7 +101,7 @@ def test_each_query_comes_first_then_its_neighbours_in_rank_order(tmp_path):
         expected = table[table["query"] == str(query)].sort_values("rank")
         assert [figure["alt"] for figure in found] == expected["image_id"].tolist()
         assert [figure["notes"][0] for figure in found] == [
-            f"#{row.rank} · {row.score:.3f}" for row in expected.itertuples(index=False)
+            f"#{row.rank} · cosine {row.score:.3f}" for row in expected.itertuples(index=False)
         ]
     assert not parsed.rows
 

@@ -4,13 +4,15 @@
 into ``out_dir`` beside a ``cluster_sizes.png`` histogram and a ``thumbs/`` folder holding small
 JPEGs of the images the page shows, and only those. Every link in the page is relative and no
 absolute path appears in it, so the folder (inside its run folder, when the elbow plot lives
-there) still shows when copied elsewhere. This module picks and shapes what the page shows;
-``templates/report.html.j2`` lays it out.
+there) still shows when copied elsewhere; each thumbnail links the full image by a relative
+path from where the page was written, which a copy keeps only beside the catalog. This module
+picks and shapes what the page shows; ``templates/report.html.j2`` lays it out.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -43,6 +45,7 @@ def write_report(
     metrics: Mapping[str, float],
     elbow_png: str | None = None,
     notes: Sequence[str] = (),
+    product_urls: Mapping[str, str] | None = None,
     sample_clusters: int = 8,
     members_per_cluster: int = 12,
     sample_queries: int = 8,
@@ -53,14 +56,15 @@ def write_report(
     """Write ``out_dir/report.html`` with its histogram and thumbnails; return the page's path.
 
     ``assignments`` has image_id, cluster, distance (to the own centroid; members are shown
-    closest first); ``paths`` maps image_id to the original file, read only to make thumbnails;
-    ``neighbours`` has image_id, rank (1-based), neighbour_id, score; ``duplicates`` has group_id,
-    image_id, is_representative (and optionally mean_similarity). ``elbow_png`` is the plot's
-    path relative to ``out_dir`` (e.g. ``"../diagnostics/elbow_silhouette.png"``) and must lie
-    in ``out_dir`` or its parent run folder. ``notes`` are sentences shown under the summary
-    (how probes were calibrated, a k at the edge of the sweep). Samples of clusters and
-    queries are drawn with ``seed``; ``members_per_cluster`` also caps the members shown per
-    duplicate group.
+    closest first); ``paths`` maps image_id to the original file, read to make thumbnails and
+    linked from them; ``product_urls`` (optional) maps image_id to its product's page, linked
+    under its thumbnail; ``neighbours`` has image_id, rank (1-based), neighbour_id, score;
+    ``duplicates`` has group_id, image_id, is_representative (and optionally
+    score_to_representative). ``elbow_png`` is the plot's path relative to ``out_dir`` (e.g.
+    ``"../diagnostics/elbow_silhouette.png"``) and must lie in ``out_dir`` or its parent run
+    folder. ``notes`` are sentences shown under the summary (how probes were calibrated, a k at
+    the edge of the sweep). Samples of clusters and queries are drawn with ``seed``;
+    ``members_per_cluster`` also caps the members shown per duplicate group.
     """
     out_dir = Path(out_dir)
     _check_counts(
@@ -97,6 +101,9 @@ def write_report(
         else None
     )
     thumbs = write_thumbnails(_shown_ids(clusters, queries, groups), paths, out_dir)
+    thumbs = {
+        i: replace(t, product_url=_web_url((product_urls or {}).get(i))) for i, t in thumbs.items()
+    }
     page = pages.render(
         "report.html.j2",
         title=title,
@@ -311,12 +318,13 @@ def _first_groups(duplicates: pd.DataFrame, max_groups: int, members: int) -> di
 
 
 def _group_member(row: Mapping[str, Any]) -> dict[str, Any]:
-    """A group member's id, whether it represents the group, its similarity (None if unknown)."""
-    similarity = row.get("mean_similarity")
+    """A group member's id, whether it represents the group, and its duplicate score against
+    the representative (None if unknown)."""
+    score = row.get("score_to_representative")
     return {
         "image_id": str(row["image_id"]),
         "representative": bool(row["is_representative"]),
-        "similarity": None if similarity is None else float(similarity),
+        "score": None if score is None else float(score),
     }
 
 
@@ -348,6 +356,7 @@ def write_run_report(
     notes += [diag.note] if diag.note else []
     shards = run.bulk.neighbour_shards()
     duplicates = run.bulk.duplicates
+    urls = catalog.get("product_url")
     return write_report(
         run.root,
         title=title,
@@ -361,4 +370,12 @@ def write_run_report(
         metrics=evaluation.metrics,
         elbow_png=run.diagnostics.plot.relative_to(run.root).as_posix(),
         notes=notes,
+        product_urls=None if urls is None else dict(zip(catalog["image_id"], urls, strict=True)),
     )
+
+
+def _web_url(url: object) -> str | None:
+    """`url` when it is an http(s) address (a product page), else None."""
+    if isinstance(url, str) and url.lower().startswith(("http://", "https://")):
+        return url
+    return None
