@@ -8,12 +8,15 @@ with the same number of lists, probes and training sample.
 
 `--copies F` replaces a fraction F of the vectors by near-copies of others (cosine about 0.97),
 each with a duplicate print (vasrch.prints) that differs from its original's by a little noise;
-every other image gets a random print. Bulk search scores every neighbour pair's prints, and the
-near-duplicate step that follows groups the pairs at or above `--threshold`; its time is printed
-beside the bulk time.
+every other image gets a random print, or with `--prints-from CACHE` the print of a photo drawn
+at random from a feature cache (real product photos: neighbour pairs then cost what real ones
+do to score, random prints being cheaper). Bulk search scores every neighbour pair's prints, and
+the near-duplicate step that follows groups the pairs at or above `--threshold`; its time is
+printed beside the bulk time.
 
     python benchmarks/bench_bulk.py                      # N = 100k and 1M
     python benchmarks/bench_bulk.py --n 100000 --probes 4 8
+    python benchmarks/bench_bulk.py --n 1000000 --probes 1 --prints-from WS/features/FP
 """
 
 from __future__ import annotations
@@ -24,16 +27,19 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.compute as pc
 
 from vasrch.bulk import iter_bulk_neighbours
 from vasrch.clustering import l2_normalise, train_kmeans
 from vasrch.config import BulkConfig
 from vasrch.duplicates import duplicate_groups, duplicate_pairs
 from vasrch.evaluation import recall_at_k, sample_queries
+from vasrch.features import feature_matrix, iter_shards
 from vasrch.index import SearchResult, brute_force, build_index
 from vasrch.prints import PRINT_BYTES
 
@@ -92,9 +98,21 @@ def timed(fn: Callable[[], Any]) -> tuple[float, float, Any]:
     return elapsed, rss.extra_mib, value
 
 
-def plant_copies(x: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, int]:
+def real_prints(cache_dir: Path) -> np.ndarray:
+    """The prints of the photos in a feature cache, edited copies (ids under edits/) left out."""
+    tables = list(iter_shards(cache_dir, ["image_id", "print"]))
+    keep = [~pc.starts_with(t.column("image_id"), "edits/").to_numpy(False) for t in tables]
+    return np.concatenate(
+        [feature_matrix(t, "print")[k] for t, k in zip(tables, keep, strict=True)]
+    )
+
+
+def plant_copies(
+    x: np.ndarray, fraction: float, seed: int, pool: np.ndarray | None = None
+) -> tuple[np.ndarray, int]:
     """Overwrite `fraction` of the rows with near-copies (cosine ~0.97) of other rows, in place;
-    return random prints, those of the copies close to their originals', and the count."""
+    return prints (random, or drawn from `pool`), those of the copies close to their originals',
+    and the count."""
     rng = np.random.default_rng([seed, 1])
     n = len(x)
     count = int(n * fraction)
@@ -102,7 +120,10 @@ def plant_copies(x: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray,
     copies, originals = rows[:count], rows[count:]
     noise = rng.standard_normal((count, x.shape[1]), dtype=np.float32)
     x[copies] = l2_normalise(x[originals] + 0.25 / np.sqrt(x.shape[1]) * noise)
-    prints = rng.integers(0, 256, size=(n, PRINT_BYTES), dtype=np.uint8)
+    if pool is None:
+        prints = rng.integers(0, 256, size=(n, PRINT_BYTES), dtype=np.uint8)
+    else:
+        prints = pool[rng.integers(0, len(pool), size=n)]
     jitter = rng.integers(-3, 4, size=(count, PRINT_BYTES))
     prints[copies] = np.clip(prints[originals] + jitter, 0, 255)
     return prints, count
@@ -220,9 +241,13 @@ def main() -> None:
         default=BulkConfig().duplicate_threshold,
         help="duplicate score threshold (default: bulk.duplicate_threshold)",
     )
+    parser.add_argument(
+        "--prints-from", type=Path, help="feature cache folder whose photos' prints to draw"
+    )
     parser.add_argument("--no-faiss", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    pool = None if args.prints_from is None else real_prints(args.prints_from)
     print(
         f"cpus: {os.cpu_count()}; dim {args.dim}; "
         f"{args.components} components, spread {args.spread}"
@@ -231,7 +256,7 @@ def main() -> None:
         k = args.k[i] if args.k else math.isqrt(n)
         train_rows = min(n, args.train_per_cluster * k)
         x = mixture(n, args.dim, args.components, args.spread, args.seed)
-        prints, copies = plant_copies(x, args.copies, args.seed)
+        prints, copies = plant_copies(x, args.copies, args.seed, pool)
         ids = np.char.add("img", np.arange(n).astype(str)).astype(object)
         queries = sample_queries(n, args.sample, args.seed)
         start = time.perf_counter()
