@@ -2,6 +2,8 @@
 
 import io
 import json
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -97,6 +99,25 @@ def test_planted_near_duplicates_form_one_group_each(planted) -> None:
     assert result["bulk"]["duplicate_groups"] == 4
 
 
+def test_the_near_duplicates_artifact_lists_each_group_with_scored_members(planted) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    _, groups, result = planted
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["near-duplicates"]))
+        )
+    rows = json.loads(found[-1].data) if isinstance(found[-1].data, str) else found[-1].data
+    assert len(rows) == result["bulk"]["duplicate_groups"] == 4
+    listed = []
+    for row in rows:
+        members = re.findall(r"(\S+) \((0\.\d{3}|1\.000)\)", row["members"])
+        assert len(members) == row["size"] - 1
+        listed.append({row["representative"], *(m for m, _ in members)})
+    assert sorted(listed, key=sorted) == sorted(groups.values(), key=sorted)
+
+
 def test_bulk_flow_on_saved_run_with_csv(planted) -> None:
     config, _, result = planted
     out = bulk_flow(str(config), run=result["run_id"], top_n=3, csv=True)
@@ -159,6 +180,18 @@ def test_vasrch_duplicates_prints_the_groups_as_table_csv_and_json(planted, caps
         main([*argv, "--threshold", "1.5"])
     assert refused.value.code == 2
     assert "--threshold: must be in (0, 1], got 1.5" in capsys.readouterr().err
+
+
+def test_vasrch_duplicates_refuses_a_run_whose_catalog_changed(planted, tmp_path) -> None:
+    from vasrch.duplicates import run_groups
+    from vasrch.runs import RunError
+
+    config, _, result = planted
+    copy = shutil.copytree(result["run_dir"], tmp_path / Path(result["run_dir"]).name)
+    catalog = copy / "catalog.parquet"
+    pd.read_parquet(catalog).iloc[1:].to_parquet(catalog)
+    with pytest.raises(RunError, match=r"catalog\.parquet"):
+        run_groups(config.parent / "ws", copy, 0.92)
 
 
 def test_vasrch_duplicates_does_not_import_prefect(planted) -> None:
