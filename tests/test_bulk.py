@@ -35,6 +35,9 @@ def test_all_probes_bulk_equals_brute_force_without_self():
     )
     assert list(frame.columns) == NEIGHBOUR_COLUMNS
     assert frame["duplicate_score"].isna().all()  # an index without prints
+    # every photo is its own product here
+    assert (frame["product_id"] == frame["image_id"]).all()
+    assert (frame["neighbour_product_id"] == frame["neighbour_id"]).all()
     assert len(frame) == len(ids) * 5
     assert not (frame["image_id"] == frame["neighbour_id"]).any()
     exact = brute_force(x, ids, x, top_n=5, exclude_ids=list(ids)).to_frame(ids)

@@ -14,6 +14,7 @@ import pytest
 import yaml
 from PIL import Image, ImageDraw, ImageOps
 
+from vasrch.bulk import NEIGHBOUR_COLUMNS
 from vasrch.config import BulkConfig
 from vasrch.orchestration.flows.bulk import bulk_flow
 from vasrch.orchestration.flows.train import train_flow
@@ -124,13 +125,8 @@ def test_bulk_flow_on_saved_run_with_csv(planted) -> None:
     out_dir = Path(out["out_dir"])
     assert out_dir.parent.name == result["run_id"] and (out_dir / "COMPLETE").is_file()
     table = pd.read_csv(out_dir / "neighbours.csv")
-    assert len(table) == 32 * 3 and set(table.columns) == {
-        "image_id",
-        "rank",
-        "neighbour_id",
-        "score",
-        "duplicate_score",
-    }
+    # every photo its own product (folder mode): the photo table is the product table
+    assert len(table) == 32 * 3 and list(table.columns) == NEIGHBOUR_COLUMNS
     assert (table["image_id"] != table["neighbour_id"]).all()
     assert table.groupby("image_id")["score"].apply(lambda s: s.is_monotonic_decreasing).all()
 
@@ -162,6 +158,7 @@ def test_vasrch_duplicates_prints_the_groups_as_table_csv_and_json(planted, caps
         "image_id",
         "is_representative",
         "score_to_representative",
+        "product_id",
         "path",
     ]
     found = [set(g["image_id"]) for _, g in table.groupby("group_id")]

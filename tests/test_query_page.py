@@ -80,11 +80,11 @@ def results(tmp_path: Path) -> tuple[pd.DataFrame, list[Path]]:
     queries = write_good_images(tmp_path / "queries", n=2, seed=1)
     neighbours = [[images[0], images[1], bad], [images[4], images[3], images[2]]]
     rows = [
-        (str(query), rank, path.name, str(path), 0.95 - 0.1 * rank)
+        (str(query), rank, path.name, 0.95 - 0.1 * rank, path.name, str(path))
         for query, found in zip(queries, neighbours, strict=True)
         for rank, path in enumerate(found, start=1)
     ]
-    return pd.DataFrame(rows, columns=RESULT_COLUMNS), queries
+    return pd.DataFrame(rows, columns=[*RESULT_COLUMNS, "path"]), queries
 
 
 def test_each_query_comes_first_then_its_neighbours_in_rank_order(tmp_path):
@@ -101,7 +101,7 @@ def test_each_query_comes_first_then_its_neighbours_in_rank_order(tmp_path):
         expected = table[table["query"] == str(query)].sort_values("rank")
         assert [figure["alt"] for figure in found] == expected["image_id"].tolist()
         assert [figure["notes"][0] for figure in found] == [
-            f"#{row.rank} · cosine {row.score:.3f}" for row in expected.itertuples(index=False)
+            f"#{row.rank} · score {row.score:.3f}" for row in expected.itertuples(index=False)
         ]
     assert not parsed.rows
 
@@ -155,7 +155,7 @@ def test_rejected_queries_are_listed_with_their_reason(tmp_path):
 
 def test_a_page_with_every_query_rejected_lists_them_alone(tmp_path):
     rejected = [{"query": "/q/a.jpg", "reason": "empty file (0 bytes)"}]
-    empty = pd.DataFrame(columns=RESULT_COLUMNS)
+    empty = pd.DataFrame(columns=[*RESULT_COLUMNS, "path"])
     parsed = parse(write_query_page(tmp_path / "out", empty, rejected, "t").read_text("utf-8"))
     assert parsed.grids == [] and parsed.rows == [["/q/a.jpg", "empty file (0 bytes)"]]
 

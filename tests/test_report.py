@@ -203,16 +203,6 @@ def test_thumbnails_link_their_full_images_by_relative_paths(tmp_path):
     assert all(href.startswith("#") for href in tags.hrefs if href not in dict(linked).values())
 
 
-def test_a_known_product_page_is_linked_under_its_thumbnail(tmp_path):
-    args = catalog(tmp_path)
-    first, second = args["duplicates"]["image_id"].iloc[:2]
-    urls = {first: "https://shop.example/p/1?c=a&b", second: "javascript:alert(1)"}
-    page = write_report(**args, product_urls=urls).read_text(encoding="utf-8")
-    product_links = [h for h in parse(page).hrefs if not h.startswith("#") and "://" in h]
-    assert set(product_links) == {"https://shop.example/p/1?c=a&b"}  # only http(s) addresses
-    assert "javascript:" not in page
-
-
 def test_links_resolve_inside_a_copy_and_no_absolute_path_appears(tmp_path):
     args = catalog(tmp_path / "origin")
     write_report(**args)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import http.client
+import io
 import json
 import logging
 import os
@@ -25,6 +26,7 @@ from urllib.parse import quote
 import numpy as np
 import pytest
 import yaml
+from PIL import Image
 
 from tests.imagefactory import write_flat_rgb_png, write_png_bomb, write_png_declaring
 from vasrch import runs
@@ -74,7 +76,7 @@ def serving(ws: Path, **options: Any) -> Iterator[QueryServer]:
 
 @pytest.fixture(scope="module")
 def server(workspace: Path) -> Iterator[QueryServer]:
-    with serving(workspace, max_upload_bytes=MAX_UPLOAD, top_n=5) as s:
+    with serving(workspace, max_upload_bytes=MAX_UPLOAD, top_n=5, show_paths=True) as s:
         yield s
 
 
@@ -161,7 +163,15 @@ def multipart(field: str, filename: str, data: bytes) -> tuple[bytes, str]:
 
 
 def catalog_image(demo_catalog: Path, image_id: str) -> bytes:
-    return (demo_catalog / image_id).read_bytes()
+    """A shopper's copy of a catalog photo: one pixel changed, so not the catalog's bytes (a
+    byte-identical upload leaves its own product out of the answers)."""
+    with Image.open(demo_catalog / image_id) as image:
+        edited = image.convert("RGB")
+        fmt = image.format
+    edited.putpixel((0, 0), tuple(255 - v for v in edited.getpixel((0, 0))))
+    out = io.BytesIO()
+    edited.save(out, format=fmt, quality=95)
+    return out.getvalue()
 
 
 def test_health_names_the_latest_run(server: QueryServer, workspace: Path) -> None:
@@ -175,7 +185,7 @@ def test_health_names_the_latest_run(server: QueryServer, workspace: Path) -> No
 
 
 @pytest.mark.parametrize("image_id", ["shoe/shoe_000.png", "mug/mug_004.jpg"])
-def test_uploaded_catalog_image_finds_itself_first(
+def test_uploaded_copy_of_a_catalog_photo_finds_its_product_first(
     server: QueryServer, demo_catalog: Path, image_id: str
 ) -> None:
     suffix = Path(image_id).suffix.lstrip(".")
@@ -184,12 +194,35 @@ def test_uploaded_catalog_image_finds_itself_first(
     assert body["run_id"] == server.holder.served.run_id
     results = body["results"]
     assert [r["rank"] for r in results] == [1, 2, 3, 4, 5]
-    assert results[0]["image_id"] == image_id
+    assert results[0]["image_id"] == results[0]["product_id"] == image_id
+    assert results[0]["category"] == image_id.split("/")[0]
     assert results[0]["score"] > 0.99  # under 1: query expansion blends in the best answers
     assert Path(results[0]["path"]).resolve() == (demo_catalog / image_id).resolve()
     scores = [r["score"] for r in results]
     assert scores == sorted(scores, reverse=True)
     assert body["ms"] > 0
+    # the catalog photo's own bytes: its product is left out, as asking for it by id does
+    status, exact = upload(server, (demo_catalog / image_id).read_bytes(), ctype=f"image/{suffix}")
+    assert status == 200 and image_id not in [r["product_id"] for r in exact["results"]]
+    assert len(exact["results"]) == 5
+
+
+def test_filters_in_the_query_string_and_the_json_body(
+    server: QueryServer, demo_catalog: Path
+) -> None:
+    jpeg = catalog_image(demo_catalog, "hat/hat_001.jpg")
+    status, body = upload(server, jpeg, "?filter.category=mug,bag&top_n=8")
+    assert status == 200, body
+    assert len(body["results"]) == 8 and {r["category"] for r in body["results"]} <= {"mug", "bag"}
+    as_json = to_json_body(jpeg, filters={"category": "shoe"}, top_n=6)
+    status, body = upload(server, as_json, ctype="application/json")
+    assert status == 200, body
+    assert [r["category"] for r in body["results"]] == ["shoe"] * 6
+    status, by_id = request(server, "GET", "/query?id=hat/hat_001.jpg&filter.category=watch")
+    assert status == 200 and {r["category"] for r in by_id["results"]} == {"watch"}
+    status, body = request(server, "GET", "/query?id=hat/hat_001.jpg&filter.colour=red")
+    assert status == 400 and "unknown filter column 'colour'" in body["error"]
+    assert "category" in body["error"]
 
 
 def test_multipart_upload_and_query_by_id_agree(server: QueryServer, demo_catalog: Path) -> None:
@@ -198,7 +231,7 @@ def test_multipart_upload_and_query_by_id_agree(server: QueryServer, demo_catalo
     status, uploaded = upload(server, form, "?top_n=6&probes=2", ctype)
     assert status == 200, uploaded
     assert uploaded["query"] == "my bag.jpg"
-    assert uploaded["results"][0]["image_id"] == image_id
+    assert uploaded["results"][0]["product_id"] == image_id
 
     status, by_id = request(server, "GET", f"/query?id={quote(image_id)}&top_n=5&probes=2")
     assert status == 200, by_id
@@ -410,7 +443,22 @@ def test_bad_json_bodies_and_big_images_get_4xx_reasons(
         (
             upload(server, to_json_body(jpeg, filters={"colour": "red"}), ctype=as_json),
             400,
-            "filters are not supported yet",
+            "unknown filter column 'colour'",
+        ),
+        (
+            upload(
+                server,
+                to_json_body(jpeg, filters={"category": "hat"}),
+                "?filter.category=hat",
+                as_json,
+            ),
+            400,
+            "both",
+        ),
+        (
+            upload(server, to_json_body(jpeg, filters={"category": 3}), ctype=as_json),
+            400,
+            "filters.category",
         ),
         (
             upload(server, b'{"image_base64": "not base64!"}', ctype=as_json),
@@ -553,7 +601,9 @@ def test_token_guards_every_path_but_health(guarded: QueryServer) -> None:
     for path in ("/query?id=hat/hat_001.jpg", "/metrics", "/docs", "/openapi.json"):
         assert exchange(guarded, "GET", path, headers=auth)[0] == 200, path
     lower = {"Authorization": f"bearer {TOKEN}"}
-    assert exchange(guarded, "GET", "/query?id=hat/hat_001.jpg", headers=lower)[0] == 200
+    status, _, body = exchange(guarded, "GET", "/query?id=hat/hat_001.jpg", headers=lower)
+    # a server started without --show-paths answers with ids, never the server's files
+    assert status == 200 and all("path" not in r for r in json.loads(body)["results"])
 
 
 def test_cors_answers_preflights_from_the_named_origin_only(guarded: QueryServer) -> None:
@@ -622,13 +672,21 @@ def test_access_log_has_one_line_per_request_unless_quiet(
     request(server, "GET", "/query?id=hat/hat_001.jpg")
     request(server, "GET", "/nowhere")
     request(guarded, "GET", "/health")
-    # Other tests' lines may land here too (a line is written once its answer is sent).
-    lines = [
-        r.getMessage()
-        for r in caplog.records
-        if r.name == "vasrch.access"
-        and r.getMessage().startswith(("GET /query", "GET /nowhere", "GET /health"))
-    ]
+
+    def access_lines() -> list[str]:
+        return [
+            r.getMessage()
+            for r in caplog.records
+            if r.name == "vasrch.access"
+            and r.getMessage().startswith(("GET /query", "GET /nowhere", "GET /health"))
+        ]
+
+    # A line is written once its answer is sent, so it may land just after the client read it.
+    deadline = time.monotonic() + 5
+    while len(access_lines()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.2)  # the guarded server's /health would have logged by now, were it logging
+    lines = access_lines()
     assert len(lines) == 2, lines
     assert re.match(r"GET /query 200 \d+\.\d ms 127\.0\.0\.1:\d+$", lines[0])
     assert re.match(r"GET /nowhere 404 \d+\.\d ms ", lines[1])

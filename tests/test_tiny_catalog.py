@@ -76,7 +76,8 @@ def test_cli_query_with_a_huge_top_n_answers_at_most_the_catalog(three) -> None:
     )
     assert done.returncode == 0, done.stderr[-2000:]
     rows = json.loads(done.stdout)
-    assert [r["rank"] for r in rows] == [1, 2, 3]
+    # the query is one of the 3 catalog photos: its own product is left out
+    assert [r["rank"] for r in rows] == [1, 2]
     assert time.perf_counter() - start < 120
 
 

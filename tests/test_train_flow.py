@@ -119,11 +119,7 @@ def test_tampered_artifact_fails_to_load(trained, tmp_path: Path) -> None:
         open_run(tmp_path / "ws")
 
 
-def test_cli_query_json(trained) -> None:
-    cfg, result = trained
-    searcher = open_run(Path(result["run_dir"]).parents[1])
-    image_id = searcher.index.ids[0]
-    path = searcher.paths[image_id]
+def _cli_query(path: str, cfg: Path, *extra: str) -> list[dict]:
     out = subprocess.run(
         [
             sys.executable,
@@ -133,19 +129,39 @@ def test_cli_query_json(trained) -> None:
             path,
             "-c",
             str(cfg),
-            "--top-n",
-            "3",
             "--format",
             "json",
+            *extra,
         ],
         check=True,
         capture_output=True,
         text=True,
     ).stdout
-    rows = json.loads(out)
+    return json.loads(out)
+
+
+def test_cli_query_json_names_products_and_leaves_out_the_query_photo(
+    trained, tmp_path: Path
+) -> None:
+    cfg, result = trained
+    searcher = open_run(Path(result["run_dir"]).parents[1])
+    image_id = searcher.index.ids[0]
+    copy = tmp_path / "renamed-copy.png"
+    copy.write_bytes(Path(searcher.paths[image_id]).read_bytes())
+    rows = _cli_query(str(copy), cfg, "--top-n", "3")
     assert [r["rank"] for r in rows] == [1, 2, 3]
-    # query expansion blends in the best answers, so the photo itself scores just under 1
-    assert rows[0]["image_id"] == image_id and rows[0]["score"] > 0.99
+    assert list(rows[0]) == ["query", "rank", "product_id", "score", "image_id", "category"]
+    # the same bytes as a catalog photo: that photo's product is not its own answer
+    assert image_id not in [r["product_id"] for r in rows]
+    assert rows[0]["category"] == image_id.split("/")[0]
+    with_paths = _cli_query(str(copy), cfg, "--top-n", "3", "--show-paths")
+    assert [Path(r["path"]).name for r in with_paths] == [Path(r["image_id"]).name for r in rows]
+    # a query that is not a catalog photo keeps every product: a slightly changed copy finds it
+    from PIL import Image
+
+    edited = tmp_path / "edited.png"
+    Image.open(copy).convert("RGB").resize((70, 70)).save(edited)
+    assert _cli_query(str(edited), cfg, "--top-n", "3")[0]["product_id"] == image_id
 
 
 def test_killed_train_leaves_latest_on_previous_run(trained, tmp_path: Path, demo_catalog) -> None:

@@ -26,6 +26,7 @@ from vasrch.fileio import atomic_path, write_text_atomic
 from vasrch.hashing import IntegrityError, check_hashes, folder_hashes
 from vasrch.index import load_index, save
 from vasrch.layout import SavedFeaturesLayout, SavedIndexLayout, saved_index
+from vasrch.products import FilterSpec, Products
 from vasrch.search import embed_files
 from vasrch.search_params import resolve_search_params
 from vasrch.training import diagnose, fit_index
@@ -161,10 +162,12 @@ def search_similar_images(
     csv_file: str | Path,
     top_n: int = 10,
     probes: int | None = None,
+    filters: FilterSpec | None = None,
 ) -> list[str]:
     """The top_n catalog images most similar to `image_path`, best first, as file paths. The
     clusters come from the CSV's model (`csv_file` names the images train_clusters listed);
-    `probes` nearest clusters are searched (default: vasrch.search_params' rule)."""
+    `probes` nearest clusters are searched (default: vasrch.search_params' rule). `filters`
+    keeps images by their folder, e.g. {"category": ["shoes"]} (the folder mode's metadata)."""
     saved = saved_index(Path(model_filename))
     _verify_saved_index(saved, model_filename)
     meta = json.loads(saved.meta.read_text(encoding="utf-8"))
@@ -175,6 +178,8 @@ def search_similar_images(
     if bad:
         raise ValueError(f"cannot use {image_path} as a query: {bad[0][1]}")
     params = resolve_search_params(k=index.k, n=index.n, top_n=top_n, probes=probes)
-    result = index.search(vectors, params.top_n, params.probes)
+    products = Products.from_catalog(pd.DataFrame({"image_id": index.ids}))
+    allowed = products.allowed(index.ids, filters)
+    result = index.search(vectors, params.top_n, params.probes, allowed=allowed)
     root = Path(meta["catalog_root"])
     return [str(root / i) for i in result.ids[0] if i and i in listed]

@@ -19,7 +19,23 @@ from threadpoolctl import threadpool_limits
 from vasrch.index import SearchIndex
 from vasrch.print_match import print_scores
 
-NEIGHBOUR_COLUMNS = ["image_id", "rank", "neighbour_id", "score", "duplicate_score"]
+NEIGHBOUR_COLUMNS = [
+    "image_id",
+    "product_id",
+    "rank",
+    "neighbour_id",
+    "neighbour_product_id",
+    "score",
+    "duplicate_score",
+]
+PRODUCT_NEIGHBOUR_COLUMNS = [
+    "product_id",
+    "rank",
+    "neighbour_product_id",
+    "score",
+    "image_id",
+    "neighbour_image_id",
+]
 
 
 def plan_cluster_chunks(index: SearchIndex, max_rows_per_chunk: int) -> list[list[int]]:
@@ -55,12 +71,12 @@ def bulk_neighbours_for_clusters(
 ) -> pd.DataFrame:
     """Top-n neighbours (self excluded) of every member of `clusters`, scored as a query is.
 
-    Returns (image_id, rank, neighbour_id, score, duplicate_score), rank from 1, padding
-    dropped; score is the retrieval score, duplicate_score the pair's print score
-    (vasrch.print_match; NaN when the index has no prints), which neither augmentation nor
-    query expansion changes. Queries go `block_rows` at a time, and each score block is bounded,
-    so the working memory does not grow with the catalog; only the returned table grows with the
-    members of the given clusters.
+    Returns NEIGHBOUR_COLUMNS, rank from 1, padding dropped: each photo's answers are distinct
+    products other than its own (photos, when every product has one); score is the retrieval
+    score, duplicate_score the pair's print score (vasrch.print_match; NaN when the index has no
+    prints), which neither augmentation nor query expansion changes. Queries go `block_rows` at
+    a time, and each score block is bounded, so the working memory does not grow with the
+    catalog; only the returned table grows with the members of the given clusters.
     """
     bad = [c for c in clusters if not 0 <= c < index.k]
     if bad:
@@ -77,10 +93,13 @@ def bulk_neighbours_for_clusters(
             index.search_rows(index.vectors[block], top_n, probes, block, block_rows)
         )
     frame = index.result_of(nbr_rows, scores).to_frame(index.ids[rows])
-    found = nbr_rows >= 0
-    queries = np.broadcast_to(rows[:, None], nbr_rows.shape)[found]
+    products = index.ids if index.products is None else index.products
+    found = np.isfinite(scores)
+    frame["product_id"] = products[np.repeat(rows, found.sum(axis=1))]
+    frame["neighbour_product_id"] = products[nbr_rows[found]]
+    queries = np.repeat(rows, found.sum(axis=1))
     frame["duplicate_score"] = duplicate_scores(index, queries, nbr_rows[found])
-    return frame
+    return frame[NEIGHBOUR_COLUMNS]
 
 
 def duplicate_scores(index: SearchIndex, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -92,6 +111,17 @@ def duplicate_scores(index: SearchIndex, a: np.ndarray, b: np.ndarray) -> np.nda
     pairs, inverse = np.unique(low * index.n + high, return_inverse=True)
     scores = print_scores(index.prints, pairs // index.n, pairs % index.n)
     return scores[inverse.ravel()]
+
+
+def product_neighbours(frame: pd.DataFrame, top_n: int) -> pd.DataFrame:
+    """Each product's top-n neighbour products over all its photos' answers (NEIGHBOUR_COLUMNS
+    rows), a neighbour scored by its best pair of photos: PRODUCT_NEIGHBOUR_COLUMNS, where
+    image_id is the product's photo and neighbour_image_id the neighbour's photo that matched."""
+    best = frame.sort_values(["score", "image_id"], ascending=[False, True], kind="stable")
+    best = best.drop_duplicates(["product_id", "neighbour_product_id"])
+    best = best.assign(rank=best.groupby("product_id", sort=False).cumcount() + 1)
+    best = best[best["rank"] <= top_n].sort_values(["product_id", "rank"], ignore_index=True)
+    return best.rename(columns={"neighbour_id": "neighbour_image_id"})[PRODUCT_NEIGHBOUR_COLUMNS]
 
 
 def iter_bulk_neighbours(

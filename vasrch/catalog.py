@@ -32,6 +32,8 @@ import pandas as pd
 from vasrch.fileio import atomic_path
 from vasrch.hashing import file_kind, open_regular, sha256_stream
 from vasrch.images import IMAGE_EXTENSIONS
+from vasrch.manifest import load_manifest
+from vasrch.products import folder_products
 
 STAT_COLUMNS = ["bytes", "mtime_ns", "ctime_ns", "inode", "device"]
 CATALOG_COLUMNS = ["image_id", "path", "sha256", *STAT_COLUMNS]
@@ -56,6 +58,8 @@ class ScanOptions:
 
     max_file_bytes: int | None = DEFAULT_MAX_FILE_BYTES
     follow_external_symlinks: bool = False
+    manifest: Path | None = None  # products.csv / .parquet; None: every image is a product
+    allow_absolute_paths: bool = False  # in the manifest
 
 
 @dataclass(frozen=True)
@@ -70,8 +74,9 @@ class Walk:
 
 @dataclass(frozen=True)
 class Scan:
-    """A scanned catalog: the table of hashed images (CATALOG_COLUMNS), the images rejected by
-    the scan (image_id, path, reason) and warnings about folders left out."""
+    """A scanned catalog: the table of hashed images (CATALOG_COLUMNS, then product_id and the
+    product metadata columns), the images rejected by the scan (image_id, path, reason) and
+    warnings about folders left out."""
 
     table: pd.DataFrame
     rejected: pd.DataFrame
@@ -179,6 +184,40 @@ def walk_catalog(root: Path, follow_external_symlinks: bool = False) -> Walk:
     return Walk(sorted(files, key=lambda f: f[0]), sorted(rejected), warnings)
 
 
+def walk_listed(root: Path, listed: pd.DataFrame, follow_external_symlinks: bool) -> Walk:
+    """The photos a manifest lists (image_id, path) as a walk: each one that is missing, not a
+    regular file, or a symlink leading out of `root` is rejected with its reason."""
+    top = os.path.realpath(root)
+    files: list[tuple[str, str, os.stat_result]] = []
+    rejected: list[tuple[str, str, str]] = []
+    for image_id, path in zip(listed["image_id"], listed["path"], strict=True):
+        try:
+            st = os.stat(path)
+        except OSError as err:
+            linked = os.path.islink(path)
+            if err.errno == errno.ENOENT and not linked:
+                problem = "listed in the manifest but not found"
+            else:
+                problem = _stat_problem(path, linked, err)
+            rejected.append((image_id, path, problem))
+            continue
+        inside = os.path.isabs(image_id) or _within(os.path.realpath(path), top)
+        if not (inside or follow_external_symlinks):
+            rejected.append(
+                (
+                    image_id,
+                    path,
+                    "symlink leading outside the catalog: not followed (set "
+                    "catalog.follow_external_symlinks: true to follow it)",
+                )
+            )
+        elif stat.S_ISREG(st.st_mode):
+            files.append((image_id, path, st))
+        else:
+            rejected.append((image_id, path, f"not a regular file but a {file_kind(st.st_mode)}"))
+    return Walk(sorted(files, key=lambda f: f[0]), sorted(rejected), [])
+
+
 def iter_image_files(root: Path) -> list[Path]:
     """Readable-looking image files under `root` (query folders): every symlink followed,
     loops cut, hidden entries and special files skipped; sorted."""
@@ -236,13 +275,22 @@ def _name_problem(image_id: str) -> str | None:
 def scan_catalog(
     root: str | Path, previous: pd.DataFrame | None = None, options: ScanOptions | None = None
 ) -> Scan:
-    """Every image under `root`: a table of image_id (POSIX path relative to root), path,
-    sha256, bytes, mtime_ns, ctime_ns, inode, device; the images that cannot be scanned, each
+    """Every image under `root` (or, with `options.manifest`, every photo the manifest lists):
+    a table of image_id (POSIX path relative to root), path, sha256, bytes, mtime_ns, ctime_ns,
+    inode, device, product_id and the product metadata; the images that cannot be scanned, each
     with its reason; and warnings about folders left out. Hashes from `previous` are reused
-    when path, size, mtime, ctime, inode and device are all unchanged."""
+    when path, size, mtime, ctime, inode and device are all unchanged. Without a manifest each
+    image is its own product, its class folder its `category`."""
     options = options or ScanOptions()
     root = Path(root).resolve()
-    walk = walk_catalog(root, options.follow_external_symlinks)
+    if options.manifest is None:
+        walk = walk_catalog(root, options.follow_external_symlinks)
+    else:
+        if not root.is_dir():
+            raise FileNotFoundError(f"catalog folder not found: {root}")
+        manifest = load_manifest(options.manifest, root, options.allow_absolute_paths)
+        walk = walk_listed(root, manifest.rows, options.follow_external_symlinks)
+        walk.rejected.extend(manifest.rejected.itertuples(index=False, name=None))
     known = _known(previous)
     rows = []
     rejected = [(shown(i), shown(p), reason) for i, p, reason in walk.rejected]
@@ -254,6 +302,11 @@ def scan_catalog(
         digest, st = found
         rows.append((image_id, path, digest, *_stat_key(st)))
     table = pd.DataFrame(rows, columns=CATALOG_COLUMNS).astype(_DTYPES)
+    if options.manifest is None:
+        products = folder_products(table["image_id"])
+    else:
+        products = manifest.rows.drop(columns="path").set_index("image_id")
+    table = table.join(products, on="image_id")
     rejections = pd.DataFrame(sorted(rejected), columns=SCAN_REJECTION_COLUMNS)
     return Scan(table, rejections, walk.warnings)
 

@@ -16,7 +16,7 @@ from vasrch import __version__
 from vasrch.quiet import QUIET_NATIVE_ENV
 
 if TYPE_CHECKING:
-    from vasrch.config import Config, SearchConfig
+    from vasrch.config import Config, FeaturesConfig, SearchConfig
 
 # Prefect's background services log under their class names (e.g. "Still processing items"
 # while a run's last events drain at exit).
@@ -168,16 +168,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _workspace_and_search(args: argparse.Namespace) -> tuple[Path, SearchConfig | None]:
-    """The workspace from --workspace or --config, and the config's `search` section (None
-    without a config: its defaults and the run's calibration then apply)."""
-    from vasrch.config import load_config
+def _workspace_and_search(
+    args: argparse.Namespace,
+) -> tuple[Path, SearchConfig | None, FeaturesConfig]:
+    """The workspace from --workspace or --config, the config's `search` section (None
+    without a config: its defaults and the run's calibration then apply) and its `features`
+    section (how query images are decoded and batched; defaults without a config)."""
+    from vasrch.config import FeaturesConfig, load_config
 
     if args.workspace:
-        return Path(args.workspace), None
+        return Path(args.workspace), None, FeaturesConfig()
     if args.config:
         cfg = load_config(args.config)
-        return cfg.workspace, cfg.search
+        return cfg.workspace, cfg.search, cfg.features
     raise UsageError("give --config CONFIG or --workspace FOLDER")
 
 
@@ -190,23 +193,21 @@ def cmd_query(args: argparse.Namespace) -> int:
     CSV or JSON; returns 0, 1 when some images could not be read, 2 when none."""
     import json
 
-    workspace, search = _workspace_and_search(args)
-    from vasrch.queries import query_files
-    from vasrch.search import embed_files, open_run
+    workspace, search, features = _workspace_and_search(args)
+    from vasrch.products import parse_filters
+    from vasrch.queries import query_files, search_files
+    from vasrch.search import open_run
 
+    filters = parse_filters(args.filter)
     searcher = open_run(workspace, args.run, search=search)
     params = searcher.params(args.top_n, args.probes)
     files = query_files(args.images)
-    vectors, ok, bad = embed_files(files, searcher.backbone(batch_size=min(32, len(files))))
-    for pos, reason in bad:
-        print(f"vasrch: skipped {files[pos]}: {reason}", file=sys.stderr)
-    if not ok:
+    answers = search_files(searcher, files, params, features, filters, args.show_paths)
+    for rejected in answers.rejected:
+        print(f"vasrch: skipped {rejected['query']}: {rejected['reason']}", file=sys.stderr)
+    if not answers.answered:
         return 2
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(1, "blas"):  # a few queries: threads only add hand-off stalls
-        result = searcher.search_vectors(vectors, params.top_n, params.probes)
-    table = searcher.to_table(result, [str(files[i]) for i in ok])
+    table = answers.table
     if args.format == "json":
         print(json.dumps(table.to_dict("records"), indent=2))
     elif args.format == "csv":
@@ -214,7 +215,7 @@ def cmd_query(args: argparse.Namespace) -> int:
     else:
         title = f"run {searcher.run_id} · top {params.top_n} · {params.probes} probes"
         _print_table(table.to_dict("records"), title)
-    return 0 if not bad else 1
+    return 0 if not answers.rejected else 1
 
 
 def cmd_bulk(args: argparse.Namespace) -> int:
@@ -311,7 +312,7 @@ def cmd_query_server(args: argparse.Namespace) -> int:
     from vasrch.service.runner import run_query_server
     from vasrch.service.settings import TOKEN_ENV, ServiceSettings
 
-    workspace, search = _workspace_and_search(args)
+    workspace, search, _ = _workspace_and_search(args)
     run_query_server(
         ServiceSettings(
             workspace=workspace,
@@ -325,6 +326,7 @@ def cmd_query_server(args: argparse.Namespace) -> int:
             max_query_pixels=args.max_query_pixels,
             decode_slots=args.max_decodes,
             decode_wait_s=args.decode_wait,
+            show_paths=args.show_paths,
             reload_interval_s=args.reload_interval,
             token=args.token or os.environ.get(TOKEN_ENV),
             cors_origins=tuple(args.cors_origin),
@@ -432,7 +434,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("query", help="rank the catalog images most similar to query images")
+    p = sub.add_parser("query", help="rank the catalog products most similar to query images")
     p.add_argument("images", nargs="+", help="query image files or folders (searched recursively)")
     _add_workspace(p)
     p.add_argument("--run", help="run id (default: LATEST)")
@@ -453,6 +455,15 @@ def build_parser() -> argparse.ArgumentParser:
         default="table",
         help="output format (default table)",
     )
+    p.add_argument(
+        "--filter",
+        action="append",
+        default=[],
+        metavar="COLUMN=VALUE[,VALUE...]",
+        help="only products whose metadata column has one of the values (repeatable: every "
+        "filter must match), e.g. --filter category=shoes",
+    )
+    p.add_argument("--show-paths", action="store_true", help="add each matched photo's file path")
     p.set_defaults(func=cmd_query)
 
     p = sub.add_parser("bulk", help="neighbours and near-duplicate groups for a whole catalog")
@@ -488,6 +499,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--run",
         help="serve this run only (an id or a run folder) instead of following runs/LATEST",
+    )
+    p.add_argument(
+        "--show-paths",
+        action="store_true",
+        help="answers carry each photo's file path on this machine (off: ids only)",
     )
     p.add_argument(
         "--host",

@@ -43,6 +43,15 @@ class CatalogConfig(_Section):
         description="Follow symlinks that resolve outside `path`; by default an image symlink "
         "leading out is rejected and a folder one skipped with a warning, neither opened.",
     )
+    manifest: Path | None = Field(
+        None,
+        description="CSV or Parquet of products: columns product_id and image (a path relative "
+        "to `path`), any others kept as product metadata (category, title, url, ...); a "
+        "product may have many rows. Default: every image is a product, its folder its category.",
+    )
+    allow_absolute_paths: bool = Field(
+        False, description="Accept absolute image paths in the manifest (outside `path`)."
+    )
 
 
 class FeaturesConfig(_Section):
@@ -261,6 +270,7 @@ def check_inputs(cfg: Config) -> None:
     checks = [
         ("catalog.path", cfg.catalog.path, Path.is_dir, not cfg.catalog.demo),
         ("catalog.labels_csv", cfg.catalog.labels_csv, Path.is_file, True),
+        ("catalog.manifest", cfg.catalog.manifest, Path.is_file, True),
         ("evaluation.queries", cfg.evaluation.queries, Path.is_dir, True),
         ("evaluation.queries_labels_csv", cfg.evaluation.queries_labels_csv, Path.is_file, True),
     ]
@@ -303,6 +313,7 @@ def _resolve_paths(cfg: Config, base: Path) -> Config:
 
     cfg.catalog.path = resolve(cfg.catalog.path)
     cfg.catalog.labels_csv = resolve(cfg.catalog.labels_csv)
+    cfg.catalog.manifest = resolve(cfg.catalog.manifest)
     cfg.evaluation.queries = resolve(cfg.evaluation.queries)
     cfg.evaluation.queries_labels_csv = resolve(cfg.evaluation.queries_labels_csv)
     cfg.workspace = resolve(cfg.workspace)

@@ -29,8 +29,8 @@ GROUP_COLUMNS = {
     "is_representative": "bool",
     "score_to_representative": "float32",
 }
-# Optional catalog columns a group table carries along when the run's catalog has them.
-LINK_COLUMNS = ["path", "product_url"]
+# Catalog columns a group table carries along when the run's catalog has them.
+LINK_COLUMNS = ["product_id", "path", "url"]
 
 
 def duplicate_pairs(neighbours: pd.DataFrame, threshold: float) -> pd.DataFrame:
@@ -130,7 +130,8 @@ def duplicate_groups(pairs: pd.DataFrame, ids_order: Sequence[str] | None = None
 
 
 def group_summary(groups: pd.DataFrame) -> pd.DataFrame:
-    """One row per group: group_id, size, representative, members ("id (score)", best first)."""
+    """One row per group: group_id, size, representative, members ("id (score)", best first),
+    and products (the distinct product ids, when `groups` has them)."""
     rows = []
     for group_id, frame in groups.groupby("group_id", sort=True):
         ids, scores = frame["image_id"].tolist(), frame["score_to_representative"].tolist()
@@ -142,9 +143,13 @@ def group_summary(groups: pd.DataFrame) -> pd.DataFrame:
                 "members": ", ".join(
                     f"{i} ({s:.3f})" for i, s in zip(ids[1:], scores[1:], strict=True)
                 ),
+                "products": ", ".join(dict.fromkeys(map(str, frame.get("product_id", [])))),
             }
         )
-    return pd.DataFrame(rows, columns=["group_id", "size", "representative", "members"])
+    columns = ["group_id", "size", "representative", "members", "products"]
+    if "product_id" not in groups.columns:
+        columns.remove("products")
+    return pd.DataFrame(rows, columns=columns)
 
 
 def groups_of_folder(
@@ -166,8 +171,8 @@ def run_groups(
     workspace: Path, run_folder: Path, threshold: float
 ) -> tuple[pd.DataFrame, BulkLayout]:
     """The groups of a saved run at `threshold` from its newest neighbours, each member with
-    its path (and product_url when the run's catalog has one), and where the neighbours came
-    from. The run's catalog, and its own neighbour shards when they are the newest, are checked
+    its product_id and path (and url when the run's catalog has one), and where the neighbours
+    came from. The run's catalog, and its own neighbour shards when they are the newest, are checked
     against its manifest first."""
     manifest = read_manifest(run_folder, verify=False)
     run = RunLayout(run_folder)

@@ -10,14 +10,14 @@ matrix product, and only the running top-n of each query is kept (argpartition, 
 so memory stays bounded whatever the number of queries or the size of the catalog.
 
 On disk (one folder): centroids.npy, vectors.npy (grouped by cluster), offsets.npy,
-assignments.parquet (image_id, cluster, distance; in stored order), projection.npz when the index
-has one, print_windows.npy, print_scales.npy, print_thumbs.npy and print_colours.npy (the
-duplicate prints prepared for scoring, vasrch.prints) when it was built with them, and index.json
-(format version, backbone fingerprint, k, dim, input_dim, n, has_projection, has_prints,
-expansion). Nothing is pickled, and the vectors and prints are memory-mapped by default, so
-loading is cheap; a long-lived server reads the vectors into memory instead, so that a file
-changed under it cannot change (or crash) it, and leaves the prints out (queries never read
-them).
+assignments.parquet (image_id, cluster, distance, and product_id when some product has several
+photos; in stored order), projection.npz when the index has one, print_windows.npy,
+print_scales.npy, print_thumbs.npy and print_colours.npy (the duplicate prints prepared for
+scoring, vasrch.prints) when it was built with them, and index.json (format version, backbone
+fingerprint, k, dim, input_dim, n, has_projection, has_prints, expansion). Nothing is pickled,
+and the vectors and prints are memory-mapped by default, so loading is cheap; a long-lived
+server reads the vectors into memory instead, so that a file changed under it cannot change (or
+crash) it, and leaves the prints out (queries never read them).
 """
 
 from __future__ import annotations
@@ -110,6 +110,9 @@ class SearchIndex:
     projection: Projection | None = None
     expansion: int = 0  # alpha query expansion: results folded back into the query (0: off)
     expansion_alpha: float = 3.0  # weight of a folded-in result: its similarity ** alpha
+    # Product of each stored row when some product has several photos: answers then hold
+    # distinct products (each by its best photo), and leaving a row out leaves its product out.
+    products: np.ndarray | None = None
     prints: Prints | None = None  # duplicate prints ready for scoring, same order as vectors
 
     @property
@@ -141,6 +144,12 @@ class SearchIndex:
     def labels(self) -> np.ndarray:
         """Cluster of each stored row."""
         return np.repeat(np.arange(self.k, dtype=np.int32), self.cluster_sizes)
+
+    @cached_property
+    def _groups(self) -> tuple[np.ndarray, int]:
+        """(product code of each stored row, most photos of one product)."""
+        codes, _ = pd.factorize(self.products)
+        return codes.astype(np.int64), int(np.bincount(codes).max(initial=1))
 
     @cached_property
     def _half_sq_norms(self) -> np.ndarray:
@@ -184,11 +193,13 @@ class SearchIndex:
         top_n: int = 10,
         probes: int = 1,
         exclude_ids: Sequence[str | None] | None = None,
+        allowed: np.ndarray | None = None,
     ) -> SearchResult:
         """Top-n most similar catalog images for each query feature vector (rows of `queries`).
 
-        `exclude_ids` holds one id (or None) per query; that image never appears in the query's
-        answers (leave-one-out for catalog images used as queries).
+        `exclude_ids` holds one id (or None) per query; that image (and, with products, its
+        product) never appears in the query's answers (leave-one-out for catalog images used as
+        queries). `allowed` is a boolean mask over the stored rows: only those are answers.
         """
         x = self.prepare_queries(queries)
         exclude_rows = None
@@ -199,7 +210,7 @@ class SearchIndex:
                     f"{len(exclude_ids)} for {x.shape[0]} queries"
                 )
             exclude_rows = self.rows_of(exclude_ids)
-        return self.result_of(*self.search_rows(x, top_n, probes, exclude_rows))
+        return self.result_of(*self.search_rows(x, top_n, probes, exclude_rows, allowed=allowed))
 
     def result_of(self, rows: np.ndarray, scores: np.ndarray) -> SearchResult:
         """Turn stored rows (-1 = padding) and their scores into a SearchResult of ids."""
@@ -214,16 +225,26 @@ class SearchIndex:
         probes: int,
         exclude_rows: np.ndarray | None = None,
         block_rows: int = 4096,
+        allowed: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Search with queries already in the index space; return stored rows and scores.
 
         Rows are (q, min(top_n, n)) int64, -1 where padded: no request allocates more than the
-        index holds. `exclude_rows` (q,) is one stored row per query to leave out (-1 for none).
+        index holds. `exclude_rows` (q,) is one stored row per query to leave out (-1 for none;
+        with products, its whole product). `allowed` (n,) bool keeps answers to those rows; the
+        search then probes clusters holding allowed rows only, as many more as the filter is
+        selective, and more again until top_n answers are found or every cluster is searched.
         Queries are processed `block_rows` at a time.
         """
         _check_positive("top_n", top_n)
         _check_positive("probes", probes)
         top_n = min(top_n, max(self.n, 1))
+        if allowed is not None:
+            allowed = np.asarray(allowed, dtype=bool)
+            if allowed.shape != (self.n,):
+                raise ValueError(f"allowed must be a mask of the {self.n} stored rows")
+            share = max(int(allowed.sum()), 1) / max(self.n, 1)
+            probes = min(self.k, int(np.ceil(probes / share)))
         q = queries.shape[0]
         rows = np.empty((q, top_n), dtype=np.int64)
         scores = np.empty((q, top_n), dtype=np.float32)
@@ -232,14 +253,64 @@ class SearchIndex:
             block_ex = None if exclude_rows is None else exclude_rows[start:stop]
             block = np.ascontiguousarray(queries[start:stop], dtype=np.float32)
             if self.expansion:
-                first_r, first_s = self._search_block(
-                    block, max(top_n, self.expansion), probes, block_ex
+                first_r, first_s = self._ranked(
+                    block, max(top_n, self.expansion), probes, block_ex, allowed
                 )
                 block = self.expand(block, first_r, first_s)
-            rows[start:stop], scores[start:stop] = self._search_block(
-                block, top_n, probes, block_ex
+            rows[start:stop], scores[start:stop] = self._ranked(
+                block, top_n, probes, block_ex, allowed
             )
         return rows, scores
+
+    def _ranked(
+        self,
+        queries: np.ndarray,
+        top_n: int,
+        probes: int,
+        exclude_rows: np.ndarray | None,
+        allowed: np.ndarray | None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """One block's answers: plain, or distinct products / filtered, widened as needed."""
+        if self.products is None and allowed is None:
+            return self._search_block(queries, top_n, probes, exclude_rows)
+        return self._search_widening(queries, top_n, probes, exclude_rows, allowed)
+
+    def _search_widening(
+        self,
+        queries: np.ndarray,
+        top_n: int,
+        probes: int,
+        exclude_rows: np.ndarray | None,
+        allowed: np.ndarray | None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-n distinct products (photos without products) among allowed rows: more photos
+        are ranked while a query's candidates fill up with photos of products already found,
+        and more clusters probed while it is short of answers and clusters remain."""
+        q = queries.shape[0]
+        best_r = np.full((q, top_n), -1, dtype=np.int64)
+        best_s = np.full((q, top_n), -np.inf, dtype=np.float32)
+        groups, per_product = (None, 1) if self.products is None else self._groups
+        own = None
+        if exclude_rows is not None:
+            own = exclude_rows if groups is None else _group_of(exclude_rows, groups)
+        todo = np.arange(q)
+        wanted = min(self.n, top_n * per_product + (per_product if own is not None else 0))
+        while True:
+            ex = None if exclude_rows is None else exclude_rows[todo]
+            rows, scores = self._search_block(queries[todo], wanted, probes, ex, allowed)
+            found_r, found_s, count = distinct_top(
+                rows, scores, groups, None if own is None else own[todo], top_n
+            )
+            best_r[todo], best_s[todo] = found_r, found_s
+            short = count < top_n
+            full = np.isfinite(scores[:, -1])
+            more_rows = bool((short & full).any()) and wanted < self.n
+            more_probes = bool((short & ~full).any()) and probes < self.k
+            if not (more_rows or more_probes):
+                return best_r, best_s
+            wanted = min(self.n, wanted * 2) if more_rows else wanted
+            probes = min(self.k, probes * 2) if more_probes else probes
+            todo = todo[short]
 
     def exact(self) -> SearchIndex:
         """The same vectors, ids, projection and expansion as one cluster: searching it (one
@@ -260,9 +331,15 @@ class SearchIndex:
         folded = np.einsum("qm,qmd->qd", weights, self.vectors[np.maximum(top_rows, 0)])
         return l2_normalise(queries + folded.astype(np.float32))
 
-    def _probe(self, queries: np.ndarray, probes: int) -> np.ndarray:
-        """The `probes` non-empty clusters with the nearest centroids (Euclidean, unit queries)."""
-        filled = self.cluster_sizes > 0
+    def _probe(
+        self, queries: np.ndarray, probes: int, allowed: np.ndarray | None = None
+    ) -> np.ndarray:
+        """The `probes` clusters with the nearest centroids (Euclidean, unit queries) among
+        those holding members (allowed members, with a mask)."""
+        if allowed is None:
+            filled = self.cluster_sizes > 0
+        else:
+            filled = np.bincount(self.labels[allowed], minlength=self.k) > 0
         probes = min(probes, int(filled.sum()))
         if probes == int(filled.sum()):
             return np.broadcast_to(np.flatnonzero(filled), (queries.shape[0], probes))
@@ -271,21 +348,32 @@ class SearchIndex:
         return np.argpartition(sim, sim.shape[1] - probes, axis=1)[:, -probes:]
 
     def _search_block(
-        self, queries: np.ndarray, top_n: int, probes: int, exclude_rows: np.ndarray | None
+        self,
+        queries: np.ndarray,
+        top_n: int,
+        probes: int,
+        exclude_rows: np.ndarray | None,
+        allowed: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         q = queries.shape[0]
         best_s = np.full((q, top_n), -np.inf, dtype=np.float32)
         best_r = np.full((q, top_n), -1, dtype=np.int64)
         if q == 0 or self.n == 0:
             return best_r, best_s
-        probe = self._probe(queries, probes)
+        probe = self._probe(queries, probes, allowed)
         flat = probe.ravel()
         order = np.argsort(flat, kind="stable")
         query_of = order // probe.shape[1]
         bounds = np.searchsorted(flat[order], np.arange(self.k + 1))
         for c in np.flatnonzero(np.diff(bounds)):
             self._scan_cluster(
-                queries, query_of[bounds[c] : bounds[c + 1]], c, exclude_rows, best_s, best_r
+                queries,
+                query_of[bounds[c] : bounds[c + 1]],
+                c,
+                exclude_rows,
+                allowed,
+                best_s,
+                best_r,
             )
         ranking = np.argsort(-best_s, axis=1, kind="stable")
         best_s = np.take_along_axis(best_s, ranking, axis=1)
@@ -299,6 +387,7 @@ class SearchIndex:
         qi_all: np.ndarray,
         c: int,
         exclude_rows: np.ndarray | None,
+        allowed: np.ndarray | None,
         best_s: np.ndarray,
         best_r: np.ndarray,
     ) -> None:
@@ -309,14 +398,54 @@ class SearchIndex:
         for col0 in range(lo, hi, n_cols):
             col1 = min(hi, col0 + n_cols)
             members = self.vectors[col0:col1]
+            barred = None if allowed is None else ~allowed[col0:col1]
             for r0 in range(0, len(qi_all), n_rows):
                 qi = qi_all[r0 : r0 + n_rows]
                 s = queries[qi] @ members.T
+                if barred is not None:
+                    s[:, barred] = -np.inf
                 if exclude_rows is not None:
                     ex = exclude_rows[qi]
                     inside = np.flatnonzero((ex >= col0) & (ex < col1))
                     s[inside, ex[inside] - col0] = -np.inf
                 _merge_top(best_s, best_r, qi, s, col0)
+
+
+def _group_of(rows: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """Group of each row (-1 for a padded row -1)."""
+    return np.where(rows >= 0, groups[np.maximum(rows, 0)], -1)
+
+
+def distinct_top(
+    rows: np.ndarray,
+    scores: np.ndarray,
+    groups: np.ndarray | None,
+    own: np.ndarray | None,
+    top_n: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The first `top_n` answers of ranked (rows, scores) that are the best of their group
+    (product; None: each row its own), leaving out each query's `own` group; (rows, scores,
+    answers found per query)."""
+    valid = rows >= 0
+    group = rows.copy() if groups is None else _group_of(rows, groups)
+    if own is not None:
+        valid &= group != own[:, None]
+    group[~valid] = -1
+    order = np.argsort(group, axis=1, kind="stable")  # stable: best photo first in each group
+    ordered = np.take_along_axis(group, order, axis=1)
+    first = np.ones(ordered.shape, dtype=bool)
+    first[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+    keep = np.empty_like(first)
+    np.put_along_axis(keep, order, first & (ordered >= 0), axis=1)
+    pick = np.argsort(~keep, axis=1, kind="stable")[:, :top_n]
+    kept = np.take_along_axis(keep, pick, axis=1)
+    out_r = np.where(kept, np.take_along_axis(rows, pick, axis=1), -1)
+    out_s = np.where(kept, np.take_along_axis(scores, pick, axis=1), -np.inf).astype(np.float32)
+    if out_r.shape[1] < top_n:
+        pad = top_n - out_r.shape[1]
+        out_r = np.pad(out_r, ((0, 0), (0, pad)), constant_values=-1)
+        out_s = np.pad(out_s, ((0, 0), (0, pad)), constant_values=-np.inf)
+    return out_r, out_s, keep.sum(axis=1)
 
 
 def build_index(
@@ -403,7 +532,7 @@ def augment_database(
     """Database-side augmentation: each stored vector replaced by the normalised sum of itself
     and its `neighbours` nearest other stored vectors weighted by similarity ** alpha (found in
     the `probes` nearest clusters, without query expansion); clusters are kept."""
-    plain = replace(index, expansion=0)
+    plain = replace(index, expansion=0, products=None)
     probes = min(probes, index.k)
     augmented = np.empty_like(index.vectors)
     for start in range(0, index.n, block_rows):
@@ -459,13 +588,14 @@ def save(index: SearchIndex, folder: str | Path) -> Path:
     _save_npy(files.centroids, index.centroids.astype(np.float32))
     _save_npy(files.vectors, index.vectors.astype(np.float32))
     _save_npy(files.offsets, index.offsets.astype(np.int64))
-    table = pa.table(
-        {
-            "image_id": pa.array(index.ids.tolist(), type=pa.string()),
-            "cluster": pa.array(index.labels, type=pa.int32()),
-            "distance": pa.array(index.distances.astype(np.float32), type=pa.float32()),
-        }
-    )
+    columns = {
+        "image_id": pa.array(index.ids.tolist(), type=pa.string()),
+        "cluster": pa.array(index.labels, type=pa.int32()),
+        "distance": pa.array(index.distances.astype(np.float32), type=pa.float32()),
+    }
+    if index.products is not None:
+        columns["product_id"] = pa.array(index.products.tolist(), type=pa.string())
+    table = pa.table(columns)
     with atomic_path(files.assignments) as tmp:
         pq.write_table(table, tmp)
     if index.projection is not None:
@@ -544,9 +674,11 @@ def load_index(
     )
     if expected_fingerprint is not None:
         index.check_fingerprint(expected_fingerprint)
-    table = pq.read_table(files.assignments, columns=["image_id", "distance"])
+    table = pq.read_table(files.assignments)
     index.ids = table.column("image_id").to_numpy(zero_copy_only=False).astype(object)
     index.distances = table.column("distance").to_numpy().astype(np.float32)
+    if "product_id" in table.column_names:
+        index.products = table.column("product_id").to_numpy(zero_copy_only=False).astype(object)
     n, k, dim = meta["n"], meta["k"], meta["dim"]
     if index.vectors.shape != (n, dim) or index.centroids.shape != (k, dim):
         raise _corrupt(folder, f"vectors {index.vectors.shape}, centroids {index.centroids.shape}")

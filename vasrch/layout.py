@@ -95,11 +95,16 @@ class BulkLayout:
 
     root: Path
     duplicates = Entry("duplicates.parquet", "near-duplicate groups: group_id, image_id, ...")
+    products = Entry(
+        "product_neighbours.parquet",
+        "each product's neighbour products over all its photos (when a product has several)",
+    )
     csv = Entry("neighbours.csv", "every neighbour shard as one CSV, when asked for")
     complete = Entry("COMPLETE", "written last by a bulk job on a saved run")
 
     def neighbours(self, chunk: int) -> Path:
-        """The neighbour shard of one chunk of clusters: image_id, rank, neighbour_id, score."""
+        """The neighbour shard of one chunk of clusters: each photo's neighbour products
+        (vasrch.bulk.NEIGHBOUR_COLUMNS)."""
         return self.root / f"neighbours-{chunk:05d}.parquet"
 
     def neighbour_shards(self) -> list[Path]:

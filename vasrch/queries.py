@@ -7,11 +7,14 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 from vasrch.catalog import iter_image_files
 from vasrch.config import FeaturesConfig
 from vasrch.fileio import atomic_path, finish_staging, start_staging
+from vasrch.hashing import sha256_file
 from vasrch.layout import QueryJobLayout, WorkspaceLayout
+from vasrch.products import FilterSpec
 from vasrch.query_page import write_query_page
 from vasrch.runs import new_run_id
 from vasrch.search import RESULT_COLUMNS, Searcher, embed_files
@@ -22,7 +25,7 @@ EMBED_CHUNK = 256  # query files decoded and embedded at a time (bounded memory)
 
 @dataclass(frozen=True)
 class QueryAnswers:
-    """The result table (query, rank, image_id, path, score), the queries not read, and how
+    """The result table (see vasrch.search.Searcher.to_table), the queries not read, and how
     many queries were asked."""
 
     table: pd.DataFrame
@@ -56,30 +59,41 @@ def query_files(images: list[str]) -> list[Path]:
 
 
 def search_files(
-    searcher: Searcher, files: list[Path], params: SearchParams, features: FeaturesConfig
+    searcher: Searcher,
+    files: list[Path],
+    params: SearchParams,
+    features: FeaturesConfig,
+    filters: FilterSpec | None = None,
+    show_paths: bool = False,
 ) -> QueryAnswers:
     """Embed and search the files, at most EMBED_CHUNK at a time; files that cannot be decoded
-    are listed with their reason, never fatal."""
-    backbone = searcher.backbone(features.batch_size, features.device)
+    are listed with their reason, never fatal. A file that is a catalog photo (same bytes)
+    leaves its own product out of its answers."""
+    searcher.allowed(filters)  # unknown filter columns fail before any embedding
+    backbone = searcher.backbone(min(features.batch_size, len(files)), features.device)
     tables, rejected = [], []
     for start in range(0, len(files), EMBED_CHUNK):
         chunk = files[start : start + EMBED_CHUNK]
         vectors, ok, bad = embed_files(chunk, backbone, features.max_pixels)
         rejected += [{"query": str(chunk[i]), "reason": reason} for i, reason in bad]
         if ok:
-            result = searcher.search_vectors(vectors, params.top_n, params.probes)
-            tables.append(searcher.to_table(result, [str(chunk[i]) for i in ok]))
-    table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=RESULT_COLUMNS)
+            own = searcher.catalog_photo([sha256_file(chunk[i]) for i in ok])
+            with threadpool_limits(1, "blas"):  # a few queries: threads only add hand-offs
+                result = searcher.search_vectors(vectors, params.top_n, params.probes, own, filters)
+            tables.append(searcher.to_table(result, [str(chunk[i]) for i in ok], show_paths))
+    empty = pd.DataFrame(columns=RESULT_COLUMNS + (["path"] if show_paths else []))
+    table = pd.concat(tables, ignore_index=True) if tables else empty
     return QueryAnswers(table, rejected, len(files))
 
 
 def write_query_job(workspace: Path, answers: QueryAnswers, title: str) -> QueryJobLayout:
-    """results.parquet and results.html in a new queries/<job>/ folder, written under a staging
-    name and renamed when complete, as runs are."""
+    """results.parquet (without paths) and results.html (its thumbnails made from the paths of
+    `answers`, searched with show_paths) in a new queries/<job>/ folder, written under a
+    staging name and renamed when complete, as runs are."""
     job = WorkspaceLayout(Path(workspace)).query_job(new_run_id())
     staging = QueryJobLayout(start_staging(job.root))
     with atomic_path(staging.results) as tmp:
-        answers.table.to_parquet(tmp, index=False)
+        answers.table.drop(columns="path", errors="ignore").to_parquet(tmp, index=False)
     write_query_page(staging.root, answers.table, answers.rejected, title)
     finish_staging(staging.root, job.root)
     return job
@@ -87,7 +101,8 @@ def write_query_job(workspace: Path, answers: QueryAnswers, title: str) -> Query
 
 def answer_rows(answers: QueryAnswers, limit: int) -> list[dict[str, Any]]:
     """The first `limit` result rows without paths, then one row per query not read."""
-    rows = answers.table.drop(columns="path").head(limit).round({"score": 4}).to_dict("records")
+    table = answers.table.drop(columns="path", errors="ignore")
+    rows = table.head(limit).round({"score": 4}).to_dict("records")
     return rows + [
         {"query": r["query"], "rank": None, "image_id": f"not read: {r['reason']}", "score": None}
         for r in answers.rejected

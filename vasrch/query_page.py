@@ -15,14 +15,16 @@ import pandas as pd
 from vasrch import pages
 from vasrch.fileio import write_text_atomic
 from vasrch.layout import QueryJobLayout
+from vasrch.products import product_caption
 from vasrch.thumbnails import write_thumbnails
 
 
 def write_query_page(
     out_dir: Path, table: pd.DataFrame, rejected: list[dict[str, str]], title: str
 ) -> Path:
-    """Write ``out_dir/results.html`` from a result table (query, rank, image_id, path, score)
-    and [{query, reason}] of the rejected queries; return the page's path."""
+    """Write ``out_dir/results.html`` from a result table (query, rank, product_id, score,
+    image_id, metadata, path) and [{query, reason}] of the rejected queries; each answer shows
+    its product and title and links to the product's `url` when there is one."""
     out_dir = Path(out_dir)
     paths = dict(zip(table["image_id"], table["path"], strict=True))
     paths.update({query: query for query in table["query"]})
@@ -43,8 +45,14 @@ def _queries(table: pd.DataFrame) -> list[dict[str, Any]]:
             "label": Path(query).name,
             "key": query,
             "neighbours": [
-                {"image_id": row.image_id, "rank": int(row.rank), "score": float(row.score)}
-                for row in rows.itertuples(index=False)
+                {
+                    "image_id": row["image_id"],
+                    "rank": int(row["rank"]),
+                    "score": float(row["score"]),
+                    "caption": product_caption(row),
+                    "url": row.get("url", ""),
+                }
+                for row in rows.to_dict("records")
             ],
         }
         for query, rows in table.groupby("query", sort=False)

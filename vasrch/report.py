@@ -12,7 +12,6 @@ picks and shapes what the page shows; ``templates/report.html.j2`` lays it out.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -23,6 +22,7 @@ import pandas as pd
 from vasrch import pages
 from vasrch.fileio import atomic_path, write_text_atomic
 from vasrch.layout import RunLayout
+from vasrch.products import Products, product_caption
 from vasrch.thumbnails import write_thumbnails
 
 if TYPE_CHECKING:
@@ -45,26 +45,27 @@ def write_report(
     metrics: Mapping[str, float],
     elbow_png: str | None = None,
     notes: Sequence[str] = (),
-    product_urls: Mapping[str, str] | None = None,
     sample_clusters: int = 8,
     members_per_cluster: int = 12,
     sample_queries: int = 8,
     seed: int = 0,
     neighbours_per_query: int = 10,
     max_duplicate_groups: int = 50,
+    products: Products | None = None,
 ) -> Path:
     """Write ``out_dir/report.html`` with its histogram and thumbnails; return the page's path.
 
     ``assignments`` has image_id, cluster, distance (to the own centroid; members are shown
     closest first); ``paths`` maps image_id to the original file, read to make thumbnails and
-    linked from them; ``product_urls`` (optional) maps image_id to its product's page, linked
-    under its thumbnail; ``neighbours`` has image_id, rank (1-based), neighbour_id, score;
+    linked from them; ``neighbours`` has image_id, rank (1-based), neighbour_id, score;
     ``duplicates`` has group_id, image_id, is_representative (and optionally
     score_to_representative). ``elbow_png`` is the plot's path relative to ``out_dir`` (e.g.
     ``"../diagnostics/elbow_silhouette.png"``) and must lie in ``out_dir`` or its parent run
     folder. ``notes`` are sentences shown under the summary (how probes were calibrated, a k at
     the edge of the sweep). Samples of clusters and queries are drawn with ``seed``;
-    ``members_per_cluster`` also caps the members shown per duplicate group.
+    ``members_per_cluster`` also caps the members shown per duplicate group. With ``products``,
+    each neighbour and duplicate shows its product id and title and links to the product's
+    ``url`` when there is one.
     """
     out_dir = Path(out_dir)
     _check_counts(
@@ -100,10 +101,9 @@ def write_report(
         if duplicates is not None
         else None
     )
+    if products is not None:
+        _describe_products(queries, groups, products)
     thumbs = write_thumbnails(_shown_ids(clusters, queries, groups), paths, out_dir)
-    thumbs = {
-        i: replace(t, product_url=_web_url((product_urls or {}).get(i))) for i, t in thumbs.items()
-    }
     page = pages.render(
         "report.html.j2",
         title=title,
@@ -328,6 +328,20 @@ def _group_member(row: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def _describe_products(
+    queries: list[dict[str, Any]] | None, groups: dict[str, Any] | None, products: Products
+) -> None:
+    """Give each neighbour and duplicate group member its product caption and url."""
+    tiles = [n for query in queries or [] for n in query["neighbours"]]
+    tiles += [m for group in (groups or {}).get("groups", []) for m in group["members"]]
+    if not tiles:
+        return
+    described = products.describe([tile["image_id"] for tile in tiles]).to_dict("records")
+    for tile, row in zip(tiles, described, strict=True):
+        tile["caption"] = product_caption(row)
+        tile["url"] = row.get("url", "")
+
+
 def _shown_ids(
     clusters: list[dict[str, Any]],
     queries: list[dict[str, Any]] | None,
@@ -356,7 +370,6 @@ def write_run_report(
     notes += [diag.note] if diag.note else []
     shards = run.bulk.neighbour_shards()
     duplicates = run.bulk.duplicates
-    urls = catalog.get("product_url")
     return write_report(
         run.root,
         title=title,
@@ -370,12 +383,5 @@ def write_run_report(
         metrics=evaluation.metrics,
         elbow_png=run.diagnostics.plot.relative_to(run.root).as_posix(),
         notes=notes,
-        product_urls=None if urls is None else dict(zip(catalog["image_id"], urls, strict=True)),
+        products=Products.from_catalog(catalog),
     )
-
-
-def _web_url(url: object) -> str | None:
-    """`url` when it is an http(s) address (a product page), else None."""
-    if isinstance(url, str) and url.lower().startswith(("http://", "https://")):
-        return url
-    return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,23 +16,31 @@ from vasrch.config import SearchConfig
 from vasrch.images import Decoded, Rejection, decode_image
 from vasrch.index import SearchIndex, SearchResult, load_index
 from vasrch.layout import RunLayout
+from vasrch.products import FilterSpec, Products
 from vasrch.runs import RunError, read_manifest, resolve_run
 from vasrch.search_params import SearchParams, resolve_search_params
 
-RESULT_COLUMNS = ["query", "rank", "image_id", "path", "score"]
+# Every result table starts with these, then the product's metadata columns (and `path` only
+# when asked for: answers do not expose the server's files by default).
+RESULT_COLUMNS = ["query", "rank", "product_id", "score", "image_id"]
+_MASKS_KEPT = 32  # filter masks a searcher keeps for repeated filters
 
 
 @dataclass
 class Searcher:
-    """A loaded run: its index, the backbone spec it was built with, catalog paths, and the
-    config's `search` section that sets top_n and probes when a call does not."""
+    """A loaded run: its index, the backbone spec it was built with, its catalog's paths and
+    products, and the config's `search` section that sets top_n and probes when a call does
+    not. Answers are distinct products, each by its best photo."""
 
     run_folder: Path
     manifest: dict[str, Any]
     index: SearchIndex
     spec: BackboneSpec
     paths: pd.Series = field(repr=False)
+    products: Products = field(repr=False)
     search: SearchConfig = field(default_factory=SearchConfig)
+    photo_of_hash: dict[str, str] = field(default_factory=dict, repr=False)  # sha256 -> image_id
+    _masks: dict[str, np.ndarray | None] = field(default_factory=dict, repr=False)
 
     @property
     def run_id(self) -> str:
@@ -61,16 +70,32 @@ class Searcher:
         self.index.check_fingerprint(backbone.fingerprint)
         return backbone
 
+    def allowed(self, filters: FilterSpec | None) -> np.ndarray | None:
+        """Mask of the index rows whose product passes `filters` (None: no filter); unknown
+        columns are a ValueError naming the catalog's columns."""
+        if not filters:
+            return None
+        checked = self.products.check_filters(filters)
+        key = json.dumps(checked, sort_keys=True)
+        if key not in self._masks:
+            if len(self._masks) >= _MASKS_KEPT:
+                self._masks.pop(next(iter(self._masks)))
+            self._masks[key] = self.products.allowed(self.index.ids, checked)
+        return self._masks[key]
+
     def search_vectors(
         self,
         vectors: np.ndarray,
         top_n: int | None = None,
         probes: int | None = None,
         exclude_ids: Sequence[str | None] | None = None,
+        filters: FilterSpec | None = None,
     ) -> SearchResult:
-        """Neighbours of query vectors (see `params` for the defaults)."""
+        """Neighbours of query vectors (see `params` for the defaults); `exclude_ids` leaves
+        out each query's own product, `filters` keeps products whose metadata match."""
         chosen = self.params(top_n, probes)
-        return self.index.search(vectors, chosen.top_n, chosen.probes, exclude_ids)
+        allowed = self.allowed(filters)
+        return self.index.search(vectors, chosen.top_n, chosen.probes, exclude_ids, allowed)
 
     def _rows(self, image_ids: Sequence[str]) -> np.ndarray:
         rows = self.index.rows_of(image_ids)
@@ -80,23 +105,51 @@ class Searcher:
         return rows
 
     def search_ids(
-        self, image_ids: Sequence[str], top_n: int | None = None, probes: int | None = None
+        self,
+        image_ids: Sequence[str],
+        top_n: int | None = None,
+        probes: int | None = None,
+        filters: FilterSpec | None = None,
     ) -> SearchResult:
-        """Neighbours of catalog images (each excluding itself), by their indexed vectors."""
+        """Neighbours of catalog images (each excluding its own product), by their indexed
+        vectors."""
         rows = self._rows(image_ids)
         chosen = self.params(top_n, probes)
         found, scores = self.index.search_rows(
-            self.index.vectors[rows], chosen.top_n, chosen.probes, rows
+            self.index.vectors[rows],
+            chosen.top_n,
+            chosen.probes,
+            rows,
+            allowed=self.allowed(filters),
         )
         return self.index.result_of(found, scores)
 
-    def to_table(self, result: SearchResult, queries: Sequence[str]) -> pd.DataFrame:
-        """Long result table: query, rank, image_id, path, score."""
+    def catalog_photo(self, sha256: Sequence[str]) -> list[str | None]:
+        """The catalog photo with each of these sha256 digests (None where there is none): a
+        query that is a catalog photo leaves its own product out of its answers."""
+        return [self.photo_of_hash.get(digest) for digest in sha256]
+
+    def to_table(
+        self, result: SearchResult, queries: Sequence[str], show_paths: bool = False
+    ) -> pd.DataFrame:
+        """Long result table: query, rank, product_id, score, image_id (the photo that
+        matched), the product's metadata columns, and with `show_paths` the photo's path."""
         frame = result.to_frame(list(queries)).rename(
             columns={"image_id": "query", "neighbour_id": "image_id"}
         )
-        frame["path"] = frame["image_id"].map(self.paths)
-        return frame[RESULT_COLUMNS]
+        described = self.products.describe(frame["image_id"].to_numpy())
+        table = pd.concat(
+            [
+                frame[["query", "rank"]],
+                described[["product_id"]],
+                frame[["score", "image_id"]],
+                described.drop(columns="product_id"),
+            ],
+            axis=1,
+        )
+        if show_paths:
+            table["path"] = frame["image_id"].map(self.paths)
+        return table
 
 
 def open_run(
@@ -122,11 +175,20 @@ def open_run(
             f"{layout.manifest}: damaged (no usable backbone or fingerprint: {err}); retrain"
         ) from None
     index = load_index(layout.index.root, expected_fingerprint=fingerprint, mmap=not in_memory)
-    catalog = pd.read_parquet(layout.catalog, columns=["image_id", "path"])
+    catalog = pd.read_parquet(layout.catalog).drop(columns="status", errors="ignore")
     paths = catalog.set_index("image_id")["path"]
     if in_memory and read_manifest(folder, verify=True) != manifest:
         raise RunError(f"run {folder.name}: manifest.json changed while the run was loading")
-    return Searcher(folder, manifest, index, spec, paths, search or SearchConfig())
+    return Searcher(
+        folder,
+        manifest,
+        index,
+        spec,
+        paths,
+        Products.from_catalog(catalog),
+        search or SearchConfig(),
+        dict(zip(catalog["sha256"], catalog["image_id"], strict=True)),
+    )
 
 
 def embed_files(

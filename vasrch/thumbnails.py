@@ -36,15 +36,13 @@ _ORIENTATIONS_SWAPPING_AXES = {5, 6, 7, 8}
 class Thumb:
     """A thumbnail in a page's folder: ``src`` is relative to it; ``href`` links the full image,
     relative to the folder (None when there is no relative way there); ``problem`` says why the
-    grey placeholder is shown instead of the image (None when the image decoded);
-    ``product_url`` is the page of the product the image belongs to, when the page knows it."""
+    grey placeholder is shown instead of the image (None when the image decoded)."""
 
     src: str
     width: int
     height: int
     problem: str | None = None
     href: str | None = None
-    product_url: str | None = None
 
 
 def write_thumbnails(

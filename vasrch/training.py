@@ -28,6 +28,7 @@ from vasrch.features import load_vectors
 from vasrch.fileio import atomic_path, write_text_atomic
 from vasrch.index import SearchIndex, SearchResult, augment_database, build_index
 from vasrch.layout import DiagnosticsLayout
+from vasrch.products import folder_products
 
 
 @dataclass(frozen=True)
@@ -201,19 +202,22 @@ def fit_index(
 
 
 def catalog_labels(catalog: pd.DataFrame, labels_csv: Path | None = None) -> pd.Series | None:
-    """image_id -> label, from a CSV (image_id,label) or else from the parent folder of each
-    image (the folder the photo sits in: `shoes/sneakers/a.jpg` is a `sneakers`) when every
-    image sits in a folder; None when there are no labels or only one."""
+    """image_id -> label, from a CSV (image_id,label), else from the products' `category` (a
+    manifest column, or in folder mode the folder the photo sits in: `shoes/sneakers/a.jpg` is
+    a `sneakers`) when every photo has one; None when there are no labels or only one."""
     if labels_csv is not None:
         table = pd.read_csv(labels_csv, dtype=str)
         missing = {"image_id", "label"} - set(table.columns)
         if missing:
             raise ValueError(f"{labels_csv}: needs columns image_id,label (missing {missing})")
         return table.set_index("image_id")["label"]
-    parts = catalog["image_id"].str.split("/")
-    if len(catalog) == 0 or (parts.str.len() < 2).any():
+    if "category" in catalog.columns:
+        category = catalog["category"].fillna("").astype(str)
+    else:
+        category = catalog.join(folder_products(catalog["image_id"]), on="image_id")["category"]
+    if len(catalog) == 0 or (category == "").any():
         return None
-    labels = pd.Series(parts.str[-2].to_numpy(), index=catalog["image_id"].to_numpy())
+    labels = pd.Series(category.to_numpy(), index=catalog["image_id"].to_numpy())
     return labels if labels.nunique() > 1 else None
 
 

@@ -8,6 +8,7 @@ type, the body, the header's pixel count; only then does the image wait for a de
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -26,6 +27,7 @@ from threadpoolctl import threadpool_limits
 from vasrch import __version__
 from vasrch.images import Decoded, Rejection, decode_image
 from vasrch.index import SearchResult
+from vasrch.products import FilterSpec, parse_filters
 from vasrch.service.errors import RequestError, error_response
 from vasrch.service.holder import RunHolder, Served
 from vasrch.service.limits import DecodeSlots, check_pixels
@@ -45,6 +47,7 @@ from vasrch.service.uploads import (
 )
 
 QUERY_PARAMS = frozenset({"id", "top_n", "probes"})
+FILTER_PREFIX = "filter."  # filter.category=shoes,boots
 MAX_PROBES = 1_000_000
 # Decodes above this many pixels hand their freed memory back at once (see vasrch.service.memory).
 TRIM_ABOVE_PIXELS = 4_000_000
@@ -116,12 +119,28 @@ def _int_param(params: QueryParams, name: str, high: int) -> int | None:
 
 def _options(params: QueryParams) -> tuple[int | None, int | None]:
     """top_n and probes of the query string (None where it names none)."""
-    unknown = sorted(set(params.keys()) - QUERY_PARAMS)
+    unknown = sorted(
+        k for k in set(params.keys()) - QUERY_PARAMS if not k.startswith(FILTER_PREFIX)
+    )
     if unknown:
         raise RequestError(
-            400, f"unknown query parameter(s) {unknown}; known: {sorted(QUERY_PARAMS)}"
+            400,
+            f"unknown query parameter(s) {unknown}; known: {sorted(QUERY_PARAMS)} and "
+            f"{FILTER_PREFIX}<column>",
         )
     return _int_param(params, "top_n", MAX_TOP_N), _int_param(params, "probes", MAX_PROBES)
+
+
+def _filters(params: QueryParams) -> dict[str, list[str]]:
+    """The query string's filters: filter.<column>=v1,v2 (repeatable)."""
+    try:
+        return parse_filters(
+            f"{k.removeprefix(FILTER_PREFIX)}={v}"
+            for k, v in params.multi_items()
+            if k.startswith(FILTER_PREFIX)
+        )
+    except ValueError as err:
+        raise RequestError(400, f"{err} (as {FILTER_PREFIX}column=value)") from None
 
 
 def _once(name: str, from_query: int | None, from_body: int | None) -> int | None:
@@ -130,15 +149,11 @@ def _once(name: str, from_query: int | None, from_body: int | None) -> int | Non
     return from_body if from_body is not None else from_query
 
 
-def _answer(served: Served, query: str, result: SearchResult, start: float) -> JSONResponse:
-    paths = served.searcher.paths
-    results = [
-        {"rank": rank, "image_id": image_id, "path": paths.get(image_id), "score": float(score)}
-        for rank, (image_id, score) in enumerate(
-            zip(result.ids[0], result.scores[0], strict=True), start=1
-        )
-        if np.isfinite(score)
-    ]
+def _answer(
+    served: Served, query: str, result: SearchResult, start: float, show_paths: bool
+) -> JSONResponse:
+    table = served.searcher.to_table(result, [query], show_paths).drop(columns="query")
+    results = table.to_dict("records")
     return JSONResponse(
         {
             "run_id": served.run_id,
@@ -206,18 +221,34 @@ def create_app(
         )
 
     def embed_and_search(
-        served: Served, pixels: np.ndarray, top_n: int | None, probes: int | None
+        served: Served,
+        pixels: np.ndarray,
+        data: bytes,
+        options: tuple[int | None, int | None, FilterSpec | None],
     ) -> SearchResult:
+        top_n, probes, filters = options
+        own = served.searcher.catalog_photo([hashlib.sha256(data).hexdigest()])
         with metrics.embed.time():
             vectors = served.backbone.embed(pixels[None])
         with metrics.search.time():
-            return served.searcher.search_vectors(vectors, *chosen(top_n, probes))
+            return served.searcher.search_vectors(vectors, *chosen(top_n, probes), own, filters)
 
     def search_id(
-        served: Served, image_id: str, top_n: int | None, probes: int | None
+        served: Served,
+        image_id: str,
+        options: tuple[int | None, int | None, FilterSpec | None],
     ) -> SearchResult:
+        top_n, probes, filters = options
         with metrics.search.time():
-            return served.searcher.search_ids([image_id], *chosen(top_n, probes))
+            return served.searcher.search_ids([image_id], *chosen(top_n, probes), filters)
+
+    def check_filters(served: Served, filters: FilterSpec | None) -> FilterSpec | None:
+        """The filters, or 400 naming the catalog's columns when one is unknown."""
+        try:
+            served.searcher.allowed(filters)
+        except ValueError as err:
+            raise RequestError(400, str(err)) from None
+        return filters or None
 
     @app.get(
         "/health",
@@ -254,6 +285,7 @@ def create_app(
     async def query_id(request: Request) -> JSONResponse:
         start = time.perf_counter()
         top_n, probes = _options(request.query_params)
+        filters = _filters(request.query_params)
         image_id = (request.query_params.getlist("id") or [""])[-1]
         if not image_id:
             raise RequestError(
@@ -262,8 +294,9 @@ def create_app(
         served = holder.served
         if served.searcher.index.rows_of([image_id])[0] < 0:
             raise RequestError(404, f"image id {image_id!r} is not in run {served.run_id}")
-        result = await anyio.to_thread.run_sync(search_id, served, image_id, top_n, probes)
-        return _answer(served, image_id, result, start)
+        options = (top_n, probes, check_filters(served, filters))
+        result = await anyio.to_thread.run_sync(search_id, served, image_id, options)
+        return _answer(served, image_id, result, start, settings.show_paths)
 
     @app.post(
         "/query",
@@ -275,6 +308,7 @@ def create_app(
     async def query_upload(request: Request) -> JSONResponse:
         start = time.perf_counter()
         top_n, probes = _options(request.query_params)
+        filters = _filters(request.query_params)
         content_type = request.headers.get("content-type", "")
         limit = body_limit(media_type(content_type), settings.max_upload_bytes)
         check_length(request, limit)
@@ -283,8 +317,11 @@ def create_app(
         upload = parse_upload(media, content_type, body, settings.max_upload_bytes)
         top_n = _once("top_n", top_n, upload.top_n)
         probes = _once("probes", probes, upload.probes)
+        if filters and upload.filters:
+            raise RequestError(400, "filters are given in both the query string and the JSON body")
         check_pixels(upload.data, settings.max_query_pixels)
         served = holder.served
+        options = (top_n, probes, check_filters(served, filters or upload.filters))
         async with slots.hold():
             with metrics.decoding.track_inprogress():
                 size = served.backbone.spec.input_size
@@ -292,9 +329,9 @@ def create_app(
         if isinstance(decoded, Rejection):
             raise RequestError(400, f"not a usable image: {decoded.reason}")
         result = await anyio.to_thread.run_sync(
-            embed_and_search, served, decoded.pixels, top_n, probes
+            embed_and_search, served, decoded.pixels, upload.data, options
         )
-        return _answer(served, upload.name, result, start)
+        return _answer(served, upload.name, result, start, settings.show_paths)
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
     async def prometheus() -> Response:

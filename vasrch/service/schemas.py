@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import BaseModel, ConfigDict, Field
 
 from vasrch.service.settings import MAX_TOP_N
@@ -20,18 +18,26 @@ class ImageQuery(BaseModel):
     )
     top_n: int | None = Field(None, ge=1, le=MAX_TOP_N, strict=True, description="Results.")
     probes: int | None = Field(None, ge=1, strict=True, description="Clusters searched.")
-    filters: dict[str, Any] | None = Field(
-        None, description="Not supported yet: must be absent, null or empty."
+    filters: dict[str, str | list[str]] | None = Field(
+        None,
+        description='Product metadata to match, e.g. {"category": ["shoes", "boots"]}: a '
+        "product passes when its value is one of those given, for every column named.",
     )
 
 
 class Neighbour(BaseModel):
-    """One ranked answer."""
+    """One ranked product, then its metadata columns (category, title, url, ... as the
+    catalog has them)."""
 
-    rank: int = Field(description="1 for the most similar image.")
-    image_id: str = Field(description="The catalog image's id (its path in the catalog).")
-    path: str | None = Field(description="The image's file path as the run recorded it.")
-    score: float = Field(description="Cosine similarity, 1.0 for the same image.")
+    model_config = ConfigDict(extra="allow")
+
+    rank: int = Field(description="1 for the most similar product.")
+    product_id: str = Field(description="The product (each product appears once).")
+    score: float = Field(description="Cosine similarity of its best photo, 1.0 for the same image.")
+    image_id: str = Field(description="The product's photo that matched (its catalog id).")
+    path: str | None = Field(
+        None, description="The photo's file path; only from a server started with --show-paths."
+    )
 
 
 class QueryAnswer(BaseModel):

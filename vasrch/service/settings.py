@@ -51,6 +51,7 @@ class ServiceSettings:
     access_log: bool = True
     workers: int = 1
     allow_public: bool = False
+    show_paths: bool = False  # answers carry each photo's file path
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "workspace", Path(self.workspace))

@@ -32,6 +32,7 @@ class Upload:
     name: str = "upload"
     top_n: int | None = None
     probes: int | None = None
+    filters: dict[str, str | list[str]] | None = None
 
 
 def media_type(content_type: str) -> str:
@@ -137,12 +138,6 @@ def _json_image(body: bytes, max_upload_bytes: int) -> Upload:
             f"JSON body: {problems}; send "
             '{"image_base64": "<base64 of the image file>", "top_n": 10}',
         ) from None
-    if query.filters:
-        raise RequestError(
-            400,
-            "filters are not supported yet (the index holds no product metadata); send the "
-            "query without them",
-        )
     text = _DATA_URL.sub("", query.image_base64, count=1)
     if len(text) > body_limit(JSON, max_upload_bytes) - JSON_OVERHEAD_BYTES:
         raise too_large(f"about {len(text) * 3 // 4}", max_upload_bytes)
@@ -156,4 +151,4 @@ def _json_image(body: bytes, max_upload_bytes: int) -> Upload:
         ) from None
     if len(data) > max_upload_bytes:
         raise too_large(len(data), max_upload_bytes)
-    return Upload(data, top_n=query.top_n, probes=query.probes)
+    return Upload(data, top_n=query.top_n, probes=query.probes, filters=query.filters)

@@ -20,7 +20,12 @@ from vasrch.index import load_index
 from vasrch.layout import BulkLayout, RunLayout, WorkspaceLayout
 from vasrch.orchestration.naming import run_name
 from vasrch.orchestration.task_runners import use_runner
-from vasrch.orchestration.tasks.bulk import bulk_chunk_task, duplicates_task, export_csv_task
+from vasrch.orchestration.tasks.bulk import (
+    bulk_chunk_task,
+    duplicates_task,
+    export_csv_task,
+    product_neighbours_task,
+)
 from vasrch.runs import new_run_id, read_manifest, require_backbone, resolve_run
 from vasrch.search_params import SearchParams, resolve_search_params
 from vasrch.workspace_lock import workspace_lock
@@ -36,8 +41,8 @@ def bulk_stage(
     catalog: pd.DataFrame,
 ) -> dict[str, Any]:
     """Map bulk tasks over cluster chunks into `out` (each neighbour pair with its duplicate
-    score); then the near-duplicate groups (representatives preferred in catalog order) and the
-    CSV."""
+    score); then the product neighbours (when products have several photos), the near-duplicate
+    groups (representatives preferred in catalog order) and the CSV."""
     index = load_index(index_dir)
     chunks = plan_cluster_chunks(index, chunk_rows)
     out.root.mkdir(parents=True, exist_ok=True)
@@ -46,8 +51,9 @@ def bulk_stage(
     rows = bulk_chunk_task.map(
         unmapped(str(index_dir)), chunks, unmapped(params.top_n), unmapped(params.probes), paths
     ).result()
-    ids_order = catalog["image_id"].tolist()
-    groups = duplicates_task(str(out.root), duplicate_threshold, ids_order)
+    if index.products is not None:
+        product_neighbours_task(str(out.root), params.top_n)
+    groups = duplicates_task(str(out.root), duplicate_threshold, catalog)
     if csv:
         export_csv_task(str(out.root))
     return {
@@ -94,7 +100,7 @@ def bulk_flow(
     )
     run_files = RunLayout(folder)
     out = WorkspaceLayout(cfg.workspace).bulk_job(folder.name, new_run_id())
-    catalog = pd.read_parquet(run_files.catalog, columns=["image_id"])
+    catalog = pd.read_parquet(run_files.catalog)
     lock = workspace_lock(cfg.workspace, "bulk flow", cfg.runs.lock_timeout_s)
     with lock, use_runner(cfg.runner):
         result = bulk_stage(
@@ -113,7 +119,7 @@ def bulk_flow(
 
 def publish_outputs(out: BulkLayout, run_id: str) -> None:
     """A markdown artifact naming the bulk job's folder and files, with links that open."""
-    files = [*out.neighbour_shards(), out.duplicates, out.csv]
+    files = [*out.neighbour_shards(), out.products, out.duplicates, out.csv]
     lines = [f"Bulk neighbours of run `{run_id}` in `{out.root}`:", ""]
     lines += [f"- [{p.name}]({link_to(p)})" for p in files if p.is_file()]
     create_markdown_artifact(

@@ -24,9 +24,15 @@ from vasrch.orchestration.tasks.extract import (
 from vasrch.workspace_lock import workspace_lock
 
 
-def scan_options(cfg: Config) -> ScanOptions:
-    """How the config's folders are scanned: the file size limit and the symlink rule."""
-    return ScanOptions(cfg.features.max_file_bytes, cfg.catalog.follow_external_symlinks)
+def scan_options(cfg: Config, catalog: bool = True) -> ScanOptions:
+    """How the config's folders are scanned: the file size limit, the symlink rule and, for the
+    catalog itself, its manifest."""
+    return ScanOptions(
+        cfg.features.max_file_bytes,
+        cfg.catalog.follow_external_symlinks,
+        cfg.catalog.manifest if catalog else None,
+        cfg.catalog.allow_absolute_paths,
+    )
 
 
 def embed_folder(

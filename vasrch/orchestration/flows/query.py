@@ -25,9 +25,10 @@ def query_flow(
     run: str | None = None,
     top_n: Annotated[int, Field(ge=1)] | None = None,
     probes: Annotated[int, Field(ge=1)] | None = None,
+    filters: dict[str, list[str]] | None = None,
 ) -> dict[str, Any]:
-    """Rank the catalog images most similar to query images (files or folders) with a complete
-    run (LATEST by default); write results.parquet and results.html under
+    """Rank the catalog products most similar to query images (files or folders) with a
+    complete run (LATEST by default); write results.parquet and results.html under
     <workspace>/queries/<job>/. Images that cannot be decoded are listed, not fatal.
 
     Args:
@@ -38,13 +39,15 @@ def query_flow(
         top_n: Neighbours per query; empty for the config's search.top_n.
         probes: Clusters searched per query; empty for the config's search.probes (auto: the
             probes calibrated when the run was trained).
+        filters: Product metadata to match, e.g. {"category": ["shoes", "boots"]} (any of
+            the values; every column given must match); empty for none.
     """
     cfg = load_config(config_path)
     logger = get_run_logger()
     files = query_files(images)
     searcher = open_run(cfg.workspace, run, search=cfg.search)
     params = searcher.params(top_n, probes)
-    answers = search_files(searcher, files, params, cfg.features)
+    answers = search_files(searcher, files, params, cfg.features, filters, show_paths=True)
     for r in answers.rejected:
         logger.warning("query %s skipped: %s", r["query"], r["reason"])
     title = f"{answers.answered} queries against run {searcher.run_id}"

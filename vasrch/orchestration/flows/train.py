@@ -33,6 +33,7 @@ from vasrch.orchestration.tasks.train import (
     run_artifacts_task,
     train_index_task,
 )
+from vasrch.products import Products
 from vasrch.promotion import gate_failure
 from vasrch.search_params import resolve_search_params
 from vasrch.training import catalog_labels, choose_k
@@ -97,8 +98,18 @@ def _build_run(
 
     clock = time.perf_counter()
     k = choose_k(cfg.clustering, diag.suggested_k, len(ids))
+    products = Products.from_catalog(catalog)
     index = train_index_task(
-        ids, vectors, k, fp, cfg.clustering, cfg.search, str(staging.root), init_centroids, prints
+        ids,
+        vectors,
+        k,
+        fp,
+        cfg.clustering,
+        cfg.search,
+        str(staging.root),
+        products,
+        init_centroids,
+        prints,
     )
     timings["train_s"] = time.perf_counter() - clock
 
@@ -107,7 +118,7 @@ def _build_run(
     if cfg.evaluation.queries is not None:
         cache_dir = str(cache_dir_for(cfg.workspace, fp))
         queries, _ = embed_folder(
-            cfg.evaluation.queries, cfg.features, cache_dir, scan_options(cfg)
+            cfg.evaluation.queries, cfg.features, cache_dir, scan_options(cfg, catalog=False)
         )
         held_out = held_out_task(
             queries.table, catalog, cache_dir, cfg.evaluation.queries_labels_csv

@@ -6,6 +6,7 @@ import functools
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from prefect import task
 from prefect.artifacts import create_table_artifact
@@ -14,11 +15,12 @@ from prefect.logging import get_run_logger
 from threadpoolctl import threadpool_limits
 
 from vasrch import progress
-from vasrch.bulk import bulk_neighbours_for_clusters
+from vasrch.bulk import bulk_neighbours_for_clusters, product_neighbours
 from vasrch.duplicates import group_summary, groups_of_folder
 from vasrch.fileio import atomic_path
 from vasrch.index import SearchIndex, load_index
 from vasrch.layout import BulkLayout
+from vasrch.products import Products
 
 
 @functools.lru_cache(maxsize=2)
@@ -45,12 +47,13 @@ def bulk_chunk_task(
 
 
 @task(name="near-duplicates", cache_policy=NO_CACHE)
-def duplicates_task(out_dir: str, threshold: float, ids_order: list[str]) -> pd.DataFrame:
+def duplicates_task(out_dir: str, threshold: float, catalog: pd.DataFrame) -> pd.DataFrame:
     """Group the neighbour pairs whose duplicate score is at least `threshold` (star groups,
-    vasrch.duplicates); write duplicates.parquet and publish the groups (first 100) as a table
-    artifact."""
+    vasrch.duplicates; representatives preferred in catalog order), each photo named with its
+    product; write duplicates.parquet and publish the groups (first 100) as a table artifact."""
     out = BulkLayout(Path(out_dir))
-    groups = groups_of_folder(out, threshold, ids_order)
+    groups = groups_of_folder(out, threshold, catalog["image_id"].tolist())
+    groups.insert(2, "product_id", Products.from_catalog(catalog).of(groups["image_id"]))
     with atomic_path(out.duplicates) as tmp:
         groups.to_parquet(tmp, index=False)
     summary = group_summary(groups)
@@ -64,11 +67,27 @@ def duplicates_task(out_dir: str, threshold: float, ids_order: list[str]) -> pd.
     return groups
 
 
+@task(name="product-neighbours", cache_policy=NO_CACHE)
+def product_neighbours_task(out_dir: str, top_n: int) -> int:
+    """product_neighbours.parquet: the shards' photo answers merged per product (the whole
+    neighbour table is read into memory, its ids as categories)."""
+    out = BulkLayout(Path(out_dir))
+    table = ds.dataset(out.neighbour_shards(), format="parquet").to_table()
+    frame = table.to_pandas(strings_to_categorical=True)
+    products = product_neighbours(frame, top_n)
+    with atomic_path(out.products) as tmp:
+        products.to_parquet(tmp, index=False)
+    get_run_logger().info("%d product neighbour rows", len(products))
+    return len(products)
+
+
 @task(name="export-csv", cache_policy=NO_CACHE)
 def export_csv_task(out_dir: str) -> str:
-    """Stream the neighbour shards into one neighbours.csv."""
+    """neighbours.csv: the product neighbours when products have several photos, else the
+    neighbour shards (where photos are the products), streamed."""
     out = BulkLayout(Path(out_dir))
+    sources = [out.products] if out.products.is_file() else out.neighbour_shards()
     with atomic_path(out.csv) as tmp:
-        for i, shard in enumerate(out.neighbour_shards()):
+        for i, shard in enumerate(sources):
             pq.read_table(shard).to_pandas().to_csv(tmp, mode="a", header=i == 0, index=False)
     return str(out.csv)

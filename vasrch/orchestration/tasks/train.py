@@ -21,6 +21,7 @@ from vasrch.file_server import link_to
 from vasrch.fileio import atomic_path
 from vasrch.index import SearchIndex, save
 from vasrch.layout import DiagnosticsLayout, RunLayout
+from vasrch.products import Products, index_with_products
 from vasrch.training import (
     Diagnostics,
     Evaluation,
@@ -78,14 +79,16 @@ def train_index_task(
     clustering: ClusteringConfig,
     search: SearchConfig,
     run_dir: str,
+    products: Products,
     init_centroids: np.ndarray | None = None,
     prints: np.ndarray | None = None,
 ) -> SearchIndex:
-    """Fit the index (centring or PCA, KMeans, augmentation, expansion, duplicate prints); save
-    it and the scikit-learn model into the run."""
+    """Fit the index (centring or PCA, KMeans, augmentation, expansion, duplicate prints)
+    answering with distinct products; save it and the scikit-learn model into the run."""
     index, model = fit_index(
         ids, vectors, k, fingerprint, clustering, init_centroids, search, prints
     )
+    index = index_with_products(index, products)
     run = RunLayout(Path(run_dir))
     save(index, run.index.root)
     with atomic_path(run.model) as tmp:

@@ -1,0 +1,361 @@
+"""Products: catalog manifests, product-level answers, filters, product neighbours in bulk."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from vasrch.bulk import product_neighbours
+from vasrch.catalog import ScanOptions, scan_catalog
+from vasrch.clustering import l2_normalise, train_kmeans
+from vasrch.index import build_index
+from vasrch.manifest import ManifestError, load_manifest
+from vasrch.products import Products, parse_filters
+
+
+def write_manifest(path: Path, rows: list[dict[str, str]]) -> Path:
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def test_manifest_rows_that_cannot_be_used_are_rejected_with_their_reason(tmp_path: Path) -> None:
+    root = tmp_path / "catalog"
+    root.mkdir()
+    for name in ("a.jpg", "b.jpg"):
+        (root / name).write_bytes(b"x")
+    manifest = write_manifest(
+        tmp_path / "products.csv",
+        [
+            {"product_id": "P1", "image": "a.jpg", "title": "first"},
+            {"product_id": "P1", "image": "a.jpg", "title": "first"},
+            {"product_id": "P2", "image": "./a.jpg", "title": "second"},
+            {"product_id": "", "image": "b.jpg", "title": "no id"},
+            {"product_id": "P3", "image": "../outside.jpg", "title": "escapes"},
+            {"product_id": "P4", "image": str(root / "b.jpg"), "title": "absolute"},
+            {"product_id": "P5", "image": "", "title": "no image"},
+            {"product_id": "P6", "image": "b.jpg", "title": "ok"},
+        ],
+    )
+    loaded = load_manifest(manifest, root)
+    assert loaded.rows[["image_id", "product_id"]].values.tolist() == [
+        ["a.jpg", "P1"],
+        ["b.jpg", "P6"],
+    ]
+    assert loaded.metadata == ["title"]
+    reasons = dict(zip(loaded.rejected["reason"].str[:20], loaded.rejected["reason"], strict=True))
+    text = " | ".join(reasons.values())
+    for fragment in (
+        "row 3: repeats an earlier row",
+        "row 4: photo already listed for product 'P1'",
+        "row 5: empty product_id",
+        "row 6: path leaves the catalog folder",
+        "row 7: absolute path",
+        "row 8: empty image",
+    ):
+        assert fragment in text, fragment
+    allowed = load_manifest(manifest, root, allow_absolute=True)
+    assert str(root / "b.jpg") in allowed.rows["image_id"].tolist()
+
+
+@pytest.mark.parametrize(
+    ("columns", "message"),
+    [
+        (["product_id", "title"], "missing required column"),
+        (["product_id", "image", "score"], "reserved"),
+    ],
+)
+def test_unusable_manifests_are_one_clear_error(tmp_path: Path, columns, message) -> None:
+    path = tmp_path / "products.csv"
+    path.write_text(",".join(columns) + "\n" + ",".join("x" for _ in columns) + "\n")
+    with pytest.raises(ManifestError, match=message):
+        load_manifest(path, tmp_path)
+    with pytest.raises(ManifestError, match="not found"):
+        load_manifest(tmp_path / "absent.csv", tmp_path)
+    (tmp_path / "bad.parquet").write_bytes(b"not parquet")
+    with pytest.raises(ManifestError, match="cannot read"):
+        load_manifest(tmp_path / "bad.parquet", tmp_path)
+
+
+def test_scan_with_a_parquet_manifest_keeps_metadata_and_rejects_missing_photos(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "catalog"
+    (root / "shoes").mkdir(parents=True)
+    (root / "shoes" / "a.jpg").write_bytes(b"a")
+    (root / "shoes" / "b.jpg").write_bytes(b"b")
+    (root / "unlisted.jpg").write_bytes(b"c")
+    path = tmp_path / "products.parquet"
+    pd.DataFrame(
+        {
+            "product_id": ["S1", "S1", "S2"],
+            "image": ["shoes/a.jpg", "shoes/b.jpg", "shoes/gone.jpg"],
+            "category": ["shoes", "shoes", "shoes"],
+            "url": ["https://shop/s1", "https://shop/s1", "https://shop/s2"],
+        }
+    ).to_parquet(path)
+    scan = scan_catalog(root, options=ScanOptions(manifest=path))
+    assert scan.table["image_id"].tolist() == ["shoes/a.jpg", "shoes/b.jpg"]
+    assert scan.table["product_id"].tolist() == ["S1", "S1"]
+    assert scan.table["url"].tolist() == ["https://shop/s1"] * 2
+    assert scan.rejected.values.tolist() == [
+        ["shoes/gone.jpg", str(root / "shoes/gone.jpg"), "listed in the manifest but not found"]
+    ]
+    folder = scan_catalog(root)
+    assert folder.table.set_index("image_id")["category"].to_dict() == {
+        "shoes/a.jpg": "shoes",
+        "shoes/b.jpg": "shoes",
+        "unlisted.jpg": "",
+    }
+    assert (folder.table["product_id"] == folder.table["image_id"]).all()
+
+
+def product_index(products: int = 300, per: int = 3, dim: int = 16, k: int = 12):
+    """Photos of `products` products (`per` each, close to each other), clustered."""
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(products, dim))
+    x = l2_normalise(np.repeat(centres, per, axis=0) + 0.3 * rng.normal(size=(products * per, dim)))
+    ids = np.array([f"img{i:05d}" for i in range(len(x))], dtype=object)
+    owners = np.repeat([f"P{p:04d}" for p in range(products)], per).astype(object)
+    model = train_kmeans(x, k, seed=0)
+    index = build_index(ids, x, model.cluster_centers_, model.labels_, "fp")
+    order = pd.Series(owners, index=ids).reindex(index.ids).to_numpy(object)
+    return x, ids, owners, index, order
+
+
+def exact_products(x, owners, queries, top_n, exclude=None, allowed=None):
+    """Reference: products ranked by their best photo's cosine, by brute force."""
+    scores = queries @ x.T
+    frame = pd.DataFrame(scores.T)
+    frame["product"] = owners
+    best = frame.groupby("product").max()
+    answers = []
+    for q in range(len(queries)):
+        column = best[q]
+        if allowed is not None:
+            column = column[column.index.isin(allowed)]
+        if exclude is not None:
+            column = column.drop(exclude[q], errors="ignore")
+        answers.append(column.sort_values(ascending=False).index[:top_n].tolist())
+    return answers
+
+
+def test_answers_are_distinct_products_ranked_by_their_best_photo() -> None:
+    from dataclasses import replace
+
+    x, ids, owners, index, order = product_index()
+    index = replace(index, products=order)
+    queries = x[:40]
+    rows, _ = index.search_rows(queries, 10, index.k, index.rows_of(list(ids[:40])))
+    found = [[index.products[r] for r in row] for row in rows]
+    assert all(len(set(row)) == 10 for row in found)
+    # the query photo's own product (its other photos too) is left out
+    assert all(owners[q] not in found[q] for q in range(40))
+    assert found == exact_products(x, owners, queries, 10, exclude=owners[:40])
+    # probes=1 still fills ten distinct products by ranking more photos
+    one_probe, _ = index.search_rows(queries, 10, 1)
+    assert (one_probe >= 0).all()
+    assert all(len({index.products[r] for r in row}) == 10 for row in one_probe)
+
+
+def test_filtered_search_returns_top_n_matching_products_when_they_exist() -> None:
+    from dataclasses import replace
+
+    x, ids, owners, index, order = product_index()
+    index = replace(index, products=order)
+    catalog = pd.DataFrame(
+        {
+            "image_id": ids,
+            "product_id": owners,
+            "colour": np.where(np.arange(len(ids)) // 3 % 20 == 0, "red", "blue"),
+        }
+    )
+    products = Products.from_catalog(catalog)
+    allowed = products.allowed(index.ids, {"colour": ["red"]})
+    red = set(products.matching({"colour": "red"}))
+    assert len(red) == 15
+    queries = x[:60]
+    rows, _ = index.search_rows(queries, 10, 1, allowed=allowed)
+    found = [[index.products[r] for r in row if r >= 0] for row in rows]
+    assert all(len(row) == 10 and set(row) <= red for row in found)
+    exact = exact_products(x, owners, queries, 10, allowed=red)
+    recall = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(found, exact, strict=True)])
+    assert recall >= 0.95
+    # more wanted than exist: every matching product, then padding
+    rows, _ = index.search_rows(queries[:3], 20, 1, allowed=allowed)
+    assert ((rows >= 0).sum(axis=1) == 15).all()
+    with pytest.raises(ValueError, match=r"unknown filter column 'size'.*colour"):
+        products.check_filters({"size": "M"})
+
+
+def test_filter_arguments_parse_into_column_values() -> None:
+    assert parse_filters(["category=shoes,boots", "colour=red", "category=hats"]) == {
+        "category": ["shoes", "boots", "hats"],
+        "colour": ["red"],
+    }
+    with pytest.raises(ValueError, match="column=value"):
+        parse_filters(["category"])
+
+
+def test_product_neighbours_merge_each_products_photos() -> None:
+    frame = pd.DataFrame(
+        {
+            "image_id": ["a1", "a1", "a2", "a2", "b1"],
+            "product_id": ["A", "A", "A", "A", "B"],
+            "rank": [1, 2, 1, 2, 1],
+            "neighbour_id": ["b1", "c1", "c2", "b1", "a2"],
+            "neighbour_product_id": ["B", "C", "C", "B", "A"],
+            "score": [0.7, 0.5, 0.9, 0.6, 0.7],
+        }
+    )
+    merged = product_neighbours(frame, top_n=5)
+    a = merged[merged["product_id"] == "A"]
+    assert a[["rank", "neighbour_product_id", "score", "image_id", "neighbour_image_id"]].to_dict(
+        "records"
+    ) == [
+        {
+            "rank": 1,
+            "neighbour_product_id": "C",
+            "score": 0.9,
+            "image_id": "a2",
+            "neighbour_image_id": "c2",
+        },
+        {
+            "rank": 2,
+            "neighbour_product_id": "B",
+            "score": 0.7,
+            "image_id": "a1",
+            "neighbour_image_id": "b1",
+        },
+    ]
+
+
+@pytest.fixture(scope="module")
+def manifest_run(tmp_path_factory, demo_catalog):
+    """A run trained on the demo catalog listed as products of two photos each."""
+    from vasrch.orchestration.flows.train import train_flow
+
+    tmp = tmp_path_factory.mktemp("manifest")
+    images = sorted(p.relative_to(demo_catalog).as_posix() for p in demo_catalog.glob("*/*"))
+    rows = [
+        {
+            "product_id": f"SKU-{i // 2:03d}",
+            "image": image,
+            "category": image.split("/")[0],
+            "title": f"{image.split('/')[0]} number {i // 2}",
+            "url": f"https://shop.example/p/{i // 2}",
+        }
+        for i, image in enumerate(images)
+    ]
+    manifest = write_manifest(tmp / "products.csv", rows)
+    cfg = tmp / "config.yaml"
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "catalog": {"path": str(demo_catalog), "manifest": "products.csv"},
+                "workspace": "ws",
+                "features": {"shard_size": 16},
+                "clustering": {"diagnostics": {"k_min": 2, "k_max": 8, "k_step": 2}},
+                "evaluation": {"sample": 24},
+                "search": {"probes": 2},
+                "bulk": {"enabled": True, "top_n": 4, "csv": True},
+            }
+        )
+    )
+    return cfg, manifest, pd.DataFrame(rows), train_flow(str(cfg))
+
+
+def test_a_manifest_run_answers_with_products_and_filters(manifest_run, tmp_path: Path) -> None:
+    from vasrch.search import open_run
+
+    cfg, _, rows, result = manifest_run
+    run = Path(result["run_dir"])
+    searcher = open_run(run.parents[1])
+    assert searcher.products.several_photos
+    image_id = rows["image"].iloc[0]
+    table = searcher.to_table(searcher.search_ids([image_id], top_n=6), [image_id])
+    assert list(table.columns) == [
+        "query",
+        "rank",
+        "product_id",
+        "score",
+        "image_id",
+        "category",
+        "title",
+        "url",
+    ]
+    assert table["product_id"].is_unique and "SKU-000" not in set(table["product_id"])
+    filtered = searcher.to_table(
+        searcher.search_ids([image_id], top_n=6, filters={"category": ["mug", "hat"]}),
+        [image_id],
+    )
+    assert len(filtered) == 6 and set(filtered["category"]) <= {"mug", "hat"}
+
+    out = subprocess.run(
+        [sys.executable, "-m", "vasrch.cli", "query", str(tmp_path / "absent.jpg"), "-c", str(cfg)],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 2 and "not found" in out.stderr
+    photo = str(Path(searcher.paths[image_id]))
+    cli = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vasrch.cli",
+            "query",
+            photo,
+            "-c",
+            str(cfg),
+            "--format",
+            "csv",
+            "--filter",
+            "category=hat",
+            "--top-n",
+            "3",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    answers = pd.read_csv(io.StringIO(cli.stdout))
+    assert answers["category"].tolist() == ["hat"] * 3 and "path" not in answers
+    unknown = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vasrch.cli",
+            "query",
+            photo,
+            "-c",
+            str(cfg),
+            "--filter",
+            "colour=red",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert unknown.returncode == 2
+    assert "unknown filter column 'colour'" in unknown.stderr and "category" in unknown.stderr
+
+
+def test_a_manifest_run_writes_product_neighbours_and_links_products(manifest_run) -> None:
+    _, _, rows, result = manifest_run
+    run = Path(result["run_dir"])
+    products = pd.read_parquet(run / "bulk" / "product_neighbours.parquet")
+    assert set(products["product_id"]) == set(rows["product_id"])
+    assert not (products["product_id"] == products["neighbour_product_id"]).any()
+    assert not products.duplicated(["product_id", "neighbour_product_id"]).any()
+    assert products.groupby("product_id")["rank"].max().max() == 4
+    csv = pd.read_csv(run / "bulk" / "neighbours.csv")
+    assert list(csv.columns) == list(products.columns) and len(csv) == len(products)
+    report = (run / "report.html").read_text(encoding="utf-8")
+    assert 'href="https://shop.example/p/' in report and "SKU-0" in report
+    catalog = pd.read_parquet(run / "catalog.parquet")
+    assert {"product_id", "category", "title", "url"} <= set(catalog.columns)
