@@ -130,7 +130,7 @@ def plant_copies(
 
 
 def vasrch_bulk(
-    x, prints, ids, k, probes_list, train_rows, queries, exact, seed, workers, threshold
+    x, prints, ids, k, probes_list, train_rows, queries, exact, seed, workers, threshold, candidates
 ):
     def train():
         model = train_kmeans(x, k, seed=seed, max_train_rows=train_rows)
@@ -149,7 +149,10 @@ def vasrch_bulk(
 
         def bulk(probes: int = probes) -> tuple[pd.DataFrame, pd.DataFrame]:
             sampled, hits = [], []
-            for _, frame in iter_bulk_neighbours(index, TOP_N, probes, 50_000, workers):
+            neighbours = iter_bulk_neighbours(
+                index, TOP_N, probes, 50_000, workers, candidates=candidates
+            )
+            for _, frame in neighbours:
                 sampled.append(frame[frame["image_id"].isin(wanted)])
                 hits.append(frame[frame["duplicate_score"] >= threshold])
             return pd.concat(sampled), pd.concat(hits)
@@ -242,6 +245,13 @@ def main() -> None:
         help="duplicate score threshold (default: bulk.duplicate_threshold)",
     )
     parser.add_argument(
+        "--candidates",
+        type=int,
+        default=BulkConfig().duplicate_candidates,
+        help="neighbours per image whose duplicate score is computed "
+        "(default: bulk.duplicate_candidates)",
+    )
+    parser.add_argument(
         "--prints-from", type=Path, help="feature cache folder whose photos' prints to draw"
     )
     parser.add_argument("--no-faiss", action="store_true")
@@ -277,6 +287,7 @@ def main() -> None:
             args.seed,
             args.workers,
             args.threshold,
+            args.candidates,
         )
         if not args.no_faiss:
             exact_rows = np.vectorize(lambda s: int(s[3:]), otypes=[np.int64])(exact.ids)

@@ -108,6 +108,23 @@ def test_planted_copies_with_matching_prints_form_one_group_each():
     found = {gid: set(members) for gid, members in groups.groupby("group_id")["image_id"]}
     assert sorted(map(sorted, found.values())) == sorted(map(sorted, planted.values()))
     assert groups.groupby("group_id")["is_representative"].sum().eq(1).all()
+    # Only the first `candidates` neighbours of each image are scored, with the same scores.
+    first = pd.concat(
+        [
+            bulk_neighbours_for_clusters(index, c, 5, probes=3, candidates=2)
+            for c in plan_cluster_chunks(index, 80)
+        ]
+    )
+    pd.testing.assert_frame_equal(
+        first.drop(columns="duplicate_score"), frame.drop(columns="duplicate_score")
+    )
+    scored = (first["rank"] <= 2).to_numpy()
+    assert np.isnan(first["duplicate_score"].to_numpy()[~scored]).all()
+    np.testing.assert_allclose(
+        first["duplicate_score"].to_numpy()[scored],
+        frame["duplicate_score"].to_numpy()[scored],
+        atol=1e-6,
+    )
 
 
 def large_index(n, dim, k, seed=0):

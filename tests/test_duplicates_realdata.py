@@ -61,7 +61,9 @@ def test_planted_listing_edits_are_found_at_the_default_threshold(dataset, tmp_p
     model = train_kmeans(vectors, 4, seed=0)
     index = build_index(ids, vectors, model.cluster_centers_, model.labels_, "fp", prints=prints)
     neighbours = pd.concat(
-        bulk_neighbours_for_clusters(index, chunk, top_n=10, probes=2)
+        bulk_neighbours_for_clusters(
+            index, chunk, top_n=10, probes=2, candidates=BulkConfig().duplicate_candidates
+        )
         for chunk in plan_cluster_chunks(index, 1000)
     )
     pairs = duplicate_pairs(neighbours, BulkConfig().duplicate_threshold)

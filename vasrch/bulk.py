@@ -68,13 +68,15 @@ def bulk_neighbours_for_clusters(
     top_n: int = 10,
     probes: int = 1,
     block_rows: int = 4096,
+    candidates: int | None = None,
 ) -> pd.DataFrame:
     """Top-n neighbours (self excluded) of every member of `clusters`, scored as a query is.
 
     Returns NEIGHBOUR_COLUMNS, rank from 1, padding dropped: each photo's answers are distinct
     products other than its own (photos, when every product has one); score is the retrieval
-    score, duplicate_score the pair's print score (vasrch.print_match; NaN when the index has no
-    prints), which neither augmentation nor query expansion changes. Queries go `block_rows` at
+    score, duplicate_score the pair's print score (vasrch.print_match), which neither
+    augmentation nor query expansion changes, for the first `candidates` ranks (None: all; NaN
+    beyond them, and when the index has no prints). Queries go `block_rows` at
     a time, and each score block is bounded, so the working memory does not grow with the
     catalog; only the returned table grows with the members of the given clusters.
     """
@@ -97,8 +99,12 @@ def bulk_neighbours_for_clusters(
     found = np.isfinite(scores)
     frame["product_id"] = products[np.repeat(rows, found.sum(axis=1))]
     frame["neighbour_product_id"] = products[nbr_rows[found]]
-    queries = np.repeat(rows, found.sum(axis=1))
-    frame["duplicate_score"] = duplicate_scores(index, queries, nbr_rows[found])
+    wanted = (np.arange(top_n) < (top_n if candidates is None else candidates))[None, :] & found
+    wanted = wanted[found]
+    queries = np.repeat(rows, found.sum(axis=1))[wanted]
+    duplicate = np.full(len(frame), np.nan, dtype=np.float32)
+    duplicate[wanted] = duplicate_scores(index, queries, nbr_rows[found][wanted])
+    frame["duplicate_score"] = duplicate
     return frame[NEIGHBOUR_COLUMNS]
 
 
@@ -131,8 +137,10 @@ def iter_bulk_neighbours(
     max_rows_per_chunk: int = 50_000,
     workers: int | None = None,
     block_rows: int = 4096,
+    candidates: int | None = None,
 ) -> Iterator[tuple[list[int], pd.DataFrame]]:
-    """Neighbours of the whole catalog, chunk by chunk: yields (clusters, frame) in chunk order.
+    """Neighbours of the whole catalog, chunk by chunk: yields (clusters, frame) in chunk order;
+    the first `candidates` neighbours of each image (None: all) get their duplicate score.
 
     Runs `workers` chunks at once (default: all cores) on threads, with BLAS held to one thread
     each while the generator runs: numpy releases the GIL in the matrix products and partitions,
@@ -148,7 +156,13 @@ def iter_bulk_neighbours(
                 (
                     chunk,
                     pool.submit(
-                        bulk_neighbours_for_clusters, index, chunk, top_n, probes, block_rows
+                        bulk_neighbours_for_clusters,
+                        index,
+                        chunk,
+                        top_n,
+                        probes,
+                        block_rows,
+                        candidates,
                     ),
                 )
             )

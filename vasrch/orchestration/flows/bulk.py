@@ -36,6 +36,7 @@ def bulk_stage(
     out: BulkLayout,
     params: SearchParams,
     duplicate_threshold: float,
+    duplicate_candidates: int,
     chunk_rows: int,
     csv: bool,
     catalog: pd.DataFrame,
@@ -49,7 +50,12 @@ def bulk_stage(
     progress.report("bulk", 0, index.n)
     paths = [str(out.neighbours(i)) for i in range(len(chunks))]
     rows = bulk_chunk_task.map(
-        unmapped(str(index_dir)), chunks, unmapped(params.top_n), unmapped(params.probes), paths
+        unmapped(str(index_dir)),
+        chunks,
+        unmapped(params.top_n),
+        unmapped(params.probes),
+        paths,
+        unmapped(duplicate_candidates),
     ).result()
     if index.products is not None:
         product_neighbours_task(str(out.root), params.top_n)
@@ -108,6 +114,7 @@ def bulk_flow(
             out,
             params,
             cfg.bulk.duplicate_threshold,
+            cfg.bulk.duplicate_candidates,
             cfg.bulk.chunk_rows,
             csv or cfg.bulk.csv,
             catalog,

@@ -139,6 +139,7 @@ def _build_run(
             staging.bulk,
             params,
             cfg.bulk.duplicate_threshold,
+            cfg.bulk.duplicate_candidates,
             cfg.bulk.chunk_rows,
             cfg.bulk.csv,
             catalog,

@@ -31,15 +31,21 @@ def _index(folder: str) -> SearchIndex:
 
 @task(name="bulk-chunk", cache_policy=NO_CACHE, retries=1)
 def bulk_chunk_task(
-    index_dir: str, clusters: list[int], top_n: int, probes: int, out_path: str
+    index_dir: str,
+    clusters: list[int],
+    top_n: int,
+    probes: int,
+    out_path: str,
+    candidates: int | None = None,
 ) -> int:
     """Neighbours of every member of `clusters` (top_n and probes already resolved against the
-    index), written as one Parquet shard. BLAS runs one
+    index; the first `candidates` with their duplicate score), written as one Parquet shard.
+    BLAS runs one
     thread per task: concurrent chunks already fill the cores, and OpenBLAS threads spinning
     against each other made bulk several times slower on a busy 2-core machine."""
     index = _index(index_dir)
     with threadpool_limits(1, "blas"):
-        frame = bulk_neighbours_for_clusters(index, clusters, top_n, probes)
+        frame = bulk_neighbours_for_clusters(index, clusters, top_n, probes, candidates=candidates)
     with atomic_path(out_path) as tmp:
         frame.to_parquet(tmp, index=False)
     progress.report("bulk", int(sum(index.cluster_sizes[c] for c in clusters)))
