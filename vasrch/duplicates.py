@@ -172,8 +172,8 @@ def run_groups(
 ) -> tuple[pd.DataFrame, BulkLayout]:
     """The groups of a saved run at `threshold` from its newest neighbours, each member with
     its product_id and path (and url when the run's catalog has one), and where the neighbours
-    came from. The run's catalog, and its own neighbour shards when they are the newest, are checked
-    against its manifest first."""
+    came from. The run's catalog, and its own neighbour shards when they are the newest, are
+    checked against its manifest first."""
     manifest = read_manifest(run_folder, verify=False)
     run = RunLayout(run_folder)
     catalog = pd.read_parquet(io.BytesIO(read_artifact(run_folder, manifest, run.catalog)))
