@@ -93,6 +93,8 @@ def test_argument_mistakes_exit_2_and_version(tmp_path: Path):
     for args in (
         ["query", "x.jpg", "--workspace", str(tmp_path), "--probes", "0"],
         ["query-server", "--workspace", str(tmp_path), "--port", "99999"],
+        ["serve", str(tmp_path / "c.yaml"), "--poll-interval", "0"],
+        ["serve", str(tmp_path / "c.yaml"), "--with-query-service", "--query-port", "70000"],
         ["runs", "prune", "--workspace", str(tmp_path), "--keep", "-1"],
         ["extract"],
     ):

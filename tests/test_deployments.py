@@ -204,22 +204,21 @@ class Served(NamedTuple):
 
 @pytest.fixture(scope="module")
 def served(server, tmp_path_factory, demo_catalog) -> Iterator[Served]:
-    """The four deployments served from one process (serve_deployments) on a private copy of
-    the demo catalog."""
+    """The four deployments served from one process (serve_deployments, polling every second by
+    default, with the workspace's query service) on a private copy of the demo catalog."""
     root = tmp_path_factory.mktemp("served")
     catalog = root / "catalog"
     shutil.copytree(demo_catalog, catalog)
     config = write_config(root, catalog)
     env = {
         **server,
-        "PREFECT_RUNNER_POLL_FREQUENCY": "1",
         "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "true",
         "PREFECT_LOGGING_LEVEL": "INFO",
     }
     log = root / "serve.log"
     code = (
         "import sys; from vasrch.orchestration.deployments import serve_deployments; "
-        "serve_deployments(sys.argv[1], files_port=0)"
+        "serve_deployments(sys.argv[1], files_port=0, query_port=0)"
     )
     with open(log, "wb") as out:
         proc = subprocess.Popen(
@@ -403,12 +402,45 @@ def test_nightly_failing_its_gate_keeps_latest_and_records_the_reason(
     assert flow_run.parameters["overrides"] == {"nightly.gates.max_rejected_fraction": 0}
 
 
+def warm_service(workspace: Path, timeout: float = 120):
+    """The workspace's query service once it serves LATEST (it starts after the first run, and
+    reloads after each new one)."""
+    from vasrch.service.client import ServiceUnusable, find_service
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return find_service(workspace, None, None)
+        except ServiceUnusable as why:
+            if time.monotonic() > deadline:
+                pytest.fail(f"no warm query service after {timeout} s: {why}")
+            time.sleep(0.5)
+
+
+def flow_run_logs(flow_run_id) -> str:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(
+            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]))
+        )
+    return "\n".join(log.message for log in logs)
+
+
+def opened(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return response.read()
+
+
 @pytest.mark.server
-def test_query_through_the_api_writes_results_page_and_artifacts(served, trained, tmp_path):
+def test_query_through_the_api_is_answered_by_the_warm_service(served, trained, tmp_path):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
     config, catalog = served.config, served.catalog
+    workspace = load_config(config).workspace
+    service = warm_service(workspace)
     queries = tmp_path / "queries"
     (queries / "sub").mkdir(parents=True)
     shutil.copy(catalog / "hat" / "hat_001.jpg", queries / "hat.jpg")
@@ -419,10 +451,15 @@ def test_query_through_the_api_writes_results_page_and_artifacts(served, trained
         "query", {"config_path": str(config), "images": [str(queries)], "top_n": 4}
     )
     out = Path(result["out_dir"])
-    assert out.parent == load_config(config).workspace / "queries"
-    assert result["run_id"] == runs.latest_run_id(load_config(config).workspace)
+    assert out.parent == workspace / "queries"
+    assert result["run_id"] == runs.latest_run_id(workspace) == service.run_id
     assert result["queries"] == 2
     assert [r["query"] for r in result["rejected"]] == [str(queries / "broken.jpg")]
+    deadline = time.monotonic() + 30
+    while "answered by the query service" not in (logs := flow_run_logs(flow_run.id)):
+        assert time.monotonic() < deadline, logs
+        time.sleep(1)
+    assert f"3 images answered by the query service at {service.url}" in logs
     table = pd.read_parquet(out / "results.parquet")
     assert list(table.columns) == ["query", "rank", "image_id", "path", "score"]
     assert (
@@ -442,14 +479,26 @@ def test_query_through_the_api_writes_results_page_and_artifacts(served, trained
         artifacts = client.read_artifacts(
             artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run.id]))
         )
-    kinds = {a.key: a.type for a in artifacts}
-    assert kinds["query-results"] == "table" and "query-page" in kinds
-    link = next(a for a in artifacts if a.key == "query-page")
+    by_key = {a.key: a for a in artifacts}
+    assert by_key["query-results"].type == "markdown" and "query-page" in by_key
     # the link opens: vasrch serve serves the workspace read-only
-    url = re.search(r"\((http://[^)]+)\)", link.data).group(1)
+    url = re.search(r"\((http://[^)]+)\)", by_key["query-page"].data).group(1)
     assert url.endswith(f"/queries/{out.name}/results.html")
-    with urllib.request.urlopen(url, timeout=10) as response:
-        assert response.read() == (out / "results.html").read_bytes()
+    assert opened(url) == (out / "results.html").read_bytes()
+    # the results table: each query's 4 results with their scores, every image a link that opens
+    markdown = by_key["query-results"].data
+    assert f"embedded by the query service at {service.url}" in markdown
+    rows = [line for line in markdown.splitlines() if line.startswith("| [")]
+    assert len(rows) == 2 and all(row.count("](http://") == 1 + 4 for row in rows)
+    hat = next(row for row in rows if row.startswith("| [hat.jpg]"))
+    score = table[(table["query"] == str(queries / "hat.jpg")) & (table["rank"] == 1)]["score"]
+    assert "[hat/hat\\_001.jpg](http://" in hat and f" {score.iloc[0]:.4f} |" in hat
+    assert "broken.jpg" in markdown.split("Not read (1):")[1]
+    links = re.findall(r"\]\((http://[^)]+)\)", markdown)
+    thumbs = {link for link in links if "/thumbs/" in link}
+    assert len(thumbs) >= 2 + 4
+    for link in thumbs:
+        assert opened(link) == (out / "thumbs" / link.rsplit("/", 1)[1]).read_bytes()
 
 
 @pytest.mark.server

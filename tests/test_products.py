@@ -359,3 +359,52 @@ def test_a_manifest_run_writes_product_neighbours_and_links_products(manifest_ru
     assert 'href="https://shop.example/p/' in report and "SKU-0" in report
     catalog = pd.read_parquet(run / "catalog.parquet")
     assert {"product_id", "category", "title", "url"} <= set(catalog.columns)
+
+
+def test_the_next_run_picks_up_added_changed_and_removed_rows(manifest_run, tmp_path: Path) -> None:
+    import shutil
+
+    from vasrch.orchestration.flows.train import train_flow
+    from vasrch.search import open_run
+
+    cfg, _, rows, result = manifest_run
+    shutil.copytree(Path(result["run_dir"]).parents[1], tmp_path / "ws")
+    config = yaml.safe_load(cfg.read_text())
+    edited = rows.copy()
+    removed = edited["image"].iloc[2]  # SKU-001's first photo
+    gone = edited["image"].iloc[5]
+    edited = edited[~edited["image"].isin([removed, gone])]
+    edited.loc[edited["product_id"] == "SKU-000", "title"] = "renamed"
+    edited = pd.concat(
+        [edited, rows.iloc[[3]].assign(product_id="SKU-NEW", image=rows["image"].iloc[2])]
+    )
+    write_manifest(tmp_path / "products.csv", edited.to_dict("records"))
+    config["catalog"]["manifest"] = str(tmp_path / "products.csv")
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    second = train_flow(str(tmp_path / "config.yaml"))
+    # the photo moved from SKU-001 to SKU-NEW: same bytes, so it is not embedded again
+    assert second["counts"]["indexed"] == len(rows) - 1 and second["counts"]["gone"] == 1
+    assert second["counts"]["products"] == rows["product_id"].nunique() + 1
+    catalog = pd.read_parquet(Path(second["run_dir"]) / "catalog.parquet").set_index("image_id")
+    assert gone not in catalog.index
+    assert catalog.loc[removed, "product_id"] == "SKU-NEW"
+    assert set(catalog.loc[catalog["product_id"] == "SKU-000", "title"]) == {"renamed"}
+    searcher = open_run(tmp_path / "ws")
+    table = searcher.to_table(
+        searcher.search_ids([rows["image"].iloc[4]], top_n=30), [rows["image"].iloc[4]]
+    )
+    assert "SKU-NEW" in set(table["product_id"])
+    assert set(table.loc[table["product_id"] == "SKU-000", "title"]) <= {"renamed"}
+
+
+def test_query_flow_filters_and_writes_products_without_paths(manifest_run) -> None:
+    from vasrch.orchestration.flows.query import query_flow
+
+    cfg = manifest_run[0]
+    photo = next(Path(yaml.safe_load(cfg.read_text())["catalog"]["path"]).glob("hat/*"))
+    done = query_flow(str(cfg), [str(photo)], top_n=3, filters={"category": ["bag", "mug"]})
+    table = pd.read_parquet(Path(done["out_dir"]) / "results.parquet")
+    assert list(table.columns[:5]) == ["query", "rank", "product_id", "score", "image_id"]
+    assert "path" not in table and set(table["category"]) <= {"bag", "mug"} and len(table) == 3
+    page = (Path(done["out_dir"]) / "results.html").read_text(encoding="utf-8")
+    assert 'href="https://shop.example/p/' in page and "SKU-" in page

@@ -13,7 +13,7 @@ from vasrch import pages
 from vasrch.images import decode_image
 from vasrch.query_page import write_query_page
 from vasrch.report import write_report
-from vasrch.search import RESULT_COLUMNS
+from vasrch.results import RESULT_COLUMNS
 from vasrch.thumbnails import PLACEHOLDER_NAME, thumb_name
 
 

@@ -22,6 +22,7 @@ Rules of a scan (README, "Rejected images", shows what a user sees):
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import stat
 from dataclasses import dataclass
@@ -190,6 +191,15 @@ def walk_listed(root: Path, listed: pd.DataFrame, follow_external_symlinks: bool
     top = os.path.realpath(root)
     files: list[tuple[str, str, os.stat_result]] = []
     rejected: list[tuple[str, str, str]] = []
+    real_folder = functools.lru_cache(maxsize=65_536)(os.path.realpath)
+
+    def real_path(path: str) -> str:
+        """realpath with one resolution per folder: only a symlinked file is resolved alone."""
+        if os.path.islink(path):
+            return os.path.realpath(path)
+        folder, name = os.path.split(path)
+        return os.path.join(real_folder(folder), name)
+
     for image_id, path in zip(listed["image_id"], listed["path"], strict=True):
         try:
             st = os.stat(path)
@@ -201,7 +211,7 @@ def walk_listed(root: Path, listed: pd.DataFrame, follow_external_symlinks: bool
                 problem = _stat_problem(path, linked, err)
             rejected.append((image_id, path, problem))
             continue
-        inside = os.path.isabs(image_id) or _within(os.path.realpath(path), top)
+        inside = os.path.isabs(image_id) or _within(real_path(path), top)
         if not (inside or follow_external_symlinks):
             rejected.append(
                 (

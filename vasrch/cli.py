@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vasrch import __version__
+from vasrch.orchestration.deployments import DEFAULT_POLL_S
 from vasrch.quiet import QUIET_NATIVE_ENV
 
 if TYPE_CHECKING:
@@ -349,6 +350,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         limit=args.limit,
         files_host=args.files_host,
         files_port=args.files_port,
+        poll_s=args.poll_interval,
+        query_port=args.query_port if args.with_query_service else None,
     )
     return 0
 
@@ -395,6 +398,17 @@ def _threshold(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
     if not 0 < value <= 1:
         raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    """An argparse type: a positive number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
     return value
 
 
@@ -599,6 +613,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--files-port", type=_port, default=8766, help="its port (default 8766; 0: any free one)"
+    )
+    p.add_argument(
+        "--poll-interval",
+        type=_seconds,
+        default=DEFAULT_POLL_S,
+        metavar="SECONDS",
+        help=f"how often to ask the Prefect server for runs to start (default {DEFAULT_POLL_S:g})",
+    )
+    p.add_argument(
+        "--with-query-service",
+        action="store_true",
+        help="also keep the workspace's query service warm on 127.0.0.1 (once it has a run): "
+        "query runs then send it their images instead of loading the model",
+    )
+    p.add_argument(
+        "--query-port",
+        type=_port,
+        default=8765,
+        help="port of that service (default 8765; 0: any free one)",
     )
     p.set_defaults(func=cmd_serve)
 

@@ -232,8 +232,9 @@ class SearchIndex:
         Rows are (q, min(top_n, n)) int64, -1 where padded: no request allocates more than the
         index holds. `exclude_rows` (q,) is one stored row per query to leave out (-1 for none;
         with products, its whole product). `allowed` (n,) bool keeps answers to those rows; the
-        search then probes clusters holding allowed rows only, as many more as the filter is
-        selective, and more again until top_n answers are found or every cluster is searched.
+        search then probes clusters holding allowed rows only, probes x (2 - share) / share of
+        them for a filter keeping `share` of the rows, and more again until top_n answers are
+        found or every cluster is searched.
         Queries are processed `block_rows` at a time.
         """
         _check_positive("top_n", top_n)
@@ -243,8 +244,10 @@ class SearchIndex:
             allowed = np.asarray(allowed, dtype=bool)
             if allowed.shape != (self.n,):
                 raise ValueError(f"allowed must be a mask of the {self.n} stored rows")
+            # A selective filter's answers lie outside the query's neighbourhood more often, where
+            # centroid order is a weaker guide: probe more than 1/share as many clusters.
             share = max(int(allowed.sum()), 1) / max(self.n, 1)
-            probes = min(self.k, int(np.ceil(probes / share)))
+            probes = min(self.k, int(np.ceil(probes * (2 - share) / share)))
         q = queries.shape[0]
         rows = np.empty((q, top_n), dtype=np.int64)
         scores = np.empty((q, top_n), dtype=np.float32)

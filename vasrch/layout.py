@@ -148,6 +148,9 @@ class WorkspaceLayout:
     root: Path
     runs = Entry("runs", "the versioned runs and LATEST")
     queries = Entry("queries", "one folder per query flow run")
+    query_service = Entry(
+        "query-service.json", "where the running query service listens, for query flows"
+    )
 
     @property
     def latest(self) -> Path:

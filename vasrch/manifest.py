@@ -11,8 +11,9 @@ read, lacks a required column or uses a reserved column name is an error (Manife
 from __future__ import annotations
 
 import os
+import posixpath
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
@@ -99,11 +100,10 @@ def _locate(image: str, root: Path, allow_absolute: bool) -> tuple[str, str] | s
                 "catalog.allow_absolute_paths: true"
             )
         return image, os.path.normpath(image)
-    relative = PurePosixPath(image.replace(os.sep, "/"))
-    normal = os.path.normpath(str(relative))
+    normal = posixpath.normpath(image.replace(os.sep, "/"))
     if normal == ".." or normal.startswith("../"):
         return "path leaves the catalog folder (..); give a path inside catalog.path"
-    return PurePosixPath(normal).as_posix(), str(root / normal)
+    return normal, os.path.join(root, normal)
 
 
 def load_manifest(path: Path, root: Path, allow_absolute: bool = False) -> Manifest:

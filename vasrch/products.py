@@ -10,12 +10,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from vasrch.index import SearchIndex
 from vasrch.manifest import RESERVED_COLUMNS
+
+if TYPE_CHECKING:  # the index needs scikit-learn, which a light query job never loads
+    from vasrch.index import SearchIndex
 
 FilterSpec = Mapping[str, str | Sequence[str]]
 

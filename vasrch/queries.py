@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import pandas as pd
 from threadpoolctl import threadpool_limits
@@ -16,9 +16,12 @@ from vasrch.hashing import sha256_file
 from vasrch.layout import QueryJobLayout, WorkspaceLayout
 from vasrch.products import FilterSpec
 from vasrch.query_page import write_query_page
+from vasrch.results import RESULT_COLUMNS
 from vasrch.runs import new_run_id
-from vasrch.search import RESULT_COLUMNS, Searcher, embed_files
 from vasrch.search_params import SearchParams
+
+if TYPE_CHECKING:
+    from vasrch.search import Searcher
 
 EMBED_CHUNK = 256  # query files decoded and embedded at a time (bounded memory)
 
@@ -69,6 +72,9 @@ def search_files(
     """Embed and search the files, at most EMBED_CHUNK at a time; files that cannot be decoded
     are listed with their reason, never fatal. A file that is a catalog photo (same bytes)
     leaves its own product out of its answers."""
+    # Imported here: a job the query service answers never loads the model's libraries.
+    from vasrch.search import embed_files
+
     searcher.allowed(filters)  # unknown filter columns fail before any embedding
     backbone = searcher.backbone(min(features.batch_size, len(files)), features.device)
     tables, rejected = [], []
@@ -97,13 +103,3 @@ def write_query_job(workspace: Path, answers: QueryAnswers, title: str) -> Query
     write_query_page(staging.root, answers.table, answers.rejected, title)
     finish_staging(staging.root, job.root)
     return job
-
-
-def answer_rows(answers: QueryAnswers, limit: int) -> list[dict[str, Any]]:
-    """The first `limit` result rows without paths, then one row per query not read."""
-    table = answers.table.drop(columns="path", errors="ignore")
-    rows = table.head(limit).round({"score": 4}).to_dict("records")
-    return rows + [
-        {"query": r["query"], "rank": None, "image_id": f"not read: {r['reason']}", "score": None}
-        for r in answers.rejected
-    ]

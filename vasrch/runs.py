@@ -280,10 +280,12 @@ def run_counts(
     """The manifest's counts: catalog size (`seen`: every image file found, scanned or not),
     indexed, rejected, extracted and reused images, and how many scanned images are new,
     changed, unchanged or gone since the last run (`table` is the catalog diffed against the
-    previous run's)."""
+    previous run's), and the products of the catalog."""
+    present = table[table["status"] != "gone"]
     return {
         "catalog": seen,
         "indexed": indexed,
+        "products": int(present["product_id"].nunique()) if "product_id" in table else len(present),
         "rejected": rejected,
         "extracted_new": new,
         "reused": reused,

@@ -17,12 +17,10 @@ from vasrch.images import Decoded, Rejection, decode_image
 from vasrch.index import SearchIndex, SearchResult, load_index
 from vasrch.layout import RunLayout
 from vasrch.products import FilterSpec, Products
+from vasrch.results import typed
 from vasrch.runs import RunError, read_manifest, resolve_run
 from vasrch.search_params import SearchParams, resolve_search_params
 
-# Every result table starts with these, then the product's metadata columns (and `path` only
-# when asked for: answers do not expose the server's files by default).
-RESULT_COLUMNS = ["query", "rank", "product_id", "score", "image_id"]
 _MASKS_KEPT = 32  # filter masks a searcher keeps for repeated filters
 
 
@@ -149,7 +147,7 @@ class Searcher:
         )
         if show_paths:
             table["path"] = frame["image_id"].map(self.paths)
-        return table
+        return typed(table)
 
 
 def open_run(

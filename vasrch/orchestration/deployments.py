@@ -11,7 +11,11 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from prefect.deployments.runner import RunnerDeployment
 
+    from vasrch.config import Config
+    from vasrch.service.background import BackgroundService
+
 TAGS = ["vasrch"]
+DEFAULT_POLL_S = 1.0  # how often `vasrch serve` asks the server for runs to start
 
 
 def api_url() -> str:
@@ -66,20 +70,60 @@ def serve_deployments(
     limit: int | None = None,
     files_host: str = "127.0.0.1",
     files_port: int = 8766,
+    poll_s: float = DEFAULT_POLL_S,
+    query_port: int | None = None,
 ) -> None:
     """Register the deployments with the server at PREFECT_API_URL and run their flow runs
     (started from the UI, the API or the nightly schedule) from this process until stopped;
-    `limit` caps concurrent runs (None: no cap). The workspace is served read-only on
-    files_host:files_port so the artifacts' links (reports, plots, pages) open in a browser.
-    Stopping leaves the schedules active: the nightly runs again once a server is back."""
+    `limit` caps concurrent runs (None: no cap) and the server is asked for new runs every
+    `poll_s` seconds. The workspace is served read-only on files_host:files_port so the
+    artifacts' links (reports, plots, pages) open in a browser. With a `query_port` (0: any
+    free one), a warm query service for the workspace listens there on loopback once it has a
+    run, and query runs send it their images. Stopping leaves the schedules active: the nightly
+    runs again once a server is back."""
     from prefect import serve
 
     from vasrch.config import load_config
     from vasrch.file_server import start_file_server
 
+    if poll_s <= 0:
+        raise ValueError(f"the polling interval must be positive, got {poll_s} s")
     api_url()
-    files = start_file_server(load_config(config_path).workspace, files_host, files_port)
+    cfg = load_config(config_path)
+    files = start_file_server(cfg.workspace, files_host, files_port)
+    service = None if query_port is None else _warm_service(cfg, query_port)
     try:
-        serve(*build_deployments(config_path), limit=limit, pause_on_shutdown=False)
+        serve(
+            *build_deployments(config_path),
+            limit=limit,
+            pause_on_shutdown=False,
+            query_seconds=poll_s,
+        )
     finally:
+        if service is not None:
+            service.stop()
         files.shutdown()
+
+
+def _warm_service(cfg: Config, port: int) -> BackgroundService:
+    """The workspace's query service on 127.0.0.1:`port`, in a thread of this process (it
+    starts once the workspace has a run); its log lines go to stderr."""
+    import logging
+    import os
+
+    from vasrch.service.background import BackgroundService
+    from vasrch.service.settings import TOKEN_ENV, ServiceSettings
+
+    logger = logging.getLogger("vasrch.server")
+    logger.setLevel(logging.INFO)
+    logger.addHandler(logging.StreamHandler())
+    settings = ServiceSettings(
+        workspace=cfg.workspace,
+        port=port,
+        search=cfg.search,
+        token=os.environ.get(TOKEN_ENV),
+        access_log=False,
+    )
+    service = BackgroundService(settings)
+    service.start()
+    return service

@@ -262,6 +262,7 @@ def create_app(
         return JSONResponse(
             {
                 "status": "ok",
+                "instance": settings.instance,
                 "run_id": served.run_id,
                 "k": served.searcher.index.k,
                 "images": served.searcher.index.n,

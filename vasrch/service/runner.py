@@ -9,6 +9,7 @@ import os
 import socket
 import tempfile
 import threading
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from vasrch.service.holder import RunHolder
 from vasrch.service.memory import keep_large_blocks_mapped
 from vasrch.service.metrics import MULTIPROCESS_ENV
 from vasrch.service.protocol import JSONErrorH11Protocol
+from vasrch.service.record import advertise, client_url
 from vasrch.service.settings import ServiceSettings
 
 log = logging.getLogger("vasrch.server")
@@ -92,7 +94,8 @@ def _config(app: Any, settings: ServiceSettings, **more: Any) -> uvicorn.Config:
 
 class QueryServer:
     """The service bound to a socket at creation, served by `serve_forever` (in a thread, if
-    you like) until `shutdown`; `server_close` releases the socket."""
+    you like) until `shutdown`, with its record in the workspace meanwhile (query flows find it
+    there); `server_close` releases the socket."""
 
     def __init__(self, settings: ServiceSettings) -> None:
         self.settings = settings
@@ -109,14 +112,14 @@ class QueryServer:
 
     @property
     def url(self) -> str:
-        """http://host:port of the listening socket."""
-        host, port = self.server_address
-        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+        """http://host:port of the listening socket, as a client on this machine reaches it."""
+        return client_url(*self.server_address)
 
     def serve_forever(self) -> None:
         """Answer requests until `shutdown` is called."""
         try:
-            self._server.run(sockets=[self.socket])
+            with _advertised(self.settings, self.url):
+                self._server.run(sockets=[self.socket])
         finally:
             self._done.set()
 
@@ -128,6 +131,11 @@ class QueryServer:
     def server_close(self) -> None:
         """Close the listening socket."""
         self.socket.close()
+
+
+def _advertised(settings: ServiceSettings, url: str) -> AbstractContextManager[object]:
+    """The service's record in its workspace while it serves (see vasrch.service.record)."""
+    return advertise(settings.workspace, url, settings.instance, settings.token is not None)
 
 
 def make_server(workspace: Path, **options: Any) -> QueryServer:
@@ -159,11 +167,16 @@ def run_query_server(settings: ServiceSettings) -> None:
             *sock.getsockname()[:2],
             " (pinned)" if holder.pinned else ", following runs/LATEST",
         )
-        uvicorn.Server(_config(app, settings, log_config=None)).run(sockets=[sock])
+        with _advertised(settings, client_url(*sock.getsockname()[:2])):
+            uvicorn.Server(_config(app, settings, log_config=None)).run(sockets=[sock])
         return
     resolve_run(settings.workspace, settings.run)
     log.info("starting %d worker processes; each loads the run", settings.workers)
-    with tempfile.TemporaryDirectory(prefix="vasrch-metrics-") as folder:
+    url = client_url(settings.host, settings.port)
+    with (
+        tempfile.TemporaryDirectory(prefix="vasrch-metrics-") as folder,
+        _advertised(settings, url) if settings.port else nullcontext(),
+    ):
         os.environ[SETTINGS_ENV] = settings.to_json()
         os.environ[MULTIPROCESS_ENV] = folder
         uvicorn.run(

@@ -53,6 +53,10 @@ class Health(BaseModel):
     """What GET /health reports."""
 
     status: str = Field(description="`ok` whenever the service answers.")
+    instance: str = Field(
+        description="This service's id, as its record in the workspace names it (query flows "
+        "check it before sending images)."
+    )
     run_id: str = Field(description="The run being served.")
     k: int = Field(description="Clusters of the served index.")
     images: int = Field(description="Images in the served index.")

@@ -6,7 +6,8 @@ import dataclasses
 import ipaddress
 import json
 import socket
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from vasrch.config import SearchConfig
@@ -32,7 +33,8 @@ def is_loopback(host: str) -> bool:
 class ServiceSettings:
     """Everything `vasrch query-server` is told: where the runs are, how to listen, the request
     defaults and limits, and who may ask. top_n/probes of None mean: the config's `search`
-    section, then the run's calibration (vasrch.search_params)."""
+    section, then the run's calibration (vasrch.search_params). `instance` names this service
+    (all its workers) in /health and in the workspace's service record."""
 
     workspace: Path
     run: str | None = None
@@ -52,6 +54,7 @@ class ServiceSettings:
     workers: int = 1
     allow_public: bool = False
     show_paths: bool = False  # answers carry each photo's file path
+    instance: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "workspace", Path(self.workspace))

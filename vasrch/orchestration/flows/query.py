@@ -1,21 +1,26 @@
-"""The `query` flow: embed query images with a run's backbone, rank neighbours, write a page."""
+"""The `query` flow: rank the neighbours of query images, write a page, publish the answers.
+
+When a warm query service runs for the workspace (`vasrch query-server`, or the one
+`vasrch serve --with-query-service` keeps), the images go there and this process does no
+TensorFlow work; otherwise it embeds them itself (vasrch.query_routing). Both give the same
+results.
+"""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
 from prefect import flow
-from prefect.artifacts import create_link_artifact, create_table_artifact
+from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.logging import get_run_logger
 from pydantic import Field
 
 from vasrch.config import load_config
 from vasrch.file_server import link_to
 from vasrch.orchestration.naming import run_name
-from vasrch.queries import answer_rows, query_files, search_files, write_query_job
-from vasrch.search import open_run
-
-ARTIFACT_ROWS = 500  # rows of the result table shown as a Prefect artifact
+from vasrch.queries import query_files, write_query_job
+from vasrch.query_artifact import results_markdown
+from vasrch.query_routing import answer_queries
 
 
 @flow(name="query", flow_run_name=run_name("query"))
@@ -45,19 +50,19 @@ def query_flow(
     cfg = load_config(config_path)
     logger = get_run_logger()
     files = query_files(images)
-    searcher = open_run(cfg.workspace, run, search=cfg.search)
-    params = searcher.params(top_n, probes)
-    answers = search_files(searcher, files, params, cfg.features, filters, show_paths=True)
+    answered = answer_queries(cfg, files, run, top_n, probes, logger, filters)
+    answers, run_id, params = answered.answers, answered.run_id, answered.params
     for r in answers.rejected:
         logger.warning("query %s skipped: %s", r["query"], r["reason"])
-    title = f"{answers.answered} queries against run {searcher.run_id}"
+    title = f"{answers.answered} queries against run {run_id}"
     job = write_query_job(cfg.workspace, answers, title)
 
-    create_table_artifact(
+    heading = f"**{title}** · top {params.top_n} · {params.probes} probes"
+    heading += f" · embedded by {answered.embedder}"
+    create_markdown_artifact(
         key="query-results",
-        table=answer_rows(answers, ARTIFACT_ROWS),
-        description=f"Neighbours per query (run {searcher.run_id}, top {params.top_n}, "
-        f"{params.probes} probes); rows without a rank are queries that could not be read",
+        markdown=results_markdown(job, answers.table, answers.rejected, heading, link_to),
+        description=f"Top results per query (run {run_id}); each image opens its thumbnail",
     )
     create_link_artifact(
         key="query-page", link=link_to(job.page), link_text=f"{job.page.name} ({job.root.name})"
@@ -66,7 +71,7 @@ def query_flow(
         "%d queries answered, %d rejected: %s", answers.answered, len(answers.rejected), job.page
     )
     return {
-        "run_id": searcher.run_id,
+        "run_id": run_id,
         "out_dir": str(job.root),
         "queries": answers.answered,
         "rejected": answers.rejected,
