@@ -157,6 +157,7 @@ def quality(catalog, queries, manifest: pd.DataFrame) -> tuple[dict, object, obj
             "held_out_precision_at_10"
         ]
         out[f"{name}-level answers repeating a product"] = repeats
+    out["calibrated probes (product index)"] = int(metrics["probes"])
     return out, by_product, products
 
 
@@ -169,13 +170,16 @@ def joined(results: list) -> object:
     )
 
 
-def filtered(index, products, queries) -> dict:
-    """recall@10 of filtered searches against exact filtered search, and search latency."""
+def filtered(index, products, queries, calibrated: int) -> dict:
+    """recall@10 of filtered searches against exact filtered search, and search latency, at the
+    run's `calibrated` probes."""
     from vasrch.config import SearchConfig
     from vasrch.evaluation import recall_at_k
     from vasrch.search_params import resolve_search_params
 
-    probes = resolve_search_params(k=index.k, n=index.n, configured=SearchConfig()).probes
+    probes = resolve_search_params(
+        k=index.k, n=index.n, configured=SearchConfig(), calibrated=calibrated
+    ).probes
     rng = np.random.default_rng(0)
     categories = sorted(products.metadata["category"].unique())
     q = index.prepare_queries(queries.vectors)
@@ -278,7 +282,7 @@ def main() -> None:
     figures = originals_precision(catalog, queries)
     quality_figures, index, products = quality(catalog, queries, manifest)
     figures |= quality_figures
-    figures |= filtered(index, products, queries)
+    figures |= filtered(index, products, queries, figures["calibrated probes (product index)"])
     figures |= whole_query_latency(
         work, args.workspace, manifest_path, args.dataset / "test", products
     )
