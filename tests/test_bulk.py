@@ -8,13 +8,14 @@ import pytest
 from vasrch.bulk import (
     NEIGHBOUR_COLUMNS,
     bulk_neighbours_for_clusters,
-    duplicate_groups,
     iter_bulk_neighbours,
-    near_duplicate_pairs,
     plan_cluster_chunks,
 )
 from vasrch.clustering import l2_normalise, train_kmeans
+from vasrch.duplicates import duplicate_groups, duplicate_pairs
 from vasrch.index import brute_force, build_index
+from vasrch.print_match import print_scores
+from vasrch.prints import PRINT_BYTES
 
 
 def small_index(n=500, dim=24, k=8, seed=0):
@@ -33,6 +34,7 @@ def test_all_probes_bulk_equals_brute_force_without_self():
         [bulk_neighbours_for_clusters(index, c, top_n=5, probes=index.k) for c in chunks]
     )
     assert list(frame.columns) == NEIGHBOUR_COLUMNS
+    assert frame["duplicate_score"].isna().all()  # an index without prints
     # every photo is its own product here
     assert (frame["product_id"] == frame["image_id"]).all()
     assert (frame["neighbour_product_id"] == frame["neighbour_id"]).all()
@@ -78,7 +80,7 @@ def test_plan_cluster_chunks_covers_each_cluster_once_within_bounds():
         plan_cluster_chunks(index, 0)
 
 
-def test_planted_near_duplicates_form_one_group_each():
+def test_planted_copies_with_matching_prints_form_one_group_each():
     rng = np.random.default_rng(7)
     dim = 64
     bases = l2_normalise(rng.normal(size=(5, dim)))
@@ -86,61 +88,43 @@ def test_planted_near_duplicates_form_one_group_each():
     unrelated = rng.normal(size=(400, dim))
     x = l2_normalise(np.vstack([bases, np.array(copies), unrelated]))
     group_of = list(range(5)) + [g for g in range(5) for _ in range(g % 3 + 1)]
+    prints = rng.integers(0, 256, size=(len(x), PRINT_BYTES), dtype=np.uint8)
+    jitter = rng.integers(-4, 5, size=(len(copies), PRINT_BYTES))
+    prints[5 : 5 + len(copies)] = np.clip(prints[group_of[5:]] + jitter, 0, 255)
     ids = np.array([f"id{i:03d}" for i in range(len(x))], dtype=object)
     model = train_kmeans(x, 6, seed=0)
-    index = build_index(ids, x, model.cluster_centers_, model.labels_, "fp")
+    index = build_index(ids, x, model.cluster_centers_, model.labels_, "fp", prints=prints)
     frame = pd.concat(
         [
             bulk_neighbours_for_clusters(index, c, 5, probes=3)
             for c in plan_cluster_chunks(index, 80)
         ]
     )
-    pairs = near_duplicate_pairs(frame, threshold=0.95)
-    assert (pairs["a"] < pairs["b"]).all() and not pairs.duplicated(["a", "b"]).any()
-    groups = duplicate_groups(pairs)
+    rows = index.rows_of(frame["image_id"].tolist()), index.rows_of(frame["neighbour_id"].tolist())
+    expected = print_scores(index.prints, *rows)
+    np.testing.assert_allclose(frame["duplicate_score"], expected, atol=1e-4)
+    groups = duplicate_groups(duplicate_pairs(frame, threshold=0.9))
     planted = {g: {ids[i] for i, gg in enumerate(group_of) if gg == g} for g in range(5)}
     found = {gid: set(members) for gid, members in groups.groupby("group_id")["image_id"]}
     assert sorted(map(sorted, found.values())) == sorted(map(sorted, planted.values()))
     assert groups.groupby("group_id")["is_representative"].sum().eq(1).all()
-    sizes = groups.groupby("group_id").size()
-    assert sizes.is_monotonic_decreasing and sizes.min() >= 2
-
-
-def test_duplicate_group_representative_and_order_by_hand():
-    pairs = pd.DataFrame(
-        {
-            "a": ["a", "a", "b", "x", "m"],
-            "b": ["b", "c", "c", "y", "n"],
-            "score": [0.99, 0.98, 0.90, 0.97, 0.96],
-        }
+    # Only the first `candidates` neighbours of each image are scored, with the same scores.
+    first = pd.concat(
+        [
+            bulk_neighbours_for_clusters(index, c, 5, probes=3, candidates=2)
+            for c in plan_cluster_chunks(index, 80)
+        ]
     )
-    groups = duplicate_groups(pairs)
-    assert groups.to_dict("list") == {
-        # a: (0.99 + 0.98) / 2 beats b: (0.99 + 0.90) / 2 and c: (0.98 + 0.90) / 2
-        "group_id": [0, 0, 0, 1, 1, 2, 2],
-        "image_id": ["a", "b", "c", "m", "n", "x", "y"],
-        "is_representative": [True, False, False, True, False, True, False],
-        "mean_similarity": pytest.approx([0.985, 0.945, 0.94, 0.96, 0.96, 0.97, 0.97]),
-    }
-    preferred = duplicate_groups(pairs, ids_order=["y", "x", "n", "m"])
-    reps = preferred[preferred["is_representative"]]["image_id"].tolist()
-    # groups of equal size are ordered by representative id: n before y
-    assert reps == ["a", "n", "y"]
-    assert duplicate_groups(pairs.iloc[:0]).empty
-
-
-def test_near_duplicate_pairs_dedupes_both_directions():
-    neighbours = pd.DataFrame(
-        {
-            "image_id": ["a", "b", "a", "c"],
-            "rank": [1, 1, 2, 1],
-            "neighbour_id": ["b", "a", "c", "d"],
-            "score": [0.99, 0.99, 0.5, 0.96],
-        }
+    pd.testing.assert_frame_equal(
+        first.drop(columns="duplicate_score"), frame.drop(columns="duplicate_score")
     )
-    pairs = near_duplicate_pairs(neighbours, threshold=0.95)
-    assert pairs[["a", "b"]].values.tolist() == [["a", "b"], ["c", "d"]]
-    np.testing.assert_allclose(pairs["score"], [0.99, 0.96])
+    scored = (first["rank"] <= 2).to_numpy()
+    assert np.isnan(first["duplicate_score"].to_numpy()[~scored]).all()
+    np.testing.assert_allclose(
+        first["duplicate_score"].to_numpy()[scored],
+        frame["duplicate_score"].to_numpy()[scored],
+        atol=1e-6,
+    )
 
 
 def large_index(n, dim, k, seed=0):

@@ -1,6 +1,11 @@
 """The bulk step on real generated images: planted near-duplicates, CSV export, refusals."""
 
 import io
+import json
+import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +15,7 @@ import yaml
 from PIL import Image, ImageDraw, ImageOps
 
 from vasrch.bulk import NEIGHBOUR_COLUMNS
+from vasrch.config import BulkConfig
 from vasrch.orchestration.flows.bulk import bulk_flow
 from vasrch.orchestration.flows.train import train_flow
 
@@ -19,7 +25,7 @@ def _scene(seed: int, size: int = 320) -> Image.Image:
     rng = np.random.default_rng(seed)
     img = Image.new("RGB", (size, size), tuple(int(v) for v in rng.integers(0, 256, 3)))
     draw = ImageDraw.Draw(img)
-    step = int(rng.integers(6, 30))
+    step = int(rng.integers(16, 40))  # finer stripes alias in the 12-pixel duplicate prints
     colour = tuple(int(v) for v in rng.integers(0, 256, 3))
     for x in range(0, size, step * 2):
         if rng.random() < 0.5:
@@ -76,7 +82,7 @@ def planted(tmp_path_factory):
                 "clustering": {"num_clusters": 4},
                 "search": {"probes": 4},
                 "evaluation": {"sample": 20},
-                "bulk": {"top_n": 6, "probes": 4, "duplicate_threshold": 0.85},
+                "bulk": {"top_n": 6, "probes": 4},
             }
         )
     )
@@ -90,7 +96,27 @@ def test_planted_near_duplicates_form_one_group_each(planted) -> None:
     assert sorted(found, key=sorted) == sorted(groups.values(), key=sorted)
     assert not dups["image_id"].str.startswith("distinct/").any()
     assert (dups.groupby("group_id")["is_representative"].sum() == 1).all()
+    assert (dups["score_to_representative"] >= BulkConfig().duplicate_threshold).all()
     assert result["bulk"]["duplicate_groups"] == 4
+
+
+def test_the_near_duplicates_artifact_lists_each_group_with_scored_members(planted) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    _, groups, result = planted
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["near-duplicates"]))
+        )
+    rows = json.loads(found[-1].data) if isinstance(found[-1].data, str) else found[-1].data
+    assert len(rows) == result["bulk"]["duplicate_groups"] == 4
+    listed = []
+    for row in rows:
+        members = re.findall(r"(\S+) \((0\.\d{3}|1\.000)\)", row["members"])
+        assert len(members) == row["size"] - 1
+        listed.append({row["representative"], *(m for m, _ in members)})
+    assert sorted(listed, key=sorted) == sorted(groups.values(), key=sorted)
 
 
 def test_bulk_flow_on_saved_run_with_csv(planted) -> None:
@@ -118,3 +144,59 @@ def test_bulk_refuses_missing_run_and_other_backbone(planted, tmp_path: Path) ->
     other_path.write_text(yaml.safe_dump(other))
     with pytest.raises(RunError, match="was built with backbone"):
         bulk_flow(str(other_path))
+
+
+def test_vasrch_duplicates_prints_the_groups_as_table_csv_and_json(planted, capsys) -> None:
+    from vasrch.cli import main
+
+    config, groups, result = planted
+    argv = ["duplicates", "--config", str(config), "--run", result["run_id"]]
+    assert main([*argv, "--format", "csv"]) == 0
+    table = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    assert list(table.columns) == [
+        "group_id",
+        "image_id",
+        "is_representative",
+        "score_to_representative",
+        "product_id",
+        "path",
+    ]
+    found = [set(g["image_id"]) for _, g in table.groupby("group_id")]
+    assert sorted(found, key=sorted) == sorted(groups.values(), key=sorted)
+    assert all(Path(p).is_file() for p in table["path"])
+    assert main([*argv, "--format", "json"]) == 0
+    records = pd.DataFrame(json.loads(capsys.readouterr().out))
+    pd.testing.assert_frame_equal(records, table, check_dtype=False)
+    assert main(argv) == 0
+    shown = capsys.readouterr().out
+    assert "4 groups at duplicate score >= " in shown and "listing0/original.jpg" in shown
+    assert main([*argv, "--threshold", "0.999", "--format", "json"]) == 0
+    strict = pd.DataFrame(json.loads(capsys.readouterr().out))
+    assert len(strict) < len(table) and (strict["score_to_representative"] >= 0.999).all()
+    with pytest.raises(SystemExit) as refused:
+        main([*argv, "--threshold", "1.5"])
+    assert refused.value.code == 2
+    assert "--threshold: must be in (0, 1], got 1.5" in capsys.readouterr().err
+
+
+def test_vasrch_duplicates_refuses_a_run_whose_catalog_changed(planted, tmp_path) -> None:
+    from vasrch.duplicates import run_groups
+    from vasrch.runs import RunError
+
+    config, _, result = planted
+    copy = shutil.copytree(result["run_dir"], tmp_path / Path(result["run_dir"]).name)
+    catalog = copy / "catalog.parquet"
+    pd.read_parquet(catalog).iloc[1:].to_parquet(catalog)
+    with pytest.raises(RunError, match=r"catalog\.parquet"):
+        run_groups(config.parent / "ws", copy, 0.92)
+
+
+def test_vasrch_duplicates_does_not_import_prefect(planted) -> None:
+    config, _, _ = planted
+    code = (
+        "import sys; from vasrch.cli import main; "
+        f"status = main(['duplicates', '--config', {str(config)!r}, '--format', 'csv']); "
+        "print('prefect' in sys.modules, status)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.stdout.strip().endswith("False 0"), done.stderr[-2000:]

@@ -3,6 +3,7 @@ import shutil
 import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
+from urllib.parse import unquote
 
 import numpy as np
 import pandas as pd
@@ -18,19 +19,29 @@ ODD_ID = '<b>&"x.jpg'
 
 
 class _Tags(HTMLParser):
-    """Every img (attributes decoded as a browser would) and every href in a page."""
+    """Every img (attributes decoded as a browser would), every href in a page, and the href of
+    the link around each img (None when it has none)."""
 
     def __init__(self):
         super().__init__()
         self.imgs: list[dict[str, str]] = []
         self.hrefs: list[str] = []
+        self.img_links: list[str | None] = []
+        self._link: str | None = None
 
     def handle_starttag(self, tag, attrs):
         attrs = dict(attrs)
         if tag == "img":
             self.imgs.append(attrs)
+            self.img_links.append(self._link)
         if "href" in attrs:
             self.hrefs.append(attrs["href"])
+        if tag == "a":
+            self._link = attrs.get("href")
+
+    def handle_endtag(self, tag):
+        if tag == "a":
+            self._link = None
 
 
 def parse(page: str) -> _Tags:
@@ -63,7 +74,7 @@ def catalog(tmp_path: Path, n: int = 40, k: int = 5, seed: int = 0):
             "group_id": [0, 0, 0, 1, 1],
             "image_id": [ids[0], ids[1], ids[2], ids[3], ids[4]],
             "is_representative": [True, False, False, True, False],
-            "mean_similarity": [0.97, 0.96, 0.95, 0.99, 0.99],
+            "score_to_representative": [1.0, 0.96, 0.95, 1.0, 0.99],
         }
     )
     sweep = pd.DataFrame(
@@ -124,9 +135,13 @@ def test_report_has_every_section_and_only_the_thumbnails_it_shows(tmp_path):
         got = [img["alt"] for img in queries[start + 1 : start + 4]]
         assert got == expected["neighbour_id"].head(3).tolist()
 
-    # Both duplicate groups, representative first.
+    # Both duplicate groups, representative first; every other member's score is labelled.
     groups = parse(section(page, "duplicates")).imgs
     assert [img["alt"] for img in groups] == args["duplicates"]["image_id"].tolist()
+    block = section(page, "duplicates")
+    assert block.count('<span class="val">representative</span>') == 2
+    for score in ("0.960", "0.950", "0.990"):
+        assert f'<span class="val">score to representative {score}</span>' in block
 
     # One thumbnail per distinct image shown, each a small JPEG no larger than THUMB_SIZE.
     shown_ids = {img["alt"] for img in parse(page).imgs if img["src"].startswith("thumbs/")}
@@ -171,6 +186,23 @@ def test_thumbnails_are_upright_and_shrunk_never_enlarged(tmp_path):
         assert im.size == (96, 72)
 
 
+def test_thumbnails_link_their_full_images_by_relative_paths(tmp_path):
+    args = catalog(tmp_path)
+    page = write_report(**args).read_text(encoding="utf-8")
+    tags = parse(page)
+    linked = [
+        (img["alt"], href)
+        for img, href in zip(tags.imgs, tags.img_links, strict=True)
+        if img["src"].startswith("thumbs/")
+    ]
+    assert len(linked) > 20
+    for image_id, href in linked:
+        assert href is not None and not re.match(r"(/|[a-z]+:)", href), href
+        target = (args["out_dir"] / unquote(href)).resolve()
+        assert target == Path(args["paths"][image_id]).resolve()
+    assert all(href.startswith("#") for href in tags.hrefs if href not in dict(linked).values())
+
+
 def test_links_resolve_inside_a_copy_and_no_absolute_path_appears(tmp_path):
     args = catalog(tmp_path / "origin")
     write_report(**args)
@@ -184,7 +216,10 @@ def test_links_resolve_inside_a_copy_and_no_absolute_path_appears(tmp_path):
     for src in sources:
         target = (copy / "bulk" / src).resolve()
         assert target.is_relative_to(copy.resolve()) and target.is_file(), src
-    assert all(href.startswith("#") for href in tags.hrefs)
+    # Thumbnails link the originals relatively (gone in this copy); every other link is a jump.
+    images = set(filter(None, tags.img_links))
+    assert images and all(href.startswith("../") for href in images)
+    assert all(href.startswith("#") for href in tags.hrefs if href not in images)
     assert str(tmp_path) not in page
     assert not re.search(r"""(src|href)=["']?(/|[a-z]+:)""", page)
     assert "http://" not in page and "https://" not in page and "<script" not in page

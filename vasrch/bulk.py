@@ -1,8 +1,8 @@
-"""Catalog-wide neighbours in bounded memory, near-duplicate pairs and groups.
+"""Catalog-wide neighbours in bounded memory, each pair with its duplicate score.
 
 The caller splits the clusters into chunks (`plan_cluster_chunks`), maps
 `bulk_neighbours_for_clusters` over them (one task per chunk, each frame written as a Parquet
-shard), then joins the near-duplicate pairs into groups.
+shard), then groups the near-duplicates (vasrch.duplicates).
 """
 
 from __future__ import annotations
@@ -14,11 +14,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 from threadpoolctl import threadpool_limits
 
 from vasrch.index import SearchIndex
+from vasrch.print_match import print_scores
 
 NEIGHBOUR_COLUMNS = [
     "image_id",
@@ -27,6 +26,7 @@ NEIGHBOUR_COLUMNS = [
     "neighbour_id",
     "neighbour_product_id",
     "score",
+    "duplicate_score",
 ]
 PRODUCT_NEIGHBOUR_COLUMNS = [
     "product_id",
@@ -36,9 +36,6 @@ PRODUCT_NEIGHBOUR_COLUMNS = [
     "image_id",
     "neighbour_image_id",
 ]
-# Neighbour pairs whose retrieval score is within this of the duplicate threshold are candidates,
-# re-scored by the cosine of their own vectors (augmentation and expansion shift retrieval scores).
-CANDIDATE_MARGIN = 0.15
 
 
 def plan_cluster_chunks(index: SearchIndex, max_rows_per_chunk: int) -> list[list[int]]:
@@ -71,13 +68,17 @@ def bulk_neighbours_for_clusters(
     top_n: int = 10,
     probes: int = 1,
     block_rows: int = 4096,
+    candidates: int | None = None,
 ) -> pd.DataFrame:
     """Top-n neighbours (self excluded) of every member of `clusters`, scored as a query is.
 
     Returns NEIGHBOUR_COLUMNS, rank from 1, padding dropped: each photo's answers are distinct
-    products other than its own (photos, when every product has one). Queries go
-    `block_rows` at a time, and each score block is bounded, so the working memory does not grow
-    with the catalog; only the returned table grows with the members of the given clusters.
+    products other than its own (photos, when every product has one); score is the retrieval
+    score, duplicate_score the pair's print score (vasrch.print_match), which neither
+    augmentation nor query expansion changes, for the first `candidates` ranks (None: all; NaN
+    beyond them, and when the index has no prints). Queries go `block_rows` at
+    a time, and each score block is bounded, so the working memory does not grow with the
+    catalog; only the returned table grows with the members of the given clusters.
     """
     bad = [c for c in clusters if not 0 <= c < index.k]
     if bad:
@@ -98,7 +99,24 @@ def bulk_neighbours_for_clusters(
     found = np.isfinite(scores)
     frame["product_id"] = products[np.repeat(rows, found.sum(axis=1))]
     frame["neighbour_product_id"] = products[nbr_rows[found]]
+    wanted = (np.arange(top_n) < (top_n if candidates is None else candidates))[None, :] & found
+    wanted = wanted[found]
+    queries = np.repeat(rows, found.sum(axis=1))[wanted]
+    duplicate = np.full(len(frame), np.nan, dtype=np.float32)
+    duplicate[wanted] = duplicate_scores(index, queries, nbr_rows[found][wanted])
+    frame["duplicate_score"] = duplicate
     return frame[NEIGHBOUR_COLUMNS]
+
+
+def duplicate_scores(index: SearchIndex, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Print score of each pair of stored rows (a[i], b[i]), each unordered pair computed once;
+    NaN when the index has no prints."""
+    if index.prints is None:
+        return np.full(len(a), np.nan, dtype=np.float32)
+    low, high = np.minimum(a, b), np.maximum(a, b)
+    pairs, inverse = np.unique(low * index.n + high, return_inverse=True)
+    scores = print_scores(index.prints, pairs // index.n, pairs % index.n)
+    return scores[inverse.ravel()]
 
 
 def product_neighbours(frame: pd.DataFrame, top_n: int) -> pd.DataFrame:
@@ -119,8 +137,10 @@ def iter_bulk_neighbours(
     max_rows_per_chunk: int = 50_000,
     workers: int | None = None,
     block_rows: int = 4096,
+    candidates: int | None = None,
 ) -> Iterator[tuple[list[int], pd.DataFrame]]:
-    """Neighbours of the whole catalog, chunk by chunk: yields (clusters, frame) in chunk order.
+    """Neighbours of the whole catalog, chunk by chunk: yields (clusters, frame) in chunk order;
+    the first `candidates` neighbours of each image (None: all) get their duplicate score.
 
     Runs `workers` chunks at once (default: all cores) on threads, with BLAS held to one thread
     each while the generator runs: numpy releases the GIL in the matrix products and partitions,
@@ -136,7 +156,13 @@ def iter_bulk_neighbours(
                 (
                     chunk,
                     pool.submit(
-                        bulk_neighbours_for_clusters, index, chunk, top_n, probes, block_rows
+                        bulk_neighbours_for_clusters,
+                        index,
+                        chunk,
+                        top_n,
+                        probes,
+                        block_rows,
+                        candidates,
                     ),
                 )
             )
@@ -146,94 +172,3 @@ def iter_bulk_neighbours(
         while pending:
             done, future = pending.popleft()
             yield done, future.result()
-
-
-def near_duplicate_pairs(neighbours: pd.DataFrame, threshold: float) -> pd.DataFrame:
-    """Undirected pairs (a < b) whose score is at least `threshold`, best first, deduplicated."""
-    hits = neighbours[neighbours["score"] >= threshold]
-    left = hits["image_id"].to_numpy(dtype=object)
-    right = hits["neighbour_id"].to_numpy(dtype=object)
-    pairs = pd.DataFrame(
-        {
-            "a": np.where(left < right, left, right),
-            "b": np.where(left < right, right, left),
-            "score": hits["score"].to_numpy(dtype=np.float32),
-        }
-    )
-    pairs = pairs[pairs["a"] != pairs["b"]]
-    pairs = pairs.groupby(["a", "b"], as_index=False, sort=False)["score"].max()
-    return pairs.sort_values(["score", "a", "b"], ascending=[False, True, True], ignore_index=True)
-
-
-def rescore_pairs(pairs: pd.DataFrame, ids: Sequence[str], vectors: np.ndarray) -> pd.DataFrame:
-    """The pairs (a, b) scored by the cosine of the two photos' own unit feature vectors (`ids`
-    names the rows of `vectors`), not by the retrieval score of a neighbour list: whether two
-    photos are near-duplicates does not depend on augmentation or query expansion."""
-    position = pd.Index(ids).get_indexer
-    a, b = position(pairs["a"].to_numpy()), position(pairs["b"].to_numpy())
-    if (a < 0).any() or (b < 0).any():
-        raise ValueError("every image of a candidate pair needs its feature vector")
-    score = np.empty(len(pairs), dtype=np.float32)
-    for start in range(0, len(pairs), 65_536):
-        rows = slice(start, start + 65_536)
-        score[rows] = np.einsum("ij,ij->i", vectors[a[rows]], vectors[b[rows]])
-    return pairs.assign(score=score)
-
-
-def duplicate_groups(pairs: pd.DataFrame, ids_order: Sequence[str] | None = None) -> pd.DataFrame:
-    """Join near-duplicate pairs (a, b, score) into groups: connected components of size >= 2.
-
-    Columns: group_id, image_id, is_representative, mean_similarity. A member's mean similarity
-    is the sum of its pair scores within the group divided by (group size - 1), a pair that is
-    not in the table counting 0; the representative has the highest, ties going to the id that
-    comes first in `ids_order` (e.g. catalog order, so the earliest listing wins) or, without it,
-    to the lexicographically smallest id. Group ids run from 0 by size (largest first), then by
-    representative id. Rows are ordered by group, representative first, then by id.
-    """
-    columns = {
-        "group_id": "int64",
-        "image_id": "object",
-        "is_representative": "bool",
-        "mean_similarity": "float64",
-    }
-    if pairs.empty:
-        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in columns.items()})
-    codes, nodes = pd.factorize(pd.concat([pairs["a"], pairs["b"]], ignore_index=True))
-    m = len(pairs)
-    a, b = codes[:m], codes[m:]
-    score = pairs["score"].to_numpy(dtype=np.float64)
-    graph = coo_matrix((np.ones(m), (a, b)), shape=(len(nodes), len(nodes))).tocsr()
-    _, component = connected_components(graph, directed=False)
-    size = np.bincount(component)[component]
-    total = np.bincount(a, weights=score, minlength=len(nodes))
-    total += np.bincount(b, weights=score, minlength=len(nodes))
-    mean_sim = total / np.maximum(size - 1, 1)
-    ids = np.asarray(nodes, dtype=object)
-    if ids_order is not None:
-        position = {image_id: i for i, image_id in enumerate(ids_order)}
-        preference = np.array([position.get(i, len(position)) for i in ids], dtype=np.int64)
-    else:
-        preference = np.zeros(len(ids), dtype=np.int64)
-    table = pd.DataFrame(
-        {
-            "component": component,
-            "size": size,
-            "image_id": ids,
-            "mean_similarity": mean_sim,
-            "preference": preference,
-        }
-    )
-    table = table[table["size"] >= 2].sort_values(
-        ["component", "mean_similarity", "preference", "image_id"],
-        ascending=[True, False, True, True],
-    )
-    table["is_representative"] = ~table["component"].duplicated()
-    reps = table[table["is_representative"]].sort_values(
-        ["size", "image_id"], ascending=[False, True]
-    )
-    group_of = pd.Series(np.arange(len(reps)), index=reps["component"].to_numpy())
-    table["group_id"] = group_of.reindex(table["component"].to_numpy()).to_numpy()
-    table = table.sort_values(
-        ["group_id", "is_representative", "image_id"], ascending=[True, False, True]
-    )
-    return table[list(columns)].reset_index(drop=True)

@@ -237,6 +237,34 @@ def cmd_bulk(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_duplicates(args: argparse.Namespace) -> int:
+    """`vasrch duplicates`: the near-duplicate groups of a saved run (LATEST by default) from its
+    newest bulk neighbours, at --threshold (else bulk.duplicate_threshold), as a table, CSV or
+    JSON; nothing is re-run. Returns 0."""
+    import json
+
+    from vasrch.duplicates import run_groups
+    from vasrch.runs import resolve_run
+
+    cfg = _config(args)
+    threshold = cfg.bulk.duplicate_threshold if args.threshold is None else args.threshold
+    folder = resolve_run(cfg.workspace, args.run)
+    table, source = run_groups(cfg.workspace, folder, threshold)
+    if args.format == "json":
+        print(json.dumps(table.to_dict("records"), indent=2))
+    elif args.format == "csv":
+        print(table.to_csv(index=False), end="")
+    elif table.empty:
+        print(f"no near-duplicate groups at duplicate score >= {threshold} in {source.root}")
+    else:
+        title = (
+            f"run {folder.name} · {table['group_id'].nunique()} groups at duplicate score >= "
+            f"{threshold} · neighbours from {source.root}"
+        )
+        _print_table(table.to_dict("records"), title)
+    return 0
+
+
 def cmd_runs(args: argparse.Namespace) -> int:
     """`vasrch runs`: list the runs, show one's manifest after verifying its artifacts, promote one
     to LATEST (after verifying it), or prune to --keep (else the config's runs.keep_last)."""
@@ -362,6 +390,17 @@ def _count(minimum: int) -> Callable[[str], int]:
     return parse
 
 
+def _threshold(text: str) -> float:
+    """An argparse type: a duplicate score threshold in (0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value}")
+    return value
+
+
 def _seconds(text: str) -> float:
     """An argparse type: a positive number of seconds."""
     try:
@@ -449,6 +488,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", action="store_true", help="also write neighbours.csv")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_bulk)
+
+    p = sub.add_parser(
+        "duplicates", help="near-duplicate groups of a saved run, from its bulk neighbours"
+    )
+    _add_config(p)
+    p.add_argument("--run", help="run id (default: LATEST)")
+    p.add_argument(
+        "--threshold",
+        type=_threshold,
+        help="duplicate score at or above which two images are near-duplicates "
+        "(default: the config's bulk.duplicate_threshold)",
+    )
+    p.add_argument(
+        "--format",
+        choices=["table", "csv", "json"],
+        default="table",
+        help="output format (default table)",
+    )
+    p.set_defaults(func=cmd_duplicates)
 
     p = sub.add_parser("query-server", help="serve ranked queries over HTTP with a warm model")
     _add_workspace(p)

@@ -189,7 +189,20 @@ class BulkConfig(_Section):
     enabled: bool = Field(True, description="End the train flow with a bulk step.")
     top_n: int = Field(10, ge=1)
     probes: IntOrAuto = Field("auto", description="auto: the run's calibrated probes")
-    duplicate_threshold: float = Field(0.95, gt=0, le=1)
+    duplicate_threshold: float = Field(
+        0.92,
+        gt=0,
+        le=1,
+        description="Duplicate score (pixel prints, 1 = the same picture) at or above which two "
+        "neighbours are near-duplicates; chosen on benchmarks/bench_duplicates.py.",
+    )
+    duplicate_candidates: int = Field(
+        5,
+        ge=1,
+        description="Nearest neighbours of each image whose duplicate score is computed (the "
+        "scoring is most of the bulk time); raise it, up to top_n, when one picture is listed "
+        "more times than this.",
+    )
     csv: bool = Field(False, description="Also export neighbours.csv.")
     chunk_rows: int = Field(20_000, ge=1, description="Catalog rows per bulk task.")
 

@@ -21,6 +21,7 @@ from vasrch.fileio import atomic_path
 from vasrch.hashing import TooLargeError, read_bounded
 from vasrch.images import Decoded, Rejection, decode_image
 from vasrch.layout import FeatureCacheLayout, WorkspaceLayout
+from vasrch.prints import make_print
 
 if TYPE_CHECKING:
     from vasrch.backbones import Backbone
@@ -117,12 +118,13 @@ def plan_chunks(catalog: pd.DataFrame, cache_dir: Path, shard_size: int) -> list
     return [todo.iloc[i : i + shard_size] for i in range(0, len(todo), shard_size)]
 
 
-def _load_one(
-    path: str, sha256: str, size: int, max_pixels: int, max_file_bytes: int
-) -> Decoded | Rejection:
-    """Read (bounded), check against the scanned sha256, decode. Read errors and bytes changed
-    since the scan are retried by the next run; only a decode failure of the scanned bytes is
-    permanent."""
+Loaded = tuple[Decoded, np.ndarray] | Rejection
+
+
+def _load_one(path: str, sha256: str, size: int, max_pixels: int, max_file_bytes: int) -> Loaded:
+    """Read (bounded), check against the scanned sha256, decode and print (vasrch.prints). Read
+    errors and bytes changed since the scan are retried by the next run; only a decode failure
+    of the scanned bytes is permanent."""
     try:
         data = read_bounded(path, max_file_bytes)
     except TooLargeError:
@@ -135,7 +137,10 @@ def _load_one(
         return Rejection(f"cannot read file: {err.strerror or err}; retried next run", retry=True)
     if hashlib.sha256(data).hexdigest() != sha256:
         return Rejection("file changed since the catalog scan; retried next run", retry=True)
-    return decode_image(data, size, max_pixels)
+    decoded = decode_image(data, size, max_pixels)
+    if isinstance(decoded, Rejection):
+        return decoded
+    return decoded, make_print(decoded.pixels, decoded.width, decoded.height)
 
 
 def _decoded_batches(
@@ -145,14 +150,14 @@ def _decoded_batches(
     workers: int,
     max_pixels: int,
     max_file_bytes: int,
-) -> Iterator[list[tuple[tuple[str, str, str], Decoded | Rejection]]]:
-    """Decode in a thread pool, up to two batches ahead of the consumer (the model)."""
+) -> Iterator[list[tuple[tuple[str, str, str], Loaded]]]:
+    """Decode and print in a thread pool, up to two batches ahead of the consumer (the model)."""
     items: Iterable[tuple[str, str, str]] = rows[["image_id", "path", "sha256"]].itertuples(
         index=False, name=None
     )
     it = iter(items)
     with ThreadPoolExecutor(workers, thread_name_prefix="vasrch-decode") as pool:
-        pending: deque[tuple[tuple[str, str, str], Future[Decoded | Rejection]]] = deque()
+        pending: deque[tuple[tuple[str, str, str], Future[Loaded]]] = deque()
 
         def fill() -> None:
             while len(pending) < 2 * batch_size and (item := next(it, None)) is not None:
@@ -171,16 +176,25 @@ def shard_name(sha256s: Iterable[str]) -> str:
     return hashlib.sha256("".join(sorted(sha256s)).encode()).hexdigest()[:16]
 
 
-def _shard_table(ids: list[str], shas: list[str], sizes: list[tuple[int, int]], vecs: np.ndarray):
-    dim = vecs.shape[1]
-    feature = pa.FixedSizeListArray.from_arrays(pa.array(vecs.reshape(-1), pa.float32()), dim)
+def _fixed_size_lists(matrix: np.ndarray, kind: pa.DataType) -> pa.FixedSizeListArray:
+    return pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1), kind), matrix.shape[1])
+
+
+def _shard_table(
+    ids: list[str],
+    shas: list[str],
+    sizes: list[tuple[int, int]],
+    vecs: np.ndarray,
+    prints: np.ndarray,
+) -> pa.Table:
     return pa.table(
         {
             "sha256": pa.array(shas, pa.string()),
             "image_id": pa.array(ids, pa.string()),
             "width": pa.array([w for w, _ in sizes], pa.int32()),
             "height": pa.array([h for _, h in sizes], pa.int32()),
-            "feature": feature,
+            "feature": _fixed_size_lists(vecs, pa.float32()),
+            "print": _fixed_size_lists(prints, pa.uint8()),
         }
     )
 
@@ -194,8 +208,8 @@ def extract_chunk(
     on_batch: ProgressFn | None = None,
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
 ) -> ChunkResult:
-    """Decode, embed and write one shard (plus its permanent rejections) atomically; rows that
-    could not be read this time come back in `retry` and are not cached."""
+    """Decode, embed, print (vasrch.prints) and write one shard (plus its permanent rejections)
+    atomically; rows that could not be read this time come back in `retry` and are not cached."""
     start = time.perf_counter()
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -203,6 +217,7 @@ def extract_chunk(
     shas: list[str] = []
     sizes: list[tuple[int, int]] = []
     vectors: list[np.ndarray] = []
+    prints: list[np.ndarray] = []
     rejected: list[tuple[str, str, str]] = []
     retry: list[tuple[str, str, str]] = []
     size = backbone.spec.input_size
@@ -210,15 +225,16 @@ def extract_chunk(
         rows, size, backbone.batch_size, decode_workers, max_pixels, max_file_bytes
     )
     for batch in batches:
-        good = [(item, d) for item, d in batch if isinstance(d, Decoded)]
+        good = [(item, *d) for item, d in batch if not isinstance(d, Rejection)]
         for item, d in batch:
             if isinstance(d, Rejection):
                 (retry if d.retry else rejected).append((item[2], item[0], d.reason))
         if good:
-            vectors.append(backbone.embed(np.stack([d.pixels for _, d in good])))
-            ids += [item[0] for item, _ in good]
-            shas += [item[2] for item, _ in good]
-            sizes += [(d.width, d.height) for _, d in good]
+            vectors.append(backbone.embed(np.stack([d.pixels for _, d, _ in good])))
+            prints += [p for _, _, p in good]
+            ids += [item[0] for item, _, _ in good]
+            shas += [item[2] for item, _, _ in good]
+            sizes += [(d.width, d.height) for _, d, _ in good]
         if on_batch:
             on_batch(len(batch))
     stem = shard_name(rows["sha256"])
@@ -229,7 +245,7 @@ def extract_chunk(
     if vectors:
         shard = FeatureCacheLayout(cache_dir).shard(stem)
         with atomic_path(shard) as tmp:
-            table = _shard_table(ids, shas, sizes, np.concatenate(vectors))
+            table = _shard_table(ids, shas, sizes, np.concatenate(vectors), np.stack(prints))
             pq.write_table(table, tmp, use_dictionary=False)  # every value is unique
     return ChunkResult(
         len(ids),
@@ -246,9 +262,9 @@ def iter_shards(cache_dir: Path, columns: list[str] | None = None) -> Iterator[p
         yield pq.read_table(p, columns=columns)
 
 
-def feature_matrix(table: pa.Table) -> np.ndarray:
-    """The `feature` column of a shard as a (rows, dim) float32 array."""
-    col = table.column("feature").combine_chunks()
+def feature_matrix(table: pa.Table, column: str = "feature") -> np.ndarray:
+    """A fixed-size-list column of a shard (`feature` by default) as a (rows, dim) array."""
+    col = table.column(column).combine_chunks()
     return col.values.to_numpy(zero_copy_only=False).reshape(len(col), -1)
 
 
@@ -256,6 +272,18 @@ def load_vectors(cache_dir: Path, catalog: pd.DataFrame) -> tuple[np.ndarray, np
     """(image_ids, float32 matrix) for the catalog images that have a vector, in catalog order.
     Shards are streamed into a matrix allocated once at its final size; images with the same
     bytes share one vector."""
+    return _load_column(cache_dir, catalog, "feature", np.float32)
+
+
+def load_prints(cache_dir: Path, catalog: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(image_ids, uint8 prints) for the catalog images that have a vector, in catalog order, as
+    `load_vectors` gives their vectors."""
+    return _load_column(cache_dir, catalog, "print", np.uint8)
+
+
+def _load_column(
+    cache_dir: Path, catalog: pd.DataFrame, column: str, dtype: type
+) -> tuple[np.ndarray, np.ndarray]:
     done, _ = cached_hashes(cache_dir)
     has = catalog["sha256"].isin(done).to_numpy()
     slots_of: dict[str, list[int]] = {}
@@ -263,15 +291,15 @@ def load_vectors(cache_dir: Path, catalog: pd.DataFrame) -> tuple[np.ndarray, np
         slots_of.setdefault(sha, []).append(slot)
     ids = catalog["image_id"].to_numpy()[has]
     matrix: np.ndarray | None = None
-    for table in iter_shards(cache_dir, ["sha256", "feature"]):
-        vecs = feature_matrix(table)
+    for table in iter_shards(cache_dir, ["sha256", column]):
+        values = feature_matrix(table, column)
         if matrix is None:
-            matrix = np.zeros((len(ids), vecs.shape[1]), dtype=np.float32)
+            matrix = np.zeros((len(ids), values.shape[1]), dtype=dtype)
         for j, sha in enumerate(table.column("sha256").to_pylist()):
             for slot in slots_of.get(sha, ()):
-                matrix[slot] = vecs[j]
+                matrix[slot] = values[j]
     if matrix is None:
-        return ids[:0], np.zeros((0, 0), dtype=np.float32)
+        return ids[:0], np.zeros((0, 0), dtype=dtype)
     return ids, matrix
 
 

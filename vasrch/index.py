@@ -11,10 +11,13 @@ so memory stays bounded whatever the number of queries or the size of the catalo
 
 On disk (one folder): centroids.npy, vectors.npy (grouped by cluster), offsets.npy,
 assignments.parquet (image_id, cluster, distance, and product_id when some product has several
-photos; in stored order), projection.npz when the index
-has one, and index.json (format version, backbone fingerprint, k, dim, input_dim, n). Nothing is
-pickled, and the vectors are memory-mapped by default, so loading is cheap; a long-lived server
-reads them into memory instead, so that a file changed under it cannot change (or crash) it.
+photos; in stored order), projection.npz when the index has one, print_windows.npy,
+print_scales.npy, print_thumbs.npy and print_colours.npy (the duplicate prints prepared for
+scoring, vasrch.prints) when it was built with them, and index.json (format version, backbone
+fingerprint, k, dim, input_dim, n, has_projection, has_prints, expansion). Nothing is pickled,
+and the vectors and prints are memory-mapped by default, so loading is cheap; a long-lived
+server reads the vectors into memory instead, so that a file changed under it cannot change (or
+crash) it, and leaves the prints out (queries never read them).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import pyarrow.parquet as pq
 from vasrch.clustering import Projection, l2_normalise
 from vasrch.fileio import atomic_path, write_text_atomic
 from vasrch.layout import IndexLayout
+from vasrch.prints import Prints, prepare
 
 FORMAT_VERSION = 1
 # Largest score block (queries x members) computed at once: 4M float32 = 16 MiB (+ 32 MiB for
@@ -109,6 +113,7 @@ class SearchIndex:
     # Product of each stored row when some product has several photos: answers then hold
     # distinct products (each by its best photo), and leaving a row out leaves its product out.
     products: np.ndarray | None = None
+    prints: Prints | None = None  # duplicate prints ready for scoring, same order as vectors
 
     @property
     def k(self) -> int:
@@ -484,9 +489,11 @@ def build_index(
     projection: Projection | None = None,
     expansion: int = 0,
     expansion_alpha: float = 3.0,
+    prints: np.ndarray | None = None,
 ) -> SearchIndex:
-    """Group `vectors` (feature space) by `labels`; centroids live in the projected space;
-    `expansion` and `expansion_alpha` set the index's query expansion (0: none)."""
+    """Group `vectors` (feature space) and the optional raw `prints` (vasrch.prints, one row per
+    image) by `labels`; centroids live in the projected space; `expansion` and
+    `expansion_alpha` set the index's query expansion (0: none)."""
     ids_arr = np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids, dtype=object)
     x = np.asarray(vectors, dtype=np.float32)
     labels = np.asarray(labels)
@@ -514,6 +521,8 @@ def build_index(
     offsets = np.zeros(k + 1, dtype=np.int64)
     offsets[1:] = np.cumsum(np.bincount(labels, minlength=k))
     grouped = np.ascontiguousarray(x[order])
+    if prints is not None and len(prints) != len(ids_arr):
+        raise ValueError(f"got {len(prints)} prints for {len(ids_arr)} images")
     return SearchIndex(
         centroids=centroids,
         vectors=grouped,
@@ -524,6 +533,7 @@ def build_index(
         projection=projection,
         expansion=expansion,
         expansion_alpha=expansion_alpha,
+        prints=None if prints is None else prepare(prints, order),
     )
 
 
@@ -624,6 +634,11 @@ def save(index: SearchIndex, folder: str | Path) -> Path:
         index.projection.save(files.projection)
     else:
         files.projection.unlink(missing_ok=True)
+    for path, array in zip(_print_files(files), _print_arrays(index.prints), strict=True):
+        if array is None:
+            path.unlink(missing_ok=True)
+        else:
+            _save_npy(path, array)
     meta = {
         "format_version": FORMAT_VERSION,
         "fingerprint": index.fingerprint,
@@ -634,9 +649,20 @@ def save(index: SearchIndex, folder: str | Path) -> Path:
         "has_projection": index.projection is not None,
         "expansion": index.expansion,
         "expansion_alpha": index.expansion_alpha,
+        "has_prints": index.prints is not None,
     }
     write_text_atomic(files.meta, json.dumps(meta, indent=2) + "\n")
     return folder
+
+
+def _print_files(files: IndexLayout) -> tuple[Path, ...]:
+    return files.print_windows, files.print_scales, files.print_thumbs, files.print_colours
+
+
+def _print_arrays(prints: Prints | None) -> tuple[np.ndarray | None, ...]:
+    if prints is None:
+        return None, None, None, None
+    return prints.windows, prints.scales, prints.thumbs, prints.colours
 
 
 def _corrupt(folder: Path, what: str) -> ValueError:
@@ -646,8 +672,9 @@ def _corrupt(folder: Path, what: str) -> ValueError:
 def load_index(
     folder: str | Path, expected_fingerprint: str | None = None, mmap: bool = True
 ) -> SearchIndex:
-    """Load an index written by `save`; nothing is unpickled. Vectors are memory-mapped
-    read-only, or read into memory with `mmap=False`.
+    """Load an index written by `save`; nothing is unpickled. Vectors and duplicate prints are
+    memory-mapped read-only; with `mmap=False` the vectors are read into memory and the prints
+    left out (only bulk jobs score duplicates).
 
     With `expected_fingerprint`, an index built from another backbone is refused.
     """
@@ -691,4 +718,9 @@ def load_index(
         raise _corrupt(folder, f"offsets {index.offsets.shape}, {len(index.ids)} ids for n={n}")
     if index.input_dim != meta["input_dim"]:
         raise _corrupt(folder, f"projection input dimension {index.input_dim}")
+    if mmap and meta.get("has_prints"):
+        arrays = [np.load(path, mmap_mode="r", allow_pickle=False) for path in _print_files(files)]
+        if any(len(array) != n for array in arrays):
+            raise _corrupt(folder, f"{[len(a) for a in arrays]} prints for n={n}")
+        index.prints = Prints(*arrays)
     return index

@@ -73,6 +73,10 @@ class IndexLayout:
     offsets = Entry("offsets.npy", "(k + 1,) int64 start of each cluster's rows")
     assignments = Entry("assignments.parquet", "image_id, cluster, distance to its centroid")
     projection = Entry("projection.npz", "the PCA applied before clustering, when configured")
+    print_windows = Entry("print_windows.npy", "(n, windows, pixels) int8 print windows")
+    print_scales = Entry("print_scales.npy", "(n, windows) float32 scales of the print windows")
+    print_thumbs = Entry("print_thumbs.npy", "(n, 32, 32) uint8 blurred grey print thumbnails")
+    print_colours = Entry("print_colours.npy", "(n, windows, 72) uint8 print chromaticities")
 
 
 @dataclass(frozen=True)
@@ -161,9 +165,13 @@ class WorkspaceLayout:
         """The folder of one run."""
         return RunLayout(self.runs / run_id)
 
+    def bulk_jobs(self, run_id: str) -> Path:
+        """bulk/<run-id>/: the later bulk jobs on one saved run."""
+        return self.root / "bulk" / run_id
+
     def bulk_job(self, run_id: str, job: str) -> BulkLayout:
         """bulk/<run-id>/<job>/: a bulk job on a saved run (the run folder never changes)."""
-        return BulkLayout(self.root / "bulk" / run_id / job)
+        return BulkLayout(self.bulk_jobs(run_id) / job)
 
     def query_job(self, job: str) -> QueryJobLayout:
         """queries/<job>/: one query flow run's answers."""

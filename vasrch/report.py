@@ -4,8 +4,9 @@
 into ``out_dir`` beside a ``cluster_sizes.png`` histogram and a ``thumbs/`` folder holding small
 JPEGs of the images the page shows, and only those. Every link in the page is relative and no
 absolute path appears in it, so the folder (inside its run folder, when the elbow plot lives
-there) still shows when copied elsewhere. This module picks and shapes what the page shows;
-``templates/report.html.j2`` lays it out.
+there) still shows when copied elsewhere; each thumbnail links the full image by a relative
+path from where the page was written, which a copy keeps only beside the catalog. This module
+picks and shapes what the page shows; ``templates/report.html.j2`` lays it out.
 """
 
 from __future__ import annotations
@@ -55,15 +56,16 @@ def write_report(
     """Write ``out_dir/report.html`` with its histogram and thumbnails; return the page's path.
 
     ``assignments`` has image_id, cluster, distance (to the own centroid; members are shown
-    closest first); ``paths`` maps image_id to the original file, read only to make thumbnails;
-    ``neighbours`` has image_id, rank (1-based), neighbour_id, score; ``duplicates`` has group_id,
-    image_id, is_representative (and optionally mean_similarity). ``elbow_png`` is the plot's
-    path relative to ``out_dir`` (e.g. ``"../diagnostics/elbow_silhouette.png"``) and must lie
-    in ``out_dir`` or its parent run folder. ``notes`` are sentences shown under the summary
-    (how probes were calibrated, a k at the edge of the sweep). Samples of clusters and
-    queries are drawn with ``seed``; ``members_per_cluster`` also caps the members shown per
-    duplicate group. With ``products``, each neighbour and duplicate shows its product id and
-    title and links to the product's ``url`` when there is one.
+    closest first); ``paths`` maps image_id to the original file, read to make thumbnails and
+    linked from them; ``neighbours`` has image_id, rank (1-based), neighbour_id, score;
+    ``duplicates`` has group_id, image_id, is_representative (and optionally
+    score_to_representative). ``elbow_png`` is the plot's path relative to ``out_dir`` (e.g.
+    ``"../diagnostics/elbow_silhouette.png"``) and must lie in ``out_dir`` or its parent run
+    folder. ``notes`` are sentences shown under the summary (how probes were calibrated, a k at
+    the edge of the sweep). Samples of clusters and queries are drawn with ``seed``;
+    ``members_per_cluster`` also caps the members shown per duplicate group. With ``products``,
+    each neighbour and duplicate shows its product id and title and links to the product's
+    ``url`` when there is one.
     """
     out_dir = Path(out_dir)
     _check_counts(
@@ -316,12 +318,13 @@ def _first_groups(duplicates: pd.DataFrame, max_groups: int, members: int) -> di
 
 
 def _group_member(row: Mapping[str, Any]) -> dict[str, Any]:
-    """A group member's id, whether it represents the group, its similarity (None if unknown)."""
-    similarity = row.get("mean_similarity")
+    """A group member's id, whether it represents the group, and its duplicate score against
+    the representative (None if unknown)."""
+    score = row.get("score_to_representative")
     return {
         "image_id": str(row["image_id"]),
         "representative": bool(row["is_representative"]),
-        "similarity": None if similarity is None else float(similarity),
+        "score": None if score is None else float(score),
     }
 
 

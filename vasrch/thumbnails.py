@@ -1,7 +1,9 @@
 """Small JPEG thumbnails of catalog images for the HTML pages, in a ``thumbs/`` folder.
 
 Each thumbnail is named by a hash of its image id, so any id gives a safe, stable file name; an
-image without a path or whose file does not decode is shown as one shared grey placeholder.
+image without a path or whose file does not decode is shown as one shared grey placeholder. A
+thumbnail also carries the relative link from the page's folder to the full image, so a page
+opened where it was written links each picture to its original file.
 """
 
 from __future__ import annotations
@@ -9,10 +11,12 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import posixpath
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 from PIL import Image
 
@@ -30,13 +34,15 @@ _ORIENTATIONS_SWAPPING_AXES = {5, 6, 7, 8}
 
 @dataclass(frozen=True)
 class Thumb:
-    """A thumbnail in a page's folder: ``src`` is relative to it; ``problem`` says why the grey
-    placeholder is shown instead of the image (None when the image decoded)."""
+    """A thumbnail in a page's folder: ``src`` is relative to it; ``href`` links the full image,
+    relative to the folder (None when there is no relative way there); ``problem`` says why the
+    grey placeholder is shown instead of the image (None when the image decoded)."""
 
     src: str
     width: int
     height: int
     problem: str | None = None
+    href: str | None = None
 
 
 def write_thumbnails(
@@ -49,7 +55,7 @@ def write_thumbnails(
     folder.mkdir(parents=True, exist_ok=True)
     workers = workers or min(16, 2 * (os.cpu_count() or 1))
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        made = list(pool.map(lambda i: _thumbnail(i, paths.get(i), folder), ids))
+        made = list(pool.map(lambda i: _thumbnail(i, paths.get(i), folder, Path(out_dir)), ids))
     if any(thumb.problem is not None for thumb in made):
         with atomic_path(folder / PLACEHOLDER_NAME) as tmp:
             placeholder = Image.new("RGB", (THUMB_SIZE, THUMB_SIZE), _PLACEHOLDER_GREY)
@@ -62,7 +68,16 @@ def thumb_name(image_id: str) -> str:
     return hashlib.sha256(image_id.encode("utf-8")).hexdigest()[:24] + ".jpg"
 
 
-def _thumbnail(image_id: str, path: str | None, folder: Path) -> Thumb:
+def full_image_link(path: str, page_dir: Path) -> str | None:
+    """The URL of the image file `path` relative to `page_dir`; None on another drive."""
+    try:
+        relative = os.path.relpath(Path(path).resolve(), Path(page_dir).resolve())
+    except ValueError:
+        return None
+    return quote(posixpath.join(*Path(relative).parts))
+
+
+def _thumbnail(image_id: str, path: str | None, folder: Path, page_dir: Path) -> Thumb:
     if path is None:
         return _placeholder("no path known for this image")
     try:
@@ -76,7 +91,8 @@ def _thumbnail(image_id: str, path: str | None, folder: Path) -> Thumb:
     with atomic_path(folder / name) as tmp:
         Image.fromarray(decoded.pixels).save(tmp, "JPEG", quality=THUMB_QUALITY, optimize=True)
     height, width = decoded.pixels.shape[:2]
-    return Thumb(src=f"{THUMBS_DIR}/{name}", width=width, height=height)
+    href = full_image_link(path, page_dir)
+    return Thumb(src=f"{THUMBS_DIR}/{name}", width=width, height=height, href=href)
 
 
 def _placeholder(problem: str) -> Thumb:

@@ -155,10 +155,12 @@ def fit_index(
     cfg: ClusteringConfig,
     init_centroids: np.ndarray | None = None,
     search: SearchConfig | None = None,
+    prints: np.ndarray | None = None,
 ) -> tuple[SearchIndex, object]:
     """(search index, fitted scikit-learn KMeans): PCA or centring, KMeans on the unit vectors,
     then the retrieval steps of `search` (its defaults when None): database-side augmentation
-    of the stored vectors and query expansion, both kept with the index."""
+    of the stored vectors and query expansion, both kept with the index; the index keeps the
+    images' duplicate prints when given."""
     search = search or SearchConfig()
     projection: Projection | None = None
     x = vectors
@@ -191,6 +193,7 @@ def fit_index(
         projection,
         expansion=search.query_expansion,
         expansion_alpha=search.expansion_alpha,
+        prints=prints,
     )
     if search.database_augmentation:
         with threadpool_limits(1):

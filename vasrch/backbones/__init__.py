@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from vasrch.hashing import sha256_file
+from vasrch.prints import PRINT_VERSION
 from vasrch.quiet import native_stderr_quiet
 
 PREPROCESSING_VERSION = "v1-pil-bilinear-square"
@@ -75,13 +76,16 @@ def weights_identity(spec: BackboneSpec) -> str:
 
 
 def fingerprint(spec: BackboneSpec) -> str:
-    """Folder-safe id of the vectors a spec makes: name-pooling-size-<hash of everything>."""
+    """Folder-safe id of the shards a spec makes: name-pooling-size-<hash of everything>; the
+    print version (vasrch.prints) is part of it, so a cache without the current prints is
+    extracted again."""
     parts = asdict(spec) | {
         "name": spec.name.lower().replace("-", "_"),
         "weights": weights_identity(spec),
         "image_size": spec.input_size,
         "gem_p": spec.gem_p if spec.pooling == "gem" else None,
         "preprocessing": PREPROCESSING_VERSION,
+        "prints": PRINT_VERSION,
     }
     digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
     return f"{parts['name']}-{spec.pooling}-{spec.input_size}-{digest}"

@@ -14,7 +14,6 @@ from vasrch import progress
 from vasrch.backbones import BackboneSpec, fingerprint
 from vasrch.bulk import plan_cluster_chunks
 from vasrch.config import load_config
-from vasrch.features import cache_dir_for
 from vasrch.file_server import link_to
 from vasrch.fileio import write_text_atomic
 from vasrch.index import load_index
@@ -37,25 +36,30 @@ def bulk_stage(
     out: BulkLayout,
     params: SearchParams,
     duplicate_threshold: float,
+    duplicate_candidates: int,
     chunk_rows: int,
     csv: bool,
     catalog: pd.DataFrame,
-    cache_dir: Path,
 ) -> dict[str, Any]:
-    """Map bulk tasks over cluster chunks into `out`; then duplicates (scored by the catalog's
-    feature vectors in `cache_dir`, representatives preferred in catalog order) and the CSV."""
+    """Map bulk tasks over cluster chunks into `out` (each neighbour pair with its duplicate
+    score); then the product neighbours (when products have several photos), the near-duplicate
+    groups (representatives preferred in catalog order) and the CSV."""
     index = load_index(index_dir)
     chunks = plan_cluster_chunks(index, chunk_rows)
     out.root.mkdir(parents=True, exist_ok=True)
     progress.report("bulk", 0, index.n)
     paths = [str(out.neighbours(i)) for i in range(len(chunks))]
     rows = bulk_chunk_task.map(
-        unmapped(str(index_dir)), chunks, unmapped(params.top_n), unmapped(params.probes), paths
+        unmapped(str(index_dir)),
+        chunks,
+        unmapped(params.top_n),
+        unmapped(params.probes),
+        paths,
+        unmapped(duplicate_candidates),
     ).result()
     if index.products is not None:
         product_neighbours_task(str(out.root), params.top_n)
-    ids_order = catalog["image_id"].tolist()
-    groups = duplicates_task(str(out.root), duplicate_threshold, ids_order, str(cache_dir), catalog)
+    groups = duplicates_task(str(out.root), duplicate_threshold, catalog)
     if csv:
         export_csv_task(str(out.root))
     return {
@@ -110,10 +114,10 @@ def bulk_flow(
             out,
             params,
             cfg.bulk.duplicate_threshold,
+            cfg.bulk.duplicate_candidates,
             cfg.bulk.chunk_rows,
             csv or cfg.bulk.csv,
             catalog,
-            cache_dir_for(cfg.workspace, fp),
         )
     write_text_atomic(out.complete, f"run {folder.name}\n")
     publish_outputs(out, folder.name)

@@ -92,7 +92,7 @@ def _build_run(
     write_catalog(table[table["status"] != "gone"].reset_index(drop=True), staging.catalog)
 
     clock = time.perf_counter()
-    ids, vectors = load_vectors_task(str(cache_dir_for(cfg.workspace, fp)), catalog)
+    ids, vectors, prints = load_vectors_task(str(cache_dir_for(cfg.workspace, fp)), catalog)
     diag = diagnostics_task(vectors, cfg.clustering, str(staging.diagnostics.root))
     timings["diagnostics_s"] = time.perf_counter() - clock
 
@@ -109,6 +109,7 @@ def _build_run(
         str(staging.root),
         products,
         init_centroids,
+        prints,
     )
     timings["train_s"] = time.perf_counter() - clock
 
@@ -138,10 +139,10 @@ def _build_run(
             staging.bulk,
             params,
             cfg.bulk.duplicate_threshold,
+            cfg.bulk.duplicate_candidates,
             cfg.bulk.chunk_rows,
             cfg.bulk.csv,
             catalog,
-            cache_dir_for(cfg.workspace, fp),
         )
         timings["bulk_s"] = time.perf_counter() - clock
     report_task(str(staging.root), catalog, diag, index.k, evaluation, f"vasrch run {run_id}")

@@ -15,15 +15,8 @@ from prefect.logging import get_run_logger
 from threadpoolctl import threadpool_limits
 
 from vasrch import progress
-from vasrch.bulk import (
-    CANDIDATE_MARGIN,
-    bulk_neighbours_for_clusters,
-    duplicate_groups,
-    near_duplicate_pairs,
-    product_neighbours,
-    rescore_pairs,
-)
-from vasrch.features import load_vectors
+from vasrch.bulk import bulk_neighbours_for_clusters, product_neighbours
+from vasrch.duplicates import group_summary, groups_of_folder
 from vasrch.fileio import atomic_path
 from vasrch.index import SearchIndex, load_index
 from vasrch.layout import BulkLayout
@@ -38,15 +31,21 @@ def _index(folder: str) -> SearchIndex:
 
 @task(name="bulk-chunk", cache_policy=NO_CACHE, retries=1)
 def bulk_chunk_task(
-    index_dir: str, clusters: list[int], top_n: int, probes: int, out_path: str
+    index_dir: str,
+    clusters: list[int],
+    top_n: int,
+    probes: int,
+    out_path: str,
+    candidates: int | None = None,
 ) -> int:
     """Neighbours of every member of `clusters` (top_n and probes already resolved against the
-    index), written as one Parquet shard. BLAS runs one
+    index; the first `candidates` with their duplicate score), written as one Parquet shard.
+    BLAS runs one
     thread per task: concurrent chunks already fill the cores, and OpenBLAS threads spinning
     against each other made bulk several times slower on a busy 2-core machine."""
     index = _index(index_dir)
     with threadpool_limits(1, "blas"):
-        frame = bulk_neighbours_for_clusters(index, clusters, top_n, probes)
+        frame = bulk_neighbours_for_clusters(index, clusters, top_n, probes, candidates=candidates)
     with atomic_path(out_path) as tmp:
         frame.to_parquet(tmp, index=False)
     progress.report("bulk", int(sum(index.cluster_sizes[c] for c in clusters)))
@@ -54,47 +53,23 @@ def bulk_chunk_task(
 
 
 @task(name="near-duplicates", cache_policy=NO_CACHE)
-def duplicates_task(
-    out_dir: str, threshold: float, ids_order: list[str], cache_dir: str, catalog: pd.DataFrame
-) -> pd.DataFrame:
-    """Neighbour pairs near the threshold, re-scored by the cosine of their feature vectors
-    (from the cache, by sha256), joined into groups at `threshold`, each photo named with its
-    product; duplicates.parquet."""
+def duplicates_task(out_dir: str, threshold: float, catalog: pd.DataFrame) -> pd.DataFrame:
+    """Group the neighbour pairs whose duplicate score is at least `threshold` (star groups,
+    vasrch.duplicates; representatives preferred in catalog order), each photo named with its
+    product; write duplicates.parquet and publish the groups (first 100) as a table artifact."""
     out = BulkLayout(Path(out_dir))
-    floor = threshold - CANDIDATE_MARGIN
-    hits = ds.dataset(out.neighbour_shards(), format="parquet").to_table(
-        filter=ds.field("score") >= floor
-    )
-    candidates = near_duplicate_pairs(hits.to_pandas(), floor)
-    involved = catalog[catalog["image_id"].isin(set(candidates["a"]) | set(candidates["b"]))]
-    ids, vectors = load_vectors(Path(cache_dir), involved)
-    scored = rescore_pairs(candidates, ids, vectors)
-    groups = duplicate_groups(
-        near_duplicate_pairs(
-            scored.rename(columns={"a": "image_id", "b": "neighbour_id"}), threshold
-        ),
-        ids_order,
-    )
+    groups = groups_of_folder(out, threshold, catalog["image_id"].tolist())
     groups.insert(2, "product_id", Products.from_catalog(catalog).of(groups["image_id"]))
     with atomic_path(out.duplicates) as tmp:
         groups.to_parquet(tmp, index=False)
-    n_groups = int(groups["group_id"].nunique())
-    summary = (
-        groups.groupby("group_id")
-        .agg(
-            size=("image_id", "size"),
-            representative=("image_id", "first"),
-            products=("product_id", lambda p: ", ".join(dict.fromkeys(p))),
-        )
-        .reset_index()
-        .head(100)
-    )
+    summary = group_summary(groups)
     create_table_artifact(
         key="near-duplicates",
-        table=summary.to_dict("records"),
-        description=f"{n_groups} near-duplicate groups (cosine >= {threshold}); first 100 shown",
+        table=summary.head(100).to_dict("records"),
+        description=f"{len(summary)} near-duplicate groups (duplicate score >= {threshold}); "
+        "each member with its score against the representative; first 100 shown",
     )
-    get_run_logger().info("%d near-duplicate groups", n_groups)
+    get_run_logger().info("%d near-duplicate groups", len(summary))
     return groups
 
 

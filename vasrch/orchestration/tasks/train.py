@@ -16,7 +16,7 @@ from prefect.logging import get_run_logger
 
 from vasrch import runs
 from vasrch.config import ClusteringConfig, EvaluationConfig, SearchConfig
-from vasrch.features import load_vectors
+from vasrch.features import load_prints, load_vectors
 from vasrch.file_server import link_to
 from vasrch.fileio import atomic_path
 from vasrch.index import SearchIndex, save
@@ -35,8 +35,11 @@ from vasrch.training import (
 
 
 @task(name="load-vectors", cache_policy=NO_CACHE)
-def load_vectors_task(cache_dir: str, catalog: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """(image ids, vectors) of the catalog's embedded images; fewer than 2 is an error."""
+def load_vectors_task(
+    cache_dir: str, catalog: pd.DataFrame
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(image ids, vectors, duplicate prints) of the catalog's embedded images; fewer than 2 is
+    an error."""
     ids, vectors = load_vectors(Path(cache_dir), catalog)
     get_run_logger().info("%d vectors of dimension %d", *vectors.shape)
     if len(ids) < 2:
@@ -44,7 +47,8 @@ def load_vectors_task(cache_dir: str, catalog: pd.DataFrame) -> tuple[np.ndarray
             f"only {len(ids)} images could be embedded; a search index needs at least 2 "
             "(see the rejected images in the extraction summary)"
         )
-    return ids, vectors
+    _, prints = load_prints(Path(cache_dir), catalog)
+    return ids, vectors, prints
 
 
 @task(name="diagnostics", cache_policy=NO_CACHE)
@@ -77,10 +81,13 @@ def train_index_task(
     run_dir: str,
     products: Products,
     init_centroids: np.ndarray | None = None,
+    prints: np.ndarray | None = None,
 ) -> SearchIndex:
-    """Fit the index (centring or PCA, KMeans, augmentation, expansion) answering with
-    distinct products; save it and the scikit-learn model into the run."""
-    index, model = fit_index(ids, vectors, k, fingerprint, clustering, init_centroids, search)
+    """Fit the index (centring or PCA, KMeans, augmentation, expansion, duplicate prints)
+    answering with distinct products; save it and the scikit-learn model into the run."""
+    index, model = fit_index(
+        ids, vectors, k, fingerprint, clustering, init_centroids, search, prints
+    )
     index = index_with_products(index, products)
     run = RunLayout(Path(run_dir))
     save(index, run.index.root)
