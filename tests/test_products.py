@@ -17,7 +17,7 @@ from vasrch.catalog import ScanOptions, scan_catalog
 from vasrch.clustering import l2_normalise, train_kmeans
 from vasrch.index import build_index
 from vasrch.manifest import ManifestError, load_manifest
-from vasrch.products import Products, parse_filters
+from vasrch.products import Products, parse_filters, web_link
 
 
 def write_manifest(path: Path, rows: list[dict[str, str]]) -> Path:
@@ -192,6 +192,13 @@ def test_filtered_search_returns_top_n_matching_products_when_they_exist() -> No
     assert ((rows >= 0).sum(axis=1) == 15).all()
     with pytest.raises(ValueError, match=r"unknown filter column 'size'.*colour"):
         products.check_filters({"size": "M"})
+
+
+def test_only_web_urls_become_links() -> None:
+    assert web_link("https://shop.example/p/1") == "https://shop.example/p/1"
+    assert web_link(" HTTP://shop.example/p/1 ") == "HTTP://shop.example/p/1"
+    for unsafe in ("javascript:alert(1)", "JavaScript:alert(1)", "data:text/html,x", "", None):
+        assert web_link(unsafe) == ""
 
 
 def test_filter_arguments_parse_into_column_values() -> None:

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import numpy as np
 import pandas as pd
@@ -44,6 +45,13 @@ def product_caption(row: Mapping[str, object]) -> str:
     """A result's caption: its product id, and its title when the catalog has one."""
     title = row.get("title") or ""
     return f"{row['product_id']} · {title}" if title else str(row["product_id"])
+
+
+def web_link(url: object) -> str:
+    """A product `url` a page may link: http(s) only ('' for anything else, such as a
+    `javascript:` URL planted in a manifest)."""
+    text = str(url or "").strip()
+    return text if urlsplit(text).scheme.lower() in ("http", "https") else ""
 
 
 def parse_filters(items: Iterable[str]) -> dict[str, list[str]]:

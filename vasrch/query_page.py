@@ -15,7 +15,7 @@ import pandas as pd
 from vasrch import pages
 from vasrch.fileio import write_text_atomic
 from vasrch.layout import QueryJobLayout
-from vasrch.products import product_caption
+from vasrch.products import product_caption, web_link
 from vasrch.thumbnails import write_thumbnails
 
 
@@ -50,7 +50,7 @@ def _queries(table: pd.DataFrame) -> list[dict[str, Any]]:
                     "rank": int(row["rank"]),
                     "score": float(row["score"]),
                     "caption": product_caption(row),
-                    "url": row.get("url", ""),
+                    "url": web_link(row.get("url")),
                 }
                 for row in rows.to_dict("records")
             ],

@@ -22,7 +22,7 @@ import pandas as pd
 from vasrch import pages
 from vasrch.fileio import atomic_path, write_text_atomic
 from vasrch.layout import RunLayout
-from vasrch.products import Products, product_caption
+from vasrch.products import Products, product_caption, web_link
 from vasrch.thumbnails import write_thumbnails
 
 if TYPE_CHECKING:
@@ -339,7 +339,7 @@ def _describe_products(
     described = products.describe([tile["image_id"] for tile in tiles]).to_dict("records")
     for tile, row in zip(tiles, described, strict=True):
         tile["caption"] = product_caption(row)
-        tile["url"] = row.get("url", "")
+        tile["url"] = web_link(row.get("url"))
 
 
 def _shown_ids(
