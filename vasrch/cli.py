@@ -250,6 +250,8 @@ def cmd_duplicates(args: argparse.Namespace) -> int:
     threshold = cfg.bulk.duplicate_threshold if args.threshold is None else args.threshold
     folder = resolve_run(cfg.workspace, args.run)
     table, source = run_groups(cfg.workspace, folder, threshold)
+    if not args.show_paths:
+        table = table.drop(columns="path")
     if args.format == "json":
         print(json.dumps(table.to_dict("records"), indent=2))
     elif args.format == "csv":
@@ -506,6 +508,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="table",
         help="output format (default table)",
     )
+    p.add_argument("--show-paths", action="store_true", help="add each photo's file path")
     p.set_defaults(func=cmd_duplicates)
 
     p = sub.add_parser("query-server", help="serve ranked queries over HTTP with a warm model")
