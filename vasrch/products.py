@@ -144,12 +144,27 @@ class Products:
             return None
         return pd.Index(self.of(image_ids)).isin(self.matching(filters))
 
+    @cached_property
+    def _arrays(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The product of each photo and each metadata column, as object arrays."""
+        columns = {c: self.metadata[c].to_numpy(object) for c in self.metadata.columns}
+        return self.product_of.to_numpy(object), columns
+
+    def columns_of(self, image_ids: Sequence[str] | np.ndarray) -> dict[str, np.ndarray]:
+        """product_id and each metadata column of the product of each image id, in order, as
+        object arrays ('' where unknown); hash lookups only, cheap for one query's answers."""
+        products, columns = self._arrays
+        at = self.product_of.index.get_indexer(np.asarray(image_ids, dtype=object))
+        product_ids = np.where(at >= 0, products[at], "")
+        where = self.metadata.index.get_indexer(product_ids)
+        out = {"product_id": product_ids}
+        for name, values in columns.items():
+            out[name] = np.where(where >= 0, values[where], "")
+        return out
+
     def describe(self, image_ids: Sequence[str] | np.ndarray) -> pd.DataFrame:
         """product_id and the metadata of the product of each image id, in order."""
-        product_ids = self.of(image_ids)
-        table = self.metadata.reindex(product_ids).reset_index(drop=True).fillna("")
-        table.insert(0, "product_id", product_ids)
-        return table
+        return pd.DataFrame(self.columns_of(image_ids))
 
 
 def index_with_products(index: SearchIndex, products: Products) -> SearchIndex:

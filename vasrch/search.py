@@ -149,6 +149,23 @@ class Searcher:
             table["path"] = frame["image_id"].map(self.paths)
         return typed(table)
 
+    def answer_rows(self, result: SearchResult, show_paths: bool = False) -> list[dict[str, Any]]:
+        """The first query's answers as plain rows, as `to_table` gives them without the query
+        column: what the query service sends, built without pandas (a served request's
+        budget is a few milliseconds)."""
+        found = np.isfinite(result.scores[0])
+        ids, scores = result.ids[0][found], result.scores[0][found]
+        described = self.products.columns_of(ids)
+        rows = []
+        for i, (image_id, score) in enumerate(zip(ids, scores, strict=True)):
+            row = {"rank": i + 1, "product_id": described["product_id"][i], "score": float(score)}
+            row["image_id"] = image_id
+            row.update({c: v[i] for c, v in described.items() if c != "product_id"})
+            if show_paths:
+                row["path"] = self.paths.get(image_id)
+            rows.append(row)
+        return rows
+
 
 def open_run(
     workspace: Path,

@@ -152,8 +152,7 @@ def _once(name: str, from_query: int | None, from_body: int | None) -> int | Non
 def _answer(
     served: Served, query: str, result: SearchResult, start: float, show_paths: bool
 ) -> JSONResponse:
-    table = served.searcher.to_table(result, [query], show_paths).drop(columns="query")
-    results = table.to_dict("records")
+    results = served.searcher.answer_rows(result, show_paths)
     return JSONResponse(
         {
             "run_id": served.run_id,
