@@ -100,3 +100,21 @@ def test_imagenet_download_failure_says_where_to_put_the_file(tmp_path: Path) ->
     assert "could not get the ImageNet weights of MobileNetV2" in proc.stderr
     assert "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5" in proc.stderr
     assert "put it at" in proc.stderr
+
+
+def test_model_threads_are_set_before_tensorflow_runs_and_refused_after() -> None:
+    import subprocess
+    import sys
+
+    code = """
+import tensorflow as tf
+from vasrch.backbones import limit_model_threads
+assert limit_model_threads(1)
+assert float(tf.reduce_sum(tf.ones((4, 4)))) == 16.0  # TensorFlow starts its thread pools
+assert tf.config.threading.get_intra_op_parallelism_threads() == 1
+assert limit_model_threads(1)  # unchanged: nothing to do
+assert not limit_model_threads(2)  # too late: the pools exist
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]

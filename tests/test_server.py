@@ -716,6 +716,8 @@ def test_public_address_needs_a_token_or_allow_public(workspace: Path) -> None:
     ServiceSettings(workspace=workspace, host="0.0.0.0", token="t").check()
     ServiceSettings(workspace=workspace, host="0.0.0.0", allow_public=True).check()
     ServiceSettings(workspace=workspace, host="localhost").check()
+    with pytest.raises(ValueError, match="model_threads must be 0 or more"):
+        ServiceSettings(workspace=workspace, model_threads=-1).check()
     done = subprocess.run(
         [
             sys.executable,

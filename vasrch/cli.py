@@ -330,6 +330,7 @@ def cmd_query_server(args: argparse.Namespace) -> int:
             decode_slots=args.max_decodes,
             decode_wait_s=args.decode_wait,
             show_paths=args.show_paths,
+            model_threads=args.model_threads,
             reload_interval_s=args.reload_interval,
             token=args.token or os.environ.get(TOKEN_ENV),
             cors_origins=tuple(args.cors_origin),
@@ -521,6 +522,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--show-paths",
         action="store_true",
         help="answers carry each photo's file path on this machine (off: ids only)",
+    )
+    p.add_argument(
+        "--model-threads",
+        type=_count(0),
+        default=1,
+        help="TensorFlow threads for one image's inference (default 1: concurrent requests "
+        "share the cores, the fastest under load; 0: TensorFlow's default, every core)",
     )
     p.add_argument(
         "--host",

@@ -174,6 +174,21 @@ def _build(spec: BackboneSpec, batch_size: int, device: str) -> Backbone:
     return Backbone(spec, fingerprint(spec), dim, batch_size, device, fn)
 
 
+def limit_model_threads(threads: int) -> bool:
+    """Run each model call on at most `threads` threads (TensorFlow's intra-op pool; 0 leaves
+    TensorFlow's default, every core). False when TensorFlow already ran in this process with
+    another setting, which then cannot change."""
+    import tensorflow as tf
+
+    if tf.config.threading.get_intra_op_parallelism_threads() == threads:
+        return True
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+    except RuntimeError:
+        return False
+    return True
+
+
 def load_backbone(spec: BackboneSpec, batch_size: int = 32, device: str = "auto") -> Backbone:
     """The built backbone for `spec`, built once per process and kept warm."""
     key = f"{fingerprint(spec)}:{batch_size}:{device}"

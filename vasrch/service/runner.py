@@ -16,6 +16,7 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 
+from vasrch.backbones import limit_model_threads
 from vasrch.runs import resolve_run
 from vasrch.service.app import create_app
 from vasrch.service.holder import RunHolder
@@ -59,6 +60,11 @@ def build_app(settings: ServiceSettings) -> tuple[FastAPI, RunHolder]:
     """Check the settings, load the run (LATEST unless one is pinned) and make the app."""
     settings.check()
     keep_large_blocks_mapped()
+    if not limit_model_threads(settings.model_threads):
+        logging.getLogger("vasrch.service").warning(
+            "TensorFlow already runs in this process: --model-threads %d not applied",
+            settings.model_threads,
+        )
     holder = RunHolder(settings.workspace, settings.run, settings.search)
     return create_app(settings, holder), holder
 

@@ -54,6 +54,7 @@ class ServiceSettings:
     workers: int = 1
     allow_public: bool = False
     show_paths: bool = False  # answers carry each photo's file path
+    model_threads: int = 1  # TensorFlow threads per inference (0: its default, every core)
     instance: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     def __post_init__(self) -> None:
@@ -66,6 +67,8 @@ class ServiceSettings:
         for name in ("max_upload_bytes", "max_query_pixels", "decode_slots", "workers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.model_threads < 0:
+            raise ValueError(f"model_threads must be 0 or more, got {self.model_threads}")
         for name in ("top_n", "probes"):
             value = getattr(self, name)
             if value is not None and value < 1:
