@@ -67,7 +67,7 @@ def main() -> None:
     load_before = os.getloadavg()[0]
 
     from vasrch.backbones import BackboneSpec, load_backbone
-    from vasrch.catalog import scan_catalog
+    from vasrch.catalog import ScanOptions, scan_catalog
     from vasrch.features import cache_dir_for, extract_chunk, plan_chunks
     from vasrch.images import Decoded, decode_image
 
@@ -89,7 +89,8 @@ def main() -> None:
         root = catalog_folder(dataset, args.limit, tmp)
         cache_dir = cache_dir_for(tmp / "workspace", backbone.fingerprint)
         cpu, wall = cpu_wall()
-        catalog = scan_catalog(root).table
+        # the sample folder links to the dataset: follow links leading out of it
+        catalog = scan_catalog(root, options=ScanOptions(follow_external_symlinks=True)).table
         chunks = plan_chunks(catalog, cache_dir, args.shard_size)
         piped = np.subtract(cpu_wall(), (cpu, wall))
         scan_s = piped[1]

@@ -57,13 +57,14 @@ def rss_mib() -> float:
 
 def child_extract(root: Path, workspace: Path) -> dict[str, object]:
     from vasrch.backbones import BackboneSpec, load_backbone
-    from vasrch.catalog import scan_catalog, write_catalog
+    from vasrch.catalog import ScanOptions, scan_catalog, write_catalog
     from vasrch.features import cache_dir_for, extract_chunk, plan_chunks
 
     backbone = load_backbone(BackboneSpec(), batch_size=32)
     ready = rss_mib()
     start = time.perf_counter()
-    catalog = scan_catalog(root).table
+    # the sample folder links to the dataset: follow links leading out of it
+    catalog = scan_catalog(root, options=ScanOptions(follow_external_symlinks=True)).table
     cache_dir = cache_dir_for(workspace, backbone.fingerprint)
     results = [
         extract_chunk(c, backbone, cache_dir, 2) for c in plan_chunks(catalog, cache_dir, 1024)
