@@ -393,26 +393,24 @@ def _count(minimum: int) -> Callable[[str], int]:
     return parse
 
 
-def _threshold(text: str) -> float:
-    """An argparse type: a duplicate score threshold in (0, 1]."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value}")
-    return value
+def _above(low: float, what: str, high: float | None = None) -> Callable[[str], float]:
+    """An argparse type: `what` (a number) above `low`, and at most `high` when given."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not (value > low and (high is None or value <= high)):
+            bounds = f"in ({low:g}, {high:g}]" if high is not None else f"more than {low:g}"
+            raise argparse.ArgumentTypeError(f"must be {bounds}, got {text}")
+        return value
+
+    return parse
 
 
-def _seconds(text: str) -> float:
-    """An argparse type: a positive number of seconds."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
-    return value
+_threshold = _above(0, "a number", high=1)  # a duplicate score threshold in (0, 1]
+_seconds = _above(0, "a number of seconds")
 
 
 def _port(text: str) -> int:
