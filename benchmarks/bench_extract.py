@@ -37,7 +37,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--backbone", default="efficientnet_lite0", help="backbone name")
     p.add_argument("--batch-size", type=int, default=32, help="images per model call")
     p.add_argument("--shard-size", type=int, default=1024, help="images per shard (chunk)")
-    p.add_argument("--decode-workers", type=int, default=2, help="decode threads")
+    p.add_argument(
+        "--decode-workers", type=int, default=None, help="decode threads (default: auto)"
+    )
     return p.parse_args()
 
 
@@ -68,7 +70,7 @@ def main() -> None:
 
     from vasrch.backbones import BackboneSpec, load_backbone
     from vasrch.catalog import ScanOptions, scan_catalog
-    from vasrch.features import cache_dir_for, extract_chunk, plan_chunks
+    from vasrch.features import auto_decode_workers, cache_dir_for, extract_chunk, plan_chunks
     from vasrch.images import Decoded, decode_image
 
     start = time.perf_counter()
@@ -115,7 +117,8 @@ def main() -> None:
     print(f"dataset        {dataset}  images {images}  CPUs {os.cpu_count()}")
     print(
         f"backbone       {backbone.fingerprint}  batch {batch}  shard {args.shard_size}  "
-        f"decode workers {args.decode_workers}  (built in {build_s:.1f} s)"
+        f"decode workers {args.decode_workers or auto_decode_workers()}  "
+        f"(built in {build_s:.1f} s)"
     )
     print(f"load average   {load_before:.2f} before, {os.getloadavg()[0]:.2f} after (1 min)")
     print(f"decode only    {len(catalog) / decode_s:7.1f} images/s  (one thread, same decoder)")

@@ -70,7 +70,9 @@ class FeaturesConfig(_Section):
     )
     batch_size: int = Field(32, ge=1, le=4096)
     shard_size: int = Field(1024, ge=1, description="Images per Parquet shard and per task.")
-    decode_workers: int = Field(2, ge=1, le=64, description="Threads decoding images.")
+    decode_workers: Annotated[int, Field(ge=1, le=64)] | Literal["auto"] = Field(
+        "auto", description="Threads decoding images; auto: half the cores, at least one."
+    )
     mixed_precision: bool = Field(False, description="float16 compute on a GPU.")
     device: Literal["auto", "cpu", "gpu"] = "auto"
     max_pixels: int = Field(89_478_485, ge=1, description="Decompression-bomb limit.")

@@ -72,7 +72,7 @@ def extract_chunk_task(
         rows,
         backbone,
         cache_dir,
-        features.decode_workers,
+        None if features.decode_workers == "auto" else features.decode_workers,
         features.max_pixels,
         on_batch=lambda n: progress.report("extract", n),
         max_file_bytes=features.max_file_bytes,
