@@ -719,22 +719,32 @@ def test_public_address_needs_a_token_or_allow_public(workspace: Path) -> None:
     with pytest.raises(ValueError, match="model_threads must be 0 or more"):
         ServiceSettings(workspace=workspace, model_threads=-1).check()
     done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "vasrch.cli",
-            "query-server",
-            "--workspace",
-            str(workspace),
-            "--host",
-            "0.0.0.0",
-        ],
+        query_server_command(workspace, "--host", "0.0.0.0"),
         capture_output=True,
         text=True,
         env={**os.environ, "VASRCH_TOKEN": ""},
         timeout=120,
     )
     assert done.returncode == 2 and "--allow-public" in done.stderr
+
+
+def query_server_command(workspace: Path, *options: str) -> list[str]:
+    """`vasrch query-server` on `workspace` with `options`, as a child process runs it."""
+    return [
+        sys.executable,
+        "-m",
+        "vasrch.cli",
+        "query-server",
+        "--workspace",
+        str(workspace),
+        *options,
+    ]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def rss_kib(pid: int) -> int:
@@ -749,24 +759,17 @@ def test_memory_stays_bounded_through_a_burst_of_big_uploads(
     """`vasrch query-server` in a child process (token from VASRCH_TOKEN, access log on): 12
     clients at once each send a 25 MP PNG (about 100 MB decoded) and a 88 MP one; two decode at
     a time, the big ones are refused from their header, and memory goes back to rest."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     env = {**os.environ, "VASRCH_TOKEN": TOKEN, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "vasrch.cli",
-        "query-server",
-        "--workspace",
-        str(workspace),
+    cmd = query_server_command(
+        workspace,
         "--port",
         str(port),
         "--max-decodes",
         "2",
         "--decode-wait",
         "60",
-    ]
+    )
     log = tmp_path / "server.log"
     with log.open("w") as stderr:
         proc = subprocess.Popen(cmd, env=env, stdout=stderr, stderr=stderr)
@@ -823,21 +826,8 @@ def test_workers_share_the_port_and_add_up_their_metrics(
 ) -> None:
     """`--workers 2`: both processes answer on one port, and /metrics counts every request,
     whichever worker served it (or the scrape)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    cmd = [
-        sys.executable,
-        "-m",
-        "vasrch.cli",
-        "query-server",
-        "--workspace",
-        str(workspace),
-        "--port",
-        str(port),
-        "--workers",
-        "2",
-    ]
+    port = free_port()
+    cmd = query_server_command(workspace, "--port", str(port), "--workers", "2")
     log = tmp_path / "server.log"
     with log.open("w") as stderr:
         proc = subprocess.Popen(
