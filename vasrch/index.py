@@ -342,7 +342,8 @@ class SearchIndex:
         if allowed is None:
             filled = self.cluster_sizes > 0
         else:
-            filled = np.bincount(self.labels[allowed], minlength=self.k) > 0
+            running = np.concatenate([[0], np.cumsum(allowed, dtype=np.int64)])
+            filled = running[self.offsets[1:]] > running[self.offsets[:-1]]
         probes = min(probes, int(filled.sum()))
         if probes == int(filled.sum()):
             return np.broadcast_to(np.flatnonzero(filled), (queries.shape[0], probes))
