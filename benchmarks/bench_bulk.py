@@ -7,7 +7,7 @@ sample of queries. With faiss-cpu installed (optional `bench` extra), the same f
 with the same number of lists, probes and training sample.
 
 `--copies F` replaces a fraction F of the vectors by near-copies of others (cosine about 0.97),
-each with a duplicate print (vasrch.prints) that differs from its original's by a little noise;
+each with a duplicate print (duplicate_prints) that differs from its original's by a little noise;
 every other image gets a random print, or with `--prints-from CACHE` the print of a photo drawn
 at random from a feature cache (real product photos: neighbour pairs then cost what real ones
 do to score, random prints being cheaper). Bulk search scores every neighbour pair's prints, and
@@ -34,14 +34,14 @@ import numpy as np
 import pandas as pd
 import pyarrow.compute as pc
 
-from vasrch.bulk import iter_bulk_neighbours
-from vasrch.clustering import l2_normalise, train_kmeans
+from vasrch.bulk.neighbours import iter_bulk_neighbours
 from vasrch.config import BulkConfig
-from vasrch.duplicates import duplicate_groups, duplicate_pairs
-from vasrch.evaluation import recall_at_k, sample_queries
-from vasrch.features import feature_matrix, iter_shards
-from vasrch.index import SearchResult, brute_force, build_index
-from vasrch.prints import PRINT_BYTES
+from vasrch.duplicates.groups import duplicate_groups, duplicate_pairs
+from vasrch.features.duplicate_prints import PRINT_BYTES
+from vasrch.features.extraction import feature_matrix, iter_shards
+from vasrch.index.clustering import l2_normalise, train_kmeans
+from vasrch.index.evaluation import recall_at_k, sample_queries
+from vasrch.index.search_index import SearchResult, brute_force, build_index
 
 TOP_N = 10
 

@@ -24,7 +24,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from vasrch.config import load_config
-    from vasrch.search import open_run
+    from vasrch.search.searcher import open_run
 
     cfg = load_config(args.config)
     searcher = open_run(cfg.workspace)

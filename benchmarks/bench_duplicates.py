@@ -196,8 +196,8 @@ def scoring_cost(run) -> tuple[int, float]:
     again on one thread."""
     from threadpoolctl import threadpool_limits
 
-    from vasrch.index import load_index
-    from vasrch.print_match import print_scores
+    from vasrch.features.print_similarity import print_scores
+    from vasrch.index.search_index import load_index
 
     index = load_index(run.index.root)
     table = pd.concat(pd.read_parquet(p) for p in run.bulk.neighbour_shards())
@@ -215,7 +215,7 @@ def scoring_cost(run) -> tuple[int, float]:
 def main() -> None:
     args = parse_args()
     from vasrch.config import BulkConfig
-    from vasrch.duplicates import duplicate_groups, read_duplicate_pairs
+    from vasrch.duplicates.groups import duplicate_groups, read_duplicate_pairs
     from vasrch.layout import RunLayout
 
     default = BulkConfig().duplicate_threshold

@@ -45,7 +45,7 @@ def parse_args() -> argparse.Namespace:
 
 def catalog_folder(dataset: Path, limit: int | None, tmp: Path) -> Path:
     """The dataset itself, or a folder of symlinks to its first `limit` images (sorted)."""
-    from vasrch.catalog import iter_image_files
+    from vasrch.catalog.scan import iter_image_files
 
     if limit is None:
         return dataset
@@ -68,10 +68,15 @@ def main() -> None:
         sys.exit(f"dataset folder not found: {dataset} (pass the clothing-small folder)")
     load_before = os.getloadavg()[0]
 
-    from vasrch.backbones import BackboneSpec, load_backbone
-    from vasrch.catalog import ScanOptions, scan_catalog
-    from vasrch.features import auto_decode_workers, cache_dir_for, extract_chunk, plan_chunks
-    from vasrch.images import Decoded, decode_image
+    from vasrch.catalog.images import Decoded, decode_image
+    from vasrch.catalog.scan import ScanOptions, scan_catalog
+    from vasrch.features.backbones import BackboneSpec, load_backbone
+    from vasrch.features.extraction import (
+        auto_decode_workers,
+        cache_dir_for,
+        extract_chunk,
+        plan_chunks,
+    )
 
     start = time.perf_counter()
     backbone = load_backbone(BackboneSpec(name=args.backbone), batch_size=args.batch_size)

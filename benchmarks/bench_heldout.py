@@ -4,7 +4,7 @@ clothing-small's train folder is the catalog (3,068 photos) and its test folder 
 queries (372 photos, none of them in the catalog); a photo's class is its folder. Features are
 the project's EfficientNet-Lite0 vectors (bench_quality.embed_split, cached in its workspace).
 For each step the index is built as a run builds it (default diagnostics sweep and suggested k,
-then vasrch.training.fit_index and evaluate_index with the held-out photos):
+then vasrch.index.training.fit_index and evaluate_index with the held-out photos):
 
 - plain: the vectors as extracted (issue 3's method);
 - centred: centred on the catalog mean and re-normalised;
@@ -73,7 +73,7 @@ def parse_args() -> argparse.Namespace:
 def step_rows(catalog: Split, queries: Split) -> pd.DataFrame:
     """One row per retrieval step: k, held-out figures and both calibrations."""
     from vasrch.config import ClusteringConfig, EvaluationConfig, SearchConfig
-    from vasrch.training import HeldOut, diagnose, evaluate_index, fit_index
+    from vasrch.index.training import HeldOut, diagnose, evaluate_index, fit_index
 
     labels = pd.Series(catalog.classes, index=catalog.ids)
     held_out = HeldOut(queries.ids, queries.vectors, pd.Series(queries.classes, index=queries.ids))
@@ -135,8 +135,8 @@ def validation_rows(catalog: Split) -> pd.DataFrame:
     alone (VALIDATION_QUERIES train photos as queries against the rest): the test photos play
     no part in choosing the defaults."""
     from vasrch.config import ClusteringConfig, SearchConfig
-    from vasrch.evaluation import precision_at_k
-    from vasrch.training import fit_index
+    from vasrch.index.evaluation import precision_at_k
+    from vasrch.index.training import fit_index
 
     order = np.random.default_rng(0).permutation(len(catalog.ids))
     held, kept = order[:VALIDATION_QUERIES], order[VALIDATION_QUERIES:]
@@ -157,10 +157,10 @@ def latency_ms(catalog: Split, queries: Split, dataset: Path) -> np.ndarray:
     """Warm single-query times (decode + embed + search with the default index), in ms."""
     from threadpoolctl import threadpool_limits
 
-    from vasrch.backbones import BackboneSpec, load_backbone
     from vasrch.config import ClusteringConfig, SearchConfig
-    from vasrch.search import embed_files
-    from vasrch.training import fit_index
+    from vasrch.features.backbones import BackboneSpec, load_backbone
+    from vasrch.index.training import fit_index
+    from vasrch.search.searcher import embed_files
 
     index, _ = fit_index(catalog.ids, catalog.vectors, 40, "bench", ClusteringConfig())
     probes = SearchConfig().max_probes // 4

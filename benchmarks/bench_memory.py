@@ -56,9 +56,9 @@ def rss_mib() -> float:
 
 
 def child_extract(root: Path, workspace: Path) -> dict[str, object]:
-    from vasrch.backbones import BackboneSpec, load_backbone
-    from vasrch.catalog import ScanOptions, scan_catalog, write_catalog
-    from vasrch.features import cache_dir_for, extract_chunk, plan_chunks
+    from vasrch.catalog.scan import ScanOptions, scan_catalog, write_catalog
+    from vasrch.features.backbones import BackboneSpec, load_backbone
+    from vasrch.features.extraction import cache_dir_for, extract_chunk, plan_chunks
 
     backbone = load_backbone(BackboneSpec(), batch_size=32)
     ready = rss_mib()
@@ -85,7 +85,7 @@ def child_extract(root: Path, workspace: Path) -> dict[str, object]:
 def child_load(workspace: Path, cache_dir: Path) -> dict[str, object]:
     import pandas as pd
 
-    from vasrch.features import load_vectors
+    from vasrch.features.extraction import load_vectors
 
     catalog = pd.read_parquet(workspace / "catalog.parquet")
     ready = rss_mib()
@@ -125,7 +125,7 @@ def write_variants(src: Path, root: Path, dest: Path) -> None:
 
 def four_x_folder(one_x: Path, dest: Path) -> Path:
     """`dest` holding the 1x catalog (as symlinks) plus three new variants of each image."""
-    from vasrch.catalog import iter_image_files
+    from vasrch.catalog.scan import iter_image_files
 
     files = iter_image_files(one_x)
     for src in files:

@@ -58,10 +58,10 @@ def main() -> int:
         "TF_CPP_MIN_LOG_LEVEL": "3",
     }.items():
         os.environ.setdefault(key, value)
-    from vasrch import runs
     from vasrch.config import load_config
     from vasrch.orchestration.flows.nightly import nightly_flow
     from vasrch.orchestration.flows.train import train_flow
+    from vasrch.workspace import runs
 
     path = config_file(args)
     workspace = load_config(path).workspace

@@ -42,7 +42,7 @@ def parse_args() -> argparse.Namespace:
 
 def sample_folder(dataset: Path, count: int, dest: Path) -> list[Path]:
     """Copy `count` images spread evenly over the sorted catalog into `dest`; their new paths."""
-    from vasrch.catalog import iter_image_files
+    from vasrch.catalog.scan import iter_image_files
 
     files = iter_image_files(dataset)
     picked = [files[i] for i in np.linspace(0, len(files) - 1, min(count, len(files))).astype(int)]
@@ -80,9 +80,9 @@ def original_loop(paths: list[Path]) -> float:
 
 def pipeline(root: Path, spec: object, batch_size: int, workspace: Path) -> tuple[float, int]:
     """(images/s, vector dim) of scan + extract into a fresh cache, the backbone built and warm."""
-    from vasrch.backbones import load_backbone
-    from vasrch.catalog import scan_catalog
-    from vasrch.features import (
+    from vasrch.catalog.scan import scan_catalog
+    from vasrch.features.backbones import load_backbone
+    from vasrch.features.extraction import (
         cache_dir_for,
         extract_chunk,
         feature_matrix,
@@ -114,7 +114,7 @@ def main() -> None:
         sys.exit(f"dataset folder not found: {dataset} (pass the clothing-small folder)")
     load_before = os.getloadavg()[0]
 
-    from vasrch.backbones import BackboneSpec
+    from vasrch.features.backbones import BackboneSpec
 
     with tempfile.TemporaryDirectory(prefix="bench-original-") as tmp_name:
         tmp = Path(tmp_name)

@@ -11,7 +11,7 @@ photos (none in the catalog); a photo's class is its folder, a product's `catego
   one product's shots fill several places (answers repeating a product counted).
 - Filtered queries: each held-out query filtered on one category (a tenth of the catalog) and on
   two; recall@10 against exact filtered search, and the warm latency of the filtered search
-  alone and of a whole query (decode + embed + filtered search) through vasrch.search.
+  alone and of a whole query (decode + embed + filtered search) through vasrch.search.searcher.
 - A manifest of 100,000 rows (hard links to the photos, spread over 100 folders): the first
   scan (reading and hashing every file) and a rescan with the previous table (stat only).
 
@@ -91,7 +91,7 @@ def originals_precision(catalog, queries) -> dict:
     """The photo-level figure of the same items with one photo each (each product's first
     photo, the original): held-out precision@10, exact and at the calibrated probes."""
     from vasrch.config import ClusteringConfig, EvaluationConfig, SearchConfig
-    from vasrch.training import HeldOut, diagnose, evaluate_index, fit_index
+    from vasrch.index.training import HeldOut, diagnose, evaluate_index, fit_index
 
     first = np.array([i.endswith("_a.jpg") for i in catalog.ids])
     ids, vectors = catalog.ids[first], catalog.vectors[first]
@@ -115,10 +115,10 @@ def originals_precision(catalog, queries) -> dict:
 def quality(catalog, queries, manifest: pd.DataFrame) -> tuple[dict, object, object]:
     """Held-out precision@10 photo by photo and by product (exact and at the calibrated
     probes), answers repeating a product; the product index."""
+    from vasrch.catalog.products import Products
     from vasrch.config import ClusteringConfig, EvaluationConfig, SearchConfig
-    from vasrch.evaluation import precision_at_k
-    from vasrch.products import Products, index_with_products
-    from vasrch.training import HeldOut, diagnose, evaluate_index, fit_index
+    from vasrch.index.evaluation import precision_at_k
+    from vasrch.index.training import HeldOut, diagnose, evaluate_index, fit_index
 
     cat = pd.DataFrame({"image_id": catalog.ids}).merge(
         manifest.rename(columns={"image": "image_id"}), on="image_id"
@@ -128,7 +128,7 @@ def quality(catalog, queries, manifest: pd.DataFrame) -> tuple[dict, object, obj
     plain, _ = fit_index(
         catalog.ids, catalog.vectors, k, "fp", ClusteringConfig(), None, SearchConfig()
     )
-    by_product = index_with_products(plain, products)
+    by_product = plain.with_products(products)
     labels = pd.Series(catalog.classes, index=catalog.ids)
     q = by_product.prepare_queries(queries.vectors)
     out = {"catalog photos": len(catalog.ids), "products": products.metadata.shape[0], "k": k}
@@ -163,7 +163,7 @@ def quality(catalog, queries, manifest: pd.DataFrame) -> tuple[dict, object, obj
 
 def joined(results: list) -> object:
     """One SearchResult of many single-query results."""
-    from vasrch.index import SearchResult
+    from vasrch.index.search_index import SearchResult
 
     return SearchResult(
         np.concatenate([r.ids for r in results]), np.concatenate([r.scores for r in results])
@@ -174,8 +174,8 @@ def filtered(index, products, queries, calibrated: int) -> dict:
     """recall@10 of filtered searches against exact filtered search, and search latency, at the
     run's `calibrated` probes."""
     from vasrch.config import SearchConfig
-    from vasrch.evaluation import recall_at_k
-    from vasrch.search_params import resolve_search_params
+    from vasrch.index.evaluation import recall_at_k
+    from vasrch.search.parameters import resolve_search_params
 
     probes = resolve_search_params(
         k=index.k, n=index.n, configured=SearchConfig(), calibrated=calibrated
@@ -212,7 +212,7 @@ def whole_query_latency(work: Path, workspace: Path, manifest: Path, test: Path,
     import yaml
 
     from vasrch.orchestration.flows.train import train_flow
-    from vasrch.search import embed_files, open_run
+    from vasrch.search.searcher import embed_files, open_run
 
     config = work / "config.yaml"
     config.write_text(
@@ -245,7 +245,7 @@ def whole_query_latency(work: Path, workspace: Path, manifest: Path, test: Path,
 
 def manifest_scan(work: Path, photos: list[Path]) -> dict:
     """First scan and rescan of a 100,000-row manifest of hard links to the photos."""
-    from vasrch.catalog import ScanOptions, scan_catalog
+    from vasrch.catalog.scan import ScanOptions, scan_catalog
 
     root = work / "links"
     if root.exists():

@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 if TYPE_CHECKING:
-    from vasrch.index import SearchResult
+    from vasrch.index.search_index import SearchResult
 
 ROOT = Path(__file__).resolve().parents[2]
 DATASET = ROOT / "shared" / "datasets" / "clothing-small"
@@ -77,9 +77,9 @@ def parse_args() -> argparse.Namespace:
 
 def embed_split(folder: Path, workspace: Path) -> Split:
     """Extract what the cache lacks for `folder`, then load its vectors in catalog order."""
-    from vasrch.backbones import BackboneSpec, fingerprint, load_backbone
-    from vasrch.catalog import scan_catalog
-    from vasrch.features import cache_dir_for, extract_chunk, load_vectors, plan_chunks
+    from vasrch.catalog.scan import scan_catalog
+    from vasrch.features.backbones import BackboneSpec, fingerprint, load_backbone
+    from vasrch.features.extraction import cache_dir_for, extract_chunk, load_vectors, plan_chunks
 
     spec = BackboneSpec()
     catalog = scan_catalog(folder).table
@@ -112,7 +112,7 @@ def original_method(
 ) -> tuple[SearchResult, np.ndarray]:
     """The original library's answer: the first TOP members of the predicted cluster, in
     catalog order, unranked (padded with "" when the cluster is smaller); and the cluster."""
-    from vasrch.index import SearchResult
+    from vasrch.index.search_index import SearchResult
 
     predicted = model.predict(queries)
     ids = np.full((len(queries), TOP), "", dtype=object)
@@ -153,9 +153,9 @@ def evaluate(catalog: Split, queries: Split) -> tuple[pd.DataFrame, pd.DataFrame
     the projected space) and the scanned fraction; `needed` is, per k, the fewest probes that
     meet the target, with their figures."""
     from vasrch.config import ClusteringConfig, SearchConfig
-    from vasrch.evaluation import precision_at_k, recall_at_k
-    from vasrch.index import brute_force
-    from vasrch.training import fit_index
+    from vasrch.index.evaluation import precision_at_k, recall_at_k
+    from vasrch.index.search_index import brute_force
+    from vasrch.index.training import fit_index
 
     # Plain vectors, as issue 3 measured them; bench_heldout.py measures centring, augmentation
     # and query expansion.
@@ -266,8 +266,8 @@ def main() -> None:
             f"dataset not found: {dataset} must hold train/ and test/ class folders "
             f"(clothing-small); pass its path as the first argument"
         )
-    from vasrch.backbones import BackboneSpec, fingerprint
     from vasrch.config import SearchConfig
+    from vasrch.features.backbones import BackboneSpec, fingerprint
 
     start = time.perf_counter()
     catalog = embed_split(train, args.workspace)

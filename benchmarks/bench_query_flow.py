@@ -118,9 +118,9 @@ def latency(config: str, image: str, runs: int) -> None:
 
 def batch(config: str, folder: Path, repeat: int) -> None:
     from vasrch.config import load_config
-    from vasrch.queries import query_files, search_files, write_query_job
-    from vasrch.search import open_run
-    from vasrch.service.client import find_service, search_served
+    from vasrch.query_jobs.job import query_files, search_files, write_query_job
+    from vasrch.query_jobs.service_client import find_service, search_served
+    from vasrch.search.searcher import open_run
 
     cfg = load_config(config)
     files = query_files([str(folder)])
@@ -184,7 +184,7 @@ def main() -> None:
     os.environ.update(QUIET)
 
     from vasrch.config import load_config
-    from vasrch.runs import resolve_run
+    from vasrch.workspace.runs import resolve_run
 
     workspace = load_config(config).workspace
     import pandas as pd
@@ -215,7 +215,7 @@ def main() -> None:
 
         wait(registered, 120, "vasrch serve")
         if not args.without_service:
-            from vasrch.service.client import ServiceUnusable, find_service
+            from vasrch.query_jobs.service_client import ServiceUnusable, find_service
 
             def warm() -> bool:
                 try:

@@ -59,7 +59,7 @@ Request = tuple[str, str, bytes, str]  # method, path, body, content type
 
 def ensure_run(workspace: Path, catalog: Path) -> str:
     """The LATEST run of `workspace`, training one on `catalog` first if there is none."""
-    from vasrch.runs import latest_run_id
+    from vasrch.workspace.runs import latest_run_id
 
     if latest_run_id(workspace) is None:
         with tempfile.TemporaryDirectory() as tmp:
@@ -314,7 +314,7 @@ def model_ceiling(workspace: Path, threads: int, seconds: float = 10.0) -> float
     thread, as the server runs it): what no server can beat on this machine at this load."""
     from threadpoolctl import threadpool_limits
 
-    from vasrch.search import open_run
+    from vasrch.search.searcher import open_run
 
     backbone = open_run(workspace).backbone(batch_size=1)
     size = backbone.spec.input_size
@@ -340,7 +340,7 @@ def model_ceiling(workspace: Path, threads: int, seconds: float = 10.0) -> float
 
 def in_process(workspace: Path, images: list[bytes], count: int) -> dict[str, dict[str, float]]:
     """Warm single-image queries in this process: decode + embed + search, and search alone."""
-    from vasrch.search import embed_files, open_run
+    from vasrch.search.searcher import embed_files, open_run
 
     searcher = open_run(workspace)
     backbone = searcher.backbone(batch_size=1)
@@ -366,8 +366,8 @@ def synthetic_index_search(
     keyed by (probes, BLAS threads: None = OpenBLAS's default, 1 = as the server runs)."""
     from threadpoolctl import threadpool_limits
 
-    from vasrch.clustering import l2_normalise
-    from vasrch.index import build_index
+    from vasrch.index.clustering import l2_normalise
+    from vasrch.index.search_index import build_index
 
     rng = np.random.default_rng(0)
     means = l2_normalise(rng.standard_normal((k, dim), dtype=np.float32))
@@ -457,7 +457,7 @@ def main() -> None:
         raise SystemExit(f"{args.dataset}/train not found; pass --dataset")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     run_id = ensure_run(args.workspace, args.dataset / "train")
-    from vasrch.search import open_run
+    from vasrch.search.searcher import open_run
 
     index = open_run(args.workspace).index
     photos = sorted((args.dataset / "test").rglob("*.jpg"))
@@ -560,7 +560,7 @@ def main() -> None:
 
     lines += ["", *notes, f"Load average at the end: {load()}."]
     args.figures.parent.mkdir(parents=True, exist_ok=True)
-    from vasrch.fileio import write_text_atomic
+    from vasrch.atomic_files import write_text_atomic
 
     write_text_atomic(args.figures, "\n".join(lines) + "\n")
     print(f"figures written to {args.figures}")

@@ -25,7 +25,7 @@ DATASET = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "clothin
 @pytest.fixture(scope="session")
 def demo_catalog(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small generated demo catalog (8 classes x 6 images), shared by the session."""
-    from vasrch.demo import generate_demo_catalog
+    from vasrch.catalog.demo import generate_demo_catalog
 
     folder = tmp_path_factory.mktemp("demo") / "catalog"
     generate_demo_catalog(folder, per_class=6)

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vasrch.backbones import BackboneSpec, fingerprint, load_backbone
+from vasrch.features.backbones import BackboneSpec, fingerprint, load_backbone
 
 
 def test_vgg16_block5_pool_flatten_is_the_original_25088_d() -> None:
@@ -32,7 +32,7 @@ def test_keras_application_by_name_with_pooling(pooling: str) -> None:
 
 def test_random_weights_are_deterministic_across_processes() -> None:
     code = (
-        "import numpy as np;from vasrch.backbones import BackboneSpec, load_backbone;"
+        "import numpy as np;from vasrch.features.backbones import BackboneSpec, load_backbone;"
         "b=load_backbone(BackboneSpec(name='MobileNetV2',weights='none',image_size=64));"
         "print(b.embed(np.full((1,64,64,3),100,np.uint8))[0][:4].round(5).tolist())"
     )
@@ -92,7 +92,7 @@ def test_imagenet_download_failure_says_where_to_put_the_file(tmp_path: Path) ->
         "HTTP_PROXY": "http://127.0.0.1:9",
     }
     code = (
-        "from vasrch.backbones import BackboneSpec, load_backbone\n"
+        "from vasrch.features.backbones import BackboneSpec, load_backbone\n"
         "load_backbone(BackboneSpec(name='MobileNetV2', weights='imagenet'))\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
@@ -108,7 +108,7 @@ def test_model_threads_are_set_before_tensorflow_runs_and_refused_after() -> Non
 
     code = """
 import tensorflow as tf
-from vasrch.backbones import limit_model_threads
+from vasrch.features.backbones import limit_model_threads
 assert limit_model_threads(1)
 assert float(tf.reduce_sum(tf.ones((4, 4)))) == 16.0  # TensorFlow starts its thread pools
 assert tf.config.threading.get_intra_op_parallelism_threads() == 1

@@ -5,17 +5,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from vasrch.bulk import (
+from vasrch.bulk.neighbours import (
     NEIGHBOUR_COLUMNS,
     bulk_neighbours_for_clusters,
     iter_bulk_neighbours,
     plan_cluster_chunks,
 )
-from vasrch.clustering import l2_normalise, train_kmeans
-from vasrch.duplicates import duplicate_groups, duplicate_pairs
-from vasrch.index import brute_force, build_index
-from vasrch.print_match import print_scores
-from vasrch.prints import PRINT_BYTES
+from vasrch.duplicates.groups import duplicate_groups, duplicate_pairs
+from vasrch.features.duplicate_prints import PRINT_BYTES
+from vasrch.features.print_similarity import print_scores
+from vasrch.index.clustering import l2_normalise, train_kmeans
+from vasrch.index.search_index import brute_force, build_index
 
 
 def small_index(n=500, dim=24, k=8, seed=0):

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from PIL import Image, ImageDraw, ImageOps
 
-from vasrch.bulk import NEIGHBOUR_COLUMNS
+from vasrch.bulk.neighbours import NEIGHBOUR_COLUMNS
 from vasrch.config import BulkConfig
 from vasrch.orchestration.flows.bulk import bulk_flow
 from vasrch.orchestration.flows.train import train_flow
@@ -132,7 +132,7 @@ def test_bulk_flow_on_saved_run_with_csv(planted) -> None:
 
 
 def test_bulk_refuses_missing_run_and_other_backbone(planted, tmp_path: Path) -> None:
-    from vasrch.runs import RunError
+    from vasrch.workspace.runs import RunError
 
     config, _, _ = planted
     with pytest.raises(RunError, match="not found"):
@@ -181,8 +181,8 @@ def test_vasrch_duplicates_prints_the_groups_as_table_csv_and_json(planted, caps
 
 
 def test_vasrch_duplicates_refuses_a_run_whose_catalog_changed(planted, tmp_path) -> None:
-    from vasrch.duplicates import run_groups
-    from vasrch.runs import RunError
+    from vasrch.duplicates.groups import run_groups
+    from vasrch.workspace.runs import RunError
 
     config, _, result = planted
     copy = shutil.copytree(result["run_dir"], tmp_path / Path(result["run_dir"]).name)

@@ -9,7 +9,13 @@ from pathlib import Path
 from PIL import Image
 
 from tests.hostile import long_folder, without_read_override
-from vasrch.catalog import ScanOptions, diff_catalog, iter_image_files, scan_catalog, write_catalog
+from vasrch.catalog.scan import (
+    ScanOptions,
+    diff_catalog,
+    iter_image_files,
+    scan_catalog,
+    write_catalog,
+)
 from vasrch.hashing import sha256_file
 
 
@@ -86,7 +92,7 @@ def test_non_utf8_name_is_rejected_by_name_and_the_rest_scanned(tmp_path: Path) 
 
 UNREADABLE_SCAN = """
 import json, sys
-from vasrch.catalog import scan_catalog
+from vasrch.catalog.scan import scan_catalog
 scan = scan_catalog(sys.argv[1])
 print(json.dumps({"ids": list(scan.table["image_id"]),
                   "rejected": dict(zip(scan.rejected["image_id"], scan.rejected["reason"])),

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import yaml
 
-from vasrch import runs
 from vasrch.cli import build_parser, cmd_train
+from vasrch.workspace import runs
 
 
 def test_run_is_an_alias_of_train():

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 from sklearn.cluster import KMeans, MiniBatchKMeans
 
-from vasrch.clustering import (
+from vasrch.index.clustering import (
     Projection,
     fit_pca,
     l2_normalise,

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vasrch.demo import CLASSES, MARKER, demo_image_paths, generate_demo_catalog
+from vasrch.catalog.demo import CLASSES, MARKER, demo_image_paths, generate_demo_catalog
 
 
 def files_under(folder):

@@ -25,8 +25,8 @@ import pytest
 import yaml
 
 from tests.imagefactory import shopper_copy
-from vasrch import runs
 from vasrch.config import load_config
+from vasrch.workspace import runs
 
 REPO = Path(__file__).resolve().parents[1]
 PREFECT_YAML = REPO / "deployments" / "prefect.yaml"
@@ -406,7 +406,7 @@ def test_nightly_failing_its_gate_keeps_latest_and_records_the_reason(
 def warm_service(workspace: Path, timeout: float = 120):
     """The workspace's query service once it serves LATEST (it starts after the first run, and
     reloads after each new one)."""
-    from vasrch.service.client import ServiceUnusable, find_service
+    from vasrch.query_jobs.service_client import ServiceUnusable, find_service
 
     deadline = time.monotonic() + timeout
     while True:

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from vasrch.duplicates import (
+from vasrch.duplicates.groups import (
     GROUP_COLUMNS,
     duplicate_groups,
     duplicate_pairs,

@@ -10,14 +10,14 @@ import pytest
 from PIL import Image
 
 from tests.listing_edits import EDITS, edited_jpeg
-from vasrch.backbones import BackboneSpec, load_backbone
-from vasrch.bulk import bulk_neighbours_for_clusters, plan_cluster_chunks
-from vasrch.catalog import scan_catalog
-from vasrch.clustering import train_kmeans
+from vasrch.bulk.neighbours import bulk_neighbours_for_clusters, plan_cluster_chunks
+from vasrch.catalog.scan import scan_catalog
 from vasrch.config import BulkConfig
-from vasrch.duplicates import duplicate_groups, duplicate_pairs
-from vasrch.features import extract_chunk, load_prints, load_vectors, plan_chunks
-from vasrch.index import build_index
+from vasrch.duplicates.groups import duplicate_groups, duplicate_pairs
+from vasrch.features.backbones import BackboneSpec, load_backbone
+from vasrch.features.extraction import extract_chunk, load_prints, load_vectors, plan_chunks
+from vasrch.index.clustering import train_kmeans
+from vasrch.index.search_index import build_index
 
 pytestmark = pytest.mark.realdata
 

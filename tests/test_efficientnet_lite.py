@@ -14,14 +14,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vasrch.backbones.efficientnet_lite import (
+from vasrch.features.backbones.efficientnet_lite import (
     LITE0_FEATURE_DIM,
     LITE0_INPUT_SIZE,
     build_efficientnet_lite0,
     imagenet_pth_path,
     lite0_weights_identity,
 )
-from vasrch.backbones.pth_reader import LEGACY_MAGIC_NUMBER, read_state_dict
+from vasrch.features.backbones.pth_reader import LEGACY_MAGIC_NUMBER, read_state_dict
 from vasrch.hashing import sha256_file
 
 DATA = Path(__file__).parent / "data"

@@ -2,8 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from vasrch.evaluation import precision_at_k, recall_at_k, sample_queries
-from vasrch.index import SearchResult
+from vasrch.index.evaluation import precision_at_k, recall_at_k, sample_queries
+from vasrch.index.search_index import SearchResult
 
 
 def result(rows):

@@ -13,9 +13,9 @@ import pytest
 import yaml
 
 from tests.imagefactory import write_bad_images, write_good_images
-from vasrch.backbones import BackboneSpec, fingerprint, load_backbone
-from vasrch.catalog import scan_catalog
-from vasrch.features import (
+from vasrch.catalog.scan import scan_catalog
+from vasrch.features.backbones import BackboneSpec, fingerprint, load_backbone
+from vasrch.features.extraction import (
     cache_dir_for,
     extract_chunk,
     iter_shards,

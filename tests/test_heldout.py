@@ -11,11 +11,11 @@ import pytest
 import yaml
 from PIL import Image, ImageEnhance, ImageOps
 
-from vasrch.clustering import fit_centring, l2_normalise
 from vasrch.config import ClusteringConfig, EvaluationConfig, GatesConfig, SearchConfig
-from vasrch.index import augment_database, build_index, load_index, save
-from vasrch.promotion import gate_failure
-from vasrch.training import HeldOut, evaluate_index, fit_index
+from vasrch.index.clustering import fit_centring, l2_normalise
+from vasrch.index.search_index import augment_database, build_index, load_index, save
+from vasrch.index.training import HeldOut, evaluate_index, fit_index
+from vasrch.workspace.promotion import gate_failure
 
 
 def _blobs(n: int = 1200, d: int = 24, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -81,7 +81,7 @@ def test_gates_read_held_out_figures_when_there_are_some():
 
 
 def test_train_flow_reports_held_out_beside_leave_one_out(tmp_path, demo_catalog):
-    from vasrch.demo import generate_demo_catalog
+    from vasrch.catalog.demo import generate_demo_catalog
     from vasrch.orchestration.flows.train import train_flow
 
     queries = tmp_path / "queries"
@@ -139,10 +139,10 @@ def test_calibration_without_held_out_photos_holds_for_new_photos(dataset, tmp_p
     shots in their own cluster, so calibrating on them alone picks too few probes for photos of
     new products. With the near photos left out the calibrated probes reach the target on the
     held-out photos (clothing-small's test photos, classes as products' kinds)."""
-    from vasrch.backbones import BackboneSpec, load_backbone
-    from vasrch.catalog import scan_catalog
-    from vasrch.features import extract_chunk, load_vectors, plan_chunks
-    from vasrch.training import catalog_labels
+    from vasrch.catalog.scan import scan_catalog
+    from vasrch.features.backbones import BackboneSpec, load_backbone
+    from vasrch.features.extraction import extract_chunk, load_vectors, plan_chunks
+    from vasrch.index.training import catalog_labels
 
     rng = np.random.default_rng(0)
     catalog, new = tmp_path / "catalog", tmp_path / "new"

@@ -17,10 +17,10 @@ from tests.hostile import (
     write_hostile_files,
 )
 from tests.imagefactory import picture, write_good_images
-from vasrch.backbones import BackboneSpec, fingerprint
-from vasrch.catalog import scan_catalog
+from vasrch.catalog.scan import scan_catalog
 from vasrch.cli import main
-from vasrch.features import cache_dir_for, load_vectors
+from vasrch.features.backbones import BackboneSpec, fingerprint
+from vasrch.features.extraction import cache_dir_for, load_vectors
 from vasrch.orchestration.flows.extract import extract_flow
 
 

@@ -15,7 +15,13 @@ from tests.imagefactory import (
     write_oriented_jpeg,
     write_png_declaring,
 )
-from vasrch.images import IMAGE_EXTENSIONS, Decoded, Rejection, declared_pixels, decode_image
+from vasrch.catalog.images import (
+    IMAGE_EXTENSIONS,
+    Decoded,
+    Rejection,
+    declared_pixels,
+    decode_image,
+)
 
 DATASET = Path(__file__).parents[2] / "shared" / "datasets" / "clothing-small"
 
@@ -30,7 +36,7 @@ def near(pixel: np.ndarray, colour: tuple[int, int, int], tol: int = 12) -> bool
 
 
 def test_catalog_scan_takes_image_names_in_any_case_and_skips_the_rest(tmp_path):
-    from vasrch.catalog import iter_image_files
+    from vasrch.catalog.scan import iter_image_files
 
     images = write_good_images(tmp_path / "src", 2 * len(GOOD_KINDS), seed=2)
     wanted = set()

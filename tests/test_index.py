@@ -5,9 +5,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from vasrch.clustering import fit_pca, l2_normalise, train_kmeans
-from vasrch.evaluation import recall_at_k
-from vasrch.index import brute_force, build_index, load_index, save
+from vasrch.index.clustering import fit_pca, l2_normalise, train_kmeans
+from vasrch.index.evaluation import recall_at_k
+from vasrch.index.search_index import brute_force, build_index, load_index, save
 
 
 def catalog(n=600, dim=32, centres=8, seed=0):

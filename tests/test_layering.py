@@ -128,6 +128,60 @@ def test_package_imports_form_no_cycle():
 
 def test_cycle_finder_finds_a_planted_cycle():
     graph = import_graph()
-    graph["vasrch.layout"] = graph["vasrch.layout"] | {"vasrch.runs"}
+    graph["vasrch.layout"] = graph["vasrch.layout"] | {"vasrch.workspace.runs"}
     cycle = find_cycle(graph)
     assert cycle is not None and cycle[0] == cycle[-1]
+
+
+# The stages in data-flow order; a stage imports only itself, the stages before it and the
+# shared top-level modules. `vasrch.api` and `vasrch/__init__` are the public face over all.
+STAGES = [
+    "catalog",
+    "features",
+    "index",
+    "workspace",
+    "search",
+    "bulk",
+    "duplicates",
+    "pages",
+    "service",
+    "query_jobs",
+    "orchestration",
+    "cli",
+]
+PUBLIC_FACE = {"vasrch", "vasrch.api"}
+
+
+def stage_of(module: str) -> int | None:
+    """The module's position in STAGES, or None for a shared top-level module."""
+    parts = module.split(".")
+    return STAGES.index(parts[1]) if len(parts) > 1 and parts[1] in STAGES else None
+
+
+def stage_violations(graph: dict[str, set[str]]) -> list[str]:
+    found = []
+    for name, targets in graph.items():
+        if name in PUBLIC_FACE:
+            continue
+        here = stage_of(name)
+        for target in targets:
+            there = stage_of(target)
+            if there is not None and (here is None or there > here):
+                found.append(f"{name} -> {target}")
+    return sorted(found)
+
+
+def test_every_top_level_module_is_a_stage_or_shared():
+    top = {name.split(".")[1] for name in modules() if name != "vasrch"}
+    shared = {"api", "config", "errors", "layout", "atomic_files", "hashing", "progress", "quiet"}
+    assert top - set(STAGES) <= shared, sorted(top - set(STAGES) - shared)
+
+
+def test_stages_import_only_earlier_stages():
+    assert stage_violations(import_graph()) == []
+
+
+def test_stage_check_finds_a_planted_backward_import():
+    graph = import_graph()
+    graph["vasrch.catalog.scan"] = graph["vasrch.catalog.scan"] | {"vasrch.search.searcher"}
+    assert stage_violations(graph) == ["vasrch.catalog.scan -> vasrch.search.searcher"]

@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from vasrch import runs
 from vasrch.config import GatesConfig
 from vasrch.orchestration.flows.nightly import nightly_flow
-from vasrch.promotion import gate_failure
+from vasrch.workspace import runs
+from vasrch.workspace.promotion import gate_failure
 
 
 def manifest(recall: float, rejected: int, catalog: int) -> dict:

@@ -12,10 +12,10 @@ import pytest
 from PIL import Image, ImageDraw
 
 from tests.listing_edits import EDITS, edited_jpeg
+from vasrch.catalog.images import decode_image
 from vasrch.config import BulkConfig
-from vasrch.images import decode_image
-from vasrch.print_match import print_scores
-from vasrch.prints import PRINT_BYTES, make_print, prepare
+from vasrch.features.duplicate_prints import PRINT_BYTES, make_print, prepare
+from vasrch.features.print_similarity import print_scores
 
 THRESHOLD = BulkConfig().duplicate_threshold
 

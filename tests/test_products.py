@@ -12,12 +12,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from vasrch.bulk import product_neighbours
-from vasrch.catalog import ScanOptions, scan_catalog
-from vasrch.clustering import l2_normalise, train_kmeans
-from vasrch.index import build_index
-from vasrch.manifest import ManifestError, load_manifest
-from vasrch.products import Products, parse_filters, web_link
+from vasrch.bulk.neighbours import product_neighbours
+from vasrch.catalog.product_manifest import ManifestError, load_manifest
+from vasrch.catalog.products import Products, parse_filters, web_link
+from vasrch.catalog.scan import ScanOptions, scan_catalog
+from vasrch.index.clustering import l2_normalise, train_kmeans
+from vasrch.index.search_index import build_index
 
 
 def write_manifest(path: Path, rows: list[dict[str, str]]) -> Path:
@@ -279,7 +279,7 @@ def manifest_run(tmp_path_factory, demo_catalog):
 
 
 def test_a_manifest_run_answers_with_products_and_filters(manifest_run, tmp_path: Path) -> None:
-    from vasrch.search import open_run
+    from vasrch.search.searcher import open_run
 
     cfg, _, rows, result = manifest_run
     run = Path(result["run_dir"])
@@ -372,7 +372,7 @@ def test_the_next_run_picks_up_added_changed_and_removed_rows(manifest_run, tmp_
     import shutil
 
     from vasrch.orchestration.flows.train import train_flow
-    from vasrch.search import open_run
+    from vasrch.search.searcher import open_run
 
     cfg, _, rows, result = manifest_run
     shutil.copytree(Path(result["run_dir"]).parents[1], tmp_path / "ws")

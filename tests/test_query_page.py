@@ -9,12 +9,12 @@ from PIL import Image
 
 from tests.imagefactory import write_bad_images, write_good_images
 from tests.test_report import ODD_ID, catalog
-from vasrch import pages
-from vasrch.images import decode_image
-from vasrch.query_page import write_query_page
-from vasrch.report import write_report
-from vasrch.results import RESULT_COLUMNS
-from vasrch.thumbnails import PLACEHOLDER_NAME, thumb_name
+from vasrch.catalog.images import decode_image
+from vasrch.pages import rendering
+from vasrch.pages.query_page import write_query_page
+from vasrch.pages.report import write_report
+from vasrch.pages.thumbnails import PLACEHOLDER_NAME, thumb_name
+from vasrch.search.results import RESULT_COLUMNS
 
 
 class _Page(HTMLParser):
@@ -167,10 +167,10 @@ def test_report_and_query_page_share_one_stylesheet(tmp_path):
     (report_css,) = parse(report.read_text(encoding="utf-8")).styles
     (query_css,) = parse(query_page.read_text(encoding="utf-8")).styles
     assert report_css == query_css
-    assert report_css.strip() == pages.stylesheet().strip()
+    assert report_css.strip() == rendering.stylesheet().strip()
     assert "figure.tile" in report_css and '"Segoe UI"' in report_css
 
 
 def test_a_missing_template_value_is_an_error_not_a_blank(tmp_path):
     with pytest.raises(jinja2.UndefinedError, match="queries"):
-        pages.render("query.html.j2", title="t", rejected=[], thumbs={})
+        rendering.render("query.html.j2", title="t", rejected=[], thumbs={})

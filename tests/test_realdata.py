@@ -6,11 +6,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vasrch.backbones import BackboneSpec, load_backbone
-from vasrch.catalog import scan_catalog
+from vasrch.catalog.scan import scan_catalog
 from vasrch.config import ClusteringConfig, EvaluationConfig, SearchConfig
-from vasrch.features import extract_chunk, load_vectors, plan_chunks
-from vasrch.training import catalog_labels, evaluate_index, fit_index
+from vasrch.features.backbones import BackboneSpec, load_backbone
+from vasrch.features.extraction import extract_chunk, load_vectors, plan_chunks
+from vasrch.index.training import catalog_labels, evaluate_index, fit_index
 
 pytestmark = pytest.mark.realdata
 

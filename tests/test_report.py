@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 
 from tests.imagefactory import write_bad_images, write_good_images, write_large_jpeg
-from vasrch.clustering import plot_sweep
-from vasrch.report import write_report
-from vasrch.thumbnails import PLACEHOLDER_NAME, THUMB_SIZE, thumb_name
+from vasrch.index.clustering import plot_sweep
+from vasrch.pages.report import write_report
+from vasrch.pages.thumbnails import PLACEHOLDER_NAME, THUMB_SIZE, thumb_name
 
 ODD_ID = '<b>&"x.jpg'
 

@@ -18,10 +18,10 @@ import yaml
 from prefect import flow, task
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from vasrch.backbones import BackboneSpec, fingerprint
-from vasrch.catalog import scan_catalog
+from vasrch.catalog.scan import scan_catalog
 from vasrch.config import FeaturesConfig, RunnerConfig, load_config
-from vasrch.features import ChunkResult, cache_dir_for, feature_matrix, plan_chunks
+from vasrch.features.backbones import BackboneSpec, fingerprint
+from vasrch.features.extraction import ChunkResult, cache_dir_for, feature_matrix, plan_chunks
 from vasrch.orchestration.task_runners import (
     DASK_EXTRA_HINT,
     local_cluster_kwargs,
@@ -183,7 +183,7 @@ def _untied(frame: pd.DataFrame, tol: float = 1e-4) -> np.ndarray:
 
 
 def test_dask_cluster_gives_the_same_shards_and_neighbours_as_threads(tmp_path, demo_catalog):
-    from vasrch.backbones import _BUILT
+    from vasrch.features.backbones import _BUILT
 
     dask = RunnerConfig(type="dask", n_workers=2)
     dask_cache, dask_run = _train(tmp_path / "dask", demo_catalog, dask)

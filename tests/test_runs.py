@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from vasrch import runs
 from vasrch.layout import WorkspaceLayout
+from vasrch.workspace import runs
 
 
 def _run(ws: Path, payload: str) -> str:
@@ -88,10 +88,10 @@ def test_a_second_writer_waits_then_fails_naming_the_holder(tmp_path: Path) -> N
     import subprocess
     import sys
 
-    from vasrch.workspace_lock import WorkspaceBusy, workspace_lock
+    from vasrch.workspace.lock import WorkspaceBusy, workspace_lock
 
     hold = (
-        "import sys, time; from pathlib import Path; from vasrch.workspace_lock import "
+        "import sys, time; from pathlib import Path; from vasrch.workspace.lock import "
         "workspace_lock\nwith workspace_lock(Path(sys.argv[1]), 'test holder'):\n"
         "    print('held', flush=True); time.sleep(60)"
     )
@@ -114,7 +114,7 @@ def test_a_second_writer_waits_then_fails_naming_the_holder(tmp_path: Path) -> N
 
 def test_damaged_runs_are_listed_per_run_and_skipped_by_prune(tmp_path: Path, capsys) -> None:
     from vasrch.cli import main
-    from vasrch.search import open_run
+    from vasrch.search.searcher import open_run
 
     ids = [_run(tmp_path, str(i)) for i in range(5)]
     runs.set_latest(tmp_path, ids[4])
@@ -146,7 +146,7 @@ def test_damaged_runs_are_listed_per_run_and_skipped_by_prune(tmp_path: Path, ca
 
 def test_previous_catalog_and_warm_start_read_only_verified_bytes(tmp_path: Path) -> None:
     from vasrch.config import ClusteringConfig
-    from vasrch.promotion import warm_start
+    from vasrch.workspace.promotion import warm_start
 
     staging = runs.start_run(tmp_path, runs.new_run_id())
     pd.DataFrame({"image_id": ["a.jpg"], "sha256": ["0" * 64]}).to_parquet(

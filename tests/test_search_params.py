@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from vasrch.config import BulkConfig, SearchConfig
-from vasrch.search_params import UNCALIBRATED_PROBES, SearchParams, resolve_search_params
+from vasrch.search.parameters import UNCALIBRATED_PROBES, SearchParams, resolve_search_params
 
 
 def test_explicit_arguments_win():

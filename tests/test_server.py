@@ -28,10 +28,10 @@ import pytest
 import yaml
 
 from tests.imagefactory import shopper_copy, write_flat_rgb_png, write_png_bomb, write_png_declaring
-from vasrch import runs
 from vasrch.orchestration.flows.train import train_flow
 from vasrch.service.runner import QueryServer, make_server
 from vasrch.service.settings import ServiceSettings
+from vasrch.workspace import runs
 
 MAX_UPLOAD = 200_000
 TOKEN = "test-token-5f1c"
@@ -864,7 +864,7 @@ def test_workers_share_the_port_and_add_up_their_metrics(
     assert counted is not None and float(counted[1]) == sent, text
 
 
-# --- query jobs answered by the service (vasrch.query_routing) --------------------------------
+# --- query jobs answered by the service (query_jobs.routing) --------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -885,7 +885,7 @@ def test_a_query_job_gets_the_same_answers_from_the_service_as_embedded_here(
     advertised: QueryServer, workspace: Path, demo_catalog: Path, tmp_path: Path, caplog
 ) -> None:
     from vasrch.config import load_config
-    from vasrch.query_routing import answer_here, answer_queries
+    from vasrch.query_jobs.routing import answer_here, answer_queries
     from vasrch.service.record import read_record
 
     record = read_record(workspace)
@@ -918,7 +918,7 @@ def test_a_served_query_job_loads_no_model_libraries(
 import json, sys
 from pathlib import Path
 from vasrch.config import load_config
-from vasrch.query_routing import answer_served
+from vasrch.query_jobs.routing import answer_served
 answered = answer_served(load_config(sys.argv[1]), [Path(sys.argv[2])], None, 2, None)
 heavy = sorted({"tensorflow", "keras", "sklearn"} & set(sys.modules))
 print(json.dumps([answered.answers.table["image_id"].tolist(), heavy]))
@@ -940,12 +940,12 @@ print(json.dumps([answered.answers.table["image_id"].tolist(), heavy]))
 def test_a_stale_foreign_or_guarded_service_is_not_used(
     advertised: QueryServer, guarded: QueryServer, workspace: Path, demo_catalog: Path
 ) -> None:
-    from vasrch.search_params import SearchParams
-    from vasrch.service.client import (
+    from vasrch.query_jobs.service_client import (
         ServiceUnusable,
         find_service,
         search_served,
     )
+    from vasrch.search.parameters import SearchParams
     from vasrch.service.record import advertise
 
     def why(run: str | None = None, token: str | None = None) -> str:

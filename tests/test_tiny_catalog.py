@@ -16,7 +16,7 @@ import yaml
 
 from tests.imagefactory import picture
 from vasrch.orchestration.flows.train import train_flow
-from vasrch.search import open_run
+from vasrch.search.searcher import open_run
 
 
 def _catalog(folder: Path, n: int) -> Path:

@@ -14,10 +14,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from vasrch import runs
-from vasrch.index import brute_force
+from vasrch.index.search_index import brute_force
 from vasrch.orchestration.flows.train import train_flow
-from vasrch.search import open_run
+from vasrch.search.searcher import open_run
+from vasrch.workspace import runs
 
 
 def _config(tmp_path: Path, catalog: Path, **sections) -> Path:

@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from vasrch.config import ClusteringConfig, DiagnosticsConfig, EvaluationConfig, SearchConfig
-from vasrch.training import (
+from vasrch.index.training import (
     HeldOut,
     catalog_labels,
     choose_k,
@@ -83,7 +83,7 @@ def test_auto_sweep_grows_with_the_catalog_and_keeps_its_upper_end() -> None:
 
 
 def test_a_suggestion_at_the_top_of_the_sweep_is_flagged() -> None:
-    from vasrch.training import edge_note
+    from vasrch.index.training import edge_note
 
     sweep = pd.DataFrame(
         {"k": [10, 20, 30], "inertia": [3.0, 2.0, 1.0], "silhouette": [0.1, 0.2, 0.3]}

@@ -17,19 +17,25 @@ from pathlib import Path
 import joblib
 import pandas as pd
 
-from vasrch.backbones import BackboneSpec, fingerprint, load_backbone
-from vasrch.catalog import scan_catalog, write_catalog
-from vasrch.clustering import plot_sweep
+from vasrch.atomic_files import atomic_path, write_text_atomic
+from vasrch.catalog.products import FilterSpec, Products
+from vasrch.catalog.scan import scan_catalog, write_catalog
 from vasrch.config import ClusteringConfig, DiagnosticsConfig
-from vasrch.features import ExtractSummary, extract_chunk, load_vectors, plan_chunks, summarize
-from vasrch.fileio import atomic_path, write_text_atomic
+from vasrch.features.backbones import BackboneSpec, fingerprint, load_backbone
+from vasrch.features.extraction import (
+    ExtractSummary,
+    extract_chunk,
+    load_vectors,
+    plan_chunks,
+    summarize,
+)
 from vasrch.hashing import IntegrityError, check_hashes, folder_hashes
-from vasrch.index import load_index, save
+from vasrch.index.clustering import plot_sweep
+from vasrch.index.search_index import load_index, save
+from vasrch.index.training import diagnose, fit_index
 from vasrch.layout import SavedFeaturesLayout, SavedIndexLayout, saved_index
-from vasrch.products import FilterSpec, Products
-from vasrch.search import embed_files
-from vasrch.search_params import resolve_search_params
-from vasrch.training import diagnose, fit_index
+from vasrch.search.parameters import resolve_search_params
+from vasrch.search.searcher import embed_files
 
 
 @dataclass(frozen=True)
@@ -166,7 +172,7 @@ def search_similar_images(
 ) -> list[str]:
     """The top_n catalog images most similar to `image_path`, best first, as file paths. The
     clusters come from the CSV's model (`csv_file` names the images train_clusters listed);
-    `probes` nearest clusters are searched (default: vasrch.search_params' rule). `filters`
+    `probes` nearest clusters are searched (default: vasrch.search.parameters' rule). `filters`
     keeps images by their folder, e.g. {"category": ["shoes"]} (the folder mode's metadata)."""
     saved = saved_index(Path(model_filename))
     _verify_saved_index(saved, model_filename)

@@ -112,7 +112,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
     images (each with its reason and whether the next run tries it again), the folders the scan
     left out (on stderr) and the feature cache folder; returns 0."""
     cfg = _config(args)
-    from vasrch.features import cache_dir_for
+    from vasrch.features.extraction import cache_dir_for
     from vasrch.orchestration.flows.extract import extract_flow
 
     with _progress_bar(not args.no_progress):
@@ -195,9 +195,9 @@ def cmd_query(args: argparse.Namespace) -> int:
     import json
 
     workspace, search, features = _workspace_and_search(args)
-    from vasrch.products import parse_filters
-    from vasrch.queries import query_files, search_files
-    from vasrch.search import open_run
+    from vasrch.catalog.products import parse_filters
+    from vasrch.query_jobs.job import query_files, search_files
+    from vasrch.search.searcher import open_run
 
     filters = parse_filters(args.filter)
     searcher = open_run(workspace, args.run, search=search)
@@ -243,8 +243,8 @@ def cmd_duplicates(args: argparse.Namespace) -> int:
     JSON; nothing is re-run. Returns 0."""
     import json
 
-    from vasrch.duplicates import run_groups
-    from vasrch.runs import resolve_run
+    from vasrch.duplicates.groups import run_groups
+    from vasrch.workspace.runs import resolve_run
 
     cfg = _config(args)
     threshold = cfg.bulk.duplicate_threshold if args.threshold is None else args.threshold
@@ -272,8 +272,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
     to LATEST (after verifying it), or prune to --keep (else the config's runs.keep_last)."""
     import json
 
-    from vasrch import runs
-    from vasrch.workspace_lock import workspace_lock
+    from vasrch.workspace import runs
+    from vasrch.workspace.lock import workspace_lock
 
     workspace = _workspace(args)
     if args.action == "list":

@@ -104,7 +104,7 @@ class BulkLayout:
 
     def neighbours(self, chunk: int) -> Path:
         """The neighbour shard of one chunk of clusters: each photo's neighbour products
-        (vasrch.bulk.NEIGHBOUR_COLUMNS)."""
+        (vasrch.bulk.neighbours.NEIGHBOUR_COLUMNS)."""
         return self.root / f"neighbours-{chunk:05d}.parquet"
 
     def neighbour_shards(self) -> list[Path]:

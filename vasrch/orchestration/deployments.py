@@ -84,7 +84,7 @@ def serve_deployments(
     from prefect import serve
 
     from vasrch.config import load_config
-    from vasrch.file_server import start_file_server
+    from vasrch.pages.file_server import start_file_server
 
     if poll_s <= 0:
         raise ValueError(f"the polling interval must be positive, got {poll_s} s")

@@ -1,4 +1,4 @@
-"""The warm HTTP query service (`vasrch query-server`), on FastAPI and uvicorn.
+"""Stage 9, the service: the warm HTTP query server (`vasrch query-server`), on FastAPI and uvicorn.
 
 One job per module: `settings` (what the service is told, checked), `holder` (the served run,
 in memory, swapped when runs/LATEST moves on), `uploads` (an image out of a POST body),

@@ -25,9 +25,9 @@ from starlette.responses import JSONResponse, Response
 from threadpoolctl import threadpool_limits
 
 from vasrch import __version__
-from vasrch.images import Decoded, Rejection, decode_image
-from vasrch.index import SearchResult
-from vasrch.products import FilterSpec, parse_filters
+from vasrch.catalog.images import Decoded, Rejection, decode_image
+from vasrch.catalog.products import FilterSpec, parse_filters
+from vasrch.index.search_index import SearchResult
 from vasrch.service.errors import RequestError, error_response
 from vasrch.service.holder import RunHolder, Served
 from vasrch.service.limits import DecodeSlots, check_pixels

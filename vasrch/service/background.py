@@ -7,9 +7,9 @@ from __future__ import annotations
 import logging
 import threading
 
-from vasrch.runs import latest_run_id
 from vasrch.service.runner import QueryServer
 from vasrch.service.settings import ServiceSettings
+from vasrch.workspace.runs import latest_run_id
 
 log = logging.getLogger("vasrch.server")
 

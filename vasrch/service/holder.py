@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from vasrch.backbones import Backbone
 from vasrch.config import SearchConfig
-from vasrch.runs import latest_run_id
-from vasrch.search import Searcher, open_run
+from vasrch.features.backbones import Backbone
+from vasrch.search.searcher import Searcher, open_run
+from vasrch.workspace.runs import latest_run_id
 
 log = logging.getLogger("vasrch.server")
 

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 import anyio
 
-from vasrch.images import declared_pixels
+from vasrch.catalog.images import declared_pixels
 from vasrch.service.errors import RequestError
 
 

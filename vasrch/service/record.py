@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from vasrch.fileio import write_text_atomic
+from vasrch.atomic_files import write_text_atomic
 from vasrch.layout import WorkspaceLayout
 
 log = logging.getLogger("vasrch.server")

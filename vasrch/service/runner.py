@@ -16,8 +16,7 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 
-from vasrch.backbones import limit_model_threads
-from vasrch.runs import resolve_run
+from vasrch.features.backbones import limit_model_threads
 from vasrch.service.app import create_app
 from vasrch.service.holder import RunHolder
 from vasrch.service.memory import keep_large_blocks_mapped
@@ -25,6 +24,7 @@ from vasrch.service.metrics import MULTIPROCESS_ENV
 from vasrch.service.protocol import JSONErrorH11Protocol
 from vasrch.service.record import advertise, client_url
 from vasrch.service.settings import ServiceSettings
+from vasrch.workspace.runs import resolve_run
 
 log = logging.getLogger("vasrch.server")
 

@@ -33,7 +33,7 @@ def is_loopback(host: str) -> bool:
 class ServiceSettings:
     """Everything `vasrch query-server` is told: where the runs are, how to listen, the request
     defaults and limits, and who may ask. top_n/probes of None mean: the config's `search`
-    section, then the run's calibration (vasrch.search_params). `instance` names this service
+    section, then the run's calibration (vasrch.search.parameters). `instance` names this service
     (all its workers) in /health and in the workspace's service record."""
 
     workspace: Path

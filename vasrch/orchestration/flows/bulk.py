@@ -11,12 +11,11 @@ from prefect.artifacts import create_markdown_artifact
 from pydantic import Field
 
 from vasrch import progress
-from vasrch.backbones import BackboneSpec, fingerprint
-from vasrch.bulk import plan_cluster_chunks
+from vasrch.atomic_files import write_text_atomic
+from vasrch.bulk.neighbours import plan_cluster_chunks
 from vasrch.config import load_config
-from vasrch.file_server import link_to
-from vasrch.fileio import write_text_atomic
-from vasrch.index import load_index
+from vasrch.features.backbones import BackboneSpec, fingerprint
+from vasrch.index.search_index import load_index
 from vasrch.layout import BulkLayout, RunLayout, WorkspaceLayout
 from vasrch.orchestration.naming import run_name
 from vasrch.orchestration.task_runners import use_runner
@@ -26,9 +25,10 @@ from vasrch.orchestration.tasks.bulk import (
     export_csv_task,
     product_neighbours_task,
 )
-from vasrch.runs import new_run_id, read_manifest, require_backbone, resolve_run
-from vasrch.search_params import SearchParams, resolve_search_params
-from vasrch.workspace_lock import workspace_lock
+from vasrch.pages.file_server import link_to
+from vasrch.search.parameters import SearchParams, resolve_search_params
+from vasrch.workspace.lock import workspace_lock
+from vasrch.workspace.runs import new_run_id, read_manifest, require_backbone, resolve_run
 
 
 def bulk_stage(

@@ -9,10 +9,10 @@ from typing import Any
 import pandas as pd
 from prefect import flow, unmapped
 
-from vasrch.backbones import BackboneSpec, fingerprint
-from vasrch.catalog import Scan, ScanOptions
+from vasrch.catalog.scan import Scan, ScanOptions
 from vasrch.config import Config, FeaturesConfig, load_config
-from vasrch.features import ChunkResult, ExtractSummary, cache_dir_for, summarize
+from vasrch.features.backbones import BackboneSpec, fingerprint
+from vasrch.features.extraction import ChunkResult, ExtractSummary, cache_dir_for, summarize
 from vasrch.orchestration.naming import run_name
 from vasrch.orchestration.task_runners import use_runner
 from vasrch.orchestration.tasks.extract import (
@@ -21,7 +21,7 @@ from vasrch.orchestration.tasks.extract import (
     publish_extract_summary,
     scan_catalog_task,
 )
-from vasrch.workspace_lock import workspace_lock
+from vasrch.workspace.lock import workspace_lock
 
 
 def scan_options(cfg: Config, catalog: bool = True) -> ScanOptions:

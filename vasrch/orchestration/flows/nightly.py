@@ -9,14 +9,14 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.logging import get_run_logger
 from prefect.states import Failed, State
 
-from vasrch import runs
-from vasrch.backbones import BackboneSpec, fingerprint
 from vasrch.config import load_config
+from vasrch.features.backbones import BackboneSpec, fingerprint
 from vasrch.orchestration.flows.train import train_stage
 from vasrch.orchestration.naming import run_name
 from vasrch.orchestration.task_runners import use_runner
-from vasrch.promotion import warm_start
-from vasrch.workspace_lock import workspace_lock
+from vasrch.workspace import runs
+from vasrch.workspace.lock import workspace_lock
+from vasrch.workspace.promotion import warm_start
 
 
 def _decision_markdown(result: dict[str, Any], previous: str | None) -> str:

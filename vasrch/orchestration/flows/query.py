@@ -2,7 +2,7 @@
 
 When a warm query service runs for the workspace (`vasrch query-server`, or the one
 `vasrch serve --with-query-service` keeps), the images go there and this process does no
-TensorFlow work; otherwise it embeds them itself (vasrch.query_routing). Both give the same
+TensorFlow work; otherwise it embeds them itself (vasrch.query_jobs.routing). Both give the same
 results.
 """
 
@@ -16,11 +16,11 @@ from prefect.logging import get_run_logger
 from pydantic import Field
 
 from vasrch.config import load_config
-from vasrch.file_server import link_to
 from vasrch.orchestration.naming import run_name
-from vasrch.queries import query_files, write_query_job
-from vasrch.query_artifact import results_markdown
-from vasrch.query_routing import answer_queries
+from vasrch.pages.file_server import link_to
+from vasrch.pages.query_artifact import results_markdown
+from vasrch.query_jobs.job import query_files, write_query_job
+from vasrch.query_jobs.routing import answer_queries
 
 
 @flow(name="query", flow_run_name=run_name("query"))

@@ -12,12 +12,13 @@ import pandas as pd
 from prefect import flow
 from prefect.logging import get_run_logger
 
-from vasrch import runs
-from vasrch.backbones import BackboneSpec, fingerprint
-from vasrch.catalog import diff_catalog, write_catalog
+from vasrch.atomic_files import write_text_atomic
+from vasrch.catalog.products import Products
+from vasrch.catalog.scan import diff_catalog, write_catalog
 from vasrch.config import Config, GatesConfig, load_config
-from vasrch.features import ExtractSummary, cache_dir_for
-from vasrch.fileio import write_text_atomic
+from vasrch.features.backbones import BackboneSpec, fingerprint
+from vasrch.features.extraction import ExtractSummary, cache_dir_for
+from vasrch.index.training import catalog_labels, choose_k
 from vasrch.layout import RunLayout
 from vasrch.orchestration.flows.bulk import bulk_stage
 from vasrch.orchestration.flows.extract import embed_folder, extract_stage, scan_options
@@ -33,11 +34,10 @@ from vasrch.orchestration.tasks.train import (
     run_artifacts_task,
     train_index_task,
 )
-from vasrch.products import Products
-from vasrch.promotion import gate_failure
-from vasrch.search_params import resolve_search_params
-from vasrch.training import catalog_labels, choose_k
-from vasrch.workspace_lock import workspace_lock
+from vasrch.search.parameters import resolve_search_params
+from vasrch.workspace import runs
+from vasrch.workspace.lock import workspace_lock
+from vasrch.workspace.promotion import gate_failure
 
 
 def _previous_catalog(cfg: Config) -> pd.DataFrame | None:

@@ -15,12 +15,12 @@ from prefect.logging import get_run_logger
 from threadpoolctl import threadpool_limits
 
 from vasrch import progress
-from vasrch.bulk import bulk_neighbours_for_clusters, product_neighbours
-from vasrch.duplicates import group_summary, groups_of_folder
-from vasrch.fileio import atomic_path
-from vasrch.index import SearchIndex, load_index
+from vasrch.atomic_files import atomic_path
+from vasrch.bulk.neighbours import bulk_neighbours_for_clusters, product_neighbours
+from vasrch.catalog.products import Products
+from vasrch.duplicates.groups import group_summary, groups_of_folder
+from vasrch.index.search_index import SearchIndex, load_index
 from vasrch.layout import BulkLayout
-from vasrch.products import Products
 
 
 @functools.lru_cache(maxsize=2)
@@ -55,7 +55,7 @@ def bulk_chunk_task(
 @task(name="near-duplicates", cache_policy=NO_CACHE)
 def duplicates_task(out_dir: str, threshold: float, catalog: pd.DataFrame) -> pd.DataFrame:
     """Group the neighbour pairs whose duplicate score is at least `threshold` (star groups,
-    vasrch.duplicates; representatives preferred in catalog order), each photo named with its
+    vasrch.duplicates.groups; representatives preferred in catalog order), each photo named with its
     product; write duplicates.parquet and publish the groups (first 100) as a table artifact."""
     out = BulkLayout(Path(out_dir))
     groups = groups_of_folder(out, threshold, catalog["image_id"].tolist())

@@ -11,10 +11,10 @@ from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
 from vasrch import progress
-from vasrch.backbones import BackboneSpec, load_backbone
-from vasrch.catalog import Scan, ScanOptions, scan_catalog
+from vasrch.catalog.scan import Scan, ScanOptions, scan_catalog
 from vasrch.config import FeaturesConfig
-from vasrch.features import ChunkResult, ExtractSummary, extract_chunk, plan_chunks
+from vasrch.features.backbones import BackboneSpec, load_backbone
+from vasrch.features.extraction import ChunkResult, ExtractSummary, extract_chunk, plan_chunks
 
 
 @task(name="scan-catalog", cache_policy=NO_CACHE)
@@ -28,7 +28,7 @@ def scan_catalog_task(
     each image the scan rejects and each folder it leaves out."""
     logger = get_run_logger()
     if demo:
-        from vasrch.demo import generate_demo_catalog
+        from vasrch.catalog.demo import generate_demo_catalog
 
         count = generate_demo_catalog(folder)
         logger.info("demo catalog ready: %d images in %s", count, folder)

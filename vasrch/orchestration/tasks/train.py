@@ -14,15 +14,12 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact, cr
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
-from vasrch import runs
+from vasrch.atomic_files import atomic_path
+from vasrch.catalog.products import Products
 from vasrch.config import ClusteringConfig, EvaluationConfig, SearchConfig
-from vasrch.features import load_prints, load_vectors
-from vasrch.file_server import link_to
-from vasrch.fileio import atomic_path
-from vasrch.index import SearchIndex, save
-from vasrch.layout import DiagnosticsLayout, RunLayout
-from vasrch.products import Products, index_with_products
-from vasrch.training import (
+from vasrch.features.extraction import load_prints, load_vectors
+from vasrch.index.search_index import SearchIndex, save
+from vasrch.index.training import (
     Diagnostics,
     Evaluation,
     HeldOut,
@@ -32,6 +29,9 @@ from vasrch.training import (
     held_out_photos,
     save_diagnostics,
 )
+from vasrch.layout import DiagnosticsLayout, RunLayout
+from vasrch.pages.file_server import link_to
+from vasrch.workspace import runs
 
 
 @task(name="load-vectors", cache_policy=NO_CACHE)
@@ -88,7 +88,7 @@ def train_index_task(
     index, model = fit_index(
         ids, vectors, k, fingerprint, clustering, init_centroids, search, prints
     )
-    index = index_with_products(index, products)
+    index = index.with_products(products)
     run = RunLayout(Path(run_dir))
     save(index, run.index.root)
     with atomic_path(run.model) as tmp:
@@ -101,7 +101,7 @@ def train_index_task(
 def held_out_task(
     queries: pd.DataFrame, catalog: pd.DataFrame, cache_dir: str, labels_csv: Path | None
 ) -> HeldOut:
-    """The held-out photos' vectors and labels (see vasrch.training.held_out_photos)."""
+    """The held-out photos' vectors and labels (see vasrch.index.training.held_out_photos)."""
     held_out = held_out_photos(queries, catalog, Path(cache_dir), labels_csv)
     get_run_logger().info("%d held-out photos for evaluation", len(held_out.ids))
     return held_out
@@ -151,8 +151,8 @@ def report_task(
     evaluation: Evaluation,
     title: str,
 ) -> str:
-    """report.html in the run folder (see vasrch.report.write_run_report)."""
-    from vasrch.report import write_run_report
+    """report.html in the run folder (see vasrch.pages.report.write_run_report)."""
+    from vasrch.pages.report import write_run_report
 
     return str(write_run_report(RunLayout(Path(run_dir)), catalog, diag, k, evaluation, title))
 
@@ -160,7 +160,7 @@ def report_task(
 @task(name="run-artifacts", cache_policy=NO_CACHE)
 def run_artifacts_task(run_dir: str, diag: Diagnostics) -> None:
     """Artifacts that point into the published run: the k plot shown in the UI itself (an
-    embedded PNG) and a link to the report that opens (vasrch.file_server.link_to)."""
+    embedded PNG) and a link to the report that opens (vasrch.pages.file_server.link_to)."""
     run = RunLayout(Path(run_dir))
     plot = base64.b64encode(run.diagnostics.plot.read_bytes()).decode("ascii")
     note = f"\n\n{diag.note}" if diag.note else ""

@@ -1,0 +1,348 @@
+"""Batched feature extraction into Parquet shards keyed by sha256, and reading them back."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from vasrch.atomic_files import atomic_path
+from vasrch.catalog.images import Decoded, Rejection, decode_image
+from vasrch.catalog.scan import DEFAULT_MAX_FILE_BYTES, Scan
+from vasrch.features.duplicate_prints import make_print
+from vasrch.hashing import TooLargeError, read_bounded
+from vasrch.layout import FeatureCacheLayout, WorkspaceLayout
+
+if TYPE_CHECKING:
+    from vasrch.features.backbones import Backbone
+
+REJECTION_COLUMNS = ["sha256", "image_id", "reason"]
+SUMMARY_REJECTION_COLUMNS = ["image_id", "reason", "retry"]
+# Reasons that older versions cached although the same bytes may pass later: read as retried.
+_LEGACY_RETRIED = ("cannot read file", "file changed since the catalog scan")
+ProgressFn = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class ChunkResult:
+    """What one extraction chunk wrote, and the rows it could not read this time (sha256,
+    image_id, reason): those are not cached, so the next run tries them again."""
+
+    extracted: int
+    rejected: int
+    shard: str | None
+    seconds: float
+    retry: tuple[tuple[str, str, str], ...] = ()
+
+
+@dataclass
+class ExtractSummary:
+    """Counts of one extraction over a catalog; `rejections` holds every rejected image of it
+    (image_id, reason, retry: whether the next run tries it again) and `warnings` the folders
+    the scan left out."""
+
+    seen: int
+    new: int
+    reused: int
+    rejected: int
+    seconds: float
+    fingerprint: str
+    cache_dir: Path
+    rejections: pd.DataFrame = field(repr=False)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def images_per_s(self) -> float:
+        """New images embedded per second; 0.0 when `seconds` is 0."""
+        return self.new / self.seconds if self.seconds > 0 else 0.0
+
+    def as_dict(self) -> dict[str, object]:
+        """The counts, seconds, rate and fingerprint as a plain dict (seconds and rate rounded);
+        without the cache folder and the rejections."""
+        return {
+            "seen": self.seen,
+            "new": self.new,
+            "reused": self.reused,
+            "rejected": self.rejected,
+            "seconds": round(self.seconds, 3),
+            "images_per_s": round(self.images_per_s, 2),
+            "fingerprint": self.fingerprint,
+        }
+
+
+def cache_dir_for(workspace: Path, backbone_fingerprint: str) -> Path:
+    """The feature cache of one backbone in a workspace."""
+    return WorkspaceLayout(Path(workspace)).features(backbone_fingerprint).root
+
+
+def shard_paths(cache_dir: Path) -> list[Path]:
+    """The cache's complete feature shards."""
+    return FeatureCacheLayout(Path(cache_dir)).shards()
+
+
+def read_rejections(cache_dir: Path) -> pd.DataFrame:
+    """Every permanent rejection recorded in this cache (bytes that are not a decodable image):
+    sha256, image_id, reason."""
+    frames = [pd.read_parquet(p) for p in FeatureCacheLayout(Path(cache_dir)).rejections()]
+    if not frames:
+        return pd.DataFrame(columns=REJECTION_COLUMNS)
+    table = pd.concat(frames, ignore_index=True)
+    table = table[~table["reason"].str.startswith(_LEGACY_RETRIED)]
+    return table.drop_duplicates("sha256").reset_index(drop=True)
+
+
+def cached_hashes(cache_dir: Path) -> tuple[set[str], set[str]]:
+    """(sha256s with a vector, sha256s rejected) in the cache."""
+    done: set[str] = set()
+    for p in shard_paths(cache_dir):
+        done.update(pq.read_table(p, columns=["sha256"]).column("sha256").to_pylist())
+    return done, set(read_rejections(cache_dir)["sha256"])
+
+
+def plan_chunks(catalog: pd.DataFrame, cache_dir: Path, shard_size: int) -> list[pd.DataFrame]:
+    """Catalog rows whose bytes have no vector and no rejection yet, one row per sha256,
+    split into chunks of at most `shard_size`."""
+    done, rejected = cached_hashes(cache_dir)
+    todo = catalog[~catalog["sha256"].isin(done | rejected)].drop_duplicates("sha256")
+    todo = todo[["image_id", "path", "sha256"]].reset_index(drop=True)
+    return [todo.iloc[i : i + shard_size] for i in range(0, len(todo), shard_size)]
+
+
+Loaded = tuple[Decoded, np.ndarray] | Rejection
+
+
+def _load_one(path: str, sha256: str, size: int, max_pixels: int, max_file_bytes: int) -> Loaded:
+    """Read (bounded), check against the scanned sha256, decode and print (duplicate_prints). Read
+    errors and bytes changed since the scan are retried by the next run; only a decode failure
+    of the scanned bytes is permanent."""
+    try:
+        data = read_bounded(path, max_file_bytes)
+    except TooLargeError:
+        return Rejection(
+            f"file changed since the catalog scan (now over features.max_file_bytes "
+            f"{max_file_bytes}); retried next run",
+            retry=True,
+        )
+    except OSError as err:
+        return Rejection(f"cannot read file: {err.strerror or err}; retried next run", retry=True)
+    if hashlib.sha256(data).hexdigest() != sha256:
+        return Rejection("file changed since the catalog scan; retried next run", retry=True)
+    decoded = decode_image(data, size, max_pixels)
+    if isinstance(decoded, Rejection):
+        return decoded
+    return decoded, make_print(decoded.pixels, decoded.width, decoded.height)
+
+
+def _decoded_batches(
+    rows: pd.DataFrame,
+    size: int,
+    batch_size: int,
+    workers: int,
+    max_pixels: int,
+    max_file_bytes: int,
+) -> Iterator[list[tuple[tuple[str, str, str], Loaded]]]:
+    """Decode and print in a thread pool, up to two batches ahead of the consumer (the model)."""
+    items: Iterable[tuple[str, str, str]] = rows[["image_id", "path", "sha256"]].itertuples(
+        index=False, name=None
+    )
+    it = iter(items)
+    with ThreadPoolExecutor(workers, thread_name_prefix="vasrch-decode") as pool:
+        pending: deque[tuple[tuple[str, str, str], Future[Loaded]]] = deque()
+
+        def fill() -> None:
+            while len(pending) < 2 * batch_size and (item := next(it, None)) is not None:
+                future = pool.submit(_load_one, item[1], item[2], size, max_pixels, max_file_bytes)
+                pending.append((item, future))
+
+        fill()
+        while pending:
+            batch = [pending.popleft() for _ in range(min(batch_size, len(pending)))]
+            fill()
+            yield [(item, fut.result()) for item, fut in batch]
+
+
+def shard_name(sha256s: Iterable[str]) -> str:
+    """Deterministic shard stem from its members, so a retried chunk rewrites the same file."""
+    return hashlib.sha256("".join(sorted(sha256s)).encode()).hexdigest()[:16]
+
+
+def _fixed_size_lists(matrix: np.ndarray, kind: pa.DataType) -> pa.FixedSizeListArray:
+    return pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1), kind), matrix.shape[1])
+
+
+def _shard_table(
+    ids: list[str],
+    shas: list[str],
+    sizes: list[tuple[int, int]],
+    vecs: np.ndarray,
+    prints: np.ndarray,
+) -> pa.Table:
+    return pa.table(
+        {
+            "sha256": pa.array(shas, pa.string()),
+            "image_id": pa.array(ids, pa.string()),
+            "width": pa.array([w for w, _ in sizes], pa.int32()),
+            "height": pa.array([h for _, h in sizes], pa.int32()),
+            "feature": _fixed_size_lists(vecs, pa.float32()),
+            "print": _fixed_size_lists(prints, pa.uint8()),
+        }
+    )
+
+
+def auto_decode_workers() -> int:
+    """Decode threads for `features.decode_workers: auto`: half the cores, at least one. The
+    model's own threads use the other half; on 2 cores a second decoder only competes with the
+    model (pipeline 0.78-0.79 of the model alone with two decoders, 0.82 with one)."""
+    return max(1, (os.cpu_count() or 2) // 2)
+
+
+def extract_chunk(
+    rows: pd.DataFrame,
+    backbone: Backbone,
+    cache_dir: Path,
+    decode_workers: int | None = None,
+    max_pixels: int = 89_478_485,
+    on_batch: ProgressFn | None = None,
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+) -> ChunkResult:
+    """Decode (`decode_workers` threads; None: auto_decode_workers), embed, print
+    (duplicate_prints) and write one shard (plus its permanent rejections) atomically; rows that
+    could not be read this time come back in `retry` and are not cached."""
+    start = time.perf_counter()
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    ids: list[str] = []
+    shas: list[str] = []
+    sizes: list[tuple[int, int]] = []
+    vectors: list[np.ndarray] = []
+    prints: list[np.ndarray] = []
+    rejected: list[tuple[str, str, str]] = []
+    retry: list[tuple[str, str, str]] = []
+    size = backbone.spec.input_size
+    workers = decode_workers or auto_decode_workers()
+    batches = _decoded_batches(rows, size, backbone.batch_size, workers, max_pixels, max_file_bytes)
+    for batch in batches:
+        good = [(item, *d) for item, d in batch if not isinstance(d, Rejection)]
+        for item, d in batch:
+            if isinstance(d, Rejection):
+                (retry if d.retry else rejected).append((item[2], item[0], d.reason))
+        if good:
+            vectors.append(backbone.embed(np.stack([d.pixels for _, d, _ in good])))
+            prints += [p for _, _, p in good]
+            ids += [item[0] for item, _, _ in good]
+            shas += [item[2] for item, _, _ in good]
+            sizes += [(d.width, d.height) for _, d, _ in good]
+        if on_batch:
+            on_batch(len(batch))
+    stem = shard_name(rows["sha256"])
+    if rejected:
+        with atomic_path(FeatureCacheLayout(cache_dir).rejected(stem)) as tmp:
+            pd.DataFrame(rejected, columns=REJECTION_COLUMNS).to_parquet(tmp, index=False)
+    shard = None
+    if vectors:
+        shard = FeatureCacheLayout(cache_dir).shard(stem)
+        with atomic_path(shard) as tmp:
+            table = _shard_table(ids, shas, sizes, np.concatenate(vectors), np.stack(prints))
+            pq.write_table(table, tmp, use_dictionary=False)  # every value is unique
+    return ChunkResult(
+        len(ids),
+        len(rejected) + len(retry),
+        shard.name if shard else None,
+        time.perf_counter() - start,
+        tuple(retry),
+    )
+
+
+def iter_shards(cache_dir: Path, columns: list[str] | None = None) -> Iterator[pa.Table]:
+    """Stream the cache's shards one table at a time."""
+    for p in shard_paths(cache_dir):
+        yield pq.read_table(p, columns=columns)
+
+
+def feature_matrix(table: pa.Table, column: str = "feature") -> np.ndarray:
+    """A fixed-size-list column of a shard (`feature` by default) as a (rows, dim) array."""
+    col = table.column(column).combine_chunks()
+    return col.values.to_numpy(zero_copy_only=False).reshape(len(col), -1)
+
+
+def load_vectors(cache_dir: Path, catalog: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(image_ids, float32 matrix) for the catalog images that have a vector, in catalog order.
+    Shards are streamed into a matrix allocated once at its final size; images with the same
+    bytes share one vector."""
+    return _load_column(cache_dir, catalog, "feature", np.float32)
+
+
+def load_prints(cache_dir: Path, catalog: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(image_ids, uint8 prints) for the catalog images that have a vector, in catalog order, as
+    `load_vectors` gives their vectors."""
+    return _load_column(cache_dir, catalog, "print", np.uint8)
+
+
+def _load_column(
+    cache_dir: Path, catalog: pd.DataFrame, column: str, dtype: type
+) -> tuple[np.ndarray, np.ndarray]:
+    done, _ = cached_hashes(cache_dir)
+    has = catalog["sha256"].isin(done).to_numpy()
+    slots_of: dict[str, list[int]] = {}
+    for slot, sha in enumerate(catalog["sha256"].to_numpy()[has]):
+        slots_of.setdefault(sha, []).append(slot)
+    ids = catalog["image_id"].to_numpy()[has]
+    matrix: np.ndarray | None = None
+    for table in iter_shards(cache_dir, ["sha256", column]):
+        values = feature_matrix(table, column)
+        if matrix is None:
+            matrix = np.zeros((len(ids), values.shape[1]), dtype=dtype)
+        for j, sha in enumerate(table.column("sha256").to_pylist()):
+            for slot in slots_of.get(sha, ()):
+                matrix[slot] = values[j]
+    if matrix is None:
+        return ids[:0], np.zeros((0, 0), dtype=dtype)
+    return ids, matrix
+
+
+def summarize(
+    scan: Scan,
+    results: list[ChunkResult],
+    cache_dir: Path,
+    fingerprint: str,
+    seconds: float,
+) -> ExtractSummary:
+    """Counts for a scanned catalog after its chunks ran: new, reused from the cache, and
+    rejected, with every rejected image and its reason: by the scan and by this run's reads
+    (retried next run), and by the cache (bytes that do not decode; permanent)."""
+    catalog = scan.table[["image_id", "sha256"]]
+    cached = read_rejections(cache_dir).drop(columns="image_id")
+    retried = pd.DataFrame([r for res in results for r in res.retry], columns=REJECTION_COLUMNS)
+    retried = retried.drop_duplicates("sha256").drop(columns="image_id")
+    rejections = pd.concat(
+        [
+            catalog.merge(cached, on="sha256").assign(retry=False),
+            catalog.merge(retried, on="sha256").assign(retry=True),
+            scan.rejected.assign(retry=True),
+        ],
+        ignore_index=True,
+    )[SUMMARY_REJECTION_COLUMNS].sort_values("image_id", ignore_index=True)
+    new = sum(r.extracted for r in results)
+    in_table = int(rejections["image_id"].isin(catalog["image_id"]).sum())
+    return ExtractSummary(
+        seen=len(catalog) + len(scan.rejected),
+        new=new,
+        reused=len(catalog) - in_table - new,
+        rejected=len(rejections),
+        seconds=seconds,
+        fingerprint=fingerprint,
+        cache_dir=Path(cache_dir),
+        rejections=rejections,
+        warnings=list(scan.warnings),
+    )

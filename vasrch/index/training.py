@@ -1,0 +1,374 @@
+"""From catalog vectors to a search model: diagnostics, KMeans + index, and its evaluation."""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from threadpoolctl import threadpool_limits
+
+from vasrch import progress
+from vasrch.atomic_files import atomic_path, write_text_atomic
+from vasrch.catalog.products import folder_products
+from vasrch.config import ClusteringConfig, DiagnosticsConfig, EvaluationConfig, SearchConfig
+from vasrch.features.extraction import load_vectors
+from vasrch.index.clustering import (
+    Projection,
+    fit_centring,
+    fit_pca,
+    plot_sweep,
+    suggest_k,
+    sweep_k,
+    train_kmeans,
+)
+from vasrch.index.evaluation import precision_at_k, recall_at_k, sample_queries
+from vasrch.index.search_index import SearchIndex, SearchResult, augment_database, build_index
+from vasrch.layout import DiagnosticsLayout
+
+
+@dataclass(frozen=True)
+class Diagnostics:
+    """The k sweep (k, inertia, silhouette), its suggested k, the rule that chose it, and a
+    note when the suggestion sits at the edge of the sweep."""
+
+    sweep: pd.DataFrame
+    suggested_k: int
+    rule: str
+    note: str | None = None
+
+
+MIN_SWEEP_IMAGES = 6  # fewer images: no sweep; one cluster (exact search) is the index
+
+
+def sweep_values(diag: DiagnosticsConfig, n: int, max_clusters: int | None = None) -> list[int]:
+    """The k values to sweep for n vectors: k_min..k_max by k_step, capped by max_clusters and
+    n - 1. `auto` bounds grow with the catalog as IVF practice does (sqrt(n) to 4 sqrt(n)), and
+    an auto step keeps about 16 values, the upper end included. Empty below MIN_SWEEP_IMAGES
+    vectors; a k_min above the largest possible k is lowered to it with a warning."""
+    if n < MIN_SWEEP_IMAGES:
+        return []
+    root = math.sqrt(n)
+    cap = min(max_clusters or diag.max_clusters, diag.max_clusters)
+    top = min(round(4 * root) if diag.k_max == "auto" else diag.k_max, cap)
+    if top >= n:
+        warnings.warn(
+            f"the sweep's largest k ({top}) is not below the number of images ({n}); "
+            f"sweeping up to {n - 1}",
+            stacklevel=2,
+        )
+        top = n - 1
+    low = diag.k_min if diag.k_min != "auto" else min(max(2, round(root)), top)
+    if low > top:
+        warnings.warn(
+            f"clustering.diagnostics.k_min ({low}) is above the largest k the sweep can use "
+            f"for {n} images ({top}); sweeping k = {top} only",
+            stacklevel=2,
+        )
+        low = top
+    step = diag.k_step if diag.k_step != "auto" else max(1, math.ceil((top - low) / 15))
+    ks = list(range(low, top + 1, step))
+    if diag.k_step == "auto" and ks[-1] != top:
+        ks.append(top)
+    return ks
+
+
+def edge_note(sweep: pd.DataFrame, suggested_k: int, cap: int) -> str | None:
+    """A warning when the suggested k is the largest one swept while larger k were allowed:
+    the best k may lie beyond the sweep."""
+    largest = int(sweep["k"].max())
+    if suggested_k < largest or largest >= cap:
+        return None
+    return (
+        f"the suggested k ({suggested_k}) is the largest k swept: a larger k may be better; "
+        "raise clustering.diagnostics.k_max (or set it to auto)"
+    )
+
+
+def diagnose(
+    vectors: np.ndarray,
+    diag: DiagnosticsConfig,
+    seed: int = 0,
+    n_components: int | None = None,
+    minibatch_above: int = 20_000,
+) -> Diagnostics:
+    """Sweep k on a seeded sample of at most `diag.sample` vectors, in PCA space when asked
+    (`diag.n_components`, else the clustering's `n_components`; skipped when the vectors have
+    no more dimensions than that). Below MIN_SWEEP_IMAGES vectors nothing is swept and the
+    suggestion is k = 1: one cluster, so every search is exact."""
+    x = vectors
+    if len(x) > diag.sample:
+        x = x[sample_queries(len(x), diag.sample, seed)]
+    n_components = diag.n_components or n_components
+    if n_components and n_components < min(x.shape):
+        x = fit_pca(x, n_components, seed).transform(x)
+    ks = sweep_values(diag, len(x))
+    if not ks:
+        note = (
+            f"{len(x)} images are too few to sweep k (it takes {MIN_SWEEP_IMAGES}); suggested "
+            "k = 1: one cluster, so every search is exact"
+        )
+        return Diagnostics(pd.DataFrame(columns=["k", "inertia", "silhouette"]), 1, "none", note)
+    # one BLAS/OpenMP thread: on a busy 2-core machine their threads spin against each other
+    # (the sweep on clothing-small took 63 s with the defaults, 19 s with one thread)
+    with threadpool_limits(1):
+        sweep = sweep_k(x, ks, seed, diag.silhouette_sample, minibatch_above)
+    suggested = suggest_k(sweep, diag.rule)
+    cap = min(diag.max_clusters, len(x) - 1)
+    return Diagnostics(sweep, suggested, diag.rule, edge_note(sweep, suggested, cap))
+
+
+def save_diagnostics(diag: Diagnostics, folder: DiagnosticsLayout) -> Path:
+    """Write sweep.parquet, suggested_k.json and the elbow/silhouette plot; return the plot."""
+    folder.root.mkdir(parents=True, exist_ok=True)
+    with atomic_path(folder.sweep) as tmp:
+        diag.sweep.to_parquet(tmp, index=False)
+    write_text_atomic(
+        folder.suggested_k, json.dumps({"suggested_k": diag.suggested_k, "rule": diag.rule})
+    )
+    return plot_sweep(diag.sweep, diag.suggested_k, folder.plot)
+
+
+def choose_k(cfg: ClusteringConfig, suggested: int | None, n: int) -> int:
+    """The configured k, or the suggestion for `auto`; clamped to the number of images."""
+    if cfg.num_clusters == "auto":
+        if suggested is None:
+            raise ValueError("num_clusters is auto but no suggestion was made")
+        k = suggested
+    else:
+        k = cfg.num_clusters
+    if k > n:
+        warnings.warn(f"num_clusters {k} is more than the {n} images; using {n}", stacklevel=2)
+        k = n
+    return k
+
+
+def fit_index(
+    ids: np.ndarray,
+    vectors: np.ndarray,
+    k: int,
+    fingerprint: str,
+    cfg: ClusteringConfig,
+    init_centroids: np.ndarray | None = None,
+    search: SearchConfig | None = None,
+    prints: np.ndarray | None = None,
+) -> tuple[SearchIndex, object]:
+    """(search index, fitted scikit-learn KMeans): PCA or centring, KMeans on the unit vectors,
+    then the retrieval steps of `search` (its defaults when None): database-side augmentation
+    of the stored vectors and query expansion, both kept with the index; the index keeps the
+    images' duplicate prints when given."""
+    search = search or SearchConfig()
+    projection: Projection | None = None
+    x = vectors
+    if cfg.n_components:
+        projection = fit_pca(vectors, cfg.n_components, cfg.seed)
+    elif search.centre:
+        projection = fit_centring(vectors)
+    if projection is not None:
+        x = projection.transform(vectors)
+    # one BLAS thread, as for the sweep: OpenBLAS threads spinning against each other made
+    # KMeans at k=76 on clothing-small take 20-120 s on a busy 2-core machine
+    progress.report("kmeans", 0, 1)
+    with threadpool_limits(1):
+        model = train_kmeans(
+            x,
+            k,
+            cfg.seed,
+            cfg.minibatch_above,
+            init_centroids=init_centroids,
+            max_train_rows=cfg.max_train_rows,
+        )
+        labels = model.predict(x)
+    progress.report("kmeans", 1)
+    index = build_index(
+        ids,
+        vectors,
+        model.cluster_centers_,
+        labels,
+        fingerprint,
+        projection,
+        expansion=search.query_expansion,
+        expansion_alpha=search.expansion_alpha,
+        prints=prints,
+    )
+    if search.database_augmentation:
+        with threadpool_limits(1):
+            index = augment_database(index, search.database_augmentation, search.expansion_alpha)
+    return index, model
+
+
+def catalog_labels(catalog: pd.DataFrame, labels_csv: Path | None = None) -> pd.Series | None:
+    """image_id -> label, from a CSV (image_id,label), else from the products' `category` (a
+    manifest column, or in folder mode the folder the photo sits in: `shoes/sneakers/a.jpg` is
+    a `sneakers`) when every photo has one; None when there are no labels or only one."""
+    if labels_csv is not None:
+        table = pd.read_csv(labels_csv, dtype=str)
+        missing = {"image_id", "label"} - set(table.columns)
+        if missing:
+            raise ValueError(f"{labels_csv}: needs columns image_id,label (missing {missing})")
+        return table.set_index("image_id")["label"]
+    if "category" in catalog.columns:
+        category = catalog["category"].fillna("").astype(str)
+    else:
+        category = catalog.join(folder_products(catalog["image_id"]), on="image_id")["category"]
+    if len(catalog) == 0 or (category == "").any():
+        return None
+    labels = pd.Series(category.to_numpy(), index=catalog["image_id"].to_numpy())
+    return labels if labels.nunique() > 1 else None
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """Held-out query photos (not in the catalog): ids, feature vectors, labels if known."""
+
+    ids: np.ndarray
+    vectors: np.ndarray
+    labels: pd.Series | None
+
+
+def held_out_photos(
+    queries: pd.DataFrame,
+    catalog: pd.DataFrame,
+    cache_dir: Path,
+    labels_csv: Path | None = None,
+) -> HeldOut:
+    """The held-out photos' vectors and labels (CSV, else parent folder). Photos whose bytes are
+    also in the catalog are left out with a warning: they would not be held out."""
+    copies = queries["sha256"].isin(set(catalog["sha256"]))
+    if copies.any():
+        warnings.warn(
+            f"{int(copies.sum())} held-out photos are byte-for-byte in the catalog (e.g. "
+            f"{queries.loc[copies, 'image_id'].iloc[0]}); they are left out of the held-out "
+            "figures",
+            stacklevel=2,
+        )
+    ids, vectors = load_vectors(cache_dir, queries[~copies])
+    if len(ids) == 0:
+        raise ValueError("no held-out photo could be embedded; check evaluation.queries")
+    return HeldOut(ids, vectors, catalog_labels(queries[~copies], labels_csv))
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """A run's figures (every one a float, named for the queries it was measured on) and what
+    the probes were calibrated on."""
+
+    metrics: dict[str, float]
+    calibrated_on: str
+
+
+TOP = 10
+NEAR_EXTRA = 20  # extra answers fetched so that 10 remain after leaving out near photos
+
+
+def _keep_far(
+    index: SearchIndex, queries: np.ndarray, rows: np.ndarray, similarity: float
+) -> np.ndarray:
+    """The first TOP answer rows whose stored vector is less than `similarity` to the query
+    (its near-duplicates and other shots of its product left out); -1 pads."""
+    sims = np.einsum("qd,qmd->qm", queries, index.vectors[np.maximum(rows, 0)])
+    keep = (rows >= 0) & (sims < similarity)
+    order = np.argsort(~keep, axis=1, kind="stable")[:, :TOP]
+    kept = np.take_along_axis(rows, order, axis=1)
+    kept[~np.take_along_axis(keep, order, axis=1)] = -1
+    return kept
+
+
+def _answers(
+    index: SearchIndex,
+    queries: np.ndarray,
+    probes: int,
+    exclude: np.ndarray | None,
+    far_from: float | None,
+) -> SearchResult:
+    """The top 10 of prepared queries (leaving out `exclude` rows, and with `far_from` the
+    answers at least that similar to the query)."""
+    if far_from is None:
+        rows, scores = index.search_rows(queries, TOP, probes, exclude)
+        return index.result_of(rows, scores)
+    rows, _ = index.search_rows(queries, TOP + NEAR_EXTRA, probes, exclude)
+    kept = _keep_far(index, queries, rows, far_from)
+    return index.result_of(kept, np.zeros(kept.shape, dtype=np.float32))
+
+
+def _figures(
+    prefix: str,
+    index: SearchIndex,
+    queries: np.ndarray,
+    probes: int,
+    exclude: np.ndarray | None,
+    query_labels: np.ndarray | None,
+    labels: pd.Series | None,
+) -> dict[str, float]:
+    """recall@10 against exact search and, with labels, precision@5/@10 of the index and of
+    exact search, each key starting with `prefix`."""
+    exact = _answers(index.exact(), queries, 1, exclude, None)
+    approx = _answers(index, queries, probes, exclude, None)
+    out = {
+        f"{prefix}_queries": float(len(queries)),
+        f"{prefix}_recall_at_10": recall_at_k(approx, exact, TOP),
+    }
+    if labels is not None and query_labels is not None:
+        for k in (5, 10):
+            out[f"{prefix}_precision_at_{k}"] = precision_at_k(approx, query_labels, labels, k)
+        out[f"{prefix}_exact_precision_at_10"] = precision_at_k(exact, query_labels, labels, TOP)
+    return out
+
+
+def evaluate_index(
+    index: SearchIndex,
+    ids: np.ndarray,
+    vectors: np.ndarray,
+    labels: pd.Series | None,
+    search: SearchConfig,
+    evaluation: EvaluationConfig,
+    held_out: HeldOut | None = None,
+) -> Evaluation:
+    """Calibrate probes and measure the index.
+
+    With probes `auto`, the probes are the fewest (up to `search.max_probes`) whose recall@10
+    against exact search reaches `search.target_recall`, as FAISS users tune nprobe. They are
+    calibrated on the held-out photos when there are any; else on sampled catalog photos, each
+    with itself and the catalog photos at least `evaluation.same_product_similarity` similar
+    to it left out of both answers, since a new photo has no near-duplicate or sibling shot in
+    the catalog and catalog queries would otherwise overestimate recall.
+
+    Figures are reported per kind of query: `leave_one_out_*` (catalog photos, each excluding
+    itself) and, with held-out photos, `held_out_*`; `recall_at_10` is the calibration's.
+    """
+    rows = sample_queries(len(ids), evaluation.sample, evaluation.seed)
+    catalog_queries = index.prepare_queries(vectors[rows])
+    catalog_exclude = index.rows_of(list(ids[rows]))
+    if held_out is not None:
+        calibration = index.prepare_queries(held_out.vectors)
+        exclude, far_from = None, None
+        calibrated_on = f"{len(held_out.ids)} held-out photos"
+    else:
+        calibration, exclude = catalog_queries, catalog_exclude
+        far_from = evaluation.same_product_similarity
+        calibrated_on = (
+            f"{len(rows)} catalog photos, each without the catalog photos at least "
+            f"{far_from} similar to it"
+        )
+    exact = _answers(index.exact(), calibration, 1, exclude, far_from)
+    most = min(index.k, search.max_probes)
+    probes = search.probes
+    candidates = range(1, most + 1) if probes == "auto" else [min(int(probes), index.k)]
+    for p in candidates:
+        recall = recall_at_k(_answers(index, calibration, p, exclude, far_from), exact, TOP)
+        if recall >= search.target_recall:
+            break
+    metrics = {"probes": float(p), "recall_at_10": recall}
+    qlabels = None if labels is None else labels.reindex(ids[rows]).to_numpy(dtype=object)
+    metrics |= _figures(
+        "leave_one_out", index, catalog_queries, p, catalog_exclude, qlabels, labels
+    )
+    if held_out is not None:
+        hlabels = held_out.labels
+        hq = None if hlabels is None else hlabels.reindex(held_out.ids).to_numpy(dtype=object)
+        metrics |= _figures("held_out", index, calibration, p, None, hq, labels)
+    return Evaluation(metrics, calibrated_on)

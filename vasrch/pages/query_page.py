@@ -1,0 +1,59 @@
+"""The query results page: each query's thumbnail, then its neighbours with rank and score.
+
+``write_query_page`` writes ``results.html`` (inline CSS, no scripts, relative links only)
+beside a ``thumbs/`` folder of small JPEGs; rejected queries are listed with their reason.
+``templates/query.html.j2`` lays it out.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from vasrch.atomic_files import write_text_atomic
+from vasrch.catalog.products import product_caption, web_link
+from vasrch.layout import QueryJobLayout
+from vasrch.pages import rendering
+from vasrch.pages.thumbnails import write_thumbnails
+
+
+def write_query_page(
+    out_dir: Path, table: pd.DataFrame, rejected: list[dict[str, str]], title: str
+) -> Path:
+    """Write ``out_dir/results.html`` from a result table (query, rank, product_id, score,
+    image_id, metadata, path) and [{query, reason}] of the rejected queries; each answer shows
+    its product and title and links to the product's `url` when there is one."""
+    out_dir = Path(out_dir)
+    paths = dict(zip(table["image_id"], table["path"], strict=True))
+    paths.update({query: query for query in table["query"]})
+    # Query keys are absolute paths and image ids relative ones, so they never collide.
+    thumbs = write_thumbnails([*table["query"], *table["image_id"]], paths, out_dir)
+    page = rendering.render(
+        "query.html.j2", title=title, queries=_queries(table), rejected=rejected, thumbs=thumbs
+    )
+    path = QueryJobLayout(out_dir).page
+    write_text_atomic(path, page)
+    return path
+
+
+def _queries(table: pd.DataFrame) -> list[dict[str, Any]]:
+    """Per query, in table order: its file name, its key (the path) and its neighbours."""
+    return [
+        {
+            "label": Path(query).name,
+            "key": query,
+            "neighbours": [
+                {
+                    "image_id": row["image_id"],
+                    "rank": int(row["rank"]),
+                    "score": float(row["score"]),
+                    "caption": product_caption(row),
+                    "url": web_link(row.get("url")),
+                }
+                for row in rows.to_dict("records")
+            ],
+        }
+        for query, rows in table.groupby("query", sort=False)
+    ]

@@ -1,0 +1,112 @@
+"""Small JPEG thumbnails of catalog images for the HTML pages, in a ``thumbs/`` folder.
+
+Each thumbnail is named by a hash of its image id, so any id gives a safe, stable file name; an
+image without a path or whose file does not decode is shown as one shared grey placeholder. A
+thumbnail also carries the relative link from the page's folder to the full image, so a page
+opened where it was written links each picture to its original file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import posixpath
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+from PIL import Image
+
+from vasrch.atomic_files import atomic_path
+from vasrch.catalog.images import DECODABLE_FORMATS, Decoded, decode_image
+
+THUMBS_DIR = "thumbs"
+PLACEHOLDER_NAME = "placeholder.jpg"
+THUMB_SIZE = 128  # longest side, in pixels
+THUMB_QUALITY = 80
+_PLACEHOLDER_GREY = (190, 190, 190)
+_EXIF_ORIENTATION = 0x0112
+_ORIENTATIONS_SWAPPING_AXES = {5, 6, 7, 8}
+
+
+@dataclass(frozen=True)
+class Thumb:
+    """A thumbnail in a page's folder: ``src`` is relative to it; ``href`` links the full image,
+    relative to the folder (None when there is no relative way there); ``problem`` says why the
+    grey placeholder is shown instead of the image (None when the image decoded)."""
+
+    src: str
+    width: int
+    height: int
+    problem: str | None = None
+    href: str | None = None
+
+
+def write_thumbnails(
+    image_ids: Iterable[str], paths: Mapping[str, str], out_dir: Path, workers: int | None = None
+) -> dict[str, Thumb]:
+    """Write a JPEG thumbnail per distinct id into ``out_dir/thumbs`` in a thread pool; an id
+    without a path or whose file does not decode gets the shared grey placeholder."""
+    ids = list(dict.fromkeys(image_ids))
+    folder = Path(out_dir) / THUMBS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    workers = workers or min(16, 2 * (os.cpu_count() or 1))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        made = list(pool.map(lambda i: _thumbnail(i, paths.get(i), folder, Path(out_dir)), ids))
+    if any(thumb.problem is not None for thumb in made):
+        with atomic_path(folder / PLACEHOLDER_NAME) as tmp:
+            placeholder = Image.new("RGB", (THUMB_SIZE, THUMB_SIZE), _PLACEHOLDER_GREY)
+            placeholder.save(tmp, "JPEG", quality=THUMB_QUALITY)
+    return dict(zip(ids, made, strict=True))
+
+
+def thumb_name(image_id: str) -> str:
+    """The thumbnail's file name: a hash of the id, so any id gives a safe, stable name."""
+    return hashlib.sha256(image_id.encode("utf-8")).hexdigest()[:24] + ".jpg"
+
+
+def full_image_link(path: str, page_dir: Path) -> str | None:
+    """The URL of the image file `path` relative to `page_dir`; None on another drive."""
+    try:
+        relative = os.path.relpath(Path(path).resolve(), Path(page_dir).resolve())
+    except ValueError:
+        return None
+    return quote(posixpath.join(*Path(relative).parts))
+
+
+def _thumbnail(image_id: str, path: str | None, folder: Path, page_dir: Path) -> Thumb:
+    if path is None:
+        return _placeholder("no path known for this image")
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as e:
+        return _placeholder(f"cannot read file: {e.strerror or e}")
+    decoded = decode_image(raw, _thumb_target(raw))
+    if not isinstance(decoded, Decoded):
+        return _placeholder(decoded.reason)
+    name = thumb_name(image_id)
+    with atomic_path(folder / name) as tmp:
+        Image.fromarray(decoded.pixels).save(tmp, "JPEG", quality=THUMB_QUALITY, optimize=True)
+    height, width = decoded.pixels.shape[:2]
+    href = full_image_link(path, page_dir)
+    return Thumb(src=f"{THUMBS_DIR}/{name}", width=width, height=height, href=href)
+
+
+def _placeholder(problem: str) -> Thumb:
+    return Thumb(f"{THUMBS_DIR}/{PLACEHOLDER_NAME}", THUMB_SIZE, THUMB_SIZE, problem)
+
+
+def _thumb_target(raw: bytes) -> tuple[int, int]:
+    """Thumbnail size (longest side THUMB_SIZE, never enlarged, upright) from the header alone."""
+    try:
+        with Image.open(io.BytesIO(raw), formats=DECODABLE_FORMATS) as im:
+            width, height = im.size
+            if im.getexif().get(_EXIF_ORIENTATION) in _ORIENTATIONS_SWAPPING_AXES:
+                width, height = height, width
+    except Exception:  # only picks a size; decode_image then says what is wrong with the file
+        return THUMB_SIZE, THUMB_SIZE
+    scale = min(1.0, THUMB_SIZE / max(width, height, 1))
+    return max(1, round(width * scale)), max(1, round(height * scale))

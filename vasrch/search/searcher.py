@@ -1,0 +1,221 @@
+"""The query path: open a complete run, embed query images, rank neighbours."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from vasrch.catalog.images import Decoded, Rejection, decode_image
+from vasrch.catalog.products import FilterSpec, Products
+from vasrch.config import SearchConfig
+from vasrch.features.backbones import Backbone, BackboneSpec, load_backbone
+from vasrch.index.search_index import SearchIndex, SearchResult, load_index
+from vasrch.layout import RunLayout
+from vasrch.search.parameters import SearchParams, resolve_search_params
+from vasrch.search.results import typed
+from vasrch.workspace.runs import RunError, read_manifest, resolve_run
+
+_MASKS_KEPT = 32  # filter masks a searcher keeps for repeated filters
+
+
+@dataclass
+class Searcher:
+    """A loaded run: its index, the backbone spec it was built with, its catalog's paths and
+    products, and the config's `search` section that sets top_n and probes when a call does
+    not. Answers are distinct products, each by its best photo."""
+
+    run_folder: Path
+    manifest: dict[str, Any]
+    index: SearchIndex
+    spec: BackboneSpec
+    paths: pd.Series = field(repr=False)
+    products: Products = field(repr=False)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    photo_of_hash: dict[str, str] = field(default_factory=dict, repr=False)  # sha256 -> image_id
+    _masks: dict[str, np.ndarray | None] = field(default_factory=dict, repr=False)
+
+    @property
+    def run_id(self) -> str:
+        """The run's id, as its manifest records it."""
+        return self.manifest["run_id"]
+
+    @property
+    def calibrated_probes(self) -> int | None:
+        """The probes calibrated when the run was trained (None for runs without one)."""
+        probes = self.manifest.get("probes")
+        return None if probes is None else int(probes)
+
+    def params(self, top_n: int | None = None, probes: int | None = None) -> SearchParams:
+        """top_n and probes for this run: the arguments, else the config, else calibration."""
+        return resolve_search_params(
+            k=self.index.k,
+            n=self.index.n,
+            top_n=top_n,
+            probes=probes,
+            configured=self.search,
+            calibrated=self.calibrated_probes,
+        )
+
+    def backbone(self, batch_size: int = 32, device: str = "auto") -> Backbone:
+        """The run's backbone, checked to produce the vectors the index was built from."""
+        backbone = load_backbone(self.spec, batch_size, device)
+        self.index.check_fingerprint(backbone.fingerprint)
+        return backbone
+
+    def allowed(self, filters: FilterSpec | None) -> np.ndarray | None:
+        """Mask of the index rows whose product passes `filters` (None: no filter); unknown
+        columns are a ValueError naming the catalog's columns."""
+        if not filters:
+            return None
+        checked = self.products.check_filters(filters)
+        key = json.dumps(checked, sort_keys=True)
+        if key not in self._masks:
+            if len(self._masks) >= _MASKS_KEPT:
+                self._masks.pop(next(iter(self._masks)))
+            self._masks[key] = self.products.allowed(self.index.ids, checked)
+        return self._masks[key]
+
+    def search_vectors(
+        self,
+        vectors: np.ndarray,
+        top_n: int | None = None,
+        probes: int | None = None,
+        exclude_ids: Sequence[str | None] | None = None,
+        filters: FilterSpec | None = None,
+    ) -> SearchResult:
+        """Neighbours of query vectors (see `params` for the defaults); `exclude_ids` leaves
+        out each query's own product, `filters` keeps products whose metadata match."""
+        chosen = self.params(top_n, probes)
+        allowed = self.allowed(filters)
+        return self.index.search(vectors, chosen.top_n, chosen.probes, exclude_ids, allowed)
+
+    def _rows(self, image_ids: Sequence[str]) -> np.ndarray:
+        rows = self.index.rows_of(image_ids)
+        missing = [i for i, r in zip(image_ids, rows, strict=True) if r < 0]
+        if missing:
+            raise KeyError(f"not in run {self.run_id}: {missing[:5]}")
+        return rows
+
+    def search_ids(
+        self,
+        image_ids: Sequence[str],
+        top_n: int | None = None,
+        probes: int | None = None,
+        filters: FilterSpec | None = None,
+    ) -> SearchResult:
+        """Neighbours of catalog images (each excluding its own product), by their indexed
+        vectors."""
+        rows = self._rows(image_ids)
+        chosen = self.params(top_n, probes)
+        found, scores = self.index.search_rows(
+            self.index.vectors[rows],
+            chosen.top_n,
+            chosen.probes,
+            rows,
+            allowed=self.allowed(filters),
+        )
+        return self.index.result_of(found, scores)
+
+    def catalog_photo(self, sha256: Sequence[str]) -> list[str | None]:
+        """The catalog photo with each of these sha256 digests (None where there is none): a
+        query that is a catalog photo leaves its own product out of its answers."""
+        return [self.photo_of_hash.get(digest) for digest in sha256]
+
+    def to_table(
+        self, result: SearchResult, queries: Sequence[str], show_paths: bool = False
+    ) -> pd.DataFrame:
+        """Long result table: query, rank, product_id, score, image_id (the photo that
+        matched), the product's metadata columns, and with `show_paths` the photo's path."""
+        frame = result.to_frame(list(queries)).rename(
+            columns={"image_id": "query", "neighbour_id": "image_id"}
+        )
+        described = self.products.describe(frame["image_id"].to_numpy())
+        table = pd.concat(
+            [
+                frame[["query", "rank"]],
+                described[["product_id"]],
+                frame[["score", "image_id"]],
+                described.drop(columns="product_id"),
+            ],
+            axis=1,
+        )
+        if show_paths:
+            table["path"] = frame["image_id"].map(self.paths)
+        return typed(table)
+
+    def answer_rows(self, result: SearchResult, show_paths: bool = False) -> list[dict[str, Any]]:
+        """The first query's answers as plain rows, as `to_table` gives them without the query
+        column: what the query service sends, built without pandas (a served request's
+        budget is a few milliseconds)."""
+        found = np.isfinite(result.scores[0])
+        ids, scores = result.ids[0][found], result.scores[0][found]
+        described = self.products.columns_of(ids)
+        rows = []
+        for i, (image_id, score) in enumerate(zip(ids, scores, strict=True)):
+            row = {"rank": i + 1, "product_id": described["product_id"][i], "score": float(score)}
+            row["image_id"] = image_id
+            row.update({c: v[i] for c, v in described.items() if c != "product_id"})
+            if show_paths:
+                row["path"] = self.paths.get(image_id)
+            rows.append(row)
+        return rows
+
+
+def open_run(
+    workspace: Path,
+    run: str | None = None,
+    search: SearchConfig | None = None,
+    in_memory: bool = False,
+) -> Searcher:
+    """Load a complete run (LATEST by default), always checking its artifacts' hashes first;
+    `search` is the config section whose top_n and probes apply when a search names none.
+
+    With `in_memory`, the vectors are read into memory rather than memory-mapped, and the hashes
+    are checked again once everything is loaded: what the searcher holds is then the verified
+    run, whatever happens to its files afterwards."""
+    folder = resolve_run(workspace, run)
+    layout = RunLayout(folder)
+    manifest = read_manifest(folder, verify=True)
+    try:
+        spec = BackboneSpec(**manifest["backbone"])
+        fingerprint = str(manifest["fingerprint"])
+    except (KeyError, TypeError) as err:
+        raise RunError(
+            f"{layout.manifest}: damaged (no usable backbone or fingerprint: {err}); retrain"
+        ) from None
+    index = load_index(layout.index.root, expected_fingerprint=fingerprint, mmap=not in_memory)
+    catalog = pd.read_parquet(layout.catalog).drop(columns="status", errors="ignore")
+    paths = catalog.set_index("image_id")["path"]
+    if in_memory and read_manifest(folder, verify=True) != manifest:
+        raise RunError(f"run {folder.name}: manifest.json changed while the run was loading")
+    return Searcher(
+        folder,
+        manifest,
+        index,
+        spec,
+        paths,
+        Products.from_catalog(catalog),
+        search or SearchConfig(),
+        dict(zip(catalog["sha256"], catalog["image_id"], strict=True)),
+    )
+
+
+def embed_files(
+    files: Sequence[str | Path | bytes], backbone: Backbone, max_pixels: int = 89_478_485
+) -> tuple[np.ndarray, list[int], list[tuple[int, str]]]:
+    """(vectors of the decodable inputs, their positions, [(position, reason)] of the rest)."""
+    size = backbone.spec.input_size
+    decoded = [
+        decode_image(f if isinstance(f, bytes) else Path(f), size, max_pixels) for f in files
+    ]
+    ok = [i for i, d in enumerate(decoded) if isinstance(d, Decoded)]
+    bad = [(i, d.reason) for i, d in enumerate(decoded) if isinstance(d, Rejection)]
+    if not ok:
+        return np.zeros((0, backbone.dim), np.float32), ok, bad
+    return backbone.embed(np.stack([decoded[i].pixels for i in ok])), ok, bad
