@@ -24,6 +24,9 @@ Decoding rules (the contract other modules rely on):
   integer factor (``reducing_gap=3``). ``exact=True`` turns both off and reproduces
   ``Image.open(p).convert("RGB").resize(size, Image.BILINEAR)`` for plain RGB images.
 - Truncated files are rejected (``ImageFile.LOAD_TRUNCATED_IMAGES`` is never set).
+- The budget is counted in bytes: ``max_pixels`` is the limit for 8-bit photos, and 16-bit and
+  32-bit one-channel images (which take several times the memory to decode) get proportionally
+  fewer pixels. A JPEG with more than ``MAX_JPEG_SCANS`` scans is rejected before decoding.
 
 Every problem with the data becomes a ``Rejection``; only bad arguments (``ValueError``) and
 programming errors propagate. A rejection of the bytes themselves is permanent; one that may
@@ -53,6 +56,13 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset(
 DECODABLE_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP")
 
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's default Image.MAX_IMAGE_PIXELS
+#: Progressive JPEG scans decoded at most: encoders write about 10 (libjpeg's default script)
+#: to a few dozen; thousands of tiny scans make libjpeg work for minutes on one image.
+MAX_JPEG_SCANS = 100
+#: Working bytes a stored pixel costs while decoding, by Pillow mode: `max_pixels` is the
+#: budget of an 8-bit photo (4 bytes a pixel in Pillow), and deeper modes get fewer pixels.
+_BYTES_PER_PIXEL = {"F": 12, "I": 12, "I;16": 10, "I;16L": 10, "I;16B": 10, "I;16N": 10}
+_PHOTO_BYTES_PER_PIXEL = 4
 REDUCING_GAP = 3.0  # Pillow: ">= 3.0 is indistinguishable from fair resampling in most cases"
 
 # Orientation tag value -> the transposition that shows the image upright (as exif_transpose).
@@ -127,7 +137,7 @@ def decode_image(
         return Rejection("empty file (0 bytes)")
     try:
         with Image.open(io.BytesIO(raw), formats=DECODABLE_FORMATS) as im:
-            return _decode_opened(im, target, max_pixels, exact)
+            return _decode_opened(im, raw, target, max_pixels, exact)
     except UnidentifiedImageError:
         return Rejection(_unidentified_reason(raw))
     except Image.DecompressionBombError as e:
@@ -197,8 +207,26 @@ def _pillow_bomb_reason(message: str, max_pixels: int) -> str:
     return f"decompression bomb: {pixels} pixels > Pillow's limit {match[2]}"
 
 
+def jpeg_scans(raw: bytes) -> int:
+    """How many scans (SOS markers) a JPEG holds, at most: the header segments are skipped by
+    their lengths (an EXIF thumbnail is not counted), then every SOS marker after the first is
+    counted (entropy-coded data cannot hold one: its 0xFF bytes are stuffed)."""
+    pos = 2
+    while pos + 4 <= len(raw) and raw[pos] == 0xFF:
+        marker = raw[pos + 1]
+        if marker == 0xDA:
+            return raw.count(b"\xff\xda", pos)
+        if marker == 0xFF:
+            pos += 1
+        elif marker == 0x01 or 0xD0 <= marker <= 0xD8:
+            pos += 2
+        else:
+            pos += 2 + int.from_bytes(raw[pos + 2 : pos + 4], "big")
+    return 0
+
+
 def _decode_opened(
-    im: Image.Image, target: tuple[int, int], max_pixels: int, exact: bool
+    im: Image.Image, raw: bytes, target: tuple[int, int], max_pixels: int, exact: bool
 ) -> Decoded | Rejection:
     stored_w, stored_h = im.size
     if stored_w < 1 or stored_h < 1:
@@ -208,6 +236,15 @@ def _decode_opened(
             f"decompression bomb: {stored_w * stored_h} pixels ({stored_w}x{stored_h})"
             f" > limit {max_pixels}"
         )
+    cost = _BYTES_PER_PIXEL.get(im.mode, _PHOTO_BYTES_PER_PIXEL)
+    if stored_w * stored_h * cost > max_pixels * _PHOTO_BYTES_PER_PIXEL:
+        return Rejection(
+            f"decompression bomb: {stored_w}x{stored_h} pixels of mode {im.mode} need"
+            f" {cost} bytes each to decode; limit {max_pixels * _PHOTO_BYTES_PER_PIXEL // cost}"
+            " such pixels"
+        )
+    if im.format in ("JPEG", "MPO") and (scans := jpeg_scans(raw)) > MAX_JPEG_SCANS:
+        return Rejection(f"too many JPEG scans: {scans} > limit {MAX_JPEG_SCANS}")
     orientation = _orientation(im)
     swap = orientation in _SWAPS_AXES
     # Resize in the stored orientation, then rotate the small result.
@@ -257,17 +294,20 @@ def _resizable(im: Image.Image) -> Image.Image:
 
 def _grey_to_255(values: np.ndarray, mode: str) -> np.ndarray:
     """Scale one-channel high-depth values to float32 0..255 (see the module docstring)."""
-    v = np.nan_to_num(values.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    v = np.nan_to_num(values.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0, copy=False)
     lo, hi = (float(v.min()), float(v.max())) if v.size else (0.0, 0.0)
     if mode in _GREY16_MODES or (mode == "I" and lo >= 0 and hi <= 65535):
-        return v / 257.0
-    if mode == "F" and lo >= 0 and hi <= 1:
-        return v * 255.0
-    if mode == "F" and lo >= 0 and hi <= 255:
-        return v
-    if hi == lo:
-        return np.zeros_like(v)
-    return (v - lo) * (255.0 / (hi - lo))
+        v /= 257.0
+    elif mode == "F" and lo >= 0 and hi <= 1:
+        v *= 255.0
+    elif mode == "F" and lo >= 0 and hi <= 255:
+        pass
+    elif hi == lo:
+        v[:] = 0.0
+    else:
+        v -= lo
+        v *= 255.0 / (hi - lo)
+    return v
 
 
 def _to_rgb_array(im: Image.Image) -> np.ndarray:

@@ -63,7 +63,11 @@ def read_table(path: Path) -> pd.DataFrame:
             table = pq.read_table(path)
             frame = table.cast(pa.schema([(n, pa.string()) for n in table.column_names]))
             return frame.to_pandas().fillna("")
-        return pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+        # header=None: pandas would rename a repeated header (title, title.1) and hide it
+        raw = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig", header=None)
+        frame = raw.iloc[1:].reset_index(drop=True)
+        frame.columns = list(raw.iloc[0])
+        return frame
     except FileNotFoundError:
         raise ManifestError(f"{path}: catalog manifest not found") from None
     except (OSError, ValueError, pa.ArrowException, pd.errors.ParserError) as err:
@@ -93,6 +97,8 @@ def _locate(image: str, root: Path, allow_absolute: bool) -> tuple[str, str] | s
     """(image_id, path) of a manifest's image entry, or why it cannot be used."""
     if not image.strip():
         return "empty image"
+    if "\x00" in image:
+        return "image path holds a NUL byte"
     if os.path.isabs(image):
         if not allow_absolute:
             return (

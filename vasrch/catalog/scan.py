@@ -86,8 +86,9 @@ class Scan:
 
 def shown(name: str) -> str:
     """A file name or path as text that prints and stores anywhere: bytes that are not UTF-8
-    (kept by Python as surrogate escapes) become ``\\xNN``."""
-    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    (kept by Python as surrogate escapes) and NUL become ``\\xNN``."""
+    text = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return text.replace("\x00", "\\x00")
 
 
 def _why(err: OSError) -> str:

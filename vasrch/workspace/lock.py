@@ -4,6 +4,7 @@ maintenance take, released by the kernel if its holder dies."""
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import fcntl
 import json
 import os
@@ -24,7 +25,9 @@ class WorkspaceBusy(RuntimeError):
 def holder(workspace: Path) -> str:
     """Who holds (or last held) the workspace lock, as the lock file records it."""
     try:
-        info = json.loads((Path(workspace) / LOCK_NAME).read_text(encoding="utf-8"))
+        fd = os.open(Path(workspace) / LOCK_NAME, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        with os.fdopen(fd, encoding="utf-8") as file:
+            info = json.loads(file.read(4096))
     except (OSError, ValueError):
         return "an unknown process"
     return (
@@ -41,7 +44,16 @@ def workspace_lock(workspace: Path, command: str, timeout_s: float = 600.0) -> I
     stale lock never blocks anyone."""
     workspace = Path(workspace)
     workspace.mkdir(parents=True, exist_ok=True)
-    fd = os.open(workspace / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        # O_NOFOLLOW: a planted .lock symlink must not make the lock overwrite its target.
+        fd = os.open(workspace / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as err:
+        if err.errno != errno.ELOOP:
+            raise
+        raise WorkspaceBusy(
+            f"{workspace / LOCK_NAME} is a symbolic link; vasrch never follows it. Remove it "
+            "(rm, not the file it points to) and try again"
+        ) from None
     try:
         deadline = time.monotonic() + timeout_s
         while True:
