@@ -253,6 +253,41 @@ class NightlyConfig(_Section):
     gates: GatesConfig = GatesConfig()
 
 
+class RefreshConfig(_Section):
+    """`refresh`: bringing the served run up to date with the catalog between retrains, and
+    when the drift since training makes a retrain due."""
+
+    interval_minutes: float | None = Field(
+        5,
+        gt=0,
+        description="Schedule of the refresh deployment (minutes between runs); none: no "
+        "schedule (run it from the UI or `vasrch refresh`).",
+    )
+    max_added_share: float = Field(
+        0.2,
+        gt=0,
+        le=1,
+        description="A retrain is due once this share of the indexed photos was added by "
+        "refreshes since the run whose clusters were trained.",
+    )
+    max_size_spread_growth: float = Field(
+        1.5,
+        ge=1,
+        description="A retrain is due once the spread of cluster sizes (their coefficient of "
+        "variation) grows past this multiple of its value at training.",
+    )
+    recall_margin: float = Field(
+        0.02,
+        ge=0,
+        le=1,
+        description="A retrain is due once recall@10 re-checked at the run's probes falls this "
+        "far below search.target_recall.",
+    )
+    recheck_sample: int = Field(
+        200, ge=1, description="Catalog photos sampled to re-check recall@10 at each refresh."
+    )
+
+
 class Config(_Section):
     """The whole config file: the catalog, the workspace, and one section per step."""
 
@@ -266,6 +301,7 @@ class Config(_Section):
     runs: RunsConfig = RunsConfig()
     runner: RunnerConfig = RunnerConfig()
     nightly: NightlyConfig = NightlyConfig()
+    refresh: RefreshConfig = RefreshConfig()
 
     def to_yaml(self) -> str:
         """The resolved config as YAML (absolute paths)."""

@@ -372,3 +372,21 @@ def evaluate_index(
         hq = None if hlabels is None else hlabels.reindex(held_out.ids).to_numpy(dtype=object)
         metrics |= _figures("held_out", index, calibration, p, None, hq, labels)
     return Evaluation(metrics, calibrated_on)
+
+
+def recheck_recall(
+    index: SearchIndex,
+    ids: np.ndarray,
+    vectors: np.ndarray,
+    probes: int,
+    evaluation: EvaluationConfig,
+    sample: int,
+) -> float:
+    """recall@10 at `probes` on `sample` catalog photos, measured as a run without held-out
+    photos calibrates (each without itself and the catalog photos near it)."""
+    rows = sample_queries(len(ids), sample, evaluation.seed)
+    queries = index.prepare_queries(vectors[rows])
+    exclude = index.rows_of(list(ids[rows]))
+    far = evaluation.same_product_similarity
+    exact = _answers(index.exact(), queries, 1, exclude, far)
+    return recall_at_k(_answers(index, queries, probes, exclude, far), exact, TOP)
