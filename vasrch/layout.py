@@ -151,6 +151,9 @@ class WorkspaceLayout:
     query_service = Entry(
         "query-service.json", "where the running query service listens, for query flows"
     )
+    hidden_products = Entry(
+        "hidden-products.json", "products hidden from every answer until the catalog drops them"
+    )
 
     @property
     def latest(self) -> Path:
