@@ -5,6 +5,7 @@ Prefect is imported inside the functions, so importing this module stays cheap.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -72,25 +73,30 @@ def serve_deployments(
     files_port: int = 8766,
     poll_s: float = DEFAULT_POLL_S,
     query_port: int | None = None,
+    allow_public: bool = False,
 ) -> None:
     """Register the deployments with the server at PREFECT_API_URL and run their flow runs
     (started from the UI, the API or the nightly schedule) from this process until stopped;
     `limit` caps concurrent runs (None: no cap) and the server is asked for new runs every
     `poll_s` seconds. The workspace is served read-only on files_host:files_port so the
-    artifacts' links (reports, plots, pages) open in a browser. With a `query_port` (0: any
-    free one), a warm query service for the workspace listens there on loopback once it has a
-    run, and query runs send it their images. Stopping leaves the schedules active: the nightly
-    runs again once a server is back."""
+    artifacts' links (reports, plots, pages) open in a browser; beyond loopback it asks for
+    VASRCH_TOKEN, and refuses to start without one unless `allow_public`. With a `query_port`
+    (0: any free one), a warm query service for the workspace listens there on loopback once it
+    has a run, and query runs send it their images. Stopping leaves the schedules active: the
+    nightly runs again once a server is back."""
     from prefect import serve
 
     from vasrch.config import load_config
     from vasrch.pages.file_server import start_file_server
+    from vasrch.service.settings import TOKEN_ENV
 
     if poll_s <= 0:
         raise ValueError(f"the polling interval must be positive, got {poll_s} s")
     api_url()
     cfg = load_config(config_path)
-    files = start_file_server(cfg.workspace, files_host, files_port)
+    files = start_file_server(
+        cfg.workspace, files_host, files_port, os.environ.get(TOKEN_ENV), allow_public
+    )
     service = None if query_port is None else _warm_service(cfg, query_port)
     try:
         serve(
@@ -109,7 +115,6 @@ def _warm_service(cfg: Config, port: int) -> BackgroundService:
     """The workspace's query service on 127.0.0.1:`port`, in a thread of this process (it
     starts once the workspace has a run); its log lines go to stderr."""
     import logging
-    import os
 
     from vasrch.service.background import BackgroundService
     from vasrch.service.settings import TOKEN_ENV, ServiceSettings

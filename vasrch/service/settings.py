@@ -3,30 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import json
-import socket
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vasrch.addresses import is_loopback
 from vasrch.config import SearchConfig
 
 MAX_TOP_N = 1000
 TOKEN_ENV = "VASRCH_TOKEN"
-
-
-def is_loopback(host: str) -> bool:
-    """True when every address `host` names is a loopback one (127.0.0.0/8, ::1, localhost)."""
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        pass
-    try:
-        infos = socket.getaddrinfo(host, None)
-    except OSError:
-        return False
-    return bool(infos) and all(ipaddress.ip_address(i[4][0]).is_loopback for i in infos)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,43 @@
+"""Shared: which network addresses and Host headers stay on this machine."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from urllib.parse import urlsplit
+
+LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
+
+
+def is_loopback(host: str) -> bool:
+    """True when every address `host` names is a loopback one (127.0.0.0/8, ::1, localhost)."""
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except OSError:
+        return False
+    return bool(infos) and all(ipaddress.ip_address(i[4][0]).is_loopback for i in infos)
+
+
+def is_loopback_host_header(value: str | None, port: int) -> bool:
+    """True when an HTTP Host header names this machine by a loopback literal or name and the
+    port it listens on: what a page on another site cannot send, even by DNS rebinding (its
+    requests carry that site's name)."""
+    if not value:
+        return False
+    try:
+        parts = urlsplit(f"//{value}")
+        host, given = parts.hostname, parts.port
+    except ValueError:
+        return False
+    if host is None or given not in (None, port):
+        return False
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
