@@ -39,11 +39,15 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import yaml
 from PIL import Image
+
+if TYPE_CHECKING:
+    from vasrch.orchestration.flows.train import TrainResult
 
 ROOT = Path(__file__).resolve().parents[2]
 DATASET = ROOT / "shared" / "datasets" / "clothing-small"
@@ -141,7 +145,7 @@ def mixed_groups(groups: pd.DataFrame, planted: dict[str, tuple]) -> int:
     return int(groups.loc[origin != rep_origin, "group_id"].nunique())
 
 
-def train_run(catalog_dir: Path, workspace: Path) -> tuple[dict, float]:
+def train_run(catalog_dir: Path, workspace: Path) -> tuple[TrainResult, float]:
     """The train flow at its defaults on the catalog; (result, seconds)."""
     from vasrch.orchestration.flows.train import train_flow
 
@@ -232,13 +236,14 @@ def main() -> None:
         f"{time.perf_counter() - start:.0f} s"
     )
     result, seconds = train_run(catalog_dir, args.workspace)
-    run = RunLayout(Path(result["run_dir"]))
+    run = RunLayout(result.run_dir)
     catalog = pd.read_parquet(run.catalog, columns=["image_id", "path"])
     ids_order = catalog["image_id"].tolist()
     print(
         f"train flow: {seconds:.0f} s for {len(catalog)} images (extraction "
-        f"{result['extract']['images_per_s']} images/s; k={result['k']}, probes "
-        f"{result['metrics']['probes']}); bulk: {result['bulk']['duplicate_groups']} groups"
+        f"{result.extract.images_per_s:.2f} images/s; k={result.manifest.k}, probes "
+        f"{result.manifest.calibration.probes}); bulk: "
+        f"{result.manifest.bulk.duplicate_groups} groups"
     )
 
     rows = []

@@ -88,10 +88,10 @@ def step_rows(catalog: Split, queries: Split) -> pd.DataFrame:
         fit_s = time.perf_counter() - start
         figures = evaluate_index(
             index, catalog.ids, catalog.vectors, labels, search, EvaluationConfig(), held_out
-        ).metrics
+        ).figures()
         without = evaluate_index(
             index, catalog.ids, catalog.vectors, labels, search, EvaluationConfig()
-        ).metrics
+        ).figures()
         at_those = evaluate_index(
             index,
             catalog.ids,
@@ -100,7 +100,7 @@ def step_rows(catalog: Split, queries: Split) -> pd.DataFrame:
             SearchConfig(**fields, probes=int(without["probes"])),
             EvaluationConfig(sample=10),
             held_out,
-        ).metrics
+        ).figures()
         rows.append(
             {
                 "step": name,

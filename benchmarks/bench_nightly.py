@@ -69,7 +69,7 @@ def main() -> int:
         print(f"no LATEST run in {workspace}: training once (extracts the whole catalog) ...")
         clock = time.perf_counter()
         first = train_flow(str(path))
-        print(f"  trained {first['run_id']} in {time.perf_counter() - clock:.1f} s")
+        print(f"  trained {first.run_id} in {time.perf_counter() - clock:.1f} s")
 
     walls = []
     for i in range(args.repeat):
@@ -78,15 +78,16 @@ def main() -> int:
         result = nightly_flow(str(path))
         wall = time.perf_counter() - clock
         walls.append(wall)
-        stages = runs.read_manifest(Path(result["run_dir"]), verify=False)["timings"]
+        manifest, extract = result.train.manifest, result.train.extract
         print(
-            f"nightly {i + 1}: {wall:.1f} s wall, extracted {result['extract']['new']} of "
-            f"{result['counts']['catalog']} images, k={result['k']} "
-            f"(warm start: {result['warm_start']}), promoted: {result['promoted']}, "
+            f"nightly {i + 1}: {wall:.1f} s wall, extracted {extract.new} of "
+            f"{manifest.counts.catalog} images, k={manifest.k} "
+            f"(warm start: {result.warm_start}), promoted: {manifest.promoted}, "
             f"load average before: {load:.1f}"
         )
+        stages = manifest.timings.model_dump(exclude_none=True)
         print("  stages (s): " + ", ".join(f"{k} {v:.1f}" for k, v in stages.items()))
-        if result["extract"]["new"]:
+        if extract.new:
             print("  warning: the catalog changed or the cache was incomplete", file=sys.stderr)
     median = statistics.median(walls)
     verdict = "meets" if median < TARGET_S else "misses"

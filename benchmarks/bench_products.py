@@ -101,7 +101,7 @@ def originals_precision(catalog, queries) -> dict:
     held_out = HeldOut(queries.ids, queries.vectors, pd.Series(queries.classes, index=queries.ids))
     metrics = evaluate_index(
         index, ids, vectors, labels, SearchConfig(), EvaluationConfig(), held_out
-    ).metrics
+    ).figures()
     return {
         "one photo per product: photo-level precision@10 (exact)": metrics[
             "held_out_exact_precision_at_10"
@@ -152,7 +152,7 @@ def quality(catalog, queries, manifest: pd.DataFrame) -> tuple[dict, object, obj
             SearchConfig(),
             EvaluationConfig(),
             held_out,
-        ).metrics
+        ).figures()
         out[f"{name}-level precision@10 (probes {int(metrics['probes'])})"] = metrics[
             "held_out_precision_at_10"
         ]

@@ -22,13 +22,15 @@ from typing import Any
 import numpy as np
 
 from tests.imagefactory import picture
+from vasrch.features.extraction import ExtractSummary
 
 NON_UTF8_NAME = b"caf\xe9.jpg"
 ROOT = Path(__file__).resolve().parents[1]
 EXTRACT = """
 import json, resource, sys
 from vasrch.orchestration.flows.extract import extract_flow
-result = extract_flow(sys.argv[1])
+from tests.hostile import reported
+result = reported(extract_flow(sys.argv[1]))
 result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(json.dumps(result))
 """
@@ -141,6 +143,16 @@ def unlock(root: Path) -> None:
     """Make the unreadable folder removable again (so a temporary folder can be cleaned)."""
     if (root / "private").is_dir():
         (root / "private").chmod(0o755)
+
+
+def reported(summary: ExtractSummary) -> dict[str, Any]:
+    """The extract flow's summary as plain data: its counts, every rejected image (image_id,
+    reason, retry) and the scan's folder warnings."""
+    return {
+        **summary.as_dict(),
+        "rejections": summary.rejections.to_dict("records"),
+        "warnings": summary.warnings,
+    }
 
 
 def assert_reported(result: dict[str, Any], expected: Expected) -> None:

@@ -91,13 +91,13 @@ def planted(tmp_path_factory):
 
 def test_planted_near_duplicates_form_one_group_each(planted) -> None:
     _, groups, result = planted
-    dups = pd.read_parquet(Path(result["run_dir"]) / "bulk" / "duplicates.parquet")
+    dups = pd.read_parquet(result.run_dir / "bulk" / "duplicates.parquet")
     found = [set(g["image_id"]) for _, g in dups.groupby("group_id")]
     assert sorted(found, key=sorted) == sorted(groups.values(), key=sorted)
     assert not dups["image_id"].str.startswith("distinct/").any()
     assert (dups.groupby("group_id")["is_representative"].sum() == 1).all()
     assert (dups["score_to_representative"] >= BulkConfig().duplicate_threshold).all()
-    assert result["bulk"]["duplicate_groups"] == 4
+    assert result.manifest.bulk.duplicate_groups == 4
 
 
 def test_the_near_duplicates_artifact_lists_each_group_with_scored_members(planted) -> None:
@@ -110,7 +110,7 @@ def test_the_near_duplicates_artifact_lists_each_group_with_scored_members(plant
             artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["near-duplicates"]))
         )
     rows = json.loads(found[-1].data) if isinstance(found[-1].data, str) else found[-1].data
-    assert len(rows) == result["bulk"]["duplicate_groups"] == 4
+    assert len(rows) == result.manifest.bulk.duplicate_groups == 4
     listed = []
     for row in rows:
         members = re.findall(r"(\S+) \((0\.\d{3}|1\.000)\)", row["members"])
@@ -121,9 +121,10 @@ def test_the_near_duplicates_artifact_lists_each_group_with_scored_members(plant
 
 def test_bulk_flow_on_saved_run_with_csv(planted) -> None:
     config, _, result = planted
-    out = bulk_flow(str(config), run=result["run_id"], top_n=3, csv=True)
-    out_dir = Path(out["out_dir"])
-    assert out_dir.parent.name == result["run_id"] and (out_dir / "COMPLETE").is_file()
+    out = bulk_flow(str(config), run=result.run_id, top_n=3, csv=True)
+    out_dir = out.out_dir
+    assert out_dir.parent.name == result.run_id and (out_dir / "COMPLETE").is_file()
+    assert out.summary.neighbour_rows == 32 * 3 and out.summary.top_n == 3
     table = pd.read_csv(out_dir / "neighbours.csv")
     # every photo its own product (folder mode): the photo table is the product table
     assert len(table) == 32 * 3 and list(table.columns) == NEIGHBOUR_COLUMNS
@@ -150,7 +151,7 @@ def test_vasrch_duplicates_prints_the_groups_as_table_csv_and_json(planted, caps
     from vasrch.cli import main
 
     config, groups, result = planted
-    argv = ["duplicates", "--config", str(config), "--run", result["run_id"]]
+    argv = ["duplicates", "--config", str(config), "--run", result.run_id]
     assert main([*argv, "--format", "csv", "--show-paths"]) == 0
     table = pd.read_csv(io.StringIO(capsys.readouterr().out))
     assert list(table.columns) == [
@@ -185,7 +186,7 @@ def test_vasrch_duplicates_refuses_a_run_whose_catalog_changed(planted, tmp_path
     from vasrch.workspace.runs import RunError
 
     config, _, result = planted
-    copy = shutil.copytree(result["run_dir"], tmp_path / Path(result["run_dir"]).name)
+    copy = shutil.copytree(result.run_dir, tmp_path / result.run_dir.name)
     catalog = copy / "catalog.parquet"
     pd.read_parquet(catalog).iloc[1:].to_parquet(catalog)
     with pytest.raises(RunError, match=r"catalog\.parquet"):

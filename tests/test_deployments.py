@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import pandas as pd
 import pytest
@@ -27,6 +27,9 @@ import yaml
 from tests.imagefactory import shopper_copy
 from vasrch.config import load_config
 from vasrch.workspace import runs
+
+if TYPE_CHECKING:
+    from vasrch.orchestration.flows.train import TrainResult
 
 REPO = Path(__file__).resolve().parents[1]
 PREFECT_YAML = REPO / "deployments" / "prefect.yaml"
@@ -250,7 +253,7 @@ def start_and_wait(name: str, parameters: dict):
 
 
 @pytest.fixture(scope="module")
-def trained(served) -> dict:
+def trained(served) -> TrainResult:
     config = served.config
     _, result = start_and_wait("train", {"config_path": str(config)})
     return result
@@ -283,11 +286,11 @@ def refused(name: str, parameters: dict) -> str:
 def test_train_started_through_the_api_publishes_latest(served, trained):
     config = served.config
     workspace = load_config(config).workspace
-    run_dir = Path(trained["run_dir"])
+    run_dir = trained.run_dir
     assert run_dir.is_dir() and run_dir.parent == runs.runs_dir(workspace)
-    assert runs.latest_run_id(workspace) == trained["run_id"] == run_dir.name
-    assert runs.read_manifest(run_dir)["counts"]["indexed"] == 48
-    assert trained["extract"]["new"] == 48
+    assert runs.latest_run_id(workspace) == trained.run_id == run_dir.name
+    assert runs.read_manifest(run_dir) == trained.manifest
+    assert trained.manifest.counts.indexed == 48 and trained.extract.new == 48
     # the artifacts point into the published run: the plot is in the UI itself, the report's
     # link opens (served read-only by vasrch serve)
     from prefect.client.orchestration import get_client
@@ -311,11 +314,11 @@ def test_train_started_through_the_api_publishes_latest(served, trained):
 def test_nightly_on_an_unchanged_catalog_extracts_nothing_and_warm_starts(served, trained):
     config = served.config
     _, result = start_and_wait("nightly", {"config_path": str(config)})
-    assert result["extract"]["new"] == 0 and result["extract"]["reused"] == 48
-    assert result["previous_run"] == trained["run_id"]
-    assert result["k"] == trained["k"] and result["warm_start"]
-    assert result["promoted"]
-    assert runs.latest_run_id(load_config(config).workspace) == result["run_id"]
+    assert result.train.extract.new == 0 and result.train.extract.reused == 48
+    assert result.train.manifest.lineage.parent_run == trained.run_id
+    assert result.train.manifest.k == trained.manifest.k and result.warm_start
+    assert result.train.manifest.promoted
+    assert runs.latest_run_id(load_config(config).workspace) == result.train.run_id
 
 
 @contextmanager
@@ -399,7 +402,7 @@ def test_nightly_failing_its_gate_keeps_latest_and_records_the_reason(
     newest = runs.list_runs(workspace)[-1]
     assert runs.latest_run_id(workspace) == before != newest["run_id"]
     recorded = runs.read_manifest(runs.runs_dir(workspace) / newest["run_id"])
-    assert recorded["status"] == "rejected" and recorded["reason"] in message
+    assert recorded.status == "rejected" and recorded.reason in message
     assert flow_run.parameters["overrides"] == {"nightly.gates.max_rejected_fraction": 0}
 
 
@@ -451,11 +454,11 @@ def test_query_through_the_api_is_answered_by_the_warm_service(served, trained, 
     flow_run, result = start_and_wait(
         "query", {"config_path": str(config), "images": [str(queries)], "top_n": 4}
     )
-    out = Path(result["out_dir"])
+    out = result.out_dir
     assert out.parent == workspace / "queries"
-    assert result["run_id"] == runs.latest_run_id(workspace) == service.run_id
-    assert result["queries"] == 2
-    assert [r["query"] for r in result["rejected"]] == [str(queries / "broken.jpg")]
+    assert result.run_id == runs.latest_run_id(workspace) == service.run_id
+    assert result.queries == 2 and result.params.top_n == 4
+    assert [r["query"] for r in result.rejected] == [str(queries / "broken.jpg")]
     deadline = time.monotonic() + 30
     while "answered by the query service" not in (logs := flow_run_logs(flow_run.id)):
         assert time.monotonic() < deadline, logs
@@ -506,11 +509,11 @@ def test_query_through_the_api_is_answered_by_the_warm_service(served, trained, 
 def test_bulk_through_the_api_writes_neighbours_for_the_run(served, trained):
     config = served.config
     _, result = start_and_wait(
-        "bulk", {"config_path": str(config), "run": trained["run_id"], "top_n": 3}
+        "bulk", {"config_path": str(config), "run": trained.run_id, "top_n": 3}
     )
-    out = Path(result["out_dir"])
-    assert result["run_id"] == trained["run_id"] and (out / "COMPLETE").is_file()
-    assert result["neighbour_rows"] == 48 * 3
+    out = result.out_dir
+    assert result.run_id == trained.run_id and (out / "COMPLETE").is_file()
+    assert result.summary.neighbour_rows == 48 * 3
 
 
 @pytest.mark.server
@@ -551,11 +554,11 @@ def test_prefect_deploy_all_registers_the_yaml_deployments_and_a_worker_runs_the
 
     # A process worker started elsewhere runs a deployment from the repo root (its pull step).
     config = served.config
-    parameters = {"config_path": str(config), "run": trained["run_id"], "top_n": 2}
+    parameters = {"config_path": str(config), "run": trained.run_id, "top_n": 2}
     flow_run = run_deployment(name="bulk/bulk", parameters=parameters, timeout=0)
     prefect("worker", "start", "--pool", "vasrch", "--run-once", cwd=tmp_path)
     with get_client(sync_client=True) as client:
         state = client.read_flow_run(flow_run.id).state
     assert state.is_completed(), f"{state.name}: {state.message}"
-    jobs = load_config(config).workspace / "bulk" / trained["run_id"]
+    jobs = load_config(config).workspace / "bulk" / trained.run_id
     assert any((job / "COMPLETE").is_file() for job in jobs.iterdir())

@@ -11,11 +11,14 @@ import pytest
 import yaml
 from PIL import Image, ImageEnhance, ImageOps
 
+from tests.run_records import run_record
 from vasrch.config import ClusteringConfig, EvaluationConfig, GatesConfig, SearchConfig
 from vasrch.index.clustering import fit_centring, l2_normalise
+from vasrch.index.figures import Figures
 from vasrch.index.search_index import augment_database, build_index, load_index, save
 from vasrch.index.training import HeldOut, evaluate_index, fit_index
 from vasrch.workspace.promotion import gate_failure
+from vasrch.workspace.run_manifest import Metrics
 
 
 def _blobs(n: int = 1200, d: int = 24, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -65,19 +68,17 @@ def test_database_augmentation_adds_each_vectors_weighted_neighbours():
 
 
 def test_gates_read_held_out_figures_when_there_are_some():
-    metrics = {
-        "leave_one_out_recall_at_10": 0.99,
-        "leave_one_out_precision_at_10": 0.9,
-        "held_out_recall_at_10": 0.8,
-        "held_out_precision_at_10": 0.5,
-    }
-    manifest = {"metrics": metrics, "counts": {"rejected": 0, "catalog": 10}}
+    metrics = Metrics(
+        leave_one_out=Figures(queries=48, recall_at_10=0.99, precision_at_10=0.9),
+        held_out=Figures(queries=24, recall_at_10=0.8, precision_at_10=0.5),
+    )
+    manifest = run_record(metrics=metrics)
     auto = gate_failure(GatesConfig(min_recall_at_10=0.9, min_precision_at_10=0.6), manifest)
     assert "held_out_recall_at_10 0.8000" in auto and "held_out_precision_at_10 0.5000" in auto
     loo = GatesConfig(figures="leave_one_out", min_recall_at_10=0.9, min_precision_at_10=0.6)
     assert gate_failure(loo, manifest) is None
-    del metrics["held_out_recall_at_10"], metrics["held_out_precision_at_10"]
-    assert "no held-out figures" in gate_failure(GatesConfig(figures="held_out"), manifest)
+    without = run_record(metrics=metrics.model_copy(update={"held_out": None}))
+    assert "no held-out figures" in gate_failure(GatesConfig(figures="held_out"), without)
 
 
 def test_train_flow_reports_held_out_beside_leave_one_out(tmp_path, demo_catalog):
@@ -102,15 +103,16 @@ def test_train_flow_reports_held_out_beside_leave_one_out(tmp_path, demo_catalog
     )
     with pytest.warns(UserWarning, match="1 held-out photos are byte-for-byte in the catalog"):
         result = train_flow(str(config))
-    metrics = result["metrics"]
-    assert metrics["held_out_queries"] == 24  # 8 classes x 3; the copy is left out
-    assert metrics["leave_one_out_queries"] == 48
-    assert metrics["held_out_recall_at_10"] >= 0.9 and metrics["held_out_precision_at_10"] > 0.5
-    assert result["calibrated_on"] == "24 held-out photos"
-    run = Path(result["run_dir"])
+    metrics = result.manifest.metrics
+    assert metrics.held_out.queries == 24  # 8 classes x 3; the copy is left out
+    assert metrics.leave_one_out.queries == 48
+    assert metrics.held_out.recall_at_10 >= 0.9 and metrics.held_out.precision_at_10 > 0.5
+    assert result.manifest.calibration.calibrated_on == "24 held-out photos"
+    run = result.run_dir
     manifest = json.loads((run / "manifest.json").read_text())
-    assert manifest["calibrated_on"] == "24 held-out photos"
-    assert manifest["metrics"]["held_out_precision_at_10"] == metrics["held_out_precision_at_10"]
+    assert manifest["calibration"]["calibrated_on"] == "24 held-out photos"
+    held_out = manifest["metrics"]["held_out"]
+    assert held_out["precision_at_10"] == metrics.held_out.precision_at_10
     page = (run / "report.html").read_text()
     assert "held_out_precision_at_10" in page and "Probes calibrated on 24 held-out photos" in page
 
@@ -167,14 +169,12 @@ def test_calibration_without_held_out_photos_holds_for_new_photos(dataset, tmp_p
 
     def calibrated(similarity: float) -> int:
         evaluation = EvaluationConfig(same_product_similarity=similarity)
-        return int(
-            evaluate_index(index, ids, vectors, labels, search, evaluation).metrics["probes"]
-        )
+        return evaluate_index(index, ids, vectors, labels, search, evaluation).probes
 
     def new_photo_recall(probes: int) -> float:
         fixed = search.model_copy(update={"probes": probes})
         figures = evaluate_index(index, ids, vectors, labels, fixed, EvaluationConfig(), held_out)
-        return figures.metrics["held_out_recall_at_10"]
+        return figures.held_out.recall_at_10
 
     naive, default = calibrated(1.0), calibrated(EvaluationConfig().same_product_similarity)
     assert naive < default

@@ -13,6 +13,7 @@ import yaml
 from tests.hostile import (
     assert_reported,
     extract_without_read_override,
+    reported,
     unlock,
     write_hostile_files,
 )
@@ -38,14 +39,14 @@ def test_every_good_photo_extracted_every_bad_one_reported(tmp_path: Path, capsy
     )
     features = {"weights": "none", "image_size": 32}
     config = _config(tmp_path, features)
-    first = extract_flow(str(config))
+    first = reported(extract_flow(str(config)))
     assert_reported(first, expected)
     assert (first["seen"], first["new"]) == (len(good) + len(expected.rejected), len(good))
     cache = cache_dir_for(tmp_path / "ws", fingerprint(BackboneSpec(**features)))
     ids, _ = load_vectors(cache, scan_catalog(tmp_path / "catalog").table)
     assert sorted(ids) == sorted(f"good/{p.name}" for p in good)
 
-    second = extract_flow(str(config))
+    second = reported(extract_flow(str(config)))
     assert_reported(second, expected)
     assert (second["new"], second["reused"]) == (0, len(good))
 

@@ -9,17 +9,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.run_records import run_record
 from vasrch.config import GatesConfig
+from vasrch.index.figures import Figures
 from vasrch.orchestration.flows.nightly import nightly_flow
 from vasrch.workspace import runs
 from vasrch.workspace.promotion import gate_failure
+from vasrch.workspace.run_manifest import Metrics, RunRecord
 
 
-def manifest(recall: float, rejected: int, catalog: int) -> dict:
-    return {
-        "metrics": {"leave_one_out_recall_at_10": recall},
-        "counts": {"rejected": rejected, "catalog": catalog},
-    }
+def manifest(recall: float, rejected: int, catalog: int) -> RunRecord:
+    record = run_record(metrics=Metrics(leave_one_out=Figures(queries=48, recall_at_10=recall)))
+    counts = record.counts.model_copy(update={"rejected": rejected, "catalog": catalog})
+    return record.model_copy(update={"counts": counts})
 
 
 def test_gate_passes_at_the_thresholds():
@@ -76,34 +78,36 @@ def test_nightly_retrains_incrementally_and_keeps_latest_when_a_gate_fails(night
     path, catalog, workspace = nightly_config
 
     first = nightly_flow(str(path))
-    assert first["promoted"] and first["reason"] is None
-    assert first["extract"]["new"] == 48 and not first["warm_start"]
-    assert first["previous_run"] is None
-    assert runs.latest_run_id(workspace) == first["run_id"]
+    assert first.train.manifest.promoted and first.train.manifest.reason is None
+    assert first.train.extract.new == 48 and not first.warm_start
+    assert first.train.manifest.lineage.parent_run is None
+    assert runs.latest_run_id(workspace) == first.train.run_id
 
     # Unchanged catalog: nothing extracted; a different seed would move a cold start's
     # centroids, but the warm start from the converged centroids keeps them in place.
     second = nightly_flow(str(path), {"clustering.seed": 1})
-    assert second["extract"]["new"] == 0 and second["extract"]["reused"] == 48
-    assert second["counts"]["unchanged"] == 48 and second["counts"]["new"] == 0
-    assert second["warm_start"] and second["previous_run"] == first["run_id"]
-    np.testing.assert_allclose(centroids(second["run_dir"]), centroids(first["run_dir"]), atol=1e-6)
-    assert runs.latest_run_id(workspace) == second["run_id"]
+    assert second.train.extract.new == 0 and second.train.extract.reused == 48
+    assert second.train.manifest.counts.unchanged == 48 and second.train.manifest.counts.new == 0
+    assert second.warm_start and second.train.manifest.lineage.parent_run == first.train.run_id
+    np.testing.assert_allclose(
+        centroids(second.train.run_dir), centroids(first.train.run_dir), atol=1e-6
+    )
+    assert runs.latest_run_id(workspace) == second.train.run_id
 
     # Gone images drop out of the index; a bad image is rejected, under the 5 % gate.
     gone = sorted(catalog.glob("*/*_00[12].*"))[:3]
     gone_ids = {p.relative_to(catalog).as_posix() for p in gone}
-    assert gone_ids <= indexed_ids(second["run_dir"])
+    assert gone_ids <= indexed_ids(second.train.run_dir)
     for p in gone:
         p.unlink()
     (catalog / "mug" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     third = nightly_flow(str(path))
-    assert third["promoted"], third["reason"]
-    assert third["counts"]["gone"] == 3 and third["counts"]["new"] == 1
-    assert third["extract"]["new"] == 0 and third["extract"]["rejected"] == 1
-    ids = indexed_ids(third["run_dir"])
+    assert third.train.manifest.promoted, third.train.manifest.reason
+    assert third.train.manifest.counts.gone == 3 and third.train.manifest.counts.new == 1
+    assert third.train.extract.new == 0 and third.train.extract.rejected == 1
+    ids = indexed_ids(third.train.run_dir)
     assert len(ids) == 45 and not ids & gone_ids and "mug/broken.jpg" not in ids
-    kept = pd.read_parquet(Path(third["run_dir"]) / "catalog.parquet")["image_id"]
+    kept = pd.read_parquet(third.train.run_dir / "catalog.parquet")["image_id"]
     assert not set(kept) & gone_ids
 
     # A failing gate: the flow run fails with the reason, the run is recorded as rejected with
@@ -111,13 +115,15 @@ def test_nightly_retrains_incrementally_and_keeps_latest_when_a_gate_fails(night
     state = nightly_flow(str(path), {"nightly.gates.max_rejected_fraction": 0.0}, return_state=True)
     assert state.is_failed() and "max_rejected_fraction 0.0" in state.message
     fourth = state.result(raise_on_failure=False)
-    assert not fourth["promoted"]
-    assert "max_rejected_fraction 0.0" in fourth["reason"] and "1 of 46" in fourth["reason"]
-    assert runs.latest_run_id(workspace) == third["run_id"]
-    recorded = runs.read_manifest(Path(fourth["run_dir"]))
-    assert recorded["status"] == "rejected" and recorded["reason"] == fourth["reason"]
+    reason = fourth.train.manifest.reason
+    assert not fourth.train.manifest.promoted
+    assert "max_rejected_fraction 0.0" in reason and "1 of 46" in reason
+    assert runs.latest_run_id(workspace) == third.train.run_id
+    recorded = runs.read_manifest(fourth.train.run_dir)
+    assert recorded == fourth.train.manifest
+    assert recorded.status == "rejected" and recorded.reason == reason
 
     # keep_last 3: the oldest run is pruned, the rejected one is kept for inspection.
-    assert fourth["pruned"] == [first["run_id"]]
+    assert fourth.pruned == (first.train.run_id,)
     listed = [r["run_id"] for r in runs.list_runs(workspace)]
-    assert listed == [second["run_id"], third["run_id"], fourth["run_id"]]
+    assert listed == [second.train.run_id, third.train.run_id, fourth.train.run_id]

@@ -282,7 +282,7 @@ def test_a_manifest_run_answers_with_products_and_filters(manifest_run, tmp_path
     from vasrch.search.searcher import open_run
 
     cfg, _, rows, result = manifest_run
-    run = Path(result["run_dir"])
+    run = result.run_dir
     searcher = open_run(run.parents[1])
     assert searcher.products.several_photos
     image_id = rows["image"].iloc[0]
@@ -354,7 +354,7 @@ def test_a_manifest_run_answers_with_products_and_filters(manifest_run, tmp_path
 
 def test_a_manifest_run_writes_product_neighbours_and_links_products(manifest_run) -> None:
     _, _, rows, result = manifest_run
-    run = Path(result["run_dir"])
+    run = result.run_dir
     products = pd.read_parquet(run / "bulk" / "product_neighbours.parquet")
     assert set(products["product_id"]) == set(rows["product_id"])
     assert not (products["product_id"] == products["neighbour_product_id"]).any()
@@ -375,7 +375,7 @@ def test_the_next_run_picks_up_added_changed_and_removed_rows(manifest_run, tmp_
     from vasrch.search.searcher import open_run
 
     cfg, _, rows, result = manifest_run
-    shutil.copytree(Path(result["run_dir"]).parents[1], tmp_path / "ws")
+    shutil.copytree(result.run_dir.parents[1], tmp_path / "ws")
     config = yaml.safe_load(cfg.read_text())
     edited = rows.copy()
     removed = edited["image"].iloc[2]  # SKU-001's first photo
@@ -390,9 +390,10 @@ def test_the_next_run_picks_up_added_changed_and_removed_rows(manifest_run, tmp_
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     second = train_flow(str(tmp_path / "config.yaml"))
     # the photo moved from SKU-001 to SKU-NEW: same bytes, so it is not embedded again
-    assert second["counts"]["indexed"] == len(rows) - 1 and second["counts"]["gone"] == 1
-    assert second["counts"]["products"] == rows["product_id"].nunique() + 1
-    catalog = pd.read_parquet(Path(second["run_dir"]) / "catalog.parquet").set_index("image_id")
+    counts = second.manifest.counts
+    assert counts.indexed == len(rows) - 1 and counts.gone == 1
+    assert counts.products == rows["product_id"].nunique() + 1
+    catalog = pd.read_parquet(second.run_dir / "catalog.parquet").set_index("image_id")
     assert gone not in catalog.index
     assert catalog.loc[removed, "product_id"] == "SKU-NEW"
     assert set(catalog.loc[catalog["product_id"] == "SKU-000", "title"]) == {"renamed"}
@@ -410,8 +411,8 @@ def test_query_flow_filters_and_writes_products_without_paths(manifest_run) -> N
     cfg = manifest_run[0]
     photo = next(Path(yaml.safe_load(cfg.read_text())["catalog"]["path"]).glob("hat/*"))
     done = query_flow(str(cfg), [str(photo)], top_n=3, filters={"category": ["bag", "mug"]})
-    table = pd.read_parquet(Path(done["out_dir"]) / "results.parquet")
+    table = pd.read_parquet(done.out_dir / "results.parquet")
     assert list(table.columns[:5]) == ["query", "rank", "product_id", "score", "image_id"]
     assert "path" not in table and set(table["category"]) <= {"bag", "mug"} and len(table) == 3
-    page = (Path(done["out_dir"]) / "results.html").read_text(encoding="utf-8")
+    page = (done.out_dir / "results.html").read_text(encoding="utf-8")
     assert 'href="https://shop.example/p/' in page and "SKU-" in page

@@ -36,12 +36,9 @@ def test_real_photos_cluster_and_rank_by_class(dataset: Path, tmp_path: Path) ->
         catalog_labels(catalog),
         SearchConfig(),
         EvaluationConfig(sample=120),
-    ).metrics
-    assert metrics["leave_one_out_recall_at_10"] >= 0.95
+    ).leave_one_out
+    assert metrics.recall_at_10 >= 0.95
     # ten classes of 12 photos: chance is 0.09 (on the full catalog the reference model reaches
     # 0.708 precision@10 exact, held out)
-    assert metrics["leave_one_out_exact_precision_at_10"] >= 0.4
-    assert (
-        metrics["leave_one_out_precision_at_10"]
-        >= metrics["leave_one_out_exact_precision_at_10"] - 0.05
-    )
+    assert metrics.exact_precision_at_10 >= 0.4
+    assert metrics.precision_at_10 >= metrics.exact_precision_at_10 - 0.05

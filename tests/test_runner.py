@@ -151,9 +151,9 @@ def _train(root: Path, catalog: Path, runner: RunnerConfig) -> tuple[Path, Path]
     path.write_text(yaml.safe_dump(data))
     cfg = load_config(path)
     result = train_flow.with_options(task_runner=task_runner(cfg.runner))(str(path))
-    assert result["extract"]["new"] == 48 and result["extract"]["rejected"] == 0
+    assert result.extract.new == 48 and result.extract.rejected == 0
     fp = fingerprint(BackboneSpec.from_config(cfg.features))
-    return cache_dir_for(cfg.workspace, fp), Path(result["run_dir"])
+    return cache_dir_for(cfg.workspace, fp), result.run_dir
 
 
 def _shards(cache_dir: Path) -> tuple[list[str], pd.DataFrame, np.ndarray]:

@@ -7,8 +7,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.run_records import run_record
+from vasrch.config import GatesConfig
+from vasrch.hashing import sha256_file
+from vasrch.index.figures import Figures
 from vasrch.layout import WorkspaceLayout
 from vasrch.workspace import runs
+from vasrch.workspace.promotion import gate_failure
+from vasrch.workspace.run_manifest import Calibration, RunManifest, RunRecord
+
+BEFORE_ISSUE_18 = Path(__file__).parent / "data" / "manifest_before_issue18.json"
 
 
 def _run(ws: Path, payload: str) -> str:
@@ -17,7 +25,7 @@ def _run(ws: Path, payload: str) -> str:
     staging = runs.start_run(ws, run_id)
     (staging / "index").mkdir()
     (staging / "index" / "data.txt").write_text(payload)
-    runs.complete_run(staging, {"k": 3, "counts": {"indexed": 10}, "metrics": {}})
+    runs.complete_run(staging, run_record(), parent_run=None)
     return run_id
 
 
@@ -28,14 +36,99 @@ def test_run_appears_only_when_complete_and_ids_sort_by_time(tmp_path: Path) -> 
     with pytest.raises(runs.RunError, match="not found or incomplete"):
         runs.resolve_run(tmp_path, run_id)
     with pytest.raises(runs.RunError, match="no artifacts"):
-        runs.complete_run(staging, {"k": 2})
+        runs.complete_run(staging, run_record(), parent_run=None)
     (staging / "model.joblib").write_bytes(b"model")
-    final = runs.complete_run(staging, {"k": 2})
+    final = runs.complete_run(staging, run_record(), parent_run="20250101T000000000Z-abcdef")
     assert final.name == run_id and not staging.exists()
     manifest = runs.read_manifest(final)
-    assert manifest["versions"]["numpy"] != "not installed"
+    assert manifest.run_id == run_id
+    assert (
+        RunRecord(**manifest.model_dump(exclude={"run_id", "lineage", "artifacts"})) == run_record()
+    )
+    assert manifest.lineage.versions["numpy"] != "not installed"
+    assert manifest.lineage.parent_run == "20250101T000000000Z-abcdef"
+    assert manifest.artifacts == {"model.joblib": sha256_file(final / "model.joblib")}
     time.sleep(0.002)
     assert runs.new_run_id() > run_id
+
+
+def test_the_manifest_keeps_integers_integers_and_times_to_the_millisecond(tmp_path: Path) -> None:
+    folder = runs.runs_dir(tmp_path) / _run(tmp_path, "x")
+    raw = json.loads((folder / "manifest.json").read_text())
+    assert raw["calibration"] == {
+        "probes": 2,
+        "recall_at_10": 0.96,
+        "calibrated_on": "10 catalog photos",
+    }
+    assert type(raw["calibration"]["probes"]) is int
+    assert type(raw["metrics"]["leave_one_out"]["queries"]) is int
+    assert all(type(v) is int for v in raw["counts"].values())
+    assert raw["timings"] == {
+        "extract_s": 1.235,
+        "diagnostics_s": 0.5,
+        "train_s": 0.25,
+        "evaluate_s": 0.125,
+        "bulk_s": None,
+    }
+    assert RunManifest.model_validate(raw) == runs.read_manifest(folder)
+
+
+def test_a_run_written_before_the_typed_manifest_still_loads(tmp_path: Path) -> None:
+    old = json.loads(BEFORE_ISSUE_18.read_text())
+    assert old["metrics"]["probes"] == 7.0 and old["metrics"]["leave_one_out_queries"] == 12.0
+    folder = runs.runs_dir(tmp_path) / old["run_id"]
+    folder.mkdir(parents=True)
+    (folder / "model.joblib").write_bytes(b"model")
+    old["artifacts"] = {"model.joblib": sha256_file(folder / "model.joblib")}
+    (folder / "manifest.json").write_text(json.dumps(old, indent=2))
+    runs.set_latest(tmp_path, old["run_id"])
+
+    manifest = runs.read_manifest(folder, verify=True)
+    assert manifest.calibration == Calibration(
+        probes=7, recall_at_10=1.0, calibrated_on="1 held-out photos"
+    )
+    assert type(manifest.calibration.probes) is int
+    assert manifest.metrics.leave_one_out.queries == 12
+    assert manifest.metrics.leave_one_out.precision_at_10 == pytest.approx(0.275)
+    assert manifest.metrics.held_out == Figures(queries=1, recall_at_10=1.0)
+    assert manifest.lineage.parent_run is None
+    assert manifest.lineage.created.isoformat() == old["completed"]
+    assert manifest.lineage.versions == old["versions"]
+    assert (manifest.counts.indexed, manifest.timings.bulk_s) == (12, 0.26)
+    assert manifest.bulk.neighbour_rows == 120 and manifest.backbone.image_size == 32
+    assert manifest.config == old["config"] and manifest.k == 7
+    [row] = runs.list_runs(tmp_path)
+    assert (row["status"], row["k"], row["images"], row["figures"]) == (
+        "complete",
+        7,
+        12,
+        "held-out",
+    )
+    assert gate_failure(GatesConfig(), manifest) is None
+    assert "held_out_precision_at_10 is unknown" in gate_failure(
+        GatesConfig(min_precision_at_10=0.5), manifest
+    )
+    rewritten = json.loads(manifest.model_dump_json())
+    assert rewritten["calibration"]["probes"] == 7
+    assert type(rewritten["metrics"]["leave_one_out"]["queries"]) is int
+    assert RunManifest.model_validate(rewritten) == manifest
+
+
+def test_a_manifest_missing_a_field_is_damaged_and_names_it(tmp_path: Path) -> None:
+    from vasrch.search.searcher import open_run
+
+    run_id = _run(tmp_path, "x")
+    path = runs.runs_dir(tmp_path) / run_id / "manifest.json"
+    manifest = json.loads(path.read_text())
+    del manifest["backbone"]
+    path.write_text(json.dumps(manifest))
+    damaged = r"damaged \(not a run manifest: backbone: Field required\)"
+    with pytest.raises(runs.RunError, match=damaged):
+        runs.read_manifest(path.parent)
+    with pytest.raises(runs.RunError, match=damaged):
+        open_run(tmp_path, run_id)
+    [row] = runs.list_runs(tmp_path)
+    assert row["status"].startswith(f"damaged: {path}: damaged (not a run manifest")
 
 
 def test_no_latest_is_a_clear_error(tmp_path: Path) -> None:
@@ -114,7 +207,6 @@ def test_a_second_writer_waits_then_fails_naming_the_holder(tmp_path: Path) -> N
 
 def test_damaged_runs_are_listed_per_run_and_skipped_by_prune(tmp_path: Path, capsys) -> None:
     from vasrch.cli import main
-    from vasrch.search.searcher import open_run
 
     ids = [_run(tmp_path, str(i)) for i in range(5)]
     runs.set_latest(tmp_path, ids[4])
@@ -134,8 +226,6 @@ def test_damaged_runs_are_listed_per_run_and_skipped_by_prune(tmp_path: Path, ca
             "restore it or delete the run folder"
         )
     assert rows[ids[3]]["status"] == "complete" and rows[ids[4]]["latest"]
-    with pytest.raises(runs.RunError, match="no usable backbone"):
-        open_run(tmp_path, ids[4])  # artifacts verified, but no backbone to embed queries with
     assert runs.prune_runs(tmp_path, keep_last=1) == [ids[3]]
     assert sorted(p.name for p in folder.iterdir() if p.is_dir()) == [*ids[:3], ids[4]]
     assert main(["runs", "list", "-w", str(tmp_path)]) == 0
@@ -154,8 +244,7 @@ def test_previous_catalog_and_warm_start_read_only_verified_bytes(tmp_path: Path
     )
     (staging / "index").mkdir()
     np.save(staging / "index" / "centroids.npy", np.eye(2, dtype=np.float32))
-    config = {"clustering": {"n_components": None}, "search": {"centre": True}}
-    final = runs.complete_run(staging, {"k": 2, "fingerprint": "fp", "config": config})
+    final = runs.complete_run(staging, run_record(k=2), parent_run=None)
     runs.set_latest(tmp_path, final.name)
     clustering = ClusteringConfig(num_clusters=2)
     assert list(runs.previous_catalog(tmp_path)["image_id"]) == ["a.jpg"]

@@ -79,9 +79,9 @@ def trained(tmp_path_factory: pytest.TempPathFactory, demo_catalog: Path):
 
 def test_train_flow_bulk_step_uses_bulk_section_and_calibration(trained):
     _, result = trained
-    assert result["bulk"]["top_n"] == BULK["top_n"]
-    assert result["bulk"]["probes"] == int(result["metrics"]["probes"])
-    shards = sorted((Path(result["run_dir"]) / "bulk").glob("neighbours-*.parquet"))
+    assert result.manifest.bulk.top_n == BULK["top_n"]
+    assert result.manifest.bulk.probes == result.manifest.calibration.probes
+    shards = sorted((result.run_dir / "bulk").glob("neighbours-*.parquet"))
     table = pd.concat(pd.read_parquet(p) for p in shards)
     assert table.groupby("image_id")["rank"].max().max() == BULK["top_n"]
 
@@ -91,12 +91,12 @@ def test_bulk_flow_uses_the_rule(trained):
 
     config, result = trained
     default = bulk_flow(str(config))
-    assert (default["top_n"], default["probes"]) == (
+    assert (default.summary.top_n, default.summary.probes) == (
         BULK["top_n"],
-        int(result["metrics"]["probes"]),
+        result.manifest.calibration.probes,
     )
     explicit = bulk_flow(str(config), top_n=2, probes=1)
-    assert (explicit["top_n"], explicit["probes"]) == (2, 1)
+    assert (explicit.summary.top_n, explicit.summary.probes) == (2, 1)
 
 
 def test_query_flow_uses_the_search_section(trained, demo_catalog):
@@ -105,11 +105,11 @@ def test_query_flow_uses_the_search_section(trained, demo_catalog):
     config, _ = trained
     query = str(next(demo_catalog.rglob("*.jpg")))
     default = query_flow(str(config), [query])
-    assert (default["top_n"], default["probes"]) == (SEARCH["top_n"], SEARCH["probes"])
-    table = pd.read_parquet(Path(default["out_dir"]) / "results.parquet")
+    assert default.params == SearchParams(top_n=SEARCH["top_n"], probes=SEARCH["probes"])
+    table = pd.read_parquet(default.out_dir / "results.parquet")
     assert len(table) == SEARCH["top_n"]
     explicit = query_flow(str(config), [query], top_n=2, probes=1)
-    assert (explicit["top_n"], explicit["probes"]) == (2, 1)
+    assert explicit.params == SearchParams(top_n=2, probes=1)
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
@@ -140,7 +140,7 @@ def test_query_server_uses_the_search_section(trained):
     cfg = load_config(config)
     for search, expected in (
         (cfg.search, (SEARCH["top_n"], SEARCH["probes"])),
-        (None, (SearchConfig().top_n, int(result["metrics"]["probes"]))),
+        (None, (SearchConfig().top_n, result.manifest.calibration.probes)),
     ):
         server = make_server(cfg.workspace, port=0, search=search)
         thread = threading.Thread(target=server.serve_forever, daemon=True)

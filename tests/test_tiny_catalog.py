@@ -48,19 +48,20 @@ def three(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
 
 def test_three_images_with_auto_k_make_one_exact_cluster(three) -> None:
     _, result = three
-    assert result["promoted"], result["reason"]
-    assert (result["suggested_k"], result["k"]) == (1, 1)
-    assert "too few to sweep k" in result["sweep_note"]
-    assert result["metrics"]["recall_at_10"] == 1.0
-    searcher = open_run(Path(result["run_dir"]).parents[1])
+    manifest = result.manifest
+    assert manifest.promoted, manifest.reason
+    assert (manifest.suggested_k, manifest.k) == (1, 1)
+    assert "too few to sweep k" in manifest.sweep_note
+    assert manifest.calibration.recall_at_10 == 1.0
+    searcher = open_run(result.run_dir.parents[1])
     found = searcher.search_ids(list(searcher.index.ids), top_n=10)
     assert found.ids.shape == (3, 3) and (found.ids[:, :2] != "").all()
 
 
 def test_two_images_with_two_clusters_skip_the_sweep(tmp_path: Path) -> None:
     result = train_flow(str(_config(tmp_path, 2, num_clusters=2)))
-    assert result["promoted"] and result["k"] == 2
-    assert result["counts"]["indexed"] == 2
+    assert result.manifest.promoted and result.manifest.k == 2
+    assert result.manifest.counts.indexed == 2
 
 
 def test_cli_query_with_a_huge_top_n_answers_at_most_the_catalog(three) -> None:
@@ -88,9 +89,9 @@ def test_a_tampered_latest_catalog_is_not_trusted(three, tmp_path: Path) -> None
     copy["catalog"]["path"] = str(tmp_path / "catalog")
     copy["workspace"] = str(tmp_path / "workspace")
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(copy))
-    latest = tmp_path / "workspace" / "runs" / result["run_id"] / "catalog.parquet"
+    latest = tmp_path / "workspace" / "runs" / result.run_id / "catalog.parquet"
     table = pd.read_parquet(latest)
     table.assign(sha256="f" * 64).to_parquet(latest)  # would make every image "changed"
     again = train_flow(str(tmp_path / "config.yaml"))
-    assert again["promoted"] and again["counts"]["new"] == 3  # previous catalog ignored
-    assert again["counts"]["changed"] == 0
+    assert again.manifest.promoted and again.manifest.counts.new == 3  # previous catalog ignored
+    assert again.manifest.counts.changed == 0

@@ -45,9 +45,9 @@ def trained(tmp_path_factory, demo_catalog):
 
 def test_run_folder_complete_and_latest(trained) -> None:
     _, result = trained
-    run_dir = Path(result["run_dir"])
+    run_dir = result.run_dir
     ws = run_dir.parents[1]
-    assert runs.latest_run_id(ws) == run_dir.name == result["run_id"]
+    assert runs.latest_run_id(ws) == run_dir.name == result.run_id
     for rel in [
         "config.yaml",
         "catalog.parquet",
@@ -60,32 +60,34 @@ def test_run_folder_complete_and_latest(trained) -> None:
     ]:
         assert (run_dir / rel).is_file(), rel
     manifest = runs.read_manifest(run_dir)
-    assert manifest["counts"]["indexed"] == 48 and manifest["k"] == result["k"]
-    assert set(manifest["artifacts"]) >= {"model.joblib", "index/vectors.npy"}
+    assert manifest == result.manifest
+    assert manifest.counts.indexed == 48 and manifest.lineage.parent_run is None
+    assert set(manifest.artifacts) >= {"model.joblib", "index/vectors.npy"}
+    assert manifest.timings.bulk_s is not None and manifest.timings.extract_s > 0
     sweep = pd.read_parquet(run_dir / "diagnostics" / "sweep.parquet")
     assert list(sweep["k"]) == list(range(2, 13))
-    assert result["suggested_k"] in set(sweep["k"])
+    assert manifest.suggested_k in set(sweep["k"])
     assert (run_dir / "diagnostics" / "elbow_silhouette.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_quality_on_demo_classes(trained) -> None:
     _, result = trained
-    m = result["metrics"]
-    assert m["recall_at_10"] >= 0.9 and m["leave_one_out_recall_at_10"] >= 0.9
-    assert m["leave_one_out_precision_at_5"] >= 0.8
-    gap = m["leave_one_out_precision_at_10"] - m["leave_one_out_exact_precision_at_10"]
+    loo = result.manifest.metrics.leave_one_out
+    assert result.manifest.calibration.recall_at_10 >= 0.9 and loo.recall_at_10 >= 0.9
+    assert loo.precision_at_5 >= 0.8
+    gap = loo.precision_at_10 - loo.exact_precision_at_10
     assert abs(gap) <= 0.05
 
 
 def test_model_joblib_is_fitted_kmeans(trained) -> None:
     _, result = trained
-    model = joblib.load(Path(result["run_dir"]) / "model.joblib")
-    assert model.cluster_centers_.shape == (result["k"], 1280)
+    model = joblib.load(result.run_dir / "model.joblib")
+    assert model.cluster_centers_.shape == (result.manifest.k, 1280)
 
 
 def test_bulk_neighbours_exclude_self_and_rank(trained) -> None:
     _, result = trained
-    bulk = Path(result["run_dir"]) / "bulk"
+    bulk = result.run_dir / "bulk"
     table = pd.concat(pd.read_parquet(p) for p in sorted(bulk.glob("neighbours-*.parquet")))
     assert (table["image_id"] != table["neighbour_id"]).all()
     assert table.groupby("image_id")["rank"].max().max() == 5
@@ -94,7 +96,7 @@ def test_bulk_neighbours_exclude_self_and_rank(trained) -> None:
 
 def test_query_search_equals_brute_force_with_all_probes(trained) -> None:
     _, result = trained
-    searcher = open_run(Path(result["run_dir"]).parents[1])
+    searcher = open_run(result.run_dir.parents[1])
     idx = searcher.index
     queries = np.asarray(idx.vectors[:5])
     got = searcher.search_vectors(queries, 10, probes=idx.k)
@@ -108,9 +110,9 @@ def test_tampered_artifact_fails_to_load(trained, tmp_path: Path) -> None:
     import shutil
 
     _, result = trained
-    copy = tmp_path / "ws" / "runs" / result["run_id"]
-    shutil.copytree(result["run_dir"], copy)
-    runs.set_latest(tmp_path / "ws", result["run_id"])
+    copy = tmp_path / "ws" / "runs" / result.run_id
+    shutil.copytree(result.run_dir, copy)
+    runs.set_latest(tmp_path / "ws", result.run_id)
     open_run(tmp_path / "ws")
     with open(copy / "index" / "centroids.npy", "r+b") as f:
         f.seek(-4, 2)
@@ -144,7 +146,7 @@ def test_cli_query_json_names_products_and_leaves_out_the_query_photo(
     trained, tmp_path: Path
 ) -> None:
     cfg, result = trained
-    searcher = open_run(Path(result["run_dir"]).parents[1])
+    searcher = open_run(result.run_dir.parents[1])
     image_id = searcher.index.ids[0]
     copy = tmp_path / "renamed-copy.png"
     copy.write_bytes(Path(searcher.paths[image_id]).read_bytes())
@@ -169,7 +171,7 @@ def test_killed_train_leaves_latest_on_previous_run(trained, tmp_path: Path, dem
 
     _, result = trained
     ws = tmp_path / "ws"
-    shutil.copytree(Path(result["run_dir"]).parents[1], ws)
+    shutil.copytree(result.run_dir.parents[1], ws)
     before = runs.latest_run_id(ws)
     config = _config(
         tmp_path, demo_catalog, clustering={"diagnostics": {"k_min": 2, "k_max": 40, "k_step": 1}}

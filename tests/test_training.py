@@ -24,7 +24,7 @@ def _mixture(n: int = 3000, d: int = 32, centres: int = 30, seed: int = 0):
 def _evaluate(index, ids, x, probes, target=0.95, max_probes=32, **evaluation):
     search = SearchConfig(probes=probes, target_recall=target, max_probes=max_probes)
     config = EvaluationConfig(sample=300, **evaluation)
-    return evaluate_index(index, ids, x, None, search, config).metrics
+    return evaluate_index(index, ids, x, None, search, config)
 
 
 def test_auto_probes_are_the_fewest_reaching_the_target() -> None:
@@ -32,12 +32,12 @@ def test_auto_probes_are_the_fewest_reaching_the_target() -> None:
     plain = SearchConfig(database_augmentation=0, query_expansion=0)
     index, _ = fit_index(ids, x, 40, "fp", ClusteringConfig(), search=plain)
     auto = _evaluate(index, ids, x, "auto", target=0.9)
-    p = int(auto["probes"])
-    assert 1 < p < 40 and auto["recall_at_10"] >= 0.9
-    assert _evaluate(index, ids, x, p - 1)["recall_at_10"] < 0.9
-    assert _evaluate(index, ids, x, p + 2)["recall_at_10"] >= auto["recall_at_10"]
+    p = auto.probes
+    assert 1 < p < 40 and auto.recall_at_10 >= 0.9
+    assert _evaluate(index, ids, x, p - 1).recall_at_10 < 0.9
+    assert _evaluate(index, ids, x, p + 2).recall_at_10 >= auto.recall_at_10
     capped = _evaluate(index, ids, x, "auto", target=0.9, max_probes=p - 1)
-    assert capped["probes"] == p - 1 and capped["recall_at_10"] < 0.9
+    assert capped.probes == p - 1 and capped.recall_at_10 < 0.9
 
 
 def test_figures_are_labelled_by_the_queries_they_were_measured_on() -> None:
@@ -49,11 +49,12 @@ def test_figures_are_labelled_by_the_queries_they_were_measured_on() -> None:
     search, config = SearchConfig(), EvaluationConfig(sample=300)
     result = evaluate_index(index, catalog_ids, x[:2500], labels, search, config, held_out)
     assert result.calibrated_on == "500 held-out photos"
-    assert {"leave_one_out_recall_at_10", "held_out_recall_at_10"} <= set(result.metrics)
-    assert result.metrics["held_out_queries"] == 500
-    assert result.metrics["leave_one_out_queries"] == 300
+    assert {"leave_one_out_recall_at_10", "held_out_recall_at_10"} <= set(result.figures())
+    assert result.held_out.queries == 500 and result.figures()["held_out_queries"] == 500
+    assert result.leave_one_out.queries == 300
+    assert result.held_out.precision_at_10 is not None
     without = evaluate_index(index, catalog_ids, x[:2500], labels, search, config)
-    assert "held_out_recall_at_10" not in without.metrics
+    assert without.held_out is None and "held_out_recall_at_10" not in without.figures()
     assert "catalog photos" in without.calibrated_on
 
 

@@ -117,22 +117,20 @@ def cmd_extract(args: argparse.Namespace) -> int:
 
     with _progress_bar(not args.no_progress):
         summary = extract_flow(str(Path(args.config).resolve()), _overrides(args.set))
-    rejections = summary.pop("rejections")
-    warnings = summary.pop("warnings")
-    _print_table([{"": k, "value": v} for k, v in summary.items()], "extraction")
-    if rejections:
+    _print_table([{"": k, "value": v} for k, v in summary.as_dict().items()], "extraction")
+    if len(summary.rejections):
         rows = [
             {
-                "image_id": r["image_id"],
-                "reason": r["reason"],
-                "next run": "retried" if r["retry"] else "kept rejected",
+                "image_id": r.image_id,
+                "reason": r.reason,
+                "next run": "retried" if r.retry else "kept rejected",
             }
-            for r in rejections
+            for r in summary.rejections.itertuples(index=False)
         ]
         _print_table(rows, "rejected images")
-    for warning in warnings:
+    for warning in summary.warnings:
         print(f"vasrch: warning: {warning}", file=sys.stderr)
-    print(f"features: {cache_dir_for(cfg.workspace, summary['fingerprint'])}")
+    print(f"features: {cache_dir_for(cfg.workspace, summary.fingerprint)}")
     return 0
 
 
@@ -144,28 +142,28 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     with _progress_bar(not args.no_progress):
         result = train_flow(str(Path(args.config).resolve()), _overrides(args.set))
-    extract = result["extract"]
+    extract, manifest = result.extract, result.manifest
     print(
-        f"extracted {extract['new']} new, reused {extract['reused']}, rejected "
-        f"{extract['rejected']} ({extract['images_per_s']} images/s)"
+        f"extracted {extract.new} new, reused {extract.reused}, rejected "
+        f"{extract.rejected} ({round(extract.images_per_s, 2)} images/s)"
     )
-    print(f"run: {result['run_dir']}")
-    print(f"suggested k: {result['suggested_k']}  chosen k: {result['k']}")
-    if result["sweep_note"]:
-        print(f"note: {result['sweep_note']}")
+    print(f"run: {result.run_dir}")
+    print(f"suggested k: {manifest.suggested_k}  chosen k: {manifest.k}")
+    if manifest.sweep_note:
+        print(f"note: {manifest.sweep_note}")
     _print_table(
-        [{"figure": k, "value": v} for k, v in result["metrics"].items()],
+        [{"figure": k, "value": v} for k, v in manifest.evaluation.figures().items()],
         "quality (leave_one_out: catalog photos as queries; held_out: photos not in the catalog)",
     )
-    print(f"probes calibrated on {result['calibrated_on']}")
-    if result["bulk"]:
-        b = result["bulk"]
+    print(f"probes calibrated on {manifest.calibration.calibrated_on}")
+    if manifest.bulk:
+        b = manifest.bulk
         print(
-            f"bulk: {b['neighbour_rows']} neighbour rows, {b['duplicate_groups']} near-duplicate "
-            f"groups ({b['duplicate_images']} images)"
+            f"bulk: {b.neighbour_rows} neighbour rows, {b.duplicate_groups} near-duplicate "
+            f"groups ({b.duplicate_images} images)"
         )
-    if not result["promoted"]:
-        print(f"not promoted to LATEST: {result['reason']}")
+    if not manifest.promoted:
+        print(f"not promoted to LATEST: {manifest.reason}")
     return 0
 
 
@@ -230,10 +228,10 @@ def cmd_bulk(args: argparse.Namespace) -> int:
             str(Path(args.config).resolve()), args.run, args.top_n, args.probes, args.csv
         )
     print(
-        f"bulk for run {result['run_id']}: {result['neighbour_rows']} neighbour rows, "
-        f"{result['duplicate_groups']} near-duplicate groups"
+        f"bulk for run {result.run_id}: {result.summary.neighbour_rows} neighbour rows, "
+        f"{result.summary.duplicate_groups} near-duplicate groups"
     )
-    print(f"written to {result['out_dir']}")
+    print(f"written to {result.out_dir}")
     return 0
 
 
@@ -270,7 +268,6 @@ def cmd_duplicates(args: argparse.Namespace) -> int:
 def cmd_runs(args: argparse.Namespace) -> int:
     """`vasrch runs`: list the runs, show one's manifest after verifying its artifacts, promote one
     to LATEST (after verifying it), or prune to --keep (else the config's runs.keep_last)."""
-    import json
 
     from vasrch.workspace import runs
     from vasrch.workspace.lock import workspace_lock
@@ -285,9 +282,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     elif args.action == "show":
         folder = runs.resolve_run(workspace, args.run)
         manifest = runs.read_manifest(folder, verify=True)
-        manifest.pop("artifacts")
-        manifest.pop("config", None)
-        print(json.dumps(manifest, indent=2))
+        print(manifest.model_dump_json(indent=2, exclude={"artifacts", "config"}))
         print(f"artifacts verified: {folder}")
     elif args.action == "promote":
         if not args.run:

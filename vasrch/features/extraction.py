@@ -46,7 +46,7 @@ class ChunkResult:
     retry: tuple[tuple[str, str, str], ...] = ()
 
 
-@dataclass
+@dataclass(frozen=True)
 class ExtractSummary:
     """Counts of one extraction over a catalog; `rejections` holds every rejected image of it
     (image_id, reason, retry: whether the next run tries it again) and `warnings` the folders

@@ -27,6 +27,7 @@ from vasrch.index.clustering import (
     train_kmeans,
 )
 from vasrch.index.evaluation import precision_at_k, recall_at_k, sample_queries
+from vasrch.index.figures import Evaluation, Figures
 from vasrch.index.search_index import SearchIndex, SearchResult, augment_database, build_index
 from vasrch.layout import DiagnosticsLayout
 
@@ -252,15 +253,6 @@ def held_out_photos(
     return HeldOut(ids, vectors, catalog_labels(queries[~copies], labels_csv))
 
 
-@dataclass(frozen=True)
-class Evaluation:
-    """A run's figures (every one a float, named for the queries it was measured on) and what
-    the probes were calibrated on."""
-
-    metrics: dict[str, float]
-    calibrated_on: str
-
-
 TOP = 10
 NEAR_EXTRA = 20  # extra answers fetched so that 10 remain after leaving out near photos
 
@@ -296,27 +288,27 @@ def _answers(
 
 
 def _figures(
-    prefix: str,
     index: SearchIndex,
     queries: np.ndarray,
     probes: int,
     exclude: np.ndarray | None,
     query_labels: np.ndarray | None,
     labels: pd.Series | None,
-) -> dict[str, float]:
+) -> Figures:
     """recall@10 against exact search and, with labels, precision@5/@10 of the index and of
-    exact search, each key starting with `prefix`."""
+    exact search."""
     exact = _answers(index.exact(), queries, 1, exclude, None)
     approx = _answers(index, queries, probes, exclude, None)
-    out = {
-        f"{prefix}_queries": float(len(queries)),
-        f"{prefix}_recall_at_10": recall_at_k(approx, exact, TOP),
-    }
-    if labels is not None and query_labels is not None:
-        for k in (5, 10):
-            out[f"{prefix}_precision_at_{k}"] = precision_at_k(approx, query_labels, labels, k)
-        out[f"{prefix}_exact_precision_at_10"] = precision_at_k(exact, query_labels, labels, TOP)
-    return out
+    recall = recall_at_k(approx, exact, TOP)
+    if labels is None or query_labels is None:
+        return Figures(queries=len(queries), recall_at_10=recall)
+    return Figures(
+        queries=len(queries),
+        recall_at_10=recall,
+        precision_at_5=precision_at_k(approx, query_labels, labels, 5),
+        precision_at_10=precision_at_k(approx, query_labels, labels, 10),
+        exact_precision_at_10=precision_at_k(exact, query_labels, labels, TOP),
+    )
 
 
 def evaluate_index(
@@ -337,8 +329,8 @@ def evaluate_index(
     to it left out of both answers, since a new photo has no near-duplicate or sibling shot in
     the catalog and catalog queries would otherwise overestimate recall.
 
-    Figures are reported per kind of query: `leave_one_out_*` (catalog photos, each excluding
-    itself) and, with held-out photos, `held_out_*`; `recall_at_10` is the calibration's.
+    Figures are reported per kind of query: `leave_one_out` (catalog photos, each excluding
+    itself) and, with held-out photos, `held_out`; `recall_at_10` is the calibration's.
     """
     rows = sample_queries(len(ids), evaluation.sample, evaluation.seed)
     catalog_queries = index.prepare_queries(vectors[rows])
@@ -362,16 +354,14 @@ def evaluate_index(
         recall = recall_at_k(_answers(index, calibration, p, exclude, far_from), exact, TOP)
         if recall >= search.target_recall:
             break
-    metrics = {"probes": float(p), "recall_at_10": recall}
     qlabels = None if labels is None else labels.reindex(ids[rows]).to_numpy(dtype=object)
-    metrics |= _figures(
-        "leave_one_out", index, catalog_queries, p, catalog_exclude, qlabels, labels
-    )
+    leave_one_out = _figures(index, catalog_queries, p, catalog_exclude, qlabels, labels)
+    held = None
     if held_out is not None:
         hlabels = held_out.labels
         hq = None if hlabels is None else hlabels.reindex(held_out.ids).to_numpy(dtype=object)
-        metrics |= _figures("held_out", index, calibration, p, None, hq, labels)
-    return Evaluation(metrics, calibrated_on)
+        held = _figures(index, calibration, p, None, hq, labels)
+    return Evaluation(p, recall, calibrated_on, leave_one_out, held)
 
 
 def recheck_recall(

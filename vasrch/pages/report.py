@@ -26,7 +26,8 @@ from vasrch.pages import rendering
 from vasrch.pages.thumbnails import write_thumbnails
 
 if TYPE_CHECKING:
-    from vasrch.index.training import Diagnostics, Evaluation
+    from vasrch.index.figures import Evaluation
+    from vasrch.index.training import Diagnostics
 
 HISTOGRAM_NAME = "cluster_sizes.png"
 
@@ -380,7 +381,7 @@ def write_run_report(
         paths=dict(zip(catalog["image_id"], catalog["path"], strict=True)),
         neighbours=pd.read_parquet(shards[0]) if shards else None,
         duplicates=pd.read_parquet(duplicates) if duplicates.is_file() else None,
-        metrics=evaluation.metrics,
+        metrics=evaluation.figures(),
         elbow_png=run.diagnostics.plot.relative_to(run.root).as_posix(),
         notes=notes,
         products=Products.from_catalog(catalog),

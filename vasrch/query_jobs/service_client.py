@@ -66,7 +66,7 @@ class WarmService:
             top_n=top_n,
             probes=probes,
             configured=search,
-            calibrated=read_manifest(folder, verify=False).get("probes"),
+            calibrated=read_manifest(folder, verify=False).calibration.probes,
         )
 
     def paths(self) -> pd.Series:

@@ -19,6 +19,7 @@ from vasrch.index.search_index import SearchIndex, SearchResult, load_index
 from vasrch.layout import RunLayout
 from vasrch.search.parameters import SearchParams, resolve_search_params
 from vasrch.search.results import typed
+from vasrch.workspace.run_manifest import RunManifest
 from vasrch.workspace.runs import RunError, read_manifest, resolve_run
 
 _MASKS_KEPT = 32  # filter masks a searcher keeps for repeated filters
@@ -26,14 +27,13 @@ _MASKS_KEPT = 32  # filter masks a searcher keeps for repeated filters
 
 @dataclass
 class Searcher:
-    """A loaded run: its index, the backbone spec it was built with, its catalog's paths and
-    products, and the config's `search` section that sets top_n and probes when a call does
-    not. Answers are distinct products, each by its best photo."""
+    """A loaded run: its manifest, its index, its catalog's paths and products, and the
+    config's `search` section that sets top_n and probes when a call does not. Answers are
+    distinct products, each by its best photo."""
 
     run_folder: Path
-    manifest: dict[str, Any]
+    manifest: RunManifest
     index: SearchIndex
-    spec: BackboneSpec
     paths: pd.Series = field(repr=False)
     products: Products = field(repr=False)
     search: SearchConfig = field(default_factory=SearchConfig)
@@ -43,13 +43,17 @@ class Searcher:
     @property
     def run_id(self) -> str:
         """The run's id, as its manifest records it."""
-        return self.manifest["run_id"]
+        return self.manifest.run_id
 
     @property
-    def calibrated_probes(self) -> int | None:
-        """The probes calibrated when the run was trained (None for runs without one)."""
-        probes = self.manifest.get("probes")
-        return None if probes is None else int(probes)
+    def spec(self) -> BackboneSpec:
+        """The backbone the run was built with."""
+        return self.manifest.backbone
+
+    @property
+    def calibrated_probes(self) -> int:
+        """The probes calibrated when the run was trained."""
+        return self.manifest.calibration.probes
 
     def params(self, top_n: int | None = None, probes: int | None = None) -> SearchParams:
         """top_n and probes for this run: the arguments, else the config, else calibration."""
@@ -182,14 +186,9 @@ def open_run(
     folder = resolve_run(workspace, run)
     layout = RunLayout(folder)
     manifest = read_manifest(folder, verify=True)
-    try:
-        spec = BackboneSpec(**manifest["backbone"])
-        fingerprint = str(manifest["fingerprint"])
-    except (KeyError, TypeError) as err:
-        raise RunError(
-            f"{layout.manifest}: damaged (no usable backbone or fingerprint: {err}); retrain"
-        ) from None
-    index = load_index(layout.index.root, expected_fingerprint=fingerprint, mmap=not in_memory)
+    index = load_index(
+        layout.index.root, expected_fingerprint=manifest.fingerprint, mmap=not in_memory
+    )
     catalog = pd.read_parquet(layout.catalog).drop(columns="status", errors="ignore")
     paths = catalog.set_index("image_id")["path"]
     if in_memory and read_manifest(folder, verify=True) != manifest:
@@ -198,7 +197,6 @@ def open_run(
         folder,
         manifest,
         index,
-        spec,
         paths,
         Products.from_catalog(catalog),
         search or SearchConfig(),

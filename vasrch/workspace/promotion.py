@@ -5,25 +5,22 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from vasrch.config import ClusteringConfig, GatesConfig
 from vasrch.layout import WorkspaceLayout
+from vasrch.workspace.run_manifest import RunManifest, RunRecord
 from vasrch.workspace.runs import RunError, latest_run_id, read_artifact, read_manifest
 
 
-def gate_failure(gates: GatesConfig, manifest: dict[str, Any]) -> str | None:
-    """None when the run's manifest passes `gates`, else the reason, naming each failing figure
-    (held-out or leave-one-out, as `gates.figures` says) and its threshold."""
-    metrics = manifest["metrics"]
-    has_held_out = "held_out_recall_at_10" in metrics
-    kind = gates.figures
-    if kind == "auto":
-        kind = "held_out" if has_held_out else "leave_one_out"
+def gate_failure(gates: GatesConfig, record: RunRecord) -> str | None:
+    """None when the run passes `gates`, else the reason, naming each failing figure (held-out
+    or leave-one-out, as `gates.figures` says) and its threshold."""
+    kind = record.metrics.headline_kind if gates.figures == "auto" else gates.figures
+    figures = record.metrics.of_kind(kind)
     failures = []
-    if kind == "held_out" and not has_held_out:
+    if figures is None:
         failures.append(
             "nightly.gates.figures is held_out but the run has no held-out figures "
             "(set evaluation.queries)"
@@ -35,18 +32,18 @@ def gate_failure(gates: GatesConfig, manifest: dict[str, Any]) -> str | None:
         ):
             if threshold is None:
                 continue
-            value = metrics.get(f"{kind}_{name}")
+            value = getattr(figures, name)
             if value is None:
                 failures.append(f"{kind}_{name} is unknown (no labels), gated at {threshold}")
             elif value < threshold:
                 failures.append(
                     f"{kind}_{name} {value:.4f} is below nightly.gates.min_{name} {threshold}"
                 )
-    counts = manifest["counts"]
-    fraction = counts["rejected"] / counts["catalog"] if counts["catalog"] else 0.0
+    counts = record.counts
+    fraction = counts.rejected / counts.catalog if counts.catalog else 0.0
     if fraction > gates.max_rejected_fraction:
         failures.append(
-            f"rejected fraction {fraction:.4f} ({counts['rejected']} of {counts['catalog']} "
+            f"rejected fraction {fraction:.4f} ({counts.rejected} of {counts.catalog} "
             f"images) is above nightly.gates.max_rejected_fraction {gates.max_rejected_fraction}"
         )
     return "; ".join(failures) or None
@@ -66,20 +63,13 @@ class WarmStart:
         return self.centroids is not None and self.centroids.shape[0] == k
 
 
-def _setting(manifest: dict[str, Any], section: str, name: str) -> Any:
-    """A field of the run's recorded config, or None when the manifest lacks it."""
-    config = manifest.get("config")
-    values = config.get(section) if isinstance(config, dict) else None
-    return values.get(name) if isinstance(values, dict) else None
-
-
 def _same_space(
-    manifest: dict[str, Any], fingerprint: str, clustering: ClusteringConfig, centre: bool
+    manifest: RunManifest, fingerprint: str, clustering: ClusteringConfig, centre: bool
 ) -> bool:
     return (
-        manifest.get("fingerprint") == fingerprint
-        and _setting(manifest, "clustering", "n_components") == clustering.n_components
-        and bool(_setting(manifest, "search", "centre")) == centre
+        manifest.fingerprint == fingerprint
+        and manifest.setting("clustering", "n_components") == clustering.n_components
+        and bool(manifest.setting("search", "centre")) == centre
     )
 
 
@@ -99,7 +89,7 @@ def warm_start(
         manifest = read_manifest(run.root, verify=False)
         k = clustering.num_clusters
         if not _same_space(manifest, fingerprint, clustering, centre) or (
-            k != "auto" and k != manifest.get("k")
+            k != "auto" and k != manifest.k
         ):
             return WarmStart(latest, None)
         data = read_artifact(run.root, manifest, run.index.centroids)

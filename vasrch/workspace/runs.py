@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from pydantic import ValidationError
 
 from vasrch.atomic_files import finish_staging, start_staging, write_text_atomic
-from vasrch.catalog.scan import STATUSES
 from vasrch.hashing import IntegrityError, check_hashes, folder_hashes, read_verified
 from vasrch.layout import STAGING_PREFIX, RunLayout, WorkspaceLayout
+from vasrch.workspace.run_manifest import Lineage, Metrics, RunManifest, RunRecord
 
 PACKAGES = (
     "vasrch",
@@ -66,20 +67,24 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def complete_run(staging: Path, manifest: dict[str, Any]) -> Path:
-    """Hash every artifact, write manifest.json, and rename the folder to its final name."""
+def complete_run(staging: Path, record: RunRecord, *, parent_run: str | None) -> Path:
+    """Hash every artifact, write manifest.json (the record, the run's id and lineage, the
+    hashes), and rename the folder to its final name."""
     run_id = staging.name.removeprefix(STAGING_PREFIX)
     artifacts = folder_hashes(staging, skip=[RunLayout(staging).manifest])
     if not artifacts:
         raise RunError(f"{staging} holds no artifacts: nothing to complete")
-    full = {
-        "run_id": run_id,
-        "completed": dt.datetime.now(dt.timezone.utc).isoformat(),
-        "versions": package_versions(),
-        **manifest,
-        "artifacts": artifacts,
-    }
-    write_text_atomic(RunLayout(staging).manifest, json.dumps(full, indent=2, default=str))
+    manifest = RunManifest(
+        **dict(record),
+        run_id=run_id,
+        lineage=Lineage(
+            parent_run=parent_run,
+            created=dt.datetime.now(dt.timezone.utc),
+            versions=package_versions(),
+        ),
+        artifacts=artifacts,
+    )
+    write_text_atomic(RunLayout(staging).manifest, manifest.model_dump_json(indent=2))
     return finish_staging(staging, staging.parent / run_id)
 
 
@@ -133,9 +138,10 @@ def _damaged(path: Path, what: str) -> RunError:
     return RunError(f"{path}: damaged ({what}); restore it or delete the run folder")
 
 
-def read_manifest(run_folder: Path, verify: bool = True) -> dict[str, Any]:
-    """The run's manifest, which must list the run's artifacts; with `verify`, every
-    artifact's sha256 is checked. RunError names the file when it is damaged."""
+def read_manifest(run_folder: Path, verify: bool = True) -> RunManifest:
+    """The run's manifest, which must list the run's artifacts and be a whole manifest (today's
+    or an older layout); with `verify`, every artifact's sha256 is checked. RunError names the
+    file when it is damaged."""
     path = RunLayout(run_folder).manifest
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
@@ -152,9 +158,21 @@ def read_manifest(run_folder: Path, verify: bool = True) -> dict[str, Any]:
         raise _damaged(path, "it lists no artifacts")
     if not all(isinstance(v, str) for v in artifacts.values()):
         raise _damaged(path, "an artifact has no sha256")
+    try:
+        manifest = RunManifest.model_validate(manifest)
+    except ValidationError as err:
+        raise _damaged(path, f"not a run manifest: {_first_problem(err)}") from None
     if verify:
         verify_artifacts(run_folder, manifest)
     return manifest
+
+
+def _first_problem(err: ValidationError) -> str:
+    """The first field a manifest got wrong, and how many problems it has."""
+    first = err.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "the manifest"
+    more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    return f"{where}: {first['msg']}{more}"
 
 
 def _tampered(run_folder: Path, err: IntegrityError) -> RunError:
@@ -165,51 +183,51 @@ def _tampered(run_folder: Path, err: IntegrityError) -> RunError:
 
 
 def verify_artifacts(
-    run_folder: Path, manifest: dict[str, Any], names: list[str] | None = None
+    run_folder: Path, manifest: RunManifest, names: list[str] | None = None
 ) -> None:
     """Check the sha256 of the artifacts `names` lists (default: all) against the manifest."""
     try:
-        check_hashes(run_folder, manifest["artifacts"], names)
+        check_hashes(run_folder, manifest.artifacts, names)
     except IntegrityError as err:
         raise _tampered(run_folder, err) from None
 
 
-def read_artifact(run_folder: Path, manifest: dict[str, Any], path: Path) -> bytes:
+def read_artifact(run_folder: Path, manifest: RunManifest, path: Path) -> bytes:
     """The bytes of one artifact of a run, read once and checked against the manifest."""
     try:
         return read_verified(
-            run_folder, manifest["artifacts"], path.relative_to(run_folder).as_posix()
+            run_folder, manifest.artifacts, path.relative_to(run_folder).as_posix()
         )
     except IntegrityError as err:
         raise _tampered(run_folder, err) from None
 
 
-def headline_figures(metrics: dict[str, float]) -> dict[str, float | None]:
+def headline_figures(metrics: Metrics) -> dict[str, Any]:
     """recall@10 and precision@10 for a table of runs: held-out figures when the run has them,
     else leave-one-out ones, labelled which."""
-    kind = "held_out" if "held_out_recall_at_10" in metrics else "leave_one_out"
+    kind = metrics.headline_kind
+    figures = metrics.of_kind(kind)
     return {
         "figures": kind.replace("_", "-"),
-        "recall@10": metrics.get(f"{kind}_recall_at_10", metrics.get("recall_at_10")),
-        "precision@10": metrics.get(f"{kind}_precision_at_10"),
+        "recall@10": figures.recall_at_10,
+        "precision@10": figures.precision_at_10,
     }
 
 
 def _run_row(folder: Path, latest: str | None) -> dict[str, Any]:
     """One row of the runs table; a damaged run gets status "damaged: <why>"."""
+    row: dict[str, Any] = {"run_id": folder.name, "latest": folder.name == latest}
     try:
         m = read_manifest(folder, verify=False)
     except RunError as err:
-        m = {"status": f"damaged: {err}"}
-    counts = m.get("counts")
-    metrics = m.get("metrics")
+        empty = {"k": None, "images": None, "figures": None, "recall@10": None}
+        return {**row, "status": f"damaged: {err}", **empty, "precision@10": None}
     return {
-        "run_id": folder.name,
-        "latest": folder.name == latest,
-        "status": m.get("status", "complete"),
-        "k": m.get("k"),
-        "images": counts.get("indexed") if isinstance(counts, dict) else None,
-        **headline_figures(metrics if isinstance(metrics, dict) else {}),
+        **row,
+        "status": m.status,
+        "k": m.k,
+        "images": m.counts.indexed,
+        **headline_figures(m.metrics),
     }
 
 
@@ -253,11 +271,11 @@ def prune_runs(workspace: Path, keep_last: int, stale_query_s: float = 3600) -> 
     return [p.name for p in doomed]
 
 
-def require_backbone(manifest: dict[str, Any], expected_fingerprint: str) -> None:
+def require_backbone(manifest: RunManifest, expected_fingerprint: str) -> None:
     """Refuse a run built with another backbone than the one a config asks for."""
-    if manifest.get("fingerprint") != expected_fingerprint:
+    if manifest.fingerprint != expected_fingerprint:
         raise RunError(
-            f"run {manifest.get('run_id')} was built with backbone {manifest.get('fingerprint')}, "
+            f"run {manifest.run_id} was built with backbone {manifest.fingerprint}, "
             f"but the config asks for {expected_fingerprint}; train a run with this config "
             "first, or pass its own config"
         )
@@ -272,63 +290,3 @@ def previous_catalog(workspace: Path) -> pd.DataFrame | None:
     run = WorkspaceLayout(Path(workspace)).run(latest)
     manifest = read_manifest(run.root, verify=False)
     return pd.read_parquet(io.BytesIO(read_artifact(run.root, manifest, run.catalog)))
-
-
-def run_counts(
-    table: pd.DataFrame, indexed: int, seen: int, rejected: int, new: int, reused: int
-) -> dict:
-    """The manifest's counts: catalog size (`seen`: every image file found, scanned or not),
-    indexed, rejected, extracted and reused images, and how many scanned images are new,
-    changed, unchanged or gone since the last run (`table` is the catalog diffed against the
-    previous run's), and the products of the catalog."""
-    present = table[table["status"] != "gone"]
-    return {
-        "catalog": seen,
-        "indexed": indexed,
-        "products": int(present["product_id"].nunique()) if "product_id" in table else len(present),
-        "rejected": rejected,
-        "extracted_new": new,
-        "reused": reused,
-        **{status: int((table["status"] == status).sum()) for status in STATUSES},
-    }
-
-
-def run_manifest(
-    *,
-    config: dict[str, Any],
-    backbone: dict[str, Any],
-    fingerprint: str,
-    suggested_k: int,
-    suggest_rule: str,
-    k: int,
-    metrics: dict[str, float],
-    calibrated_on: str,
-    counts: dict[str, int],
-    timings: dict[str, float],
-    bulk: dict[str, Any] | None,
-    sweep_note: str | None = None,
-) -> dict[str, Any]:
-    """What a run records about itself before its artifacts are hashed: the resolved config,
-    the backbone, the k chosen (and a note when it sits at the edge of the sweep), the
-    calibrated probes and what they were calibrated on, counts, timings, metrics and bulk."""
-    return {
-        "status": "complete",
-        "config": config,
-        "backbone": backbone,
-        "fingerprint": fingerprint,
-        "suggested_k": suggested_k,
-        "suggest_rule": suggest_rule,
-        "sweep_note": sweep_note,
-        "k": k,
-        "probes": int(metrics["probes"]),
-        "calibrated_on": calibrated_on,
-        "counts": counts,
-        "timings": {name: round(seconds, 3) for name, seconds in timings.items()},
-        "metrics": metrics,
-        "bulk": bulk,
-    }
-
-
-def reject_run(manifest: dict[str, Any], reason: str) -> dict[str, Any]:
-    """The manifest of a run recorded but not promoted, with the reason."""
-    return {**manifest, "status": "rejected", "reason": reason}

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import pandas as pd
 from prefect import flow, unmapped
@@ -13,7 +14,7 @@ from pydantic import Field
 from vasrch import progress
 from vasrch.atomic_files import write_text_atomic
 from vasrch.bulk.neighbours import plan_cluster_chunks
-from vasrch.config import load_config
+from vasrch.config import BulkConfig, load_config
 from vasrch.features.backbones import BackboneSpec, fingerprint
 from vasrch.index.search_index import load_index
 from vasrch.layout import BulkLayout, RunLayout, WorkspaceLayout
@@ -28,48 +29,59 @@ from vasrch.orchestration.tasks.bulk import (
 from vasrch.pages.file_server import link_to
 from vasrch.search.parameters import SearchParams, resolve_search_params
 from vasrch.workspace.lock import workspace_lock
+from vasrch.workspace.run_manifest import BulkSummary
 from vasrch.workspace.runs import new_run_id, read_manifest, require_backbone, resolve_run
 
 
+@dataclass(frozen=True)
+class BulkJob:
+    """A bulk job on a saved run: the run, the job's folder and what it wrote."""
+
+    run_id: str
+    out_dir: Path
+    summary: BulkSummary
+
+
 def bulk_stage(
+    *,
     index_dir: Path,
     out: BulkLayout,
     params: SearchParams,
-    duplicate_threshold: float,
-    duplicate_candidates: int,
-    chunk_rows: int,
+    bulk: BulkConfig,
     csv: bool,
     catalog: pd.DataFrame,
-) -> dict[str, Any]:
-    """Map bulk tasks over cluster chunks into `out` (each neighbour pair with its duplicate
-    score); then the product neighbours (when products have several photos), the near-duplicate
-    groups (representatives preferred in catalog order) and the CSV."""
+) -> BulkSummary:
+    """Map bulk tasks over cluster chunks of `bulk.chunk_rows` into `out` (each neighbour pair
+    with its duplicate score for the first `bulk.duplicate_candidates`); then the product
+    neighbours (when products have several photos), the near-duplicate groups at
+    `bulk.duplicate_threshold` (representatives preferred in catalog order) and the CSV."""
     index = load_index(index_dir)
-    chunks = plan_cluster_chunks(index, chunk_rows)
+    chunks = plan_cluster_chunks(index, bulk.chunk_rows)
     out.root.mkdir(parents=True, exist_ok=True)
     progress.report("bulk", 0, index.n)
-    paths = [str(out.neighbours(i)) for i in range(len(chunks))]
     rows = bulk_chunk_task.map(
-        unmapped(str(index_dir)),
-        chunks,
-        unmapped(params.top_n),
-        unmapped(params.probes),
-        paths,
-        unmapped(duplicate_candidates),
+        index_dir=unmapped(str(index_dir)),
+        clusters=chunks,
+        top_n=unmapped(params.top_n),
+        probes=unmapped(params.probes),
+        out_path=[str(out.neighbours(i)) for i in range(len(chunks))],
+        candidates=unmapped(bulk.duplicate_candidates),
     ).result()
     if index.products is not None:
-        product_neighbours_task(str(out.root), params.top_n)
-    groups = duplicates_task(str(out.root), duplicate_threshold, catalog)
+        product_neighbours_task(out_dir=str(out.root), top_n=params.top_n)
+    groups = duplicates_task(
+        out_dir=str(out.root), threshold=bulk.duplicate_threshold, catalog=catalog
+    )
     if csv:
-        export_csv_task(str(out.root))
-    return {
-        "neighbour_rows": int(sum(rows)),
-        "duplicate_groups": int(groups["group_id"].nunique()),
-        "duplicate_images": len(groups),
-        "top_n": params.top_n,
-        "probes": params.probes,
-        "threshold": duplicate_threshold,
-    }
+        export_csv_task(out_dir=str(out.root))
+    return BulkSummary(
+        neighbour_rows=sum(rows),
+        duplicate_groups=groups["group_id"].nunique(),
+        duplicate_images=len(groups),
+        top_n=params.top_n,
+        probes=params.probes,
+        threshold=bulk.duplicate_threshold,
+    )
 
 
 @flow(name="bulk", flow_run_name=run_name("bulk"))
@@ -79,7 +91,7 @@ def bulk_flow(
     top_n: Annotated[int, Field(ge=1)] | None = None,
     probes: Annotated[int, Field(ge=1)] | None = None,
     csv: bool = False,
-) -> dict[str, Any]:
+) -> BulkJob:
     """Neighbours for a whole catalog with a complete run (LATEST by default), written to
     <workspace>/bulk/<run-id>/<job>/; the run folder itself is never changed.
 
@@ -94,34 +106,31 @@ def bulk_flow(
     cfg = load_config(config_path)
     folder = resolve_run(cfg.workspace, run)
     manifest = read_manifest(folder, verify=True)
-    fp = fingerprint(BackboneSpec.from_config(cfg.features))
-    require_backbone(manifest, fp)
+    require_backbone(manifest, fingerprint(BackboneSpec.from_config(cfg.features)))
     params = resolve_search_params(
-        k=manifest["k"],
-        n=manifest["counts"]["indexed"],
+        k=manifest.k,
+        n=manifest.counts.indexed,
         top_n=top_n,
         probes=probes,
         configured=cfg.bulk,
-        calibrated=manifest.get("probes"),
+        calibrated=manifest.calibration.probes,
     )
     run_files = RunLayout(folder)
     out = WorkspaceLayout(cfg.workspace).bulk_job(folder.name, new_run_id())
     catalog = pd.read_parquet(run_files.catalog)
     lock = workspace_lock(cfg.workspace, "bulk flow", cfg.runs.lock_timeout_s)
     with lock, use_runner(cfg.runner):
-        result = bulk_stage(
-            run_files.index.root,
-            out,
-            params,
-            cfg.bulk.duplicate_threshold,
-            cfg.bulk.duplicate_candidates,
-            cfg.bulk.chunk_rows,
-            csv or cfg.bulk.csv,
-            catalog,
+        summary = bulk_stage(
+            index_dir=run_files.index.root,
+            out=out,
+            params=params,
+            bulk=cfg.bulk,
+            csv=csv or cfg.bulk.csv,
+            catalog=catalog,
         )
     write_text_atomic(out.complete, f"run {folder.name}\n")
     publish_outputs(out, folder.name)
-    return {"run_id": folder.name, "out_dir": str(out.root), **result}
+    return BulkJob(run_id=folder.name, out_dir=out.root, summary=summary)
 
 
 def publish_outputs(out: BulkLayout, run_id: str) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from vasrch.orchestration.tasks.extract import (
     publish_extract_summary,
     scan_catalog_task,
 )
+from vasrch.orchestration.timing import timed
 from vasrch.workspace.lock import workspace_lock
 
 
@@ -37,6 +37,7 @@ def scan_options(cfg: Config, catalog: bool = True) -> ScanOptions:
 
 def embed_folder(
     folder: Path,
+    *,
     features: FeaturesConfig,
     cache_dir: str,
     options: ScanOptions,
@@ -44,41 +45,47 @@ def embed_folder(
     previous: pd.DataFrame | None = None,
 ) -> tuple[Scan, list[ChunkResult]]:
     """Scan a folder, then extract what the feature cache lacks, chunks mapped as tasks."""
-    scan = scan_catalog_task(folder, options, demo, previous)
-    chunks = plan_chunks_task(scan.table, cache_dir, features.shard_size)
-    spec = BackboneSpec.from_config(features)
+    scan = scan_catalog_task(folder=folder, options=options, demo=demo, previous=previous)
+    chunks = plan_chunks_task(
+        catalog=scan.table, cache_dir=cache_dir, shard_size=features.shard_size
+    )
     futures = extract_chunk_task.map(
-        chunks, unmapped(spec), unmapped(features), unmapped(cache_dir)
+        rows=chunks,
+        spec=unmapped(BackboneSpec.from_config(features)),
+        features=unmapped(features),
+        cache_dir=unmapped(cache_dir),
     )
     return scan, futures.result()
 
 
 def extract_stage(
-    cfg: Config, previous: pd.DataFrame | None = None
+    cfg: Config, *, previous: pd.DataFrame | None = None
 ) -> tuple[pd.DataFrame, ExtractSummary]:
     """Scan, then extract what is missing, chunks mapped as tasks; returns (catalog table of
     the scanned images, summary)."""
-    start = time.perf_counter()
     fp = fingerprint(BackboneSpec.from_config(cfg.features))
     cache_dir = str(cache_dir_for(cfg.workspace, fp))
-    scan, results = embed_folder(
-        cfg.catalog.path, cfg.features, cache_dir, scan_options(cfg), cfg.catalog.demo, previous
-    )
-    summary = summarize(scan, results, cache_dir, fp, time.perf_counter() - start)
+    timings: dict[str, float] = {}
+    with timed("extract", timings):
+        scan, results = embed_folder(
+            cfg.catalog.path,
+            features=cfg.features,
+            cache_dir=cache_dir,
+            options=scan_options(cfg),
+            demo=cfg.catalog.demo,
+            previous=previous,
+        )
+    summary = summarize(scan, results, cache_dir, fp, timings["extract"])
     publish_extract_summary(summary)
     return scan.table, summary
 
 
 @flow(name="extract", flow_run_name=run_name("extract"))
-def extract_flow(config_path: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+def extract_flow(config_path: str, overrides: dict[str, Any] | None = None) -> ExtractSummary:
     """Turn the configured catalog folder into feature shards in the workspace; returns the
     counts, every rejected image (image_id, reason, retry) and the scan's folder warnings."""
     cfg = load_config(config_path, overrides)
     lock = workspace_lock(cfg.workspace, "extract flow", cfg.runs.lock_timeout_s)
     with lock, use_runner(cfg.runner):
         _, summary = extract_stage(cfg)
-    return {
-        **summary.as_dict(),
-        "rejections": summary.rejections.to_dict("records"),
-        "warnings": summary.warnings,
-    }
+    return summary

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from prefect import flow
@@ -11,7 +12,7 @@ from prefect.states import Failed, State
 
 from vasrch.config import load_config
 from vasrch.features.backbones import BackboneSpec, fingerprint
-from vasrch.orchestration.flows.train import train_stage
+from vasrch.orchestration.flows.train import TrainResult, train_stage
 from vasrch.orchestration.naming import run_name
 from vasrch.orchestration.task_runners import use_runner
 from vasrch.workspace import runs
@@ -19,30 +20,41 @@ from vasrch.workspace.lock import workspace_lock
 from vasrch.workspace.promotion import warm_start
 
 
-def _decision_markdown(result: dict[str, Any], previous: str | None) -> str:
+@dataclass(frozen=True)
+class NightlyResult:
+    """A nightly run: the run trained (promoted, or recorded as rejected), whether KMeans
+    started from LATEST's centroids, and the runs pruned afterwards."""
+
+    train: TrainResult
+    warm_start: bool
+    pruned: tuple[str, ...]
+
+
+def _decision_markdown(result: NightlyResult, previous: str | None) -> str:
+    manifest = result.train.manifest
     verdict = (
         "promoted to **LATEST**"
-        if result["promoted"]
-        else f"**not promoted**: {result['reason']}; LATEST stays `{previous}`"
+        if manifest.promoted
+        else f"**not promoted**: {manifest.reason}; LATEST stays `{previous}`"
     )
-    counts, extract = result["counts"], result["extract"]
+    counts, extract = manifest.counts, result.train.extract
     return "\n".join(
         [
-            f"Run `{result['run_id']}` {verdict}.",
+            f"Run `{manifest.run_id}` {verdict}.",
             "",
             "| figure | value |",
             "|---|---|",
             *(
                 f"| {name} | {value:.4f} |"
-                for name, value in result["metrics"].items()
+                for name, value in manifest.evaluation.figures().items()
                 if name.endswith(("recall_at_10", "precision_at_10"))
             ),
-            f"| images: new / changed / unchanged / gone | {counts['new']} / {counts['changed']} / "
-            f"{counts['unchanged']} / {counts['gone']} |",
-            f"| extracted / reused / rejected | {extract['new']} / {extract['reused']} / "
-            f"{extract['rejected']} |",
-            f"| k (warm start) | {result['k']} ({'yes' if result['warm_start'] else 'no'}) |",
-            f"| runs pruned | {len(result['pruned'])} |",
+            f"| images: new / changed / unchanged / gone | {counts.new} / {counts.changed} / "
+            f"{counts.unchanged} / {counts.gone} |",
+            f"| extracted / reused / rejected | {extract.new} / {extract.reused} / "
+            f"{extract.rejected} |",
+            f"| k (warm start) | {manifest.k} ({'yes' if result.warm_start else 'no'}) |",
+            f"| runs pruned | {len(result.pruned)} |",
         ]
     )
 
@@ -50,7 +62,7 @@ def _decision_markdown(result: dict[str, Any], previous: str | None) -> str:
 @flow(name="nightly", flow_run_name=run_name("nightly"))
 def nightly_flow(
     config_path: str, overrides: dict[str, Any] | None = None
-) -> dict[str, Any] | State:
+) -> NightlyResult | State:
     """Retrain on the current catalog (extracting only new and changed images), warm-started
     from LATEST's centroids when k is unchanged; promote the run to LATEST only if it passes
     nightly.gates, else keep LATEST, record the run as rejected and end Failed with the gate's
@@ -70,17 +82,20 @@ def nightly_flow(
         if start.problem:
             logger.warning("cold start: %s", start.problem)
         with use_runner(cfg.runner):
-            result = train_stage(cfg, init_centroids=start.centroids, gates=cfg.nightly.gates)
-        result["warm_start"] = start.applied(result["k"])
-        result["previous_run"] = start.previous_run
-        result["pruned"] = runs.prune_runs(cfg.workspace, cfg.runs.keep_last)
-    if result["promoted"]:
-        logger.info("run %s promoted to LATEST", result["run_id"])
+            trained = train_stage(cfg, init_centroids=start.centroids, gates=cfg.nightly.gates)
+        result = NightlyResult(
+            train=trained,
+            warm_start=start.applied(trained.manifest.k),
+            pruned=tuple(runs.prune_runs(cfg.workspace, cfg.runs.keep_last)),
+        )
+    manifest = trained.manifest
+    if manifest.promoted:
+        logger.info("run %s promoted to LATEST", manifest.run_id)
     else:
         logger.warning(
             "run %s not promoted (%s); LATEST stays %s",
-            result["run_id"],
-            result["reason"],
+            manifest.run_id,
+            manifest.reason,
             start.previous_run,
         )
     create_markdown_artifact(
@@ -88,6 +103,6 @@ def nightly_flow(
         markdown=_decision_markdown(result, start.previous_run),
         description="Nightly retrain: quality gates and promotion",
     )
-    if not result["promoted"]:
-        return Failed(message=f"not promoted: {result['reason']}", data=result)
+    if not manifest.promoted:
+        return Failed(message=f"not promoted: {manifest.reason}", data=result)
     return result

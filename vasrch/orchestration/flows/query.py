@@ -8,7 +8,9 @@ results.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
 
 from prefect import flow
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
@@ -21,6 +23,19 @@ from vasrch.pages.file_server import link_to
 from vasrch.pages.query_artifact import results_markdown
 from vasrch.query_jobs.job import query_files, write_query_job
 from vasrch.query_jobs.routing import answer_queries
+from vasrch.search.parameters import SearchParams
+
+
+@dataclass(frozen=True)
+class QueryJob:
+    """A query job: the run that answered, the job's folder, how many queries were answered,
+    the rejected ones (query, reason), and the top_n and probes used."""
+
+    run_id: str
+    out_dir: Path
+    queries: int
+    rejected: tuple[dict[str, str], ...]
+    params: SearchParams
 
 
 @flow(name="query", flow_run_name=run_name("query"))
@@ -31,7 +46,7 @@ def query_flow(
     top_n: Annotated[int, Field(ge=1)] | None = None,
     probes: Annotated[int, Field(ge=1)] | None = None,
     filters: dict[str, list[str]] | None = None,
-) -> dict[str, Any]:
+) -> QueryJob:
     """Rank the catalog products most similar to query images (files or folders) with a
     complete run (LATEST by default); write results.parquet and results.html under
     <workspace>/queries/<job>/. Images that cannot be decoded are listed, not fatal.
@@ -70,11 +85,10 @@ def query_flow(
     logger.info(
         "%d queries answered, %d rejected: %s", answers.answered, len(answers.rejected), job.page
     )
-    return {
-        "run_id": run_id,
-        "out_dir": str(job.root),
-        "queries": answers.answered,
-        "rejected": answers.rejected,
-        "top_n": params.top_n,
-        "probes": params.probes,
-    }
+    return QueryJob(
+        run_id=run_id,
+        out_dir=job.root,
+        queries=answers.answered,
+        rejected=tuple(answers.rejected),
+        params=params,
+    )

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import shutil
-import time
-from dataclasses import asdict
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,13 +18,16 @@ from vasrch.catalog.scan import diff_catalog, write_catalog
 from vasrch.config import Config, GatesConfig, load_config
 from vasrch.features.backbones import BackboneSpec, fingerprint
 from vasrch.features.extraction import ExtractSummary, cache_dir_for
-from vasrch.index.training import catalog_labels, choose_k
+from vasrch.index.figures import Evaluation
+from vasrch.index.search_index import SearchIndex
+from vasrch.index.training import Diagnostics, HeldOut, catalog_labels, choose_k
 from vasrch.layout import RunLayout
 from vasrch.orchestration.flows.bulk import bulk_stage
 from vasrch.orchestration.flows.extract import embed_folder, extract_stage, scan_options
 from vasrch.orchestration.naming import run_name
 from vasrch.orchestration.task_runners import use_runner
 from vasrch.orchestration.tasks.train import (
+    CatalogVectors,
     diagnostics_task,
     evaluate_task,
     held_out_task,
@@ -34,159 +37,239 @@ from vasrch.orchestration.tasks.train import (
     run_artifacts_task,
     train_index_task,
 )
+from vasrch.orchestration.timing import timed
 from vasrch.search.parameters import resolve_search_params
 from vasrch.workspace import runs
 from vasrch.workspace.lock import workspace_lock
 from vasrch.workspace.promotion import gate_failure
+from vasrch.workspace.run_manifest import (
+    BulkSummary,
+    Calibration,
+    Counts,
+    Metrics,
+    RunManifest,
+    RunRecord,
+    Timings,
+)
 
 
-def _previous_catalog(cfg: Config) -> pd.DataFrame | None:
-    """LATEST's verified catalog table; None (every image hashed again, every image "new")
-    with a logged warning when LATEST is damaged."""
+@dataclass(frozen=True)
+class TrainResult:
+    """A published run, promoted to LATEST or recorded as rejected (its manifest says which and
+    why), and the extraction that fed it."""
+
+    run_dir: Path
+    manifest: RunManifest
+    extract: ExtractSummary
+
+    @property
+    def run_id(self) -> str:
+        """The run's id (its folder's name)."""
+        return self.manifest.run_id
+
+
+@dataclass(frozen=True)
+class _Previous:
+    """The run LATEST names and its verified catalog table (both None before the first run)."""
+
+    run_id: str | None
+    catalog: pd.DataFrame | None
+
+
+def _previous_run(cfg: Config) -> _Previous:
+    """LATEST and its verified catalog table; no catalog (every image hashed again, every image
+    "new") with a logged warning when LATEST is damaged."""
+    latest = None
     try:
-        return runs.previous_catalog(cfg.workspace)
+        latest = runs.latest_run_id(cfg.workspace)
+        return _Previous(latest, runs.previous_catalog(cfg.workspace))
     except runs.RunError as err:
         get_run_logger().warning("not using the previous run's catalog: %s", err)
-        return None
+        return _Previous(latest, None)
 
 
 def train_stage(
     cfg: Config,
+    *,
     init_centroids: np.ndarray | None = None,
     gates: GatesConfig | None = None,
-) -> dict[str, Any]:
+) -> TrainResult:
     """Everything from the catalog folder to a complete run folder; with `gates`, the run is
     promoted to LATEST only if it passes them (else recorded as rejected, with the reason)."""
     timings: dict[str, float] = {}
-    clock = time.perf_counter()
-    previous = _previous_catalog(cfg)
-    catalog, summary = extract_stage(cfg, previous)
-    timings["extract_s"] = time.perf_counter() - clock
+    previous = _previous_run(cfg)
+    with timed("extract_s", timings):
+        catalog, extract = extract_stage(cfg, previous=previous.catalog)
     run_id = runs.new_run_id()
     staging = RunLayout(runs.start_run(cfg.workspace, run_id))
     try:
-        return _build_run(
-            cfg, previous, catalog, summary, timings, run_id, staging, init_centroids, gates
+        table = diff_catalog(previous.catalog, catalog)
+        _stage_inputs(staging, cfg=cfg, table=table)
+        with timed("diagnostics_s", timings):
+            vectors = load_vectors_task(cache_dir=_cache_dir(cfg), catalog=catalog)
+            diag = diagnostics_task(
+                vectors=vectors.vectors,
+                clustering=cfg.clustering,
+                out_dir=str(staging.diagnostics.root),
+            )
+        with timed("train_s", timings):
+            index = train_index_task(
+                vectors=vectors,
+                k=choose_k(cfg.clustering, diag.suggested_k, len(vectors.ids)),
+                fingerprint=_fingerprint(cfg),
+                clustering=cfg.clustering,
+                search=cfg.search,
+                run_dir=str(staging.root),
+                products=Products.from_catalog(catalog),
+                init_centroids=init_centroids,
+            )
+        with timed("evaluate_s", timings):
+            evaluation = _evaluate(cfg, catalog=catalog, index=index, vectors=vectors)
+        bulk = None
+        if cfg.bulk.enabled:
+            with timed("bulk_s", timings):
+                bulk = _bulk(
+                    cfg, staging=staging, index=index, evaluation=evaluation, catalog=catalog
+                )
+        report_task(
+            run_dir=str(staging.root),
+            catalog=catalog,
+            diag=diag,
+            k=index.k,
+            evaluation=evaluation,
+            title=f"vasrch run {run_id}",
+        )
+        record = _record(
+            cfg,
+            diag=diag,
+            index=index,
+            evaluation=evaluation,
+            counts=Counts.of(table, indexed=len(vectors.ids), extract=extract),
+            timings=Timings(**timings),
+            bulk=bulk,
+        )
+        reason = gate_failure(gates, record) if gates else None
+        manifest = publish_run_task(
+            staging=str(staging.root),
+            workspace=str(cfg.workspace),
+            record=record.rejected(reason) if reason else record,
+            parent_run=previous.run_id,
         )
     except BaseException:
         shutil.rmtree(staging.root, ignore_errors=True)
         raise
+    run_dir = runs.runs_dir(cfg.workspace) / run_id
+    run_artifacts_task(run_dir=str(run_dir), diag=diag)
+    return TrainResult(run_dir=run_dir, manifest=manifest, extract=extract)
 
 
-def _build_run(
-    cfg: Config,
-    previous: pd.DataFrame | None,
-    catalog: pd.DataFrame,
-    summary: ExtractSummary,
-    timings: dict[str, float],
-    run_id: str,
-    staging: RunLayout,
-    init_centroids: np.ndarray | None,
-    gates: GatesConfig | None,
-) -> dict[str, Any]:
-    """The run's files in `staging`, then the published run (train_stage's body)."""
-    spec = BackboneSpec.from_config(cfg.features)
-    fp = fingerprint(spec)
+def _fingerprint(cfg: Config) -> str:
+    """The fingerprint of the backbone the config asks for."""
+    return fingerprint(BackboneSpec.from_config(cfg.features))
+
+
+def _cache_dir(cfg: Config) -> str:
+    """The feature cache of the config's backbone."""
+    return str(cache_dir_for(cfg.workspace, _fingerprint(cfg)))
+
+
+def _stage_inputs(staging: RunLayout, *, cfg: Config, table: pd.DataFrame) -> None:
+    """The run's resolved config and its catalog table (the images still present, each with
+    its status against the previous run)."""
     write_text_atomic(staging.config, cfg.to_yaml())
-    table = diff_catalog(previous, catalog)
     write_catalog(table[table["status"] != "gone"].reset_index(drop=True), staging.catalog)
 
-    clock = time.perf_counter()
-    ids, vectors, prints = load_vectors_task(str(cache_dir_for(cfg.workspace, fp)), catalog)
-    diag = diagnostics_task(vectors, cfg.clustering, str(staging.diagnostics.root))
-    timings["diagnostics_s"] = time.perf_counter() - clock
 
-    clock = time.perf_counter()
-    k = choose_k(cfg.clustering, diag.suggested_k, len(ids))
-    products = Products.from_catalog(catalog)
-    index = train_index_task(
-        ids,
-        vectors,
-        k,
-        fp,
-        cfg.clustering,
-        cfg.search,
-        str(staging.root),
-        products,
-        init_centroids,
-        prints,
+def _held_out(cfg: Config, *, catalog: pd.DataFrame) -> HeldOut | None:
+    """The held-out photos of evaluation.queries, embedded through the feature cache."""
+    if cfg.evaluation.queries is None:
+        return None
+    cache_dir = _cache_dir(cfg)
+    queries, _ = embed_folder(
+        cfg.evaluation.queries,
+        features=cfg.features,
+        cache_dir=cache_dir,
+        options=scan_options(cfg, catalog=False),
     )
-    timings["train_s"] = time.perf_counter() - clock
-
-    clock = time.perf_counter()
-    held_out = None
-    if cfg.evaluation.queries is not None:
-        cache_dir = str(cache_dir_for(cfg.workspace, fp))
-        queries, _ = embed_folder(
-            cfg.evaluation.queries, cfg.features, cache_dir, scan_options(cfg, catalog=False)
-        )
-        held_out = held_out_task(
-            queries.table, catalog, cache_dir, cfg.evaluation.queries_labels_csv
-        )
-    labels = catalog_labels(catalog, cfg.catalog.labels_csv)
-    evaluation = evaluate_task(index, ids, vectors, labels, cfg.search, cfg.evaluation, held_out)
-    metrics = evaluation.metrics
-    timings["evaluate_s"] = time.perf_counter() - clock
-
-    bulk: dict[str, Any] | None = None
-    if cfg.bulk.enabled:
-        clock = time.perf_counter()
-        params = resolve_search_params(
-            k=index.k, n=index.n, configured=cfg.bulk, calibrated=int(metrics["probes"])
-        )
-        bulk = bulk_stage(
-            staging.index.root,
-            staging.bulk,
-            params,
-            cfg.bulk.duplicate_threshold,
-            cfg.bulk.duplicate_candidates,
-            cfg.bulk.chunk_rows,
-            cfg.bulk.csv,
-            catalog,
-        )
-        timings["bulk_s"] = time.perf_counter() - clock
-    report_task(str(staging.root), catalog, diag, index.k, evaluation, f"vasrch run {run_id}")
-
-    counts = runs.run_counts(
-        table, len(ids), summary.seen, summary.rejected, summary.new, summary.reused
+    return held_out_task(
+        queries=queries.table,
+        catalog=catalog,
+        cache_dir=cache_dir,
+        labels_csv=cfg.evaluation.queries_labels_csv,
     )
-    manifest = runs.run_manifest(
+
+
+def _evaluate(
+    cfg: Config, *, catalog: pd.DataFrame, index: SearchIndex, vectors: CatalogVectors
+) -> Evaluation:
+    """Calibrated probes and figures, on held-out photos when the config names some."""
+    return evaluate_task(
+        index=index,
+        ids=vectors.ids,
+        vectors=vectors.vectors,
+        labels=catalog_labels(catalog, cfg.catalog.labels_csv),
+        search=cfg.search,
+        evaluation=cfg.evaluation,
+        held_out=_held_out(cfg, catalog=catalog),
+    )
+
+
+def _bulk(
+    cfg: Config,
+    *,
+    staging: RunLayout,
+    index: SearchIndex,
+    evaluation: Evaluation,
+    catalog: pd.DataFrame,
+) -> BulkSummary:
+    """Every image's neighbours and the near-duplicate groups, written into the run."""
+    params = resolve_search_params(
+        k=index.k, n=index.n, configured=cfg.bulk, calibrated=evaluation.probes
+    )
+    return bulk_stage(
+        index_dir=staging.index.root,
+        out=staging.bulk,
+        params=params,
+        bulk=cfg.bulk,
+        csv=cfg.bulk.csv,
+        catalog=catalog,
+    )
+
+
+def _record(
+    cfg: Config,
+    *,
+    diag: Diagnostics,
+    index: SearchIndex,
+    evaluation: Evaluation,
+    counts: Counts,
+    timings: Timings,
+    bulk: BulkSummary | None,
+) -> RunRecord:
+    """What the run records about itself: its config, backbone, k, calibration and figures,
+    counts, timings and bulk summary."""
+    return RunRecord(
         config=cfg.model_dump(mode="json"),
-        backbone=asdict(spec),
-        fingerprint=fp,
+        backbone=BackboneSpec.from_config(cfg.features),
+        fingerprint=index.fingerprint,
         suggested_k=diag.suggested_k,
         suggest_rule=diag.rule,
+        sweep_note=diag.note,
         k=index.k,
-        metrics=metrics,
-        calibrated_on=evaluation.calibrated_on,
+        calibration=Calibration(
+            probes=evaluation.probes,
+            recall_at_10=evaluation.recall_at_10,
+            calibrated_on=evaluation.calibrated_on,
+        ),
+        metrics=Metrics(leave_one_out=evaluation.leave_one_out, held_out=evaluation.held_out),
         counts=counts,
         timings=timings,
         bulk=bulk,
-        sweep_note=diag.note,
     )
-    reason = gate_failure(gates, manifest) if gates else None
-    if reason:
-        manifest = runs.reject_run(manifest, reason)
-    final = publish_run_task(str(staging.root), str(cfg.workspace), manifest, reason is None)
-    run_artifacts_task(final, diag)
-    return {
-        "run_id": run_id,
-        "run_dir": final,
-        "promoted": reason is None,
-        "reason": reason,
-        "suggested_k": diag.suggested_k,
-        "k": index.k,
-        "metrics": metrics,
-        "calibrated_on": evaluation.calibrated_on,
-        "sweep_note": diag.note,
-        "counts": counts,
-        "bulk": bulk,
-        "extract": summary.as_dict(),
-    }
 
 
 @flow(name="train", flow_run_name=run_name("train"))
-def train_flow(config_path: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+def train_flow(config_path: str, overrides: dict[str, Any] | None = None) -> TrainResult:
     """Train a versioned run from the configured catalog and point LATEST at it.
 
     Args:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import base64
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import joblib
 import numpy as np
@@ -18,10 +18,10 @@ from vasrch.atomic_files import atomic_path
 from vasrch.catalog.products import Products
 from vasrch.config import ClusteringConfig, EvaluationConfig, SearchConfig
 from vasrch.features.extraction import load_prints, load_vectors
+from vasrch.index.figures import Evaluation
 from vasrch.index.search_index import SearchIndex, save
 from vasrch.index.training import (
     Diagnostics,
-    Evaluation,
     HeldOut,
     diagnose,
     evaluate_index,
@@ -32,14 +32,21 @@ from vasrch.index.training import (
 from vasrch.layout import DiagnosticsLayout, RunLayout
 from vasrch.pages.file_server import link_to
 from vasrch.workspace import runs
+from vasrch.workspace.run_manifest import RunManifest, RunRecord
+
+
+@dataclass(frozen=True)
+class CatalogVectors:
+    """The catalog's embedded images, in one order: ids, feature vectors, duplicate prints."""
+
+    ids: np.ndarray
+    vectors: np.ndarray
+    prints: np.ndarray
 
 
 @task(name="load-vectors", cache_policy=NO_CACHE)
-def load_vectors_task(
-    cache_dir: str, catalog: pd.DataFrame
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(image ids, vectors, duplicate prints) of the catalog's embedded images; fewer than 2 is
-    an error."""
+def load_vectors_task(cache_dir: str, catalog: pd.DataFrame) -> CatalogVectors:
+    """The catalog's embedded images from the feature cache; fewer than 2 is an error."""
     ids, vectors = load_vectors(Path(cache_dir), catalog)
     get_run_logger().info("%d vectors of dimension %d", *vectors.shape)
     if len(ids) < 2:
@@ -48,7 +55,7 @@ def load_vectors_task(
             "(see the rejected images in the extraction summary)"
         )
     _, prints = load_prints(Path(cache_dir), catalog)
-    return ids, vectors, prints
+    return CatalogVectors(ids, vectors, prints)
 
 
 @task(name="diagnostics", cache_policy=NO_CACHE)
@@ -72,8 +79,8 @@ def diagnostics_task(
 
 @task(name="train-index", cache_policy=NO_CACHE)
 def train_index_task(
-    ids: np.ndarray,
-    vectors: np.ndarray,
+    *,
+    vectors: CatalogVectors,
     k: int,
     fingerprint: str,
     clustering: ClusteringConfig,
@@ -81,12 +88,18 @@ def train_index_task(
     run_dir: str,
     products: Products,
     init_centroids: np.ndarray | None = None,
-    prints: np.ndarray | None = None,
 ) -> SearchIndex:
     """Fit the index (centring or PCA, KMeans, augmentation, expansion, duplicate prints)
     answering with distinct products; save it and the scikit-learn model into the run."""
     index, model = fit_index(
-        ids, vectors, k, fingerprint, clustering, init_centroids, search, prints
+        vectors.ids,
+        vectors.vectors,
+        k,
+        fingerprint,
+        clustering,
+        init_centroids=init_centroids,
+        search=search,
+        prints=vectors.prints,
     )
     index = index.with_products(products)
     run = RunLayout(Path(run_dir))
@@ -121,25 +134,27 @@ def evaluate_task(
     result = evaluate_index(index, ids, vectors, labels, search, evaluation, held_out)
     create_table_artifact(
         key="search-quality",
-        table=[{"figure": k, "value": round(v, 4)} for k, v in result.metrics.items()],
+        table=[{"figure": k, "value": round(v, 4)} for k, v in result.figures().items()],
         description="leave_one_out_*: catalog photos as queries, each left out of its own "
         "answers; held_out_*: photos not in the catalog (evaluation.queries); recall against "
         f"exact search, precision against classes. Probes calibrated on {result.calibrated_on}.",
     )
-    get_run_logger().info(
-        "%d probes calibrated on %s", int(result.metrics["probes"]), result.calibrated_on
-    )
+    get_run_logger().info("%d probes calibrated on %s", result.probes, result.calibrated_on)
     return result
 
 
 @task(name="publish-run", cache_policy=NO_CACHE)
-def publish_run_task(staging: str, workspace: str, manifest: dict[str, Any], promote: bool) -> str:
-    """Complete the run folder (hashes, manifest, rename) and, if `promote`, point LATEST at it."""
-    final = runs.complete_run(Path(staging), manifest)
-    if promote:
+def publish_run_task(
+    *, staging: str, workspace: str, record: RunRecord, parent_run: str | None
+) -> RunManifest:
+    """Complete the run folder (hashes, manifest, rename) and, if the record passed its gates,
+    point LATEST at it; returns the manifest as written."""
+    final = runs.complete_run(Path(staging), record, parent_run=parent_run)
+    if record.promoted:
         runs.set_latest(Path(workspace), final.name)
-    get_run_logger().info("run %s complete%s", final, " and promoted to LATEST" if promote else "")
-    return str(final)
+    promoted = " and promoted to LATEST" if record.promoted else ""
+    get_run_logger().info("run %s complete%s", final, promoted)
+    return runs.read_manifest(final, verify=False)
 
 
 @task(name="report", cache_policy=NO_CACHE)
