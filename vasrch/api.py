@@ -21,6 +21,7 @@ from vasrch.atomic_files import atomic_path, write_text_atomic
 from vasrch.catalog.products import FilterSpec, Products
 from vasrch.catalog.scan import scan_catalog, write_catalog
 from vasrch.config import ClusteringConfig, DiagnosticsConfig
+from vasrch.errors import DataError
 from vasrch.features.backbones import BackboneSpec, fingerprint, load_backbone
 from vasrch.features.extraction import (
     ExtractSummary,
@@ -182,7 +183,7 @@ def search_similar_images(
     backbone = load_backbone(BackboneSpec(**meta["backbone"]))
     vectors, _, bad = embed_files([image_path], backbone)
     if bad:
-        raise ValueError(f"cannot use {image_path} as a query: {bad[0][1]}")
+        raise DataError(f"cannot use {image_path} as a query: {bad[0][1]}")
     params = resolve_search_params(k=index.k, n=index.n, top_n=top_n, probes=probes)
     products = Products.from_catalog(pd.DataFrame({"image_id": index.ids}))
     allowed = products.allowed(index.ids, filters)
