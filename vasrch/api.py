@@ -35,7 +35,7 @@ from vasrch.index.clustering import plot_sweep
 from vasrch.index.search_index import load_index, save
 from vasrch.index.training import diagnose, fit_index
 from vasrch.layout import SavedFeaturesLayout, SavedIndexLayout, saved_index
-from vasrch.search.parameters import resolve_search_params
+from vasrch.search.parameters import check_count, resolve_search_params
 from vasrch.search.searcher import embed_files
 
 
@@ -175,6 +175,8 @@ def search_similar_images(
     clusters come from the CSV's model (`csv_file` names the images train_clusters listed);
     `probes` nearest clusters are searched (default: vasrch.search.parameters' rule). `filters`
     keeps images by their folder, e.g. {"category": ["shoes"]} (the folder mode's metadata)."""
+    check_count("top_n", top_n)
+    check_count("probes", probes)
     saved = saved_index(Path(model_filename))
     _verify_saved_index(saved, model_filename)
     meta = json.loads(saved.meta.read_text(encoding="utf-8"))

@@ -76,11 +76,6 @@ class SearchResult:
         )
 
 
-def _check_positive(name: str, value: int) -> None:
-    if value < 1:
-        raise ValueError(f"{name} must be at least 1, got {value}")
-
-
 def _merge_top(
     best_s: np.ndarray, best_r: np.ndarray, qi: np.ndarray, s: np.ndarray, row0: int
 ) -> None:
@@ -239,8 +234,6 @@ class SearchIndex:
         found or every cluster is searched.
         Queries are processed `block_rows` at a time.
         """
-        _check_positive("top_n", top_n)
-        _check_positive("probes", probes)
         top_n = min(top_n, max(self.n, 1))
         if allowed is not None:
             allowed = np.asarray(allowed, dtype=bool)
