@@ -27,7 +27,7 @@ ID_COLUMNS = frozenset(
         "neighbour_product_id",
     }
 )
-MIN_WIDTH = 6  # the narrowest a wrapping column is squeezed to before columns are dropped
+MIN_WIDTH = 8  # the narrowest a wrapping column is squeezed to before columns are dropped
 
 
 def stdout_console() -> Console:
@@ -54,12 +54,10 @@ def fit_columns(
     headers: Sequence[str], cells: Sequence[Sequence[str]], width: int, ids: frozenset[str]
 ) -> tuple[list[int], dict[int, int] | None]:
     """The indexes of the columns to show and, when they do not fit `width` as they are, the
-    width of each: id columns keep their widest cell, the others share the rest (at least
-    MIN_WIDTH each; the rightmost go first when there is not enough)."""
-    natural = [
-        max([len(h), *(len(line) for row in cells for line in row[i].splitlines())])
-        for i, h in enumerate(headers)
-    ]
+    width of each: id columns keep their widest cell, the others share the rest (down to
+    MIN_WIDTH each, or their widest cell when narrower; the rightmost go first when there is
+    not enough)."""
+    natural = [max([len(h), *(len(row[i]) for row in cells)]) for i, h in enumerate(headers)]
     keep = list(range(len(headers)))
 
     def room(columns: list[int]) -> int:  # width left for the wrapping columns
@@ -69,12 +67,12 @@ def fit_columns(
     if sum(natural) + 3 * len(keep) + 1 <= width:
         return keep, None
     others = [i for i in keep if headers[i] not in ids]
-    while others and room(keep) < MIN_WIDTH * len(others):
+    while others and room(keep) < sum(min(natural[i], MIN_WIDTH) for i in others):
         keep.remove(others.pop())
     widths = {i: natural[i] for i in keep if headers[i] in ids}
     left = room(keep)
     for n, i in enumerate(sorted(others, key=lambda i: natural[i])):  # narrowest first
-        widths[i] = min(natural[i], left // (len(others) - n))
+        widths[i] = max(1, min(natural[i], left // (len(others) - n)))
         left -= widths[i]
     return keep, widths
 
@@ -84,23 +82,36 @@ def print_table(
     title: str | None = None,
     console: Console | None = None,
     ids: frozenset[str] = ID_COLUMNS,
+    group_by: str | None = None,
 ) -> None:
-    """Rows (dicts with the same keys) as a table; every header, cell and the title literal."""
+    """Rows (dicts with the same keys) as a table under its title line; every header, cell
+    and the title literal. With `group_by`, one table per value of that column, the value
+    named once above it, the columns fitted once for all."""
     from rich.table import Table
     from rich.text import Text
 
     console = console or stdout_console()
-    headers = [str(h) for h in rows[0]] if rows else []
-    cells = [[cell(v) for v in row.values()] for row in rows]
+    headers = [str(h) for h in rows[0] if h != group_by] if rows else []
+    cells = [[cell(v) for k, v in row.items() if k != group_by] for row in rows]
     keep, widths = fit_columns(headers, cells, console.width, ids)
-    table = Table(title=Text(title) if title else None)
-    for i in keep:
-        table.add_column(
-            Text(headers[i]),
-            width=None if widths is None else widths[i],
-            no_wrap=headers[i] in ids,
-            overflow="fold",
-        )
-    for row in cells:
-        table.add_row(*(Text(row[i]) for i in keep))
-    console.print(table)
+    # ids wider than the console on their own fold onto further lines rather than lose a part
+    whole = widths is None or sum(widths.values()) + 3 * len(keep) + 1 <= console.width
+    if title:
+        print_line(title, console)
+    groups: dict[Any, list[list[str]]] = {}
+    for row, row_cells in zip(rows, cells, strict=True):
+        groups.setdefault(row[group_by] if group_by else None, []).append(row_cells)
+    for value, group in groups.items():
+        if group_by:
+            print_line(f"{group_by}: {value}", console)
+        table = Table()
+        for i in keep:
+            table.add_column(
+                Text(headers[i]),
+                width=None if widths is None else widths[i],
+                no_wrap=whole and headers[i] in ids,
+                overflow="fold",
+            )
+        for row_cells in group:
+            table.add_row(*(Text(row_cells[i]) for i in keep))
+        console.print(table)

@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING
 
 from vasrch.cli.options import Subparsers, add_format, add_workspace, count, workspace_and_search
 from vasrch.cli.output import print_line, print_table
 from vasrch.errors import UsageError
-
-if TYPE_CHECKING:
-    import pandas as pd
 
 
 def register(sub: Subparsers) -> None:
@@ -49,14 +45,6 @@ def register(sub: Subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def print_answers(table: pd.DataFrame, title: str) -> None:
-    """The answers as one table per query, the query named once above its answers."""
-    print_line(title)
-    for query, answers in table.groupby("query", sort=False):
-        print_line(f"query: {query}")
-        print_table(answers.drop(columns="query").to_dict("records"))
-
-
 def run(args: argparse.Namespace) -> int:
     """Rank the neighbours of the query images with a run and print them as a table, CSV or
     JSON; returns 0, 1 when some images could not be read, 2 when none."""
@@ -84,5 +72,6 @@ def run(args: argparse.Namespace) -> int:
     elif args.format == "csv":
         print(table.to_csv(index=False), end="")
     else:
-        print_answers(table, f"run {searcher.run_id} · top {params.top_n} · {params.probes} probes")
+        print_line(f"run {searcher.run_id} · top {params.top_n} · {params.probes} probes")
+        print_table(table.to_dict("records"), group_by="query")
     return 0 if not answers.rejected else 1

@@ -20,13 +20,17 @@ from vasrch.cli.output import print_line, print_table
 from vasrch.cli.progress_bar import progress_bar
 
 # The kinds of queries a run is measured on: the prefix of their figures and their label.
-QUERY_KINDS = {"leave_one_out": "catalog photos (leave-one-out)", "held_out": "held-out photos"}
+QUERY_KINDS = {"leave_one_out": "leave-one-out", "held_out": "held-out"}
+QUALITY_TITLE = (
+    "quality (leave-one-out: catalog photos, each leaving itself out; held-out: photos not in "
+    "the catalog; recall against exact search)"
+)
 FIGURES = {
     "queries": "queries",
-    "recall_at_10": "recall@10 vs exact search",
+    "recall_at_10": "recall@10",
     "precision_at_5": "precision@5",
     "precision_at_10": "precision@10",
-    "exact_precision_at_10": "precision@10 of exact search",
+    "exact_precision_at_10": "exact search's precision@10",
 }
 COUNTS = {"queries", "probes"}  # figures that count something: printed as whole numbers
 
@@ -74,7 +78,7 @@ def quality_summary(
     recall = metrics.get("recall_at_10")
     line = f"probes {probes}, calibrated on {calibrated_on}"
     if recall is not None:
-        line += f" (recall@10 vs exact search {recall:.4f})"
+        line += f" (recall@10 {recall:.4f})"
     return rows, line
 
 
@@ -104,7 +108,7 @@ def print_summary(result: Mapping[str, Any]) -> None:
     if result["sweep_note"]:
         print_line(f"note: {result['sweep_note']}")
     rows, calibration = quality_summary(result["metrics"], result["calibrated_on"])
-    print_table(rows, "quality")
+    print_table(rows, QUALITY_TITLE)
     print_line(calibration)
     if result["bulk"]:
         b = result["bulk"]
