@@ -10,16 +10,20 @@ from pathlib import Path
 
 import yaml
 
-from vasrch.cli import build_parser, cmd_train
+from vasrch.cli import build_parser
+from vasrch.cli import train as train_command
+from vasrch.cli.options import settle_config
 from vasrch.workspace import runs
 
 
-def test_run_is_an_alias_of_train():
+def test_run_is_an_alias_of_train_and_the_config_is_an_argument_or_an_option():
     parser = build_parser()
     for command in ("train", "run"):
-        args = parser.parse_args([command, "c.yaml", "--set", "search.top_n=3"])
-        assert args.func is cmd_train and args.config == "c.yaml"
-        assert args.set == ["search.top_n=3"]
+        for config in (["c.yaml"], ["--config", "c.yaml"], ["-c", "c.yaml"]):
+            args = parser.parse_args([command, *config, "--set", "search.top_n=3"])
+            settle_config(args)
+            assert args.func is train_command.run and args.config == "c.yaml"
+            assert args.set == ["search.top_n=3"]
 
 
 def test_vasrch_train_publishes_a_run(tmp_path: Path, demo_catalog: Path):
@@ -74,7 +78,7 @@ def test_user_mistakes_are_one_error_line_and_exit_2(tmp_path: Path):
         (["train", str(good), "--set", "search.probes=yes"], "yes/no value"),
         (["train", str(good), "--set", "search.top_n=" + "x" * 500], "xxx..."),
         (["train", str(good)], f"catalog.path: folder not found: {tmp_path / 'cat'}"),
-        (["query", "x.jpg"], "give --config CONFIG or --workspace FOLDER"),
+        (["query", "x.jpg"], "give a config (CONFIG or --config CONFIG) or --workspace FOLDER"),
         (["runs", "prune", "--workspace", str(tmp_path)], "runs prune needs --keep"),
         (["runs", "promote", "--workspace", str(tmp_path)], "runs promote needs"),
     ]

@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from tests.imagefactory import shopper_copy
-from vasrch.config import load_config
+from vasrch.config import ConfigError, load_config
 from vasrch.workspace import runs
 
 if TYPE_CHECKING:
@@ -111,7 +111,7 @@ def test_build_deployments_default_the_config_and_schedule_nightly_from_it(tmp_p
 def test_serving_without_an_api_url_says_how_to_start_a_server(tmp_path, demo_catalog):
     from vasrch.orchestration.deployments import serve_deployments
 
-    with pytest.raises(RuntimeError, match=r"PREFECT_API_URL is not set.*prefect server start"):
+    with pytest.raises(ConfigError, match=r"PREFECT_API_URL is not set.*prefect server start"):
         serve_deployments(str(write_config(tmp_path, demo_catalog)))
 
 

@@ -19,7 +19,7 @@ from prefect import flow, task
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from vasrch.catalog.scan import scan_catalog
-from vasrch.config import FeaturesConfig, RunnerConfig, load_config
+from vasrch.config import ConfigError, FeaturesConfig, RunnerConfig, load_config
 from vasrch.features.backbones import BackboneSpec, fingerprint
 from vasrch.features.extraction import ChunkResult, cache_dir_for, feature_matrix, plan_chunks
 from vasrch.orchestration.task_runners import (
@@ -84,7 +84,7 @@ def test_dask_runner_starts_a_local_cluster_of_single_threaded_processes():
 
 def test_dask_address_needs_a_prefect_server_the_workers_can_reach():
     cfg = RunnerConfig(type="dask", address="tcp://10.1.2.3:8786")
-    with pytest.raises(RuntimeError, match="PREFECT_API_URL is not set"):
+    with pytest.raises(ConfigError, match="PREFECT_API_URL is not set"):
         task_runner(cfg)
     with temporary_settings({PREFECT_API_URL: "http://10.1.2.4:4200/api"}):
         runner = task_runner(cfg)
@@ -94,7 +94,7 @@ def test_dask_address_needs_a_prefect_server_the_workers_can_reach():
 
 def test_missing_prefect_dask_names_the_extra_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "prefect_dask", None)  # makes `import prefect_dask` fail
-    with pytest.raises(RuntimeError, match=r"prefect-dask is not installed") as err:
+    with pytest.raises(ConfigError, match=r"prefect-dask is not installed") as err:
         task_runner(RunnerConfig(type="dask"))
     assert DASK_EXTRA_HINT in str(err.value)
     assert task_runner(RunnerConfig(type="thread")) is not None

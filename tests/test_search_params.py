@@ -12,7 +12,13 @@ import pytest
 import yaml
 
 from vasrch.config import BulkConfig, SearchConfig
-from vasrch.search.parameters import UNCALIBRATED_PROBES, SearchParams, resolve_search_params
+from vasrch.errors import UsageError
+from vasrch.search.parameters import (
+    UNCALIBRATED_PROBES,
+    SearchParams,
+    check_count,
+    resolve_search_params,
+)
 
 
 def test_explicit_arguments_win():
@@ -44,11 +50,10 @@ def test_capped_by_the_index():
 
 
 @pytest.mark.parametrize("bad", [0, -1, True, 2.5, "3"])
-def test_non_positive_or_non_integer_arguments_are_errors(bad):
-    with pytest.raises(ValueError, match="top_n must be a whole number"):
-        resolve_search_params(k=3, n=20, top_n=bad)
-    with pytest.raises(ValueError, match="probes must be a whole number"):
-        resolve_search_params(k=3, n=20, probes=bad)
+def test_non_positive_or_non_integer_arguments_are_usage_errors(bad):
+    with pytest.raises(UsageError, match="top_n must be a whole number"):
+        check_count("top_n", bad)
+    assert check_count("probes", None) is None and check_count("probes", 3) == 3
 
 
 # Every entry point, on one real run whose config sets search and bulk differently.
@@ -110,6 +115,19 @@ def test_query_flow_uses_the_search_section(trained, demo_catalog):
     assert len(table) == SEARCH["top_n"]
     explicit = query_flow(str(config), [query], top_n=2, probes=1)
     assert explicit.params == SearchParams(top_n=2, probes=1)
+
+
+def test_searcher_checks_the_arguments_it_is_called_with(trained):
+    from vasrch.search.searcher import open_run
+
+    _, result = trained
+    searcher = open_run(Path(result["run_dir"]).parents[1])
+    image_id = searcher.index.ids[0]
+    with pytest.raises(UsageError, match="top_n must be a whole number"):
+        searcher.search_ids([image_id], top_n=0)
+    with pytest.raises(UsageError, match="probes must be a whole number"):
+        searcher.params(probes=-1)
+    assert len(searcher.to_table(searcher.search_ids([image_id], top_n=3), [image_id])) == 3
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:

@@ -21,6 +21,7 @@ from vasrch.atomic_files import atomic_path, write_text_atomic
 from vasrch.catalog.products import FilterSpec, Products
 from vasrch.catalog.scan import scan_catalog, write_catalog
 from vasrch.config import ClusteringConfig, DiagnosticsConfig
+from vasrch.errors import DataError
 from vasrch.features.backbones import BackboneSpec, fingerprint, load_backbone
 from vasrch.features.extraction import (
     ExtractSummary,
@@ -34,7 +35,7 @@ from vasrch.index.clustering import plot_sweep
 from vasrch.index.search_index import load_index, save
 from vasrch.index.training import diagnose, fit_index
 from vasrch.layout import SavedFeaturesLayout, SavedIndexLayout, saved_index
-from vasrch.search.parameters import resolve_search_params
+from vasrch.search.parameters import check_count, resolve_search_params
 from vasrch.search.searcher import embed_files
 
 
@@ -174,6 +175,8 @@ def search_similar_images(
     clusters come from the CSV's model (`csv_file` names the images train_clusters listed);
     `probes` nearest clusters are searched (default: vasrch.search.parameters' rule). `filters`
     keeps images by their folder, e.g. {"category": ["shoes"]} (the folder mode's metadata)."""
+    check_count("top_n", top_n)
+    check_count("probes", probes)
     saved = saved_index(Path(model_filename))
     _verify_saved_index(saved, model_filename)
     meta = json.loads(saved.meta.read_text(encoding="utf-8"))
@@ -182,7 +185,7 @@ def search_similar_images(
     backbone = load_backbone(BackboneSpec(**meta["backbone"]))
     vectors, _, bad = embed_files([image_path], backbone)
     if bad:
-        raise ValueError(f"cannot use {image_path} as a query: {bad[0][1]}")
+        raise DataError(f"cannot use {image_path} as a query: {bad[0][1]}")
     params = resolve_search_params(k=index.k, n=index.n, top_n=top_n, probes=probes)
     products = Products.from_catalog(pd.DataFrame({"image_id": index.ids}))
     allowed = products.allowed(index.ids, filters)

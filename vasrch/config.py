@@ -8,11 +8,9 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
+from vasrch.errors import ConfigError
+
 IntOrAuto = Annotated[int, Field(ge=1)] | Literal["auto"]
-
-
-class ConfigError(ValueError):
-    """A config file that cannot be used; the message names the file, the field and the value."""
 
 
 class _Section(BaseModel):

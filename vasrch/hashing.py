@@ -15,6 +15,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
+from vasrch.errors import RunIntegrityError
+
 CHUNK = 1 << 20
 
 
@@ -93,7 +95,7 @@ def folder_hashes(folder: Path, skip: Iterable[Path] = ()) -> dict[str, str]:
     }
 
 
-class IntegrityError(RuntimeError):
+class IntegrityError(RunIntegrityError):
     """A recorded file that is unlisted, outside its folder, missing, unreadable or not the
     bytes its sha256 was recorded for."""
 

@@ -17,7 +17,8 @@ def set_sink(sink: Callable[[str, int, int | None], None] | None) -> None:
 
 
 def report(stage: str, advance: int = 0, total: int | None = None) -> None:
-    """Advance `stage` by `advance` items (and set its total when given); no-op without a sink."""
+    """Advance `stage` by `advance` items and, when `total` is given, announce that many more
+    items of it (a stage that runs twice in a flow adds both counts); no-op without a sink."""
     sink = _sink
     if sink is not None:
         sink(stage, advance, total)

@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from vasrch.errors import DataError
+
 CLASSES: tuple[str, ...] = ("tshirt", "trousers", "shoe", "hat", "bag", "mug", "bottle", "watch")
 MARKER = ".vasrch-demo"
 _VERSION = 1
@@ -112,7 +114,7 @@ def generate_demo_catalog(folder: Path, per_class: int = 40, seed: int = 0, size
     }
     recorded = _read_marker(folder / MARKER)
     if recorded is not None and recorded != params:
-        raise ValueError(
+        raise DataError(
             f"{folder} already holds a demo catalog made with {recorded}; call again with the"
             " same parameters, or delete the folder (or choose another) for a new one"
         )
@@ -264,7 +266,7 @@ def _refuse_foreign_files(folder: Path, paths: list[Path]) -> None:
         if p.is_file() and p not in expected and not p.name.startswith(".")
     ]
     if foreign:
-        raise ValueError(
+        raise DataError(
             f"{folder} holds files that are not part of a demo catalog (e.g. {foreign[0]});"
             " choose an empty or new folder for the demo catalog"
         )

@@ -19,6 +19,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from vasrch.errors import DataError
+
 REQUIRED_COLUMNS = ("product_id", "image")
 # Names the scan, the run's catalog table and the result tables already use.
 RESERVED_COLUMNS = frozenset(
@@ -42,7 +44,7 @@ RESERVED_COLUMNS = frozenset(
 )
 
 
-class ManifestError(ValueError):
+class ManifestError(DataError):
     """A manifest that cannot be used as a whole (unreadable, missing or reserved columns)."""
 
 

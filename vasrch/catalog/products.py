@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from vasrch.catalog.product_manifest import RESERVED_COLUMNS
+from vasrch.errors import UsageError
 
 FilterSpec = Mapping[str, str | Sequence[str]]
 
@@ -57,7 +58,7 @@ def parse_filters(items: Iterable[str]) -> dict[str, list[str]]:
     for item in items:
         key, sep, values = item.partition("=")
         if not sep or not key.strip() or not values:
-            raise ValueError(f"filter {item!r}: write it as column=value or column=v1,v2")
+            raise UsageError(f"filter {item!r}: write it as column=value or column=v1,v2")
         filters.setdefault(key.strip(), []).extend(v for v in values.split(",") if v)
     return filters
 
@@ -102,20 +103,20 @@ class Products:
         if not filters:
             return {}
         if not isinstance(filters, Mapping):
-            raise ValueError(
+            raise UsageError(
                 f'filters must map a column to a value or a list of values, e.g. {{"category": '
                 f'["shoes"]}}; got {type(filters).__name__}'
             )
         checked: dict[str, list[str]] = {}
         for column, wanted in filters.items():
             if column not in self.columns:
-                raise ValueError(
+                raise UsageError(
                     f"unknown filter column {column!r}; the catalog's columns are "
                     f"{', '.join(self.columns)}"
                 )
             values = [wanted] if isinstance(wanted, str) else list(wanted)
             if not values or not all(isinstance(v, str) for v in values):
-                raise ValueError(
+                raise UsageError(
                     f"filter {column!r}: give a value or a non-empty list of text values, got "
                     f"{wanted!r}"
                 )

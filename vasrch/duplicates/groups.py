@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.dataset as ds
 
+from vasrch.errors import RunIntegrityError
 from vasrch.layout import BulkLayout, RunLayout, WorkspaceLayout
 from vasrch.workspace.runs import read_artifact, read_manifest, verify_artifacts
 
@@ -58,7 +59,7 @@ def read_duplicate_pairs(folder: BulkLayout, threshold: float) -> pd.DataFrame:
         raise FileNotFoundError(f"no neighbour shards in {folder.root}; run vasrch bulk first")
     dataset = ds.dataset(shards, format="parquet")
     if "duplicate_score" not in dataset.schema.names:
-        raise ValueError(
+        raise RunIntegrityError(
             f"the neighbours in {folder.root} have no duplicate scores (written by an older "
             "vasrch); train a new run, or run vasrch bulk on a run trained with this version"
         )

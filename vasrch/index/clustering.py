@@ -20,6 +20,7 @@ from sklearn.metrics import silhouette_score
 
 from vasrch import progress
 from vasrch.atomic_files import atomic_path
+from vasrch.errors import ConfigError, DataError
 
 SuggestRule = Literal["silhouette", "knee", "both"]
 _TRANSFORM_ROWS = 65_536  # rows projected at once, so memory stays bounded on large catalogs
@@ -162,9 +163,9 @@ def sweep_k(
     n = x.shape[0]
     ks = sorted({int(k) for k in k_values})
     if not ks:
-        raise ValueError("k_values is empty; give at least one k >= 2")
+        raise ConfigError("k_values is empty; give at least one k >= 2")
     if ks[0] < 2:
-        raise ValueError(
+        raise ConfigError(
             f"every k in the sweep must be at least 2 (silhouette needs 2); got {ks[0]}"
         )
     dropped = [k for k in ks if k >= n]
@@ -175,7 +176,7 @@ def sweep_k(
         )
         ks = [k for k in ks if k < n]
     if not ks:
-        raise ValueError(f"no k value is below the number of vectors ({n}); add more images")
+        raise DataError(f"no k value is below the number of vectors ({n}); add more images")
     sample = min(silhouette_sample, n)
     rows = []
     progress.report("k sweep", 0, len(ks))
@@ -351,10 +352,10 @@ def train_kmeans(
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
     if k > n:
-        raise ValueError(f"k={k} is more than the number of vectors ({n}); choose k <= {n}")
+        raise DataError(f"k={k} is more than the number of vectors ({n}); choose k <= {n}")
     if max_train_rows is not None and n > max_train_rows:
         if max_train_rows < k:
-            raise ValueError(f"max_train_rows={max_train_rows} must be at least k={k}")
+            raise ConfigError(f"max_train_rows={max_train_rows} must be at least k={k}")
         rows = np.sort(np.random.default_rng(seed).choice(n, size=max_train_rows, replace=False))
         x = x[rows]
         n = max_train_rows

@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 
 from vasrch.atomic_files import atomic_path, write_text_atomic
 from vasrch.catalog.products import Products
+from vasrch.errors import DataError, RunIntegrityError
 from vasrch.features.duplicate_prints import Prints, prepare
 from vasrch.index.clustering import Projection, l2_normalise
 from vasrch.layout import IndexLayout
@@ -73,11 +74,6 @@ class SearchResult:
                 "score": self.scores.ravel()[valid],
             }
         )
-
-
-def _check_positive(name: str, value: int) -> None:
-    if value < 1:
-        raise ValueError(f"{name} must be at least 1, got {value}")
 
 
 def _merge_top(
@@ -163,7 +159,7 @@ class SearchIndex:
     def check_fingerprint(self, expected: str) -> None:
         """Refuse vectors made by another backbone than the one this index was built from."""
         if expected != self.fingerprint:
-            raise ValueError(
+            raise DataError(
                 f"backbone fingerprint mismatch: the index was built from features with "
                 f"fingerprint {self.fingerprint!r}, but the queries have {expected!r}. "
                 f"Re-extract the features with the index's backbone, or use a run made with "
@@ -176,7 +172,7 @@ class SearchIndex:
         if x.ndim == 1:
             x = x[None, :]
         if x.ndim != 2 or x.shape[1] != self.input_dim:
-            raise ValueError(
+            raise DataError(
                 f"query vectors must have dimension {self.input_dim} (the index's features), "
                 f"got shape {np.shape(queries)}; embed the queries with the backbone the index "
                 f"was built with ({self.fingerprint!r})"
@@ -238,8 +234,6 @@ class SearchIndex:
         found or every cluster is searched.
         Queries are processed `block_rows` at a time.
         """
-        _check_positive("top_n", top_n)
-        _check_positive("probes", probes)
         top_n = min(top_n, max(self.n, 1))
         if allowed is not None:
             allowed = np.asarray(allowed, dtype=bool)
@@ -512,7 +506,7 @@ def build_index(
     duplicated = pd.Index(ids_arr).duplicated()
     if duplicated.any():
         first = ids_arr[np.argmax(duplicated)]
-        raise ValueError(f"image ids must be unique; {first!r} appears more than once")
+        raise DataError(f"image ids must be unique; {first!r} appears more than once")
     if projection is not None:
         x = projection.transform(x)
     centroids = np.asarray(centroids, dtype=np.float32)
@@ -693,7 +687,7 @@ def load_index(
         )
     meta = json.loads(files.meta.read_text(encoding="utf-8"))
     if meta.get("format_version") != FORMAT_VERSION:
-        raise ValueError(
+        raise RunIntegrityError(
             f"the index in {folder} has format version {meta.get('format_version')!r}, this "
             f"vasrch reads version {FORMAT_VERSION}; retrain to rebuild it"
         )

@@ -16,6 +16,7 @@ from vasrch import progress
 from vasrch.atomic_files import atomic_path, write_text_atomic
 from vasrch.catalog.products import folder_products
 from vasrch.config import ClusteringConfig, DiagnosticsConfig, EvaluationConfig, SearchConfig
+from vasrch.errors import DataError
 from vasrch.features.extraction import load_vectors
 from vasrch.index.clustering import (
     Projection,
@@ -210,7 +211,7 @@ def catalog_labels(catalog: pd.DataFrame, labels_csv: Path | None = None) -> pd.
         table = pd.read_csv(labels_csv, dtype=str)
         missing = {"image_id", "label"} - set(table.columns)
         if missing:
-            raise ValueError(f"{labels_csv}: needs columns image_id,label (missing {missing})")
+            raise DataError(f"{labels_csv}: needs columns image_id,label (missing {missing})")
         return table.set_index("image_id")["label"]
     if "category" in catalog.columns:
         category = catalog["category"].fillna("").astype(str)
@@ -249,7 +250,7 @@ def held_out_photos(
         )
     ids, vectors = load_vectors(cache_dir, queries[~copies])
     if len(ids) == 0:
-        raise ValueError("no held-out photo could be embedded; check evaluation.queries")
+        raise DataError("no held-out photo could be embedded; check evaluation.queries")
     return HeldOut(ids, vectors, catalog_labels(queries[~copies], labels_csv))
 
 

@@ -9,6 +9,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from vasrch.errors import ConfigError, UsageError
+
 if TYPE_CHECKING:
     from prefect.deployments.runner import RunnerDeployment
 
@@ -25,7 +27,7 @@ def api_url() -> str:
 
     url = get_current_settings().api.url
     if not url:
-        raise RuntimeError(
+        raise ConfigError(
             "PREFECT_API_URL is not set: start a server (PREFECT_SERVER_API_PORT=4200 prefect "
             "server start) and export PREFECT_API_URL=http://127.0.0.1:4200/api, or point it at "
             "your Prefect server, so the deployments can be reached from its UI"
@@ -91,7 +93,7 @@ def serve_deployments(
     from vasrch.service.settings import TOKEN_ENV
 
     if poll_s <= 0:
-        raise ValueError(f"the polling interval must be positive, got {poll_s} s")
+        raise UsageError(f"the polling interval must be positive, got {poll_s} s")
     api_url()
     cfg = load_config(config_path)
     files = start_file_server(

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from vasrch.config import RunnerConfig
+from vasrch.errors import ConfigError
 
 if TYPE_CHECKING:
     from prefect.task_runners import TaskRunner
@@ -58,7 +59,7 @@ def _dask_task_runner_class() -> Any:
     try:
         from prefect_dask import DaskTaskRunner
     except ImportError as err:
-        raise RuntimeError(
+        raise ConfigError(
             f"runner.type is dask but prefect-dask is not installed ({err}); "
             f"install it with: {DASK_EXTRA_HINT}"
         ) from None
@@ -69,7 +70,7 @@ def _require_prefect_server(address: str) -> None:
     from prefect.settings import get_current_settings
 
     if not get_current_settings().api.url:
-        raise RuntimeError(
+        raise ConfigError(
             f"runner.address is {address!r} but PREFECT_API_URL is not set: Dask workers cannot "
             "report to the temporary Prefect API of this process. Start a server (prefect server "
             "start --host 0.0.0.0) and export PREFECT_API_URL=http://<server-host>:4200/api here "

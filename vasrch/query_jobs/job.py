@@ -13,6 +13,7 @@ from vasrch.atomic_files import atomic_path, finish_staging, start_staging
 from vasrch.catalog.products import FilterSpec
 from vasrch.catalog.scan import iter_image_files
 from vasrch.config import FeaturesConfig
+from vasrch.errors import UsageError
 from vasrch.hashing import sha256_file
 from vasrch.layout import QueryJobLayout, WorkspaceLayout
 from vasrch.pages.query_page import write_query_page
@@ -57,7 +58,7 @@ def query_files(images: list[str]) -> list[Path]:
                 "runs the flow; give absolute paths when starting it from the Prefect UI)"
             )
     if not files:
-        raise ValueError(f"no images found in {images}; give image files or folders holding them")
+        raise UsageError(f"no images found in {images}; give image files or folders holding them")
     return files
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from vasrch.config import BulkConfig, SearchConfig
+from vasrch.errors import UsageError
 
 # Probes for runs that carry no calibration (trained before `probes: auto` existed).
 UNCALIBRATED_PROBES = 3
@@ -23,9 +24,13 @@ class SearchParams:
     probes: int
 
 
-def _positive(name: str, value: int | None) -> int | None:
+def check_count(name: str, value: int | None) -> int | None:
+    """`value` unchanged when None or a whole number of at least 1, else UsageError. The edges
+    that take top_n and probes from a caller check them (the config schema, the CLI's and the
+    service's argument types, the flows' signatures, the Python API and Searcher); code inside
+    trusts them."""
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-        raise ValueError(f"{name} must be a whole number of at least 1, got {value!r}")
+        raise UsageError(f"{name} must be a whole number of at least 1, got {value!r}")
     return value
 
 
@@ -43,11 +48,12 @@ def resolve_search_params(
     Each comes from the explicit argument when given, else from `configured` (the config's
     `search` or `bulk` section; its defaults when None). Probes `auto` means the run's
     `calibrated` probes, or UNCALIBRATED_PROBES for a run without one. top_n is capped by `n`
-    and probes by `k`, so no request allocates more than the index holds.
+    and probes by `k`, so no request allocates more than the index holds. Explicit arguments
+    were checked where they entered (check_count).
     """
     section = configured or SearchConfig()
-    chosen_top_n = _positive("top_n", top_n) or section.top_n
-    chosen_probes = _positive("probes", probes)
+    chosen_top_n = top_n or section.top_n
+    chosen_probes = probes
     if chosen_probes is None:
         setting = section.probes
         chosen_probes = (calibrated or UNCALIBRATED_PROBES) if setting == "auto" else setting

@@ -17,7 +17,7 @@ from vasrch.config import SearchConfig
 from vasrch.features.backbones import Backbone, BackboneSpec, load_backbone
 from vasrch.index.search_index import SearchIndex, SearchResult, load_index
 from vasrch.layout import RunLayout
-from vasrch.search.parameters import SearchParams, resolve_search_params
+from vasrch.search.parameters import SearchParams, check_count, resolve_search_params
 from vasrch.search.results import typed
 from vasrch.workspace.run_manifest import RunManifest
 from vasrch.workspace.runs import RunError, read_manifest, resolve_run
@@ -56,12 +56,13 @@ class Searcher:
         return self.manifest.calibration.probes
 
     def params(self, top_n: int | None = None, probes: int | None = None) -> SearchParams:
-        """top_n and probes for this run: the arguments, else the config, else calibration."""
+        """top_n and probes for this run: the arguments (checked: callers pass them here), else
+        the config, else calibration."""
         return resolve_search_params(
             k=self.index.k,
             n=self.index.n,
-            top_n=top_n,
-            probes=probes,
+            top_n=check_count("top_n", top_n),
+            probes=check_count("probes", probes),
             configured=self.search,
             calibrated=self.calibrated_probes,
         )

@@ -6,8 +6,10 @@ import json
 
 from starlette.responses import JSONResponse
 
+from vasrch.errors import VasrchError
 
-class RequestError(Exception):
+
+class RequestError(VasrchError):
     """A request the service refuses: HTTP status, the reason sent back, extra headers."""
 
     def __init__(self, status: int, reason: str, headers: dict[str, str] | None = None) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 
+from vasrch.errors import UsageError
 from vasrch.features.backbones import limit_model_threads
 from vasrch.service.app import create_app
 from vasrch.service.holder import RunHolder
@@ -75,12 +76,12 @@ def app_from_environment() -> FastAPI:
 
 
 def bind(host: str, port: int) -> socket.socket:
-    """A listening TCP socket on host:port (port 0: a free one), or ValueError saying why not."""
+    """A listening TCP socket on host:port (port 0: a free one), or UsageError saying why not."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
         return socket.create_server((host, port), family=family, backlog=2048)
     except OSError as err:
-        raise ValueError(
+        raise UsageError(
             f"cannot listen on {host}:{port}: {err.strerror or err}; choose another --port or "
             "--host, or stop what is using it"
         ) from None

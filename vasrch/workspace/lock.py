@@ -14,11 +14,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from vasrch.errors import BusyError
+
 LOCK_NAME = ".lock"
 POLL_S = 0.5
 
 
-class WorkspaceBusy(RuntimeError):
+class WorkspaceBusy(BusyError):
     """Another writer held the workspace for longer than the caller would wait."""
 
 

@@ -17,6 +17,7 @@ import pandas as pd
 from pydantic import ValidationError
 
 from vasrch.atomic_files import finish_staging, start_staging, write_text_atomic
+from vasrch.errors import RunIntegrityError
 from vasrch.hashing import IntegrityError, check_hashes, folder_hashes, read_verified
 from vasrch.layout import STAGING_PREFIX, RunLayout, WorkspaceLayout
 from vasrch.workspace.run_manifest import Lineage, Metrics, RunManifest, RunRecord
@@ -36,7 +37,7 @@ PACKAGES = (
 RUN_ID = re.compile(r"[0-9A-Za-z][0-9A-Za-z_-]*")
 
 
-class RunError(RuntimeError):
+class RunError(RunIntegrityError):
     """A run that is missing, incomplete, damaged or tampered with."""
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from vasrch.errors import ConfigError
 from vasrch.features.duplicate_prints import PRINT_VERSION
 from vasrch.hashing import sha256_file
 from vasrch.quiet import native_stderr_quiet
@@ -126,7 +127,7 @@ def _device(requested: str) -> str:
 
     gpus = tf.config.list_logical_devices("GPU")
     if requested == "gpu" and not gpus:
-        raise RuntimeError("features.device is gpu but TensorFlow sees no GPU; use auto or cpu")
+        raise ConfigError("features.device is gpu but TensorFlow sees no GPU; use auto or cpu")
     if requested == "cpu" or not gpus:
         return "/CPU:0"
     return gpus[0].name

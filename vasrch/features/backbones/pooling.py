@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from vasrch.errors import ConfigError
+
 POOLINGS = ("avg", "max", "gem", "flatten")
 
 
@@ -22,4 +24,4 @@ def pool(feature_map: Any, method: str, gem_p: float = 3.0) -> Any:
         return ops.power(ops.mean(ops.power(clipped, gem_p), axis=(1, 2)), 1.0 / gem_p)
     if method == "flatten":
         return ops.reshape(feature_map, (ops.shape(feature_map)[0], -1))
-    raise ValueError(f"pooling must be one of {POOLINGS}, got {method!r}")
+    raise ConfigError(f"pooling must be one of {POOLINGS}, got {method!r}")

@@ -27,6 +27,8 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from vasrch.errors import DataError
+
 LEGACY_MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL_VERSION = 1001
 
@@ -118,15 +120,15 @@ def _materialize(ref: _TensorRef) -> np.ndarray:
     """Apply a tensor's offset, size and stride to its storage's data (a copy, C-contiguous)."""
     flat = ref.storage.data
     if flat is None:
-        raise ValueError(f"storage {ref.storage.key} was never read")
+        raise DataError(f"storage {ref.storage.key} was never read")
     if len(ref.size) != len(ref.stride) or any(s < 0 for s in (*ref.size, *ref.stride)):
-        raise ValueError(f"bad tensor view: size {ref.size}, stride {ref.stride}")
+        raise DataError(f"bad tensor view: size {ref.size}, stride {ref.stride}")
     if 0 in ref.size:
         view = np.empty(ref.size, dtype=flat.dtype)
     else:
         last = ref.offset + sum((n - 1) * s for n, s in zip(ref.size, ref.stride, strict=True))
         if ref.offset < 0 or last >= flat.size:
-            raise ValueError(
+            raise DataError(
                 f"tensor view (offset {ref.offset}, size {ref.size}, stride {ref.stride}) "
                 f"runs past its storage of {flat.size} elements"
             )
@@ -142,11 +144,11 @@ def _materialize(ref: _TensorRef) -> np.ndarray:
 
 def _to_arrays(obj: Any, path: Path) -> dict[str, np.ndarray]:
     if not isinstance(obj, dict):
-        raise ValueError(f"{path} holds a {type(obj).__name__}, not a state dict")
+        raise DataError(f"{path} holds a {type(obj).__name__}, not a state dict")
     out: dict[str, np.ndarray] = {}
     for key, value in obj.items():
         if not isinstance(value, _TensorRef):
-            raise ValueError(f"{path}: entry {key!r} is a {type(value).__name__}, not a tensor")
+            raise DataError(f"{path}: entry {key!r} is a {type(value).__name__}, not a tensor")
         out[str(key)] = _materialize(value)
     return out
 
@@ -156,10 +158,10 @@ def _read_zip(path: Path) -> dict[str, np.ndarray]:
         names = zf.namelist()
         pkl = [n for n in names if n.endswith("/data.pkl") and n.count("/") == 1]
         if len(pkl) != 1:
-            raise ValueError(f"{path} is a zip file but not a PyTorch checkpoint (no data.pkl)")
+            raise DataError(f"{path} is a zip file but not a PyTorch checkpoint (no data.pkl)")
         root = pkl[0][: -len("data.pkl")]
         if f"{root}byteorder" in names and zf.read(f"{root}byteorder").strip() != b"little":
-            raise ValueError(f"{path} was saved big-endian; only little-endian is supported")
+            raise DataError(f"{path} was saved big-endian; only little-endian is supported")
         storages: dict[str, _Storage] = {}
 
         def load_storage(storage_type: _StorageType, key: str, numel: int, _rest) -> _Storage:
@@ -167,7 +169,7 @@ def _read_zip(path: Path) -> dict[str, np.ndarray]:
                 raw = zf.read(f"{root}data/{key}")
                 data = np.frombuffer(raw, dtype=storage_type.dtype)
                 if data.size < numel:
-                    raise ValueError(f"{path}: storage {key} is truncated")
+                    raise DataError(f"{path}: storage {key} is truncated")
                 storages[key] = _Storage(storage_type, key, numel, data[:numel])
             return storages[key]
 
@@ -178,12 +180,12 @@ def _read_zip(path: Path) -> dict[str, np.ndarray]:
 def _read_legacy(path: Path) -> dict[str, np.ndarray]:
     with open(path, "rb") as f:
         if _restricted_load(f) != LEGACY_MAGIC_NUMBER:
-            raise ValueError(f"{path} is not a PyTorch checkpoint (bad magic number)")
+            raise DataError(f"{path} is not a PyTorch checkpoint (bad magic number)")
         if _restricted_load(f) != LEGACY_PROTOCOL_VERSION:
-            raise ValueError(f"{path}: unsupported legacy protocol version")
+            raise DataError(f"{path}: unsupported legacy protocol version")
         sys_info = _restricted_load(f)
         if not sys_info.get("little_endian", False):
-            raise ValueError(f"{path} was saved big-endian; only little-endian is supported")
+            raise DataError(f"{path} was saved big-endian; only little-endian is supported")
         roots: dict[str, _Storage] = {}
 
         def load_storage(storage_type: _StorageType, key: str, numel: int, rest) -> _Storage:
@@ -201,12 +203,12 @@ def _read_legacy(path: Path) -> dict[str, np.ndarray]:
         for key in keys:
             root = roots.get(str(key))
             if root is None:
-                raise ValueError(f"{path}: storage {key} is listed but never used")
+                raise DataError(f"{path}: storage {key} is listed but never used")
             (numel,) = struct.unpack("<q", f.read(8))
             nbytes = numel * root.storage_type.dtype.itemsize
             raw = f.read(nbytes)
             if len(raw) != nbytes or numel < root.numel:
-                raise ValueError(f"{path}: storage {key} is truncated")
+                raise DataError(f"{path}: storage {key} is truncated")
             root.data = np.frombuffer(raw, dtype=root.storage_type.dtype)
             for view, offset in root.views:
                 view.data = root.data[offset : offset + view.numel]

@@ -13,6 +13,7 @@ from prefect.logging import get_run_logger
 from vasrch import progress
 from vasrch.catalog.scan import Scan, ScanOptions, scan_catalog
 from vasrch.config import FeaturesConfig
+from vasrch.errors import DataError
 from vasrch.features.backbones import BackboneSpec, load_backbone
 from vasrch.features.extraction import ChunkResult, ExtractSummary, extract_chunk, plan_chunks
 
@@ -43,7 +44,7 @@ def scan_catalog_task(
         if len(scan.rejected):
             first = scan.rejected.iloc[0]
             found += f"; {len(scan.rejected)} rejected, e.g. {first.image_id}: {first.reason}"
-        raise ValueError(found)
+        raise DataError(found)
     return scan
 
 

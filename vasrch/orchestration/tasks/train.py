@@ -17,6 +17,7 @@ from prefect.logging import get_run_logger
 from vasrch.atomic_files import atomic_path
 from vasrch.catalog.products import Products
 from vasrch.config import ClusteringConfig, EvaluationConfig, SearchConfig
+from vasrch.errors import DataError
 from vasrch.features.extraction import load_prints, load_vectors
 from vasrch.index.figures import Evaluation
 from vasrch.index.search_index import SearchIndex, save
@@ -50,7 +51,7 @@ def load_vectors_task(cache_dir: str, catalog: pd.DataFrame) -> CatalogVectors:
     ids, vectors = load_vectors(Path(cache_dir), catalog)
     get_run_logger().info("%d vectors of dimension %d", *vectors.shape)
     if len(ids) < 2:
-        raise ValueError(
+        raise DataError(
             f"only {len(ids)} images could be embedded; a search index needs at least 2 "
             "(see the rejected images in the extraction summary)"
         )

@@ -1,0 +1,77 @@
+"""`vasrch query`: the catalog products most similar to query images."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from vasrch.cli.options import Subparsers, add_format, add_workspace, count, workspace_and_search
+from vasrch.cli.output import print_line, print_table
+from vasrch.errors import UsageError
+
+
+def register(sub: Subparsers) -> None:
+    p = sub.add_parser("query", help="rank the catalog products most similar to query images")
+    p.add_argument(
+        "images",
+        nargs="+",
+        metavar="IMAGE",
+        help="query image files or folders (searched recursively); an argument ending in "
+        ".yaml or .yml is the config",
+    )
+    add_workspace(p, among="images")
+    p.add_argument("--run", help="run id (default: LATEST)")
+    p.add_argument(
+        "--top-n",
+        type=count(1),
+        help="neighbours per query (default: the config's search.top_n, 10)",
+    )
+    p.add_argument(
+        "--probes",
+        type=count(1),
+        help="clusters searched (default: the config's search.probes; auto: the run's "
+        "calibrated probes)",
+    )
+    add_format(p)
+    p.add_argument(
+        "--filter",
+        action="append",
+        default=[],
+        metavar="COLUMN=VALUE[,VALUE...]",
+        help="only products whose metadata column has one of the values (repeatable: every "
+        "filter must match), e.g. --filter category=shoes",
+    )
+    p.add_argument("--show-paths", action="store_true", help="add each matched photo's file path")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Rank the neighbours of the query images with a run and print them as a table, CSV or
+    JSON; returns 0, 1 when some images could not be read, 2 when none."""
+    import json
+
+    if not args.images:
+        raise UsageError("give one or more query images or folders")
+    workspace, search, features = workspace_and_search(args)
+    from vasrch.catalog.products import parse_filters
+    from vasrch.query_jobs.job import query_files, search_files
+    from vasrch.search.searcher import open_run
+
+    filters = parse_filters(args.filter)
+    searcher = open_run(workspace, args.run, search=search)
+    params = searcher.params(args.top_n, args.probes)
+    files = query_files(args.images)
+    answers = search_files(searcher, files, params, features, filters, args.show_paths)
+    for rejected in answers.rejected:
+        print(f"vasrch: skipped {rejected['query']}: {rejected['reason']}", file=sys.stderr)
+    if not answers.answered:
+        return 2
+    table = answers.table
+    if args.format == "json":
+        print(json.dumps(table.to_dict("records"), indent=2))
+    elif args.format == "csv":
+        print(table.to_csv(index=False), end="")
+    else:
+        print_line(f"run {searcher.run_id} · top {params.top_n} · {params.probes} probes")
+        print_table(table.to_dict("records"), group_by="query")
+    return 0 if not answers.rejected else 1
