@@ -13,6 +13,7 @@ from pathlib import Path
 from vasrch.config import SearchConfig
 
 MAX_TOP_N = 1000
+MAX_PROBES = 1_000_000
 TOKEN_ENV = "VASRCH_TOKEN"
 
 
