@@ -29,11 +29,10 @@ def error_body(reason: str) -> bytes:
     return json.dumps({"error": reason}).encode()
 
 
-def field_path(loc: Iterable[Any]) -> str:
-    """Where in a JSON body pydantic found a problem, dotted (`filters.category`)."""
-    return ".".join(str(part) for part in loc) or "body"
-
-
 def validation_problems(errors: Iterable[Mapping[str, Any]]) -> str:
-    """pydantic's errors of a JSON body, as one line: each field and what was wrong."""
-    return "; ".join(f"{field_path(error['loc'])}: {error['msg']}" for error in errors)
+    """pydantic's errors of a JSON body, as one line: each field, dotted (`filters.category`),
+    and what was wrong."""
+    return "; ".join(
+        f"{'.'.join(str(part) for part in error['loc']) or 'body'}: {error['msg']}"
+        for error in errors
+    )

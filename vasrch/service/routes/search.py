@@ -146,18 +146,20 @@ def _decode(
 def _embed_and_search(
     served: Served, pixels: np.ndarray, data: bytes, options: Options, metrics: ServiceMetrics
 ) -> SearchResult:
+    top_n, probes, filters = options
     own = served.searcher.catalog_photo([hashlib.sha256(data).hexdigest()])
     with metrics.embed.time():
         vectors = served.backbone.embed(pixels[None])
     with metrics.search.time():
-        return served.searcher.search_vectors(vectors, *options[:2], own, options[2])
+        return served.searcher.search_vectors(vectors, top_n, probes, own, filters)
 
 
 def _search_id(
     served: Served, image_id: str, options: Options, metrics: ServiceMetrics
 ) -> SearchResult:
+    top_n, probes, filters = options
     with metrics.search.time():
-        return served.searcher.search_ids([image_id], *options[:2], options[2])
+        return served.searcher.search_ids([image_id], top_n, probes, filters)
 
 
 def _answer(
