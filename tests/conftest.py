@@ -50,3 +50,37 @@ def dataset() -> Path:
     if not DATASET.is_dir():
         pytest.skip(f"{DATASET} is absent")
     return DATASET
+
+
+@pytest.fixture(scope="session")
+def served_workspace(tmp_path_factory: pytest.TempPathFactory, demo_catalog: Path) -> Path:
+    """A workspace with one complete run (LATEST) of the 48-image demo catalog, trained once for
+    every test that only reads it (its config is config.yaml beside it)."""
+    from tests.service_helpers import service_config
+    from vasrch.orchestration.flows.train import train_flow
+
+    folder = tmp_path_factory.mktemp("served")
+    train_flow(str(service_config(folder, demo_catalog, folder / "ws")))
+    return folder / "ws"
+
+
+@pytest.fixture(scope="session")
+def server(served_workspace: Path):
+    """A query service on it, following LATEST: small uploads, top 5, paths in the answers."""
+    from tests.service_helpers import MAX_UPLOAD, serving
+
+    with serving(served_workspace, max_upload_bytes=MAX_UPLOAD, top_n=5, show_paths=True) as s:
+        yield s
+
+
+@pytest.fixture(scope="session")
+def guarded(served_workspace: Path):
+    """A pinned service with a token, one CORS origin, no access log, and one decode slot that
+    nobody waits for."""
+    from tests.service_helpers import ORIGIN, TOKEN, serving
+    from vasrch.workspace import runs
+
+    run = runs.latest_run_id(served_workspace)
+    options = {"token": TOKEN, "cors_origins": (ORIGIN,), "access_log": False}
+    with serving(served_workspace, run=run, decode_slots=1, decode_wait_s=0, **options) as s:
+        yield s

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from starlette.responses import JSONResponse
 
@@ -27,3 +29,12 @@ def error_response(status: int, reason: str, headers: dict[str, str] | None = No
 def error_body(reason: str) -> bytes:
     """`{"error": reason}` as bytes, for answers written below the ASGI layer."""
     return json.dumps({"error": reason}).encode()
+
+
+def validation_problems(errors: Iterable[Mapping[str, Any]]) -> str:
+    """pydantic's errors of a JSON body, as one line: each field, dotted (`filters.category`),
+    and what was wrong."""
+    return "; ".join(
+        f"{'.'.join(str(part) for part in error['loc']) or 'body'}: {error['msg']}"
+        for error in errors
+    )

@@ -1,21 +1,18 @@
-"""ASGI middleware of the service: the access log and request metrics, and the bearer token."""
+"""ASGI middleware of the service: the access log and request metrics."""
 
 from __future__ import annotations
 
-import hmac
 import logging
 import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from vasrch.service.errors import error_response
 from vasrch.service.metrics import ServiceMetrics
 
 access_log = logging.getLogger("vasrch.access")
 
 # Paths that get their own metric labels; any other path is counted as "other".
-KNOWN_PATHS = frozenset({"/health", "/query", "/metrics", "/docs", "/openapi.json"})
-OPEN_PATHS = frozenset({"/health"})
+KNOWN_PATHS = frozenset({"/health", "/query", "/metrics", "/docs", "/redoc", "/openapi.json"})
 
 
 class Observe:
@@ -57,28 +54,3 @@ class Observe:
                     seconds * 1000,
                     f"{client[0]}:{client[1]}" if client else "-",
                 )
-
-
-class RequireToken:
-    """Answer 401 to any request but GET /health that lacks `Authorization: Bearer <token>`."""
-
-    def __init__(self, app: ASGIApp, token: str) -> None:
-        self.app = app
-        self.token = token.encode()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] not in OPEN_PATHS:
-            sent = dict(scope["headers"]).get(b"authorization", b"")
-            scheme, _, credentials = sent.partition(b" ")
-            if scheme.lower() != b"bearer" or not hmac.compare_digest(
-                credentials.strip(), self.token
-            ):
-                problem = "wrong bearer token" if sent else "this service needs a bearer token"
-                reason = (
-                    f"{problem}: send the header 'Authorization: Bearer <token>' with the token "
-                    "the server was started with (--token or VASRCH_TOKEN)"
-                )
-                response = error_response(401, reason, {"WWW-Authenticate": "Bearer"})
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Annotated, Any
+
 from pydantic import BaseModel, ConfigDict, Field
 
-from vasrch.service.settings import MAX_TOP_N
+from vasrch.service.settings import MAX_PROBES, MAX_TOP_N
+
+TopN = Annotated[int, Field(ge=1, le=MAX_TOP_N)]
+Probes = Annotated[int, Field(ge=1, le=MAX_PROBES)]
+TOP_N_HELP = "Results to return (default: /health's top_n)."
+PROBES_HELP = "Nearest clusters whose members are ranked (default: /health's probes)."
 
 
 class ImageQuery(BaseModel):
@@ -13,11 +20,12 @@ class ImageQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     image_base64: str = Field(
+        min_length=1,
         description="The image file's bytes in base64 (standard alphabet); a data URL "
-        "(`data:image/jpeg;base64,...`) is accepted too."
+        "(`data:image/jpeg;base64,...`) is accepted too.",
     )
-    top_n: int | None = Field(None, ge=1, le=MAX_TOP_N, strict=True, description="Results.")
-    probes: int | None = Field(None, ge=1, strict=True, description="Clusters searched.")
+    top_n: TopN | None = Field(None, strict=True, description=TOP_N_HELP)
+    probes: Probes | None = Field(None, strict=True, description=PROBES_HELP)
     filters: dict[str, str | list[str]] | None = Field(
         None,
         description='Product metadata to match, e.g. {"category": ["shoes", "boots"]}: a '
@@ -73,3 +81,23 @@ class ErrorBody(BaseModel):
     """Every 4xx and 5xx answer."""
 
     error: str = Field(description="What was wrong, and what to do about it.")
+
+
+REFUSALS = {
+    400: "Bad parameters, body or image (every problem found is named).",
+    401: "No bearer token, or a wrong one.",
+    404: "The image id is not in the served run.",
+    411: "Neither a Content-Length nor a chunked Transfer-Encoding.",
+    413: "The upload is too large, or its image has too many pixels.",
+    415: "A Content-Type the service does not read.",
+    503: "Every decode slot stayed busy; retry after Retry-After seconds.",
+}
+
+
+def refusals(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The `responses` of a route that refuses with these statuses, and any other refusal."""
+    answers: dict[int | str, dict[str, Any]] = {
+        status: {"model": ErrorBody, "description": REFUSALS[status]} for status in statuses
+    }
+    answers["default"] = {"model": ErrorBody, "description": "Any other refusal."}
+    return answers

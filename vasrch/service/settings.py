@@ -12,6 +12,7 @@ from vasrch.addresses import is_loopback
 from vasrch.config import SearchConfig
 
 MAX_TOP_N = 1000
+MAX_PROBES = 1_000_000
 TOKEN_ENV = "VASRCH_TOKEN"
 
 

@@ -9,15 +9,17 @@ import email.parser
 import email.policy
 import re
 from dataclasses import dataclass
+from typing import Annotated, Any
 
-from pydantic import ValidationError
+from pydantic import Field, TypeAdapter, ValidationError, create_model
 from starlette.requests import ClientDisconnect, Request
 
-from vasrch.service.errors import RequestError
+from vasrch.service.errors import RequestError, validation_problems
 from vasrch.service.schemas import ImageQuery
 
 RAW_IMAGE_TYPES = ("image/", "application/octet-stream")
 MULTIPART = "multipart/form-data"
+FORM_FIELD = "image"  # the multipart/form-data field that holds the image
 JSON = "application/json"
 # Room for a JSON body's other fields and a data-URL prefix beside the base64 text.
 JSON_OVERHEAD_BYTES = 65_536
@@ -48,7 +50,7 @@ def check_media_type(content_type: str) -> str:
     raise RequestError(
         415,
         f"Content-Type {content_type!r} is not accepted: send the image as the body with "
-        "Content-Type image/*, as the field 'image' of multipart/form-data, or as "
+        f"Content-Type image/*, as the field {FORM_FIELD!r} of multipart/form-data, or as "
         'application/json {"image_base64": ...}',
     )
 
@@ -111,17 +113,19 @@ def parse_upload(media: str, content_type: str, body: bytes, max_upload_bytes: i
 
 
 def _multipart_image(content_type: str, body: bytes) -> Upload:
-    """The bytes and filename of the form field `image` of a multipart/form-data body."""
+    """The bytes and filename of the form field `FORM_FIELD` of a multipart/form-data body."""
     message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
         b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body
     )
     if not message.is_multipart():
         raise RequestError(400, "malformed multipart/form-data body")
     for part in message.iter_parts():
-        if part.get_param("name", header="content-disposition") == "image":
+        if part.get_param("name", header="content-disposition") == FORM_FIELD:
             data = part.get_payload(decode=True) or b""
             return Upload(data, part.get_filename() or "upload")
-    raise RequestError(400, "multipart/form-data has no field named 'image'; send the file as it")
+    raise RequestError(
+        400, f"multipart/form-data has no field named {FORM_FIELD!r}; send the file as it"
+    )
 
 
 def _json_image(body: bytes, max_upload_bytes: int) -> Upload:
@@ -129,13 +133,9 @@ def _json_image(body: bytes, max_upload_bytes: int) -> Upload:
     try:
         query = ImageQuery.model_validate_json(body)
     except ValidationError as err:
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in error['loc']) or 'body'}: {error['msg']}"
-            for error in err.errors()
-        )
         raise RequestError(
             400,
-            f"JSON body: {problems}; send "
+            f"JSON body: {validation_problems(err.errors())}; send "
             '{"image_base64": "<base64 of the image file>", "top_n": 10}',
         ) from None
     text = _DATA_URL.sub("", query.image_base64, count=1)
@@ -152,3 +152,24 @@ def _json_image(body: bytes, max_upload_bytes: int) -> Upload:
     if len(data) > max_upload_bytes:
         raise too_large(len(data), max_upload_bytes)
     return Upload(data, top_n=query.top_n, probes=query.probes, filters=query.filters)
+
+
+ImageBytes = Annotated[bytes, Field(min_length=1, description="The image file.")]
+UploadForm = create_model("UploadForm", **{FORM_FIELD: (ImageBytes, ...)})
+
+
+def upload_openapi() -> dict[str, Any]:
+    """POST /query's request body for /openapi.json (`openapi_extra`): the media types
+    `check_media_type` accepts, each with the schema of what `parse_upload` reads from it."""
+    binary = TypeAdapter(ImageBytes).json_schema()
+    raw = {kind + "*" * kind.endswith("/"): {"schema": binary} for kind in RAW_IMAGE_TYPES}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                **raw,
+                MULTIPART: {"schema": UploadForm.model_json_schema()},
+                JSON: {"schema": ImageQuery.model_json_schema()},
+            },
+        }
+    }
