@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 from pathlib import Path
 
 import pytest
+
+from tests.configs import write_config
 
 os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="vasrch-test-prefect-")
 os.environ.pop("PREFECT_API_URL", None)
@@ -32,17 +35,10 @@ def demo_catalog(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-@pytest.fixture()
-def write_config(tmp_path: Path):
+@pytest.fixture(name="write_config")
+def write_config_in_tmp_path(tmp_path: Path):
     """Write a YAML config in tmp_path from a dict and return its path."""
-    import yaml
-
-    def write(data: dict, name: str = "config.yaml") -> Path:
-        path = tmp_path / name
-        path.write_text(yaml.safe_dump(data))
-        return path
-
-    return write
+    return functools.partial(write_config, tmp_path)
 
 
 @pytest.fixture(scope="session")
