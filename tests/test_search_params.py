@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 
+from tests.configs import SMALL_RUN_BULK as BULK
+from tests.configs import SMALL_RUN_SEARCH as SEARCH
 from vasrch.config import BulkConfig, SearchConfig
 from vasrch.search.parameters import UNCALIBRATED_PROBES, SearchParams, resolve_search_params
 
@@ -51,34 +52,11 @@ def test_non_positive_or_non_integer_arguments_are_errors(bad):
         resolve_search_params(k=3, n=20, probes=bad)
 
 
-# Every entry point, on one real run whose config sets search and bulk differently.
-
-SEARCH = {"top_n": 4, "probes": 2}
-BULK = {"enabled": True, "top_n": 3, "probes": "auto"}
+# Every entry point, on the shared small run, whose config sets search and bulk differently.
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory, demo_catalog: Path):
-    from vasrch.orchestration.flows.train import train_flow
-
-    root = tmp_path_factory.mktemp("params")
-    config = {
-        "catalog": {"path": str(demo_catalog)},
-        "workspace": str(root / "ws"),
-        "features": {"shard_size": 16},
-        "clustering": {"num_clusters": 6},
-        "evaluation": {"sample": 48},
-        "search": SEARCH,
-        "bulk": BULK,
-    }
-    path = root / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    result = train_flow(str(path))
-    return path, result
-
-
-def test_train_flow_bulk_step_uses_bulk_section_and_calibration(trained):
-    _, result = trained
+def test_train_flow_bulk_step_uses_bulk_section_and_calibration(small_run):
+    _, result = small_run
     assert result["bulk"]["top_n"] == BULK["top_n"]
     assert result["bulk"]["probes"] == int(result["metrics"]["probes"])
     shards = sorted((Path(result["run_dir"]) / "bulk").glob("neighbours-*.parquet"))
@@ -86,10 +64,10 @@ def test_train_flow_bulk_step_uses_bulk_section_and_calibration(trained):
     assert table.groupby("image_id")["rank"].max().max() == BULK["top_n"]
 
 
-def test_bulk_flow_uses_the_rule(trained):
+def test_bulk_flow_uses_the_rule(small_run):
     from vasrch.orchestration.flows.bulk import bulk_flow
 
-    config, result = trained
+    config, result = small_run
     default = bulk_flow(str(config))
     assert (default["top_n"], default["probes"]) == (
         BULK["top_n"],
@@ -99,10 +77,10 @@ def test_bulk_flow_uses_the_rule(trained):
     assert (explicit["top_n"], explicit["probes"]) == (2, 1)
 
 
-def test_query_flow_uses_the_search_section(trained, demo_catalog):
+def test_query_flow_uses_the_search_section(small_run, demo_catalog):
     from vasrch.orchestration.flows.query import query_flow
 
-    config, _ = trained
+    config, _ = small_run
     query = str(next(demo_catalog.rglob("*.jpg")))
     default = query_flow(str(config), [query])
     assert (default["top_n"], default["probes"]) == (SEARCH["top_n"], SEARCH["probes"])
@@ -118,8 +96,8 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_cli_query_uses_the_search_section(trained, demo_catalog):
-    config, _ = trained
+def test_cli_query_uses_the_search_section(small_run, demo_catalog):
+    config, _ = small_run
     query = str(next(demo_catalog.rglob("*.jpg")))
     table = _cli("query", query, "--config", str(config), "--format", "table", "--top-n", "2")
     assert table.returncode == 0, table.stderr
@@ -129,14 +107,14 @@ def test_cli_query_uses_the_search_section(trained, demo_catalog):
     assert zero.returncode == 2 and "--probes: must be at least 1" in zero.stderr
 
 
-def test_query_server_uses_the_search_section(trained):
+def test_query_server_uses_the_search_section(small_run):
     import http.client
     import threading
 
     from vasrch.config import load_config
     from vasrch.service.runner import make_server
 
-    config, result = trained
+    config, result = small_run
     cfg = load_config(config)
     for search, expected in (
         (cfg.search, (SEARCH["top_n"], SEARCH["probes"])),
