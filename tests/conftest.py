@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
 
 import pytest
+
+from tests.configs import small_run_config, write_config
+
+if TYPE_CHECKING:
+    from vasrch.orchestration.flows.train import TrainResult
 
 os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="vasrch-test-prefect-")
 os.environ.pop("PREFECT_API_URL", None)
@@ -32,17 +41,51 @@ def demo_catalog(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-@pytest.fixture()
-def write_config(tmp_path: Path):
+@pytest.fixture(name="write_config")
+def write_config_in_tmp_path(tmp_path: Path):
     """Write a YAML config in tmp_path from a dict and return its path."""
-    import yaml
+    return functools.partial(write_config, tmp_path)
 
-    def write(data: dict, name: str = "config.yaml") -> Path:
-        path = tmp_path / name
-        path.write_text(yaml.safe_dump(data))
-        return path
 
-    return write
+class TrainedRun(NamedTuple):
+    """A published run: the config file it was trained from and the train flow's result."""
+
+    config: Path
+    result: TrainResult
+
+    @property
+    def run_dir(self) -> Path:
+        return self.result.run_dir
+
+    @property
+    def workspace(self) -> Path:
+        return self.run_dir.parents[1]
+
+
+def _run_state(run: TrainedRun) -> dict[str, str]:
+    """The sha256 of every file in the run folder, and the workspace's LATEST pointer."""
+    from vasrch.layout import WorkspaceLayout
+
+    state = {
+        path.relative_to(run.run_dir).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(run.run_dir.rglob("*"))
+        if path.is_file()
+    }
+    return state | {"LATEST": WorkspaceLayout(run.workspace).latest.read_text()}
+
+
+@pytest.fixture(scope="session")
+def small_run(tmp_path_factory: pytest.TempPathFactory, demo_catalog: Path) -> Iterator[TrainedRun]:
+    """One run trained on the demo catalog (tests/configs.py: small_run_config), shared by the
+    tests that only read it; a test that changes a run or its workspace's LATEST works on a copy.
+    At the end of the session the run folder and LATEST must be as trained."""
+    from vasrch.orchestration.flows.train import train_flow
+
+    config = write_config(tmp_path_factory.mktemp("small-run"), small_run_config(demo_catalog))
+    run = TrainedRun(config, train_flow(str(config)))
+    trained = _run_state(run)
+    yield run
+    assert _run_state(run) == trained, "a test changed the shared small run; copy it first"
 
 
 @pytest.fixture(scope="session")

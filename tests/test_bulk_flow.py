@@ -14,6 +14,7 @@ import pytest
 import yaml
 from PIL import Image, ImageDraw, ImageOps
 
+from tests.configs import write_config
 from vasrch.bulk.neighbours import NEIGHBOUR_COLUMNS
 from vasrch.config import BulkConfig
 from vasrch.orchestration.flows.bulk import bulk_flow
@@ -73,18 +74,16 @@ def planted(tmp_path_factory):
         groups[s] = members
     for s in range(4, 16):
         _save(_scene(s), catalog / "distinct" / f"item{s}.jpg", 92)
-    config = tmp / "config.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "catalog": {"path": str(catalog)},
-                "workspace": "ws",
-                "clustering": {"num_clusters": 4},
-                "search": {"probes": 4},
-                "evaluation": {"sample": 20},
-                "bulk": {"top_n": 6, "probes": 4},
-            }
-        )
+    config = write_config(
+        tmp,
+        {
+            "catalog": {"path": str(catalog)},
+            "workspace": "ws",
+            "clustering": {"num_clusters": 4},
+            "search": {"probes": 4},
+            "evaluation": {"sample": 20},
+            "bulk": {"top_n": 6, "probes": 4},
+        },
     )
     return config, groups, train_flow(str(config))
 
@@ -141,8 +140,7 @@ def test_bulk_refuses_missing_run_and_other_backbone(planted, tmp_path: Path) ->
     other = yaml.safe_load(config.read_text())
     other["features"] = {"pooling": "max"}
     other["workspace"] = str(config.parent / "ws")
-    other_path = tmp_path / "other.yaml"
-    other_path.write_text(yaml.safe_dump(other))
+    other_path = write_config(tmp_path, other, "other.yaml")
     with pytest.raises(RunError, match="was built with backbone"):
         bulk_flow(str(other_path))
 

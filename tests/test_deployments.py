@@ -24,6 +24,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from tests import configs
 from tests.imagefactory import shopper_copy
 from vasrch.config import ConfigError, load_config
 from vasrch.workspace import runs
@@ -48,9 +49,7 @@ def write_config(folder: Path, catalog: Path, **extra: dict) -> Path:
         "nightly": {"gates": {"min_recall_at_10": 0.5}},
         **extra,
     }
-    path = folder / "config.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
+    return configs.write_config(folder, data)
 
 
 # --- without a server -------------------------------------------------------------------------

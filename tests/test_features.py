@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-import yaml
 
+from tests.configs import write_config
 from tests.imagefactory import write_bad_images, write_good_images
 from vasrch.catalog.scan import scan_catalog
 from vasrch.features.backbones import BackboneSpec, fingerprint, load_backbone
@@ -112,17 +112,12 @@ def _shard_rows(cache: Path) -> dict[str, np.ndarray]:
 
 def test_kill_minus_9_then_resume_equals_uninterrupted(tmp_path: Path, demo_catalog: Path) -> None:
     def config(ws: str) -> Path:
-        path = tmp_path / f"{ws}.yaml"
-        path.write_text(
-            yaml.safe_dump(
-                {
-                    "catalog": {"path": str(demo_catalog)},
-                    "workspace": ws,
-                    "features": {"shard_size": 4, "batch_size": 4},
-                }
-            )
-        )
-        return path
+        data = {
+            "catalog": {"path": str(demo_catalog)},
+            "workspace": ws,
+            "features": {"shard_size": 4, "batch_size": 4},
+        }
+        return write_config(tmp_path, data, f"{ws}.yaml")
 
     env = {**os.environ, "PREFECT_LOGGING_LEVEL": "ERROR"}
     cmd = [sys.executable, "-m", "vasrch.cli", "extract", "--no-progress", "-c"]

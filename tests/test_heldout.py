@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 from PIL import Image, ImageEnhance, ImageOps
 
+from tests.configs import write_config
 from tests.run_records import run_record
 from vasrch.config import ClusteringConfig, EvaluationConfig, GatesConfig, SearchConfig
 from vasrch.index.clustering import fit_centring, l2_normalise
@@ -89,17 +89,15 @@ def test_train_flow_reports_held_out_beside_leave_one_out(tmp_path, demo_catalog
     generate_demo_catalog(queries, per_class=3, seed=7)
     copied = next(demo_catalog.rglob("*.jpg"))
     shutil.copy(copied, queries / copied.parent.name / "copy-of-a-catalog-photo.jpg")
-    config = tmp_path / "config.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "catalog": {"path": str(demo_catalog)},
-                "workspace": "ws",
-                "clustering": {"num_clusters": 6, "diagnostics": {"k_min": 4, "k_max": 8}},
-                "evaluation": {"sample": 48, "queries": "queries"},
-                "bulk": {"enabled": False},
-            }
-        )
+    config = write_config(
+        tmp_path,
+        {
+            "catalog": {"path": str(demo_catalog)},
+            "workspace": "ws",
+            "clustering": {"num_clusters": 6, "diagnostics": {"k_min": 4, "k_max": 8}},
+            "evaluation": {"sample": 48, "queries": "queries"},
+            "bulk": {"enabled": False},
+        },
     )
     with pytest.warns(UserWarning, match="1 held-out photos are byte-for-byte in the catalog"):
         result = train_flow(str(config))

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
+from tests.configs import write_config
 from tests.hostile import (
     assert_reported,
     extract_without_read_override,
@@ -26,10 +26,8 @@ from vasrch.orchestration.flows.extract import extract_flow
 
 
 def _config(tmp_path: Path, features: dict) -> Path:
-    path = tmp_path / "config.yaml"
     config = {"catalog": {"path": str(tmp_path / "catalog")}, "workspace": "ws"}
-    path.write_text(yaml.safe_dump({**config, "features": features}))
-    return path
+    return write_config(tmp_path, {**config, "features": features})
 
 
 def test_every_good_photo_extracted_every_bad_one_reported(tmp_path: Path, capsys) -> None:

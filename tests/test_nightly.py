@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.configs import write_config
 from tests.run_records import run_record
 from vasrch.config import GatesConfig
 from vasrch.index.figures import Figures
@@ -54,8 +55,6 @@ def indexed_ids(run_dir: str | Path) -> set[str]:
 @pytest.fixture(scope="module")
 def nightly_config(tmp_path_factory: pytest.TempPathFactory, demo_catalog: Path):
     """A private copy of the demo catalog and a config on it (k fixed, keep 3 runs)."""
-    import yaml
-
     root = tmp_path_factory.mktemp("nightly")
     catalog = root / "catalog"
     shutil.copytree(demo_catalog, catalog)
@@ -69,9 +68,7 @@ def nightly_config(tmp_path_factory: pytest.TempPathFactory, demo_catalog: Path)
         "runs": {"keep_last": 3},
         "nightly": {"gates": {"min_recall_at_10": 0.5, "max_rejected_fraction": 0.05}},
     }
-    path = root / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path, catalog, root / "workspace"
+    return write_config(root, config), catalog, root / "workspace"
 
 
 def test_nightly_retrains_incrementally_and_keeps_latest_when_a_gate_fails(nightly_config):

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from tests.configs import write_config
 from vasrch.bulk.neighbours import product_neighbours
 from vasrch.catalog.product_manifest import ManifestError, load_manifest
 from vasrch.catalog.products import Products, parse_filters, web_link
@@ -261,19 +262,17 @@ def manifest_run(tmp_path_factory, demo_catalog):
         for i, image in enumerate(images)
     ]
     manifest = write_manifest(tmp / "products.csv", rows)
-    cfg = tmp / "config.yaml"
-    cfg.write_text(
-        yaml.safe_dump(
-            {
-                "catalog": {"path": str(demo_catalog), "manifest": "products.csv"},
-                "workspace": "ws",
-                "features": {"shard_size": 16},
-                "clustering": {"diagnostics": {"k_min": 2, "k_max": 8, "k_step": 2}},
-                "evaluation": {"sample": 24},
-                "search": {"probes": 2},
-                "bulk": {"enabled": True, "top_n": 4, "csv": True},
-            }
-        )
+    cfg = write_config(
+        tmp,
+        {
+            "catalog": {"path": str(demo_catalog), "manifest": "products.csv"},
+            "workspace": "ws",
+            "features": {"shard_size": 16},
+            "clustering": {"diagnostics": {"k_min": 2, "k_max": 8, "k_step": 2}},
+            "evaluation": {"sample": 24},
+            "search": {"probes": 2},
+            "bulk": {"enabled": True, "top_n": 4, "csv": True},
+        },
     )
     return cfg, manifest, pd.DataFrame(rows), train_flow(str(cfg))
 
@@ -387,8 +386,7 @@ def test_the_next_run_picks_up_added_changed_and_removed_rows(manifest_run, tmp_
     )
     write_manifest(tmp_path / "products.csv", edited.to_dict("records"))
     config["catalog"]["manifest"] = str(tmp_path / "products.csv")
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
-    second = train_flow(str(tmp_path / "config.yaml"))
+    second = train_flow(str(write_config(tmp_path, config)))
     # the photo moved from SKU-001 to SKU-NEW: same bytes, so it is not embedded again
     counts = second.manifest.counts
     assert counts.indexed == len(rows) - 1 and counts.gone == 1

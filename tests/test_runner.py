@@ -14,10 +14,10 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-import yaml
 from prefect import flow, task
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
+from tests.configs import write_config
 from vasrch.catalog.scan import scan_catalog
 from vasrch.config import ConfigError, FeaturesConfig, RunnerConfig, load_config
 from vasrch.features.backbones import BackboneSpec, fingerprint
@@ -146,9 +146,7 @@ def _train(root: Path, catalog: Path, runner: RunnerConfig) -> tuple[Path, Path]
         "bulk": {"top_n": 5, "probes": 2, "chunk_rows": 10},
         "runner": runner.model_dump(),
     }
-    root.mkdir(parents=True)
-    path = root / "config.yaml"
-    path.write_text(yaml.safe_dump(data))
+    path = write_config(root, data)
     cfg = load_config(path)
     result = train_flow.with_options(task_runner=task_runner(cfg.runner))(str(path))
     assert result.extract.new == 48 and result.extract.rejected == 0

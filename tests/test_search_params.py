@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 
+from tests.configs import SMALL_RUN_BULK as BULK
+from tests.configs import SMALL_RUN_SEARCH as SEARCH
 from vasrch.config import BulkConfig, SearchConfig
 from vasrch.errors import UsageError
 from vasrch.search.parameters import (
@@ -56,34 +56,11 @@ def test_non_positive_or_non_integer_arguments_are_usage_errors(bad):
     assert check_count("probes", None) is None and check_count("probes", 3) == 3
 
 
-# Every entry point, on one real run whose config sets search and bulk differently.
-
-SEARCH = {"top_n": 4, "probes": 2}
-BULK = {"enabled": True, "top_n": 3, "probes": "auto"}
+# Every entry point, on the shared small run, whose config sets search and bulk differently.
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory, demo_catalog: Path):
-    from vasrch.orchestration.flows.train import train_flow
-
-    root = tmp_path_factory.mktemp("params")
-    config = {
-        "catalog": {"path": str(demo_catalog)},
-        "workspace": str(root / "ws"),
-        "features": {"shard_size": 16},
-        "clustering": {"num_clusters": 6},
-        "evaluation": {"sample": 48},
-        "search": SEARCH,
-        "bulk": BULK,
-    }
-    path = root / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    result = train_flow(str(path))
-    return path, result
-
-
-def test_train_flow_bulk_step_uses_bulk_section_and_calibration(trained):
-    _, result = trained
+def test_train_flow_bulk_step_uses_bulk_section_and_calibration(small_run):
+    _, result = small_run
     assert result.manifest.bulk.top_n == BULK["top_n"]
     assert result.manifest.bulk.probes == result.manifest.calibration.probes
     shards = sorted((result.run_dir / "bulk").glob("neighbours-*.parquet"))
@@ -91,10 +68,10 @@ def test_train_flow_bulk_step_uses_bulk_section_and_calibration(trained):
     assert table.groupby("image_id")["rank"].max().max() == BULK["top_n"]
 
 
-def test_bulk_flow_uses_the_rule(trained):
+def test_bulk_flow_uses_the_rule(small_run):
     from vasrch.orchestration.flows.bulk import bulk_flow
 
-    config, result = trained
+    config, result = small_run
     default = bulk_flow(str(config))
     assert (default.summary.top_n, default.summary.probes) == (
         BULK["top_n"],
@@ -104,10 +81,10 @@ def test_bulk_flow_uses_the_rule(trained):
     assert (explicit.summary.top_n, explicit.summary.probes) == (2, 1)
 
 
-def test_query_flow_uses_the_search_section(trained, demo_catalog):
+def test_query_flow_uses_the_search_section(small_run, demo_catalog):
     from vasrch.orchestration.flows.query import query_flow
 
-    config, _ = trained
+    config, _ = small_run
     query = str(next(demo_catalog.rglob("*.jpg")))
     default = query_flow(str(config), [query])
     assert default.params == SearchParams(top_n=SEARCH["top_n"], probes=SEARCH["probes"])
@@ -117,11 +94,11 @@ def test_query_flow_uses_the_search_section(trained, demo_catalog):
     assert explicit.params == SearchParams(top_n=2, probes=1)
 
 
-def test_searcher_checks_the_arguments_it_is_called_with(trained):
+def test_searcher_checks_the_arguments_it_is_called_with(small_run):
     from vasrch.search.searcher import open_run
 
-    _, result = trained
-    searcher = open_run(Path(result["run_dir"]).parents[1])
+    _, result = small_run
+    searcher = open_run(result.run_dir.parents[1])
     image_id = searcher.index.ids[0]
     with pytest.raises(UsageError, match="top_n must be a whole number"):
         searcher.search_ids([image_id], top_n=0)
@@ -136,8 +113,8 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_cli_query_uses_the_search_section(trained, demo_catalog):
-    config, _ = trained
+def test_cli_query_uses_the_search_section(small_run, demo_catalog):
+    config, _ = small_run
     query = str(next(demo_catalog.rglob("*.jpg")))
     table = _cli("query", query, "--config", str(config), "--format", "table", "--top-n", "2")
     assert table.returncode == 0, table.stderr
@@ -147,14 +124,14 @@ def test_cli_query_uses_the_search_section(trained, demo_catalog):
     assert zero.returncode == 2 and "--probes: must be at least 1" in zero.stderr
 
 
-def test_query_server_uses_the_search_section(trained):
+def test_query_server_uses_the_search_section(small_run):
     import http.client
     import threading
 
     from vasrch.config import load_config
     from vasrch.service.runner import make_server
 
-    config, result = trained
+    config, result = small_run
     cfg = load_config(config)
     for search, expected in (
         (cfg.search, (SEARCH["top_n"], SEARCH["probes"])),

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from tests.configs import write_config
 from tests.imagefactory import picture
 from vasrch.orchestration.flows.train import train_flow
 from vasrch.search.searcher import open_run
@@ -35,9 +36,7 @@ def _config(root: Path, n: int, **clustering) -> Path:
         "features": {"weights": "none", "image_size": 32},
         "clustering": clustering,
     }
-    path = root / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
+    return write_config(root, config)
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +87,7 @@ def test_a_tampered_latest_catalog_is_not_trusted(three, tmp_path: Path) -> None
     copy = yaml.safe_load(config.read_text())
     copy["catalog"]["path"] = str(tmp_path / "catalog")
     copy["workspace"] = str(tmp_path / "workspace")
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(copy))
+    write_config(tmp_path, copy)
     latest = tmp_path / "workspace" / "runs" / result.run_id / "catalog.parquet"
     table = pd.read_parquet(latest)
     table.assign(sha256="f" * 64).to_parquet(latest)  # would make every image "changed"

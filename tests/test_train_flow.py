@@ -1,4 +1,5 @@
-"""The train flow end to end on a generated catalog, through Prefect's temporary local API."""
+"""The train flow end to end on a generated catalog, through Prefect's temporary local API: the
+run of the shared `small_run` fixture (conftest.py)."""
 
 import json
 import os
@@ -12,39 +13,15 @@ import joblib
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
+from tests.configs import SMALL_RUN_BULK, small_run_config, write_config
 from vasrch.index.search_index import brute_force
-from vasrch.orchestration.flows.train import train_flow
 from vasrch.search.searcher import open_run
 from vasrch.workspace import runs
 
 
-def _config(tmp_path: Path, catalog: Path, **sections) -> Path:
-    data = {
-        "catalog": {"path": str(catalog)},
-        "workspace": "ws",
-        "features": {"shard_size": 16},
-        "clustering": {"diagnostics": {"k_min": 2, "k_max": 12, "k_step": 1}},
-        "evaluation": {"sample": 48},
-        "search": {"probes": 5},
-        "bulk": {"enabled": True, "top_n": 5, "probes": 2},
-        **sections,
-    }
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, demo_catalog):
-    tmp = tmp_path_factory.mktemp("train")
-    cfg = _config(tmp, demo_catalog)
-    return cfg, train_flow(str(cfg))
-
-
-def test_run_folder_complete_and_latest(trained) -> None:
-    _, result = trained
+def test_run_folder_complete_and_latest(small_run) -> None:
+    _, result = small_run
     run_dir = result.run_dir
     ws = run_dir.parents[1]
     assert runs.latest_run_id(ws) == run_dir.name == result.run_id
@@ -70,8 +47,8 @@ def test_run_folder_complete_and_latest(trained) -> None:
     assert (run_dir / "diagnostics" / "elbow_silhouette.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_quality_on_demo_classes(trained) -> None:
-    _, result = trained
+def test_quality_on_demo_classes(small_run) -> None:
+    _, result = small_run
     loo = result.manifest.metrics.leave_one_out
     assert result.manifest.calibration.recall_at_10 >= 0.9 and loo.recall_at_10 >= 0.9
     assert loo.precision_at_5 >= 0.8
@@ -79,23 +56,23 @@ def test_quality_on_demo_classes(trained) -> None:
     assert abs(gap) <= 0.05
 
 
-def test_model_joblib_is_fitted_kmeans(trained) -> None:
-    _, result = trained
+def test_model_joblib_is_fitted_kmeans(small_run) -> None:
+    _, result = small_run
     model = joblib.load(result.run_dir / "model.joblib")
     assert model.cluster_centers_.shape == (result.manifest.k, 1280)
 
 
-def test_bulk_neighbours_exclude_self_and_rank(trained) -> None:
-    _, result = trained
+def test_bulk_neighbours_exclude_self_and_rank(small_run) -> None:
+    _, result = small_run
     bulk = result.run_dir / "bulk"
     table = pd.concat(pd.read_parquet(p) for p in sorted(bulk.glob("neighbours-*.parquet")))
     assert (table["image_id"] != table["neighbour_id"]).all()
-    assert table.groupby("image_id")["rank"].max().max() == 5
+    assert table.groupby("image_id")["rank"].max().max() == SMALL_RUN_BULK["top_n"]
     assert table["image_id"].nunique() == 48
 
 
-def test_query_search_equals_brute_force_with_all_probes(trained) -> None:
-    _, result = trained
+def test_query_search_equals_brute_force_with_all_probes(small_run) -> None:
+    _, result = small_run
     searcher = open_run(result.run_dir.parents[1])
     idx = searcher.index
     queries = np.asarray(idx.vectors[:5])
@@ -106,10 +83,10 @@ def test_query_search_equals_brute_force_with_all_probes(trained) -> None:
     assert (got.ids == plain.ids).all()
 
 
-def test_tampered_artifact_fails_to_load(trained, tmp_path: Path) -> None:
+def test_tampered_artifact_fails_to_load(small_run, tmp_path: Path) -> None:
     import shutil
 
-    _, result = trained
+    _, result = small_run
     copy = tmp_path / "ws" / "runs" / result.run_id
     shutil.copytree(result.run_dir, copy)
     runs.set_latest(tmp_path / "ws", result.run_id)
@@ -143,9 +120,9 @@ def _cli_query(path: str, cfg: Path, *extra: str) -> list[dict]:
 
 
 def test_cli_query_json_names_products_and_leaves_out_the_query_photo(
-    trained, tmp_path: Path
+    small_run, tmp_path: Path
 ) -> None:
-    cfg, result = trained
+    cfg, result = small_run
     searcher = open_run(result.run_dir.parents[1])
     image_id = searcher.index.ids[0]
     copy = tmp_path / "renamed-copy.png"
@@ -166,16 +143,17 @@ def test_cli_query_json_names_products_and_leaves_out_the_query_photo(
     assert _cli_query(str(edited), cfg, "--top-n", "3")[0]["product_id"] == image_id
 
 
-def test_killed_train_leaves_latest_on_previous_run(trained, tmp_path: Path, demo_catalog) -> None:
+def test_killed_train_leaves_latest_on_previous_run(
+    small_run, tmp_path: Path, demo_catalog
+) -> None:
     import shutil
 
-    _, result = trained
+    _, result = small_run
     ws = tmp_path / "ws"
     shutil.copytree(result.run_dir.parents[1], ws)
     before = runs.latest_run_id(ws)
-    config = _config(
-        tmp_path, demo_catalog, clustering={"diagnostics": {"k_min": 2, "k_max": 40, "k_step": 1}}
-    )
+    slow_sweep = {"diagnostics": {"k_min": 2, "k_max": 40, "k_step": 1}}
+    config = write_config(tmp_path, small_run_config(demo_catalog, clustering=slow_sweep))
     env = {**os.environ, "PREFECT_LOGGING_LEVEL": "ERROR"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "vasrch.cli", "run", str(config), "--no-progress"],

@@ -29,12 +29,16 @@ class _Section(BaseModel):
 class CatalogConfig(_Section):
     """`catalog`: the folder of product images, the offline demo, and the labels for precision@k."""
 
-    path: Path = Field(description="Folder of product images, scanned recursively.")
+    path: Path = Field(
+        description="Folder of product images, scanned recursively.", examples=["./catalog"]
+    )
     demo: bool = Field(
-        False, description="Generate the offline demo catalog in `path` when it is missing."
+        False, description="Draw the offline demo catalog into `path` when it is missing."
     )
     labels_csv: Path | None = Field(
-        None, description="Optional CSV (image_id,label) for precision@k; default: folder names."
+        None,
+        description="CSV of image_id,label for precision@k; null: each photo's parent folder "
+        '(shoes/sneakers/a.jpg is a "sneakers").',
     )
     follow_external_symlinks: bool = Field(
         False,
@@ -43,9 +47,10 @@ class CatalogConfig(_Section):
     )
     manifest: Path | None = Field(
         None,
-        description="CSV or Parquet of products: columns product_id and image (a path relative "
-        "to `path`), any others kept as product metadata (category, title, url, ...); a "
-        "product may have many rows. Default: every image is a product, its folder its category.",
+        description="CSV or Parquet of products (see Products): columns product_id and image (a "
+        "path relative to `path`), any others kept as product metadata (category, title, url, "
+        "...); a product may have many rows. Null: every image is a product and its class "
+        "folder its `category`.",
     )
     allow_absolute_paths: bool = Field(
         False, description="Accept absolute image paths in the manifest (outside `path`)."
@@ -57,23 +62,46 @@ class FeaturesConfig(_Section):
     batched, sharded, decoded and embedded."""
 
     backbone: str = Field(
-        "efficientnet_lite0", description="efficientnet_lite0 or any keras.applications name."
+        "efficientnet_lite0",
+        description="efficientnet_lite0 or a keras.applications name: VGG16, ResNet50, "
+        "MobileNetV2, ...",
     )
-    weights: str = Field("imagenet", description="imagenet, none (random, seeded) or a file path.")
-    layer: str | None = Field(None, description="Layer to cut the network at (e.g. block5_pool).")
-    pooling: Literal["avg", "max", "gem", "flatten"] = "avg"
+    weights: str = Field(
+        "imagenet",
+        description="imagenet, none (random, seeded; for tests) or the path of a weights file.",
+    )
+    layer: str | None = Field(
+        None,
+        description="Cut a keras.applications network at this layer (VGG16: block5_pool, as "
+        "the original); null: its last feature map. Not for efficientnet_lite0.",
+    )
+    pooling: Literal["avg", "max", "gem", "flatten"] = Field(
+        "avg",
+        description="How the feature map becomes one vector: avg, max, gem or flatten "
+        "(flatten + VGG16 block5_pool = 25,088-d).",
+    )
     gem_p: float = Field(3.0, gt=0, description="Exponent of GeM pooling.")
     image_size: int | None = Field(
-        None, ge=32, le=1024, description="Square input size; default: the backbone's own."
+        None, ge=32, le=1024, description="Square input size in pixels; null: 224."
     )
-    batch_size: int = Field(32, ge=1, le=4096)
-    shard_size: int = Field(1024, ge=1, description="Images per Parquet shard and per task.")
+    batch_size: int = Field(32, ge=1, le=4096, description="Images per call of the network.")
+    shard_size: int = Field(
+        1024, ge=1, description="Images per Parquet shard, and per extraction task."
+    )
     decode_workers: Annotated[int, Field(ge=1, le=64)] | Literal["auto"] = Field(
-        "auto", description="Threads decoding images; auto: half the cores, at least one."
+        "auto",
+        description="Threads decoding images while the model runs; auto: half the cores, at "
+        "least one (the model's threads use the rest).",
     )
-    mixed_precision: bool = Field(False, description="float16 compute on a GPU.")
-    device: Literal["auto", "cpu", "gpu"] = "auto"
-    max_pixels: int = Field(89_478_485, ge=1, description="Decompression-bomb limit.")
+    mixed_precision: bool = Field(False, description="float16 compute (useful on a GPU).")
+    device: Literal["auto", "cpu", "gpu"] = Field(
+        "auto",
+        description="Where the network runs: auto (a GPU when TensorFlow sees one), cpu "
+        "or gpu (an error without one).",
+    )
+    max_pixels: int = Field(
+        89_478_485, ge=1, description="Decompression-bomb limit: larger images are rejected."
+    )
     max_file_bytes: int = Field(
         50_000_000,
         ge=1,
@@ -85,56 +113,93 @@ class DiagnosticsConfig(_Section):
     """`clustering.diagnostics`: the k sweep (range, sample, PCA) and the rule that suggests k."""
 
     k_min: Annotated[int, Field(ge=2)] | Literal["auto"] = Field(
-        "auto", description="Smallest k swept; auto: sqrt(n), IVF practice's lower end."
+        "auto",
+        description="Smallest k swept; auto: sqrt(n), the low end of IVF practice "
+        "(k ~ 1-4 sqrt(n)).",
     )
     k_max: Annotated[int, Field(ge=2)] | Literal["auto"] = Field(
-        "auto", description="Largest k swept; auto: 4 sqrt(n), capped by max_clusters."
+        "auto",
+        description="Largest k swept; auto: 4 sqrt(n); both capped by max_clusters. A suggested "
+        "k at the top of the sweep is flagged in the logs, report and CLI.",
     )
     k_step: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
-        "auto", description="Step between swept k; auto: about 16 values over the range."
+        "auto",
+        description="Step between swept k; auto: about 16 values over the range, the top one "
+        "included.",
     )
-    max_clusters: int = Field(100, ge=2, description="Upper bound for the sweep and for k.")
-    silhouette_sample: int = Field(10_000, ge=100)
-    sample: int = Field(20_000, ge=10, description="Vectors the sweep is fitted on (seeded).")
+    max_clusters: int = Field(
+        100,
+        ge=2,
+        description="Upper bound of the sweep and of k. Catalogs of fewer than 6 images skip "
+        "the sweep: auto k is then 1 (exact search).",
+    )
+    silhouette_sample: int = Field(
+        10_000, ge=100, description="Silhouette on a seeded sample of this size."
+    )
+    sample: int = Field(
+        20_000, ge=10, description="Vectors the sweep is fitted on (a seeded sample)."
+    )
     n_components: int | None = Field(
         64,
         ge=2,
         description="PCA dimensions for the sweep only (it fits KMeans many times); "
-        "none: the clustering space.",
+        "null: the clustering space.",
     )
-    rule: Literal["silhouette", "knee", "both"] = "both"
+    rule: Literal["silhouette", "knee", "both"] = Field(
+        "both",
+        description="How k is suggested: silhouette, knee, or both (the silhouette maximum at "
+        "or beyond the knee).",
+    )
 
 
 class ClusteringConfig(_Section):
     """`clustering`: k (or auto), the PCA before clustering and search, and how KMeans is fitted."""
 
-    num_clusters: IntOrAuto = Field("auto", description="k, or auto (suggested k).")
+    num_clusters: IntOrAuto = Field(
+        "auto", description="k, or auto: the suggested k of the diagnostics."
+    )
     n_components: int | None = Field(
-        None, ge=2, description="PCA dimensions before clustering and search; none keeps all."
+        None,
+        ge=2,
+        description="PCA dimensions before clustering and search (kept with the index); null "
+        "keeps all.",
     )
-    minibatch_above: int = Field(20_000, ge=1, description="MiniBatchKMeans above this many.")
+    minibatch_above: int = Field(
+        20_000,
+        ge=1,
+        description="The k sweep fits MiniBatchKMeans above this many vectors (the index's "
+        "spherical k-means does not).",
+    )
     max_train_rows: int | None = Field(
-        200_000, ge=2, description="Fit KMeans on a seeded sample of this many, assign all."
+        200_000,
+        ge=2,
+        description="Fit KMeans on a seeded sample of this many, then assign all; null: fit "
+        "on all.",
     )
-    seed: int = 0
-    diagnostics: DiagnosticsConfig = DiagnosticsConfig()
+    seed: int = Field(0, description="Seed of the PCA, the k sweep and KMeans.")
+    diagnostics: DiagnosticsConfig = Field(
+        DiagnosticsConfig(), description="The k sweep and the rule that suggests k."
+    )
 
 
 class SearchConfig(_Section):
     """`search`: neighbours per query (top_n) and probes, fixed or calibrated per run."""
 
-    top_n: int = Field(10, ge=1)
+    top_n: int = Field(10, ge=1, description="Answers per query.")
     probes: IntOrAuto = Field(
         "auto",
-        description="Nearest clusters whose members are ranked; auto: the fewest that reach "
-        "target_recall on the evaluation sample, calibrated per run.",
+        description="Nearest clusters whose members are ranked; auto: calibrated per run, the "
+        "fewest probes reaching target_recall on the evaluation sample.",
     )
-    target_recall: float = Field(0.95, gt=0, le=1, description="recall@10 that auto aims for.")
+    target_recall: float = Field(
+        0.95, gt=0, le=1, description="recall@10 against exact search that auto aims for."
+    )
     max_probes: int = Field(
         32,
         ge=1,
         description="Most probes auto may choose (bounds query time); a run that needs "
-        "more keeps this many and reports its lower recall (the nightly gate sees it).",
+        "more keeps this many and reports its lower recall (so the nightly recall gate can "
+        "reject it).",
     )
     centre: bool = Field(
         True, description="Centre vectors on the catalog mean and re-normalise (kept with the run)."
@@ -144,7 +209,8 @@ class SearchConfig(_Section):
         ge=0,
         le=100,
         description="Replace each catalog vector by the normalised sum of itself and its this "
-        "many nearest catalog neighbours, weighted by similarity ** expansion_alpha (0: off).",
+        "many nearest catalog neighbours, weighted by similarity ** expansion_alpha (0: off); "
+        "done once when the index is built.",
     )
     query_expansion: int = Field(
         2,
@@ -165,13 +231,18 @@ class EvaluationConfig(_Section):
     queries: Path | None = Field(
         None,
         description="Folder of photos that are not in the catalog: held-out precision@k and "
-        "recall@10, and the probes are calibrated on them.",
+        "recall@10, and the probes are calibrated on them (recommended).",
     )
     queries_labels_csv: Path | None = Field(
-        None, description="CSV image_id,label for the held-out photos; default: parent folder."
+        None, description="CSV image_id,label for the held-out photos; null: each one's folder."
     )
-    sample: int = Field(500, ge=1, description="Catalog queries for recall/precision.")
-    seed: int = 0
+    sample: int = Field(
+        500,
+        ge=1,
+        description="Catalog queries (a seeded sample) for the leave-one-out figures, and for "
+        "calibrating probes without held-out photos.",
+    )
+    seed: int = Field(0, description="Seed of the sample of catalog queries.")
     same_product_similarity: float = Field(
         0.8,
         gt=0,
@@ -187,14 +258,17 @@ class BulkConfig(_Section):
     near-duplicate threshold, the CSV export and the rows per task."""
 
     enabled: bool = Field(True, description="End the train flow with a bulk step.")
-    top_n: int = Field(10, ge=1)
-    probes: IntOrAuto = Field("auto", description="auto: the run's calibrated probes")
+    top_n: int = Field(10, ge=1, description="Neighbours per image.")
+    probes: IntOrAuto = Field(
+        "auto", description="Clusters searched per image; auto: the run's calibrated probes."
+    )
     duplicate_threshold: float = Field(
         0.92,
         gt=0,
         le=1,
         description="Duplicate score (pixel prints, 1 = the same picture) at or above which two "
-        "neighbours are near-duplicates; chosen on benchmarks/bench_duplicates.py.",
+        "neighbours are near-duplicates (see Near-duplicate listings); chosen on "
+        "benchmarks/bench_duplicates.py.",
     )
     duplicate_candidates: int = Field(
         5,
@@ -203,14 +277,16 @@ class BulkConfig(_Section):
         "scoring is most of the bulk time); raise it, up to top_n, when one picture is listed "
         "more times than this.",
     )
-    csv: bool = Field(False, description="Also export neighbours.csv.")
+    csv: bool = Field(False, description="Also write neighbours.csv.")
     chunk_rows: int = Field(20_000, ge=1, description="Catalog rows per bulk task.")
 
 
 class RunsConfig(_Section):
     """`runs`: how many complete runs prune keeps, and how long a writer waits for another."""
 
-    keep_last: int = Field(10, ge=1, description="Complete runs kept by `vasrch runs prune`.")
+    keep_last: int = Field(
+        10, ge=1, description="Complete runs kept by `vasrch runs prune` and the nightly flow."
+    )
     lock_timeout_s: float = Field(
         600.0,
         ge=0,
@@ -222,11 +298,15 @@ class RunsConfig(_Section):
 class RunnerConfig(_Section):
     """`runner`: where tasks run: a thread pool, or a Dask cluster (an address or a local one)."""
 
-    type: Literal["thread", "dask"] = "thread"
-    max_workers: int | None = Field(
-        None, ge=1, description="Threads of the thread runner; none: Prefect's default."
+    type: Literal["thread", "dask"] = Field(
+        "thread", description="thread (a thread pool in this process) or dask."
     )
-    address: str | None = Field(None, description="Dask scheduler; none starts a LocalCluster.")
+    max_workers: int | None = Field(
+        None, ge=1, description="Threads of the thread runner; null: Prefect's default."
+    )
+    address: str | None = Field(
+        None, description="Dask scheduler address; null starts a local cluster."
+    )
     n_workers: int = Field(2, ge=1, description="Workers of a local Dask cluster.")
 
 
@@ -238,17 +318,31 @@ class GatesConfig(_Section):
         description="Which figures the quality gates read: held_out (needs "
         "evaluation.queries), leave_one_out, or auto (held_out when there are held-out photos).",
     )
-    min_recall_at_10: float = Field(0.9, ge=0, le=1)
-    min_precision_at_10: float | None = Field(None, ge=0, le=1, description="None: no gate.")
-    max_rejected_fraction: float = Field(0.05, ge=0, le=1)
+    min_recall_at_10: float = Field(
+        0.9,
+        ge=0,
+        le=1,
+        description="A nightly run below this recall@10 is recorded but not promoted.",
+    )
+    min_precision_at_10: float | None = Field(
+        None, ge=0, le=1, description="Optional precision@10 gate (needs labels); null: no gate."
+    )
+    max_rejected_fraction: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="Most catalog images a promoted run may have rejected, as a fraction.",
+    )
 
 
 class NightlyConfig(_Section):
     """`nightly`: the schedule of the nightly flow (cron, timezone) and its gates."""
 
-    cron: str = "0 2 * * *"
-    timezone: str = "UTC"
-    gates: GatesConfig = GatesConfig()
+    cron: str = Field("0 2 * * *", description="When the nightly flow runs (cron syntax).")
+    timezone: str = Field("UTC", description="Timezone of the cron schedule.")
+    gates: GatesConfig = Field(
+        GatesConfig(), description="What a nightly run must reach to replace LATEST."
+    )
 
 
 class RefreshConfig(_Section):
@@ -289,17 +383,31 @@ class RefreshConfig(_Section):
 class Config(_Section):
     """The whole config file: the catalog, the workspace, and one section per step."""
 
-    catalog: CatalogConfig
-    workspace: Path = Field(description="Folder for the feature cache and the runs.")
-    features: FeaturesConfig = FeaturesConfig()
-    clustering: ClusteringConfig = ClusteringConfig()
-    search: SearchConfig = SearchConfig()
-    evaluation: EvaluationConfig = EvaluationConfig()
-    bulk: BulkConfig = BulkConfig()
-    runs: RunsConfig = RunsConfig()
-    runner: RunnerConfig = RunnerConfig()
-    nightly: NightlyConfig = NightlyConfig()
-    refresh: RefreshConfig = RefreshConfig()
+    catalog: CatalogConfig = Field(description="The product images and how they are read.")
+    workspace: Path = Field(
+        description="Folder for the feature cache and the runs.", examples=["./workspace"]
+    )
+    features: FeaturesConfig = Field(
+        FeaturesConfig(), description="The network that turns an image into a vector."
+    )
+    clustering: ClusteringConfig = Field(
+        ClusteringConfig(), description="The clusters of the index and how k is chosen."
+    )
+    search: SearchConfig = Field(SearchConfig(), description="How queries are answered.")
+    evaluation: EvaluationConfig = Field(
+        EvaluationConfig(), description="The queries that measure each run and calibrate probes."
+    )
+    bulk: BulkConfig = Field(
+        BulkConfig(), description="Neighbours and near-duplicates of every catalog image."
+    )
+    runs: RunsConfig = Field(RunsConfig(), description="Keeping runs, and the workspace lock.")
+    runner: RunnerConfig = Field(RunnerConfig(), description="Where the tasks run.")
+    nightly: NightlyConfig = Field(
+        NightlyConfig(), description="The nightly flow's schedule and quality gates."
+    )
+    refresh: RefreshConfig = Field(
+        RefreshConfig(), description="Refreshes between retrains, and when a retrain is due."
+    )
 
     def to_yaml(self) -> str:
         """The resolved config as YAML (absolute paths)."""
