@@ -52,3 +52,28 @@ def test_a_damaged_record_is_refused_with_what_to_do(tmp_path: Path) -> None:
         read_hidden(tmp_path)
     with pytest.raises(HiddenRecordError):
         hide(tmp_path, ["A"], by="t")
+
+
+def test_a_hidden_product_leaves_every_answer_of_the_served_run_at_once(small_run) -> None:
+    from vasrch.search.searcher import open_run
+
+    workspace = small_run.workspace
+    searcher = open_run(workspace)
+    photo = searcher.index.ids[0]
+    before = searcher.search_ids([photo], top_n=5)
+    victim = searcher.products.of([before.ids[0][0]])[0]
+    filters = {"category": [searcher.products.describe([before.ids[0][0]])["category"][0]]}
+    try:
+        hide(workspace, [victim], by="test")
+        # the same searcher, no reload: the next answer leaves the product out
+        for result in (
+            searcher.search_ids([photo], top_n=5),
+            searcher.search_ids([photo], top_n=5, filters=filters),
+            searcher.search_vectors(searcher.index.vectors[:20], top_n=10),
+        ):
+            found = result.ids[result.ids != ""]
+            assert victim not in set(searcher.products.of(found))
+        assert len(searcher.search_ids([photo], top_n=5).ids[0]) == 5  # still top 5
+    finally:
+        unhide(workspace, [victim])
+    assert searcher.search_ids([photo], top_n=5).ids[0][0] == before.ids[0][0]

@@ -19,6 +19,7 @@ from vasrch.index.search_index import SearchIndex, SearchResult, load_index
 from vasrch.layout import RunLayout
 from vasrch.search.parameters import SearchParams, check_count, resolve_search_params
 from vasrch.search.results import typed
+from vasrch.workspace.hidden import read_hidden, record_stamp
 from vasrch.workspace.run_manifest import RunManifest
 from vasrch.workspace.runs import RunError, read_manifest, resolve_run
 
@@ -39,6 +40,10 @@ class Searcher:
     search: SearchConfig = field(default_factory=SearchConfig)
     photo_of_hash: dict[str, str] = field(default_factory=dict, repr=False)  # sha256 -> image_id
     _masks: dict[str, np.ndarray | None] = field(default_factory=dict, repr=False)
+    # (stamp of the workspace's hidden-products record, mask of the rows it hides)
+    _hidden: tuple[tuple[int, int, int] | None, np.ndarray | None] = field(
+        default=(None, None), repr=False
+    )
 
     @property
     def run_id(self) -> str:
@@ -73,9 +78,33 @@ class Searcher:
         self.index.check_fingerprint(backbone.fingerprint)
         return backbone
 
+    @property
+    def workspace(self) -> Path:
+        """The workspace the run belongs to (runs/<run-id> inside it)."""
+        return self.run_folder.parents[1]
+
+    def hidden_rows(self) -> np.ndarray | None:
+        """Mask of the index rows whose product the workspace hides now (None: none), re-read
+        whenever the record changes (a stat per search), so a hide applies to the next answer."""
+        stamp = record_stamp(self.workspace)
+        if stamp != self._hidden[0]:
+            hidden = read_hidden(self.workspace).ids if stamp is not None else frozenset()
+            mask = np.isin(self.products.of(self.index.ids), list(hidden)) if hidden else None
+            self._hidden = (stamp, mask if mask is not None and mask.any() else None)
+        return self._hidden[1]
+
     def allowed(self, filters: FilterSpec | None) -> np.ndarray | None:
-        """Mask of the index rows whose product passes `filters` (None: no filter); unknown
-        columns are a ValueError naming the catalog's columns."""
+        """Mask of the index rows an answer may hold: products that pass `filters` and that the
+        workspace does not hide (None: every row); unknown filter columns are a ValueError
+        naming the catalog's columns."""
+        hidden = self.hidden_rows()
+        passing = self._passing(filters)
+        if hidden is None:
+            return passing
+        return ~hidden if passing is None else passing & ~hidden
+
+    def _passing(self, filters: FilterSpec | None) -> np.ndarray | None:
+        """Mask of the index rows whose product passes `filters` (None: no filter)."""
         if not filters:
             return None
         checked = self.products.check_filters(filters)

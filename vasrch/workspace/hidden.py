@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vasrch.atomic_files import write_text_atomic
+from vasrch.errors import DataError
 from vasrch.layout import WorkspaceLayout
 
 VERSION = 1
@@ -27,7 +28,7 @@ _LOCK_NAME = ".hidden.lock"
 _MAX_BYTES = 64 * 1024 * 1024
 
 
-class HiddenRecordError(ValueError):
+class HiddenRecordError(DataError):
     """The record exists but cannot be read as one (damaged, or not vasrch's)."""
 
 
