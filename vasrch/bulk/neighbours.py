@@ -69,8 +69,10 @@ def bulk_neighbours_for_clusters(
     probes: int = 1,
     block_rows: int = 4096,
     candidates: int | None = None,
+    allowed: np.ndarray | None = None,
 ) -> pd.DataFrame:
-    """Top-n neighbours (self excluded) of every member of `clusters`, scored as a query is.
+    """Top-n neighbours (self excluded) of every member of `clusters`, scored as a query is;
+    with `allowed`, only those stored rows may be neighbours (hidden products left out).
 
     Returns NEIGHBOUR_COLUMNS, rank from 1, padding dropped: each photo's answers are distinct
     products other than its own (photos, when every product has one); score is the retrieval
@@ -92,7 +94,7 @@ def bulk_neighbours_for_clusters(
     for start in range(0, len(rows), block_rows):
         block = rows[start : start + block_rows]
         nbr_rows[start : start + len(block)], scores[start : start + len(block)] = (
-            index.search_rows(index.vectors[block], top_n, probes, block, block_rows)
+            index.search_rows(index.vectors[block], top_n, probes, block, block_rows, allowed)
         )
     frame = index.result_of(nbr_rows, scores).to_frame(index.ids[rows])
     products = index.ids if index.products is None else index.products

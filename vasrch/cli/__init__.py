@@ -12,12 +12,23 @@ import traceback
 from collections.abc import Sequence
 
 from vasrch import __version__
-from vasrch.cli import bulk, duplicates, extract, query, query_server, runs, serve, train
+from vasrch.cli import (
+    bulk,
+    duplicates,
+    extract,
+    products,
+    query,
+    query_server,
+    refresh,
+    runs,
+    serve,
+    train,
+)
 from vasrch.cli.options import settle_config
 from vasrch.errors import VasrchError
 from vasrch.quiet import QUIET_NATIVE_ENV
 
-COMMANDS = (extract, train, query, bulk, duplicates, query_server, serve, runs)
+COMMANDS = (extract, train, refresh, query, bulk, duplicates, products, query_server, serve, runs)
 # Prefect's background services log under their class names (e.g. "Still processing items"
 # while a run's last events drain at exit).
 PREFECT_SERVICE_LOGGERS = ("EventsWorker", "APILogWorker")

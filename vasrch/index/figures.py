@@ -41,3 +41,20 @@ class Evaluation:
         if self.held_out is not None:
             out |= self.held_out.named("held_out")
         return out
+
+
+@dataclass(frozen=True)
+class Drift:
+    """How far a refreshed index has moved from the run whose clusters were trained."""
+
+    added_since_training: int  # photos added by refreshes since the trained run
+    added_share: float  # of the photos indexed now
+    size_spread: float  # coefficient of variation of cluster sizes now
+    trained_size_spread: float  # the same at training
+    recall_at_10: float  # re-checked on sampled catalog photos at the run's probes
+    target_recall: float
+    reasons: tuple[str, ...]  # the thresholds passed; empty while the index is fine
+
+    @property
+    def retrain_due(self) -> bool:
+        return bool(self.reasons)

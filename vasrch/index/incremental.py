@@ -9,13 +9,12 @@ from what they were trained on, `Drift` says so and a retrain is due.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from vasrch.config import RefreshConfig, SearchConfig
+from vasrch.index.figures import Drift
 from vasrch.index.search_index import SearchIndex, augment_database, build_index
 
 _ASSIGN_ROWS = 8192
@@ -71,23 +70,6 @@ def size_spread(index: SearchIndex) -> float:
     sizes = index.cluster_sizes.astype(np.float64)
     mean = sizes.mean()
     return float(sizes.std() / mean) if mean > 0 else 0.0
-
-
-@dataclass(frozen=True)
-class Drift:
-    """How far a refreshed index has moved from the run whose clusters were trained."""
-
-    added_since_training: int  # photos added by refreshes since the trained run
-    added_share: float  # of the photos indexed now
-    size_spread: float  # coefficient of variation of cluster sizes now
-    trained_size_spread: float  # the same at training
-    recall_at_10: float  # re-checked on sampled catalog photos at the run's probes
-    target_recall: float
-    reasons: tuple[str, ...]  # the thresholds passed; empty while the index is fine
-
-    @property
-    def retrain_due(self) -> bool:
-        return bool(self.reasons)
 
 
 def measure_drift(

@@ -135,6 +135,14 @@ def save_diagnostics(diag: Diagnostics, folder: DiagnosticsLayout) -> Path:
     return plot_sweep(diag.sweep, diag.suggested_k, folder.plot)
 
 
+def load_diagnostics(folder: DiagnosticsLayout, note: str | None = None) -> Diagnostics:
+    """The diagnostics `save_diagnostics` wrote (with the note the run recorded)."""
+    suggested = json.loads(folder.suggested_k.read_text(encoding="utf-8"))
+    return Diagnostics(
+        pd.read_parquet(folder.sweep), int(suggested["suggested_k"]), suggested["rule"], note
+    )
+
+
 def choose_k(cfg: ClusteringConfig, suggested: int | None, n: int) -> int:
     """The configured k, or the suggestion for `auto`; clamped to the number of images."""
     if cfg.num_clusters == "auto":

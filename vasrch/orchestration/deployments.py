@@ -1,4 +1,4 @@
-"""The deployments (train, nightly, bulk, query) and serving them all from one process.
+"""The deployments (train, nightly, refresh, bulk, query) and serving them all from one process.
 
 Prefect is imported inside the functions, so importing this module stays cheap.
 """
@@ -36,22 +36,25 @@ def api_url() -> str:
 
 
 def build_deployments(config_path: str) -> list[RunnerDeployment]:
-    """The four deployments, each defaulting to `config_path` (made absolute); nightly gets the
-    config's nightly.cron in nightly.timezone. Parameters keep the flows' type hints and
+    """The five deployments, each defaulting to `config_path` (made absolute); nightly gets the
+    config's nightly.cron in nightly.timezone, refresh an interval of refresh.interval_minutes
+    (none: no schedule). Parameters keep the flows' type hints and
     docstring descriptions, so the Prefect UI shows a described form. The writers (train,
-    nightly, bulk) run one at a time (concurrency limit 1; the workspace lock backs this up
+    nightly, refresh, bulk) run one at a time (concurrency limit 1; the workspace lock backs this up
     for runs started elsewhere); query runs do not write runs and may overlap."""
-    from prefect.schedules import Cron
+    from prefect.schedules import Cron, Interval
     from prefect.types.entrypoint import EntrypointType
 
     from vasrch.config import load_config
     from vasrch.orchestration.flows.bulk import bulk_flow
     from vasrch.orchestration.flows.nightly import nightly_flow
     from vasrch.orchestration.flows.query import query_flow
+    from vasrch.orchestration.flows.refresh import refresh_flow
     from vasrch.orchestration.flows.train import train_flow
 
     path = str(Path(config_path).resolve())
-    nightly = load_config(path).nightly
+    cfg = load_config(path)
+    nightly, minutes = cfg.nightly, cfg.refresh.interval_minutes
     common = {
         "parameters": {"config_path": path},
         "tags": TAGS,
@@ -62,6 +65,9 @@ def build_deployments(config_path: str) -> list[RunnerDeployment]:
         train_flow.to_deployment("train", **writer),
         nightly_flow.to_deployment(
             "nightly", schedules=[Cron(nightly.cron, timezone=nightly.timezone)], **writer
+        ),
+        refresh_flow.to_deployment(
+            "refresh", schedules=[Interval(minutes * 60)] if minutes else [], **writer
         ),
         bulk_flow.to_deployment("bulk", **writer),
         query_flow.to_deployment("query", **common),

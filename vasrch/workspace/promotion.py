@@ -79,14 +79,18 @@ def warm_start(
     """LATEST's centroids when they can warm-start this config's KMeans: same backbone, same
     PCA and centring settings, and the same k unless k is `auto` (the suggestion is only known
     during training; centroids of another k are then ignored by KMeans with a warning). The
-    centroids are read once and checked against LATEST's manifest; a damaged or tampered LATEST
-    gives a cold start with the reason in `problem`."""
+    centroids are read once and checked against LATEST's manifest; a damaged or tampered LATEST,
+    or one whose refresh found the clusters drifted past the config's thresholds, gives a cold
+    start with the reason in `problem`."""
     latest = latest_run_id(workspace)
     if latest is None:
         return WarmStart(None, None)
     run = WorkspaceLayout(Path(workspace)).run(latest)
     try:
         manifest = read_manifest(run.root, verify=False)
+        if manifest.refresh is not None and manifest.refresh.drift.retrain_due:
+            reasons = "; ".join(manifest.refresh.drift.reasons)
+            return WarmStart(latest, None, f"refresh {latest} found a retrain due: {reasons}")
         k = clustering.num_clusters
         if not _same_space(manifest, fingerprint, clustering, centre) or (
             k != "auto" and k != manifest.k

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from vasrch.catalog.scan import STATUSES
 from vasrch.features.backbones import BackboneSpec
-from vasrch.index.figures import Evaluation, Figures
+from vasrch.index.figures import Drift, Evaluation, Figures
 
 if TYPE_CHECKING:
     from vasrch.features.extraction import ExtractSummary
@@ -121,6 +121,21 @@ class Lineage(_Part):
     versions: dict[str, str]
 
 
+class Refresh(_Part):
+    """What a refresh changed: the run whose clusters it kept (trained_run), and how many photos
+    were added, removed, replaced (new bytes) and re-described (product or metadata), with the
+    drift it measured."""
+
+    trained_run: str
+    added: int
+    removed: int
+    replaced: int
+    changed: int
+    products_added: int
+    products_removed: int
+    drift: Drift
+
+
 class RunRecord(_Part):
     """What a run records about itself before its artifacts are hashed."""
 
@@ -138,6 +153,9 @@ class RunRecord(_Part):
     counts: Counts
     timings: Timings
     bulk: BulkSummary | None = None
+    refresh: Refresh | None = Field(
+        None, description="Set on a run made by a refresh (its clusters are trained_run's)."
+    )
 
     @property
     def promoted(self) -> bool:

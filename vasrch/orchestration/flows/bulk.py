@@ -28,6 +28,7 @@ from vasrch.orchestration.tasks.bulk import (
 )
 from vasrch.pages.file_server import link_to
 from vasrch.search.parameters import SearchParams, resolve_search_params
+from vasrch.workspace.hidden import read_hidden
 from vasrch.workspace.lock import workspace_lock
 from vasrch.workspace.run_manifest import BulkSummary
 from vasrch.workspace.runs import new_run_id, read_manifest, require_backbone, resolve_run
@@ -50,11 +51,13 @@ def bulk_stage(
     bulk: BulkConfig,
     csv: bool,
     catalog: pd.DataFrame,
+    hidden: frozenset[str],
 ) -> BulkSummary:
     """Map bulk tasks over cluster chunks of `bulk.chunk_rows` into `out` (each neighbour pair
     with its duplicate score for the first `bulk.duplicate_candidates`); then the product
     neighbours (when products have several photos), the near-duplicate groups at
-    `bulk.duplicate_threshold` (representatives preferred in catalog order) and the CSV."""
+    `bulk.duplicate_threshold` (representatives preferred in catalog order) and the CSV;
+    `hidden` products are nobody's neighbour."""
     index = load_index(index_dir)
     chunks = plan_cluster_chunks(index, bulk.chunk_rows)
     out.root.mkdir(parents=True, exist_ok=True)
@@ -66,6 +69,7 @@ def bulk_stage(
         probes=unmapped(params.probes),
         out_path=[str(out.neighbours(i)) for i in range(len(chunks))],
         candidates=unmapped(bulk.duplicate_candidates),
+        hidden=unmapped(hidden),
     ).result()
     if index.products is not None:
         product_neighbours_task(out_dir=str(out.root), top_n=params.top_n)
@@ -127,6 +131,7 @@ def bulk_flow(
             bulk=cfg.bulk,
             csv=csv or cfg.bulk.csv,
             catalog=catalog,
+            hidden=read_hidden(cfg.workspace).ids,
         )
     write_text_atomic(out.complete, f"run {folder.name}\n")
     publish_outputs(out, folder.name)

@@ -40,6 +40,7 @@ from vasrch.orchestration.tasks.train import (
 from vasrch.orchestration.timing import timed
 from vasrch.search.parameters import resolve_search_params
 from vasrch.workspace import runs
+from vasrch.workspace.hidden import read_hidden, settle
 from vasrch.workspace.lock import workspace_lock
 from vasrch.workspace.promotion import gate_failure
 from vasrch.workspace.run_manifest import (
@@ -104,9 +105,9 @@ def train_stage(
     staging = RunLayout(runs.start_run(cfg.workspace, run_id))
     try:
         table = diff_catalog(previous.catalog, catalog)
-        _stage_inputs(staging, cfg=cfg, table=table)
+        stage_inputs(staging, cfg=cfg, table=table)
         with timed("diagnostics_s", timings):
-            vectors = load_vectors_task(cache_dir=_cache_dir(cfg), catalog=catalog)
+            vectors = load_vectors_task(cache_dir=config_cache_dir(cfg), catalog=catalog)
             diag = diagnostics_task(
                 vectors=vectors.vectors,
                 clustering=cfg.clustering,
@@ -116,7 +117,7 @@ def train_stage(
             index = train_index_task(
                 vectors=vectors,
                 k=choose_k(cfg.clustering, diag.suggested_k, len(vectors.ids)),
-                fingerprint=_fingerprint(cfg),
+                fingerprint=config_fingerprint(cfg),
                 clustering=cfg.clustering,
                 search=cfg.search,
                 run_dir=str(staging.root),
@@ -128,7 +129,7 @@ def train_stage(
         bulk = None
         if cfg.bulk.enabled:
             with timed("bulk_s", timings):
-                bulk = _bulk(
+                bulk = bulk_into_run(
                     cfg, staging=staging, index=index, evaluation=evaluation, catalog=catalog
                 )
         report_task(
@@ -158,22 +159,24 @@ def train_stage(
     except BaseException:
         shutil.rmtree(staging.root, ignore_errors=True)
         raise
+    if manifest.promoted:
+        settle(cfg.workspace, catalog["product_id"].astype(str))
     run_dir = runs.runs_dir(cfg.workspace) / run_id
     run_artifacts_task(run_dir=str(run_dir), diag=diag)
     return TrainResult(run_dir=run_dir, manifest=manifest, extract=extract)
 
 
-def _fingerprint(cfg: Config) -> str:
+def config_fingerprint(cfg: Config) -> str:
     """The fingerprint of the backbone the config asks for."""
     return fingerprint(BackboneSpec.from_config(cfg.features))
 
 
-def _cache_dir(cfg: Config) -> str:
+def config_cache_dir(cfg: Config) -> str:
     """The feature cache of the config's backbone."""
-    return str(cache_dir_for(cfg.workspace, _fingerprint(cfg)))
+    return str(cache_dir_for(cfg.workspace, config_fingerprint(cfg)))
 
 
-def _stage_inputs(staging: RunLayout, *, cfg: Config, table: pd.DataFrame) -> None:
+def stage_inputs(staging: RunLayout, *, cfg: Config, table: pd.DataFrame) -> None:
     """The run's resolved config and its catalog table (the images still present, each with
     its status against the previous run)."""
     write_text_atomic(staging.config, cfg.to_yaml())
@@ -184,7 +187,7 @@ def _held_out(cfg: Config, *, catalog: pd.DataFrame) -> HeldOut | None:
     """The held-out photos of evaluation.queries, embedded through the feature cache."""
     if cfg.evaluation.queries is None:
         return None
-    cache_dir = _cache_dir(cfg)
+    cache_dir = config_cache_dir(cfg)
     queries, _ = embed_folder(
         cfg.evaluation.queries,
         features=cfg.features,
@@ -214,7 +217,7 @@ def _evaluate(
     )
 
 
-def _bulk(
+def bulk_into_run(
     cfg: Config,
     *,
     staging: RunLayout,
@@ -233,6 +236,7 @@ def _bulk(
         bulk=cfg.bulk,
         csv=cfg.bulk.csv,
         catalog=catalog,
+        hidden=read_hidden(cfg.workspace).ids,
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
@@ -37,15 +38,20 @@ def bulk_chunk_task(
     probes: int,
     out_path: str,
     candidates: int | None = None,
+    hidden: frozenset[str] = frozenset(),
 ) -> int:
     """Neighbours of every member of `clusters` (top_n and probes already resolved against the
-    index; the first `candidates` with their duplicate score), written as one Parquet shard.
-    BLAS runs one
+    index; the first `candidates` with their duplicate score; `hidden` products never among
+    them), written as one Parquet shard. BLAS runs one
     thread per task: concurrent chunks already fill the cores, and OpenBLAS threads spinning
     against each other made bulk several times slower on a busy 2-core machine."""
     index = _index(index_dir)
+    owners = index.ids if index.products is None else index.products
+    allowed = ~np.isin(owners, list(hidden)) if hidden else None
     with threadpool_limits(1, "blas"):
-        frame = bulk_neighbours_for_clusters(index, clusters, top_n, probes, candidates=candidates)
+        frame = bulk_neighbours_for_clusters(
+            index, clusters, top_n, probes, candidates=candidates, allowed=allowed
+        )
     with atomic_path(out_path) as tmp:
         frame.to_parquet(tmp, index=False)
     progress.report("bulk", int(sum(index.cluster_sizes[c] for c in clusters)))
