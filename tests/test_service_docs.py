@@ -35,7 +35,14 @@ def parameter(operation: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 def test_openapi_describes_the_endpoints(spec: dict[str, Any]) -> None:
-    assert set(spec["paths"]) == {"/health", "/query", "/metrics"}
+    assert set(spec["paths"]) == {
+        "/health",
+        "/query",
+        "/metrics",
+        "/products/hide",
+        "/products/unhide",
+        "/products/hidden",
+    }
     post = spec["paths"]["/query"]["post"]
     assert set(post["requestBody"]["content"]) == {
         "image/*",

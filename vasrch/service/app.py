@@ -2,8 +2,9 @@
 dependencies read, the middleware around them and the JSON refusals.
 
 GET /health, GET /query?id=, POST /query (raw image, multipart field `image`, or JSON base64),
-GET /metrics, and the docs: /docs, /redoc, /openapi.json. Every refusal is `{"error": reason}`
-with a 4xx/5xx. With a token, every route but /health and the docs needs it.
+GET /metrics, POST /products/hide and /products/unhide, GET /products/hidden (these three
+always need the token), and the docs: /docs, /redoc, /openapi.json. Every refusal is
+`{"error": reason}` with a 4xx/5xx. With a token, every route but /health and the docs needs it.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from vasrch.service.holder import RunHolder
 from vasrch.service.limits import DecodeSlots
 from vasrch.service.metrics import ServiceMetrics
 from vasrch.service.middleware import Observe
-from vasrch.service.routes import docs, search, status
+from vasrch.service.routes import docs, products, search, status
 from vasrch.service.schemas import refusals
 from vasrch.service.settings import ServiceSettings
 
@@ -99,10 +100,13 @@ def create_app(
 
     guard = {"dependencies": [Depends(require_token)], "responses": refusals(401)}
     guarded = guard if settings.token else {}
+    # hiding always needs a token: without one, the routes exist only to say so (403)
+    hiding = guarded | {"responses": refusals(401, 403) if guarded else refusals(403)}
     routers = [
         (status.health_router, {}),
         (search.router, guarded),
         (status.metrics_router, guarded),
+        (products.router, hiding),
         (docs.router, {}),
     ]
     for router, options in routers:

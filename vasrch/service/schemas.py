@@ -86,6 +86,7 @@ class ErrorBody(BaseModel):
 REFUSALS = {
     400: "Bad parameters, body or image (every problem found is named).",
     401: "No bearer token, or a wrong one.",
+    403: "A route that needs a token, on a service started without one.",
     404: "The image id is not in the served run.",
     411: "Neither a Content-Length nor a chunked Transfer-Encoding.",
     413: "The upload is too large, or its image has too many pixels.",
