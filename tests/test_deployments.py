@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 REPO = Path(__file__).resolve().parents[1]
 PREFECT_YAML = REPO / "deployments" / "prefect.yaml"
-NAMES = ["train", "nightly", "bulk", "query"]
+NAMES = ["train", "nightly", "refresh", "bulk", "query", "hide-products"]
 RUN_TIMEOUT = 400
 
 
@@ -68,13 +68,16 @@ def test_prefect_yaml_entrypoints_pool_and_schedule_match_the_flows_and_demo_con
         path, function = d["entrypoint"].split(":")
         assert (REPO / path).is_file()
         assert load_flow_from_entrypoint(d["entrypoint"]).name == name
-        assert function == f"{name}_flow"
+        assert function == f"{name.replace('-', '_')}_flow"
         assert d["work_pool"]["name"] == "vasrch"
         assert (REPO / d["parameters"]["config_path"]).is_file()
     assert deployments["nightly"]["schedules"] == [
         {"cron": nightly.cron, "timezone": nightly.timezone}
     ]
-    assert all("schedules" not in d for n, d in deployments.items() if n != "nightly")
+    minutes = load_config(REPO / "config" / "demo.yaml").refresh.interval_minutes
+    assert deployments["refresh"]["schedules"] == [{"interval": minutes * 60}]
+    scheduled = ("nightly", "refresh")
+    assert all("schedules" not in d for n, d in deployments.items() if n not in scheduled)
 
 
 def test_build_deployments_default_the_config_and_schedule_nightly_from_it(tmp_path, demo_catalog):
@@ -90,20 +93,25 @@ def test_build_deployments_default_the_config_and_schedule_nightly_from_it(tmp_p
         assert d.entrypoint.startswith("vasrch.orchestration.flows.")
     [schedule] = built["nightly"].schedules
     assert (schedule.schedule.cron, schedule.schedule.timezone) == ("30 3 * * 1-5", "Europe/Berlin")
-    assert all(not built[n].schedules for n in ("train", "bulk", "query"))
+    [every] = built["refresh"].schedules
+    assert every.schedule.interval.total_seconds() == 300
+    assert all(not built[n].schedules for n in ("train", "bulk", "query", "hide-products"))
     # every parameter of every deployment is described in the UI's form (from the docstrings)
     from prefect.utilities.callables import parameter_schema
 
-    from vasrch.orchestration.flows import bulk, nightly, query, train
+    from vasrch.orchestration.flows import bulk, nightly, products, query, refresh, train
 
-    for flow in (train.train_flow, nightly.nightly_flow, bulk.bulk_flow, query.query_flow):
+    flows = (train.train_flow, nightly.nightly_flow, bulk.bulk_flow, query.query_flow)
+    for flow in (*flows, refresh.refresh_flow, products.hide_products_flow):
         for name, field in parameter_schema(flow).model_dump()["properties"].items():
             assert field.get("description"), (flow.name, name)
     assert {n: built[n].concurrency_limit for n in NAMES} == {
         "train": 1,
         "nightly": 1,
+        "refresh": 1,
         "bulk": 1,
         "query": None,
+        "hide-products": None,
     }
 
 
@@ -207,7 +215,7 @@ class Served(NamedTuple):
 
 @pytest.fixture(scope="module")
 def served(server, tmp_path_factory, demo_catalog) -> Iterator[Served]:
-    """The four deployments served from one process (serve_deployments, polling every second by
+    """The six deployments served from one process (serve_deployments, polling every second by
     default, with the workspace's query service) on a private copy of the demo catalog."""
     root = tmp_path_factory.mktemp("served")
     catalog = root / "catalog"
@@ -233,7 +241,7 @@ def served(server, tmp_path_factory, demo_catalog) -> Iterator[Served]:
             cwd=root,
         )
     try:
-        wait_until(lambda: len(read_deployments()) == 4, 120, "serve", proc, log)
+        wait_until(lambda: len(read_deployments()) == len(NAMES), 120, "serve", proc, log)
         yield Served(config, catalog, proc)
     finally:
         stop(proc)

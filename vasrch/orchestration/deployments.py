@@ -1,4 +1,5 @@
-"""The deployments (train, nightly, refresh, bulk, query) and serving them all from one process.
+"""The deployments (train, nightly, refresh, bulk, query, hide-products) and serving them all
+from one process.
 
 Prefect is imported inside the functions, so importing this module stays cheap.
 """
@@ -36,18 +37,19 @@ def api_url() -> str:
 
 
 def build_deployments(config_path: str) -> list[RunnerDeployment]:
-    """The five deployments, each defaulting to `config_path` (made absolute); nightly gets the
+    """The six deployments, each defaulting to `config_path` (made absolute); nightly gets the
     config's nightly.cron in nightly.timezone, refresh an interval of refresh.interval_minutes
-    (none: no schedule). Parameters keep the flows' type hints and
-    docstring descriptions, so the Prefect UI shows a described form. The writers (train,
-    nightly, refresh, bulk) run one at a time (concurrency limit 1; the workspace lock backs this up
-    for runs started elsewhere); query runs do not write runs and may overlap."""
+    (none: no schedule). Parameters keep the flows' type hints and docstring descriptions, so
+    the Prefect UI shows a described form. The writers (train, nightly, refresh, bulk) run one
+    at a time (concurrency limit 1; the workspace lock backs this up for runs started
+    elsewhere); query and hide-products runs do not write runs and may overlap."""
     from prefect.schedules import Cron, Interval
     from prefect.types.entrypoint import EntrypointType
 
     from vasrch.config import load_config
     from vasrch.orchestration.flows.bulk import bulk_flow
     from vasrch.orchestration.flows.nightly import nightly_flow
+    from vasrch.orchestration.flows.products import hide_products_flow
     from vasrch.orchestration.flows.query import query_flow
     from vasrch.orchestration.flows.refresh import refresh_flow
     from vasrch.orchestration.flows.train import train_flow
@@ -71,6 +73,7 @@ def build_deployments(config_path: str) -> list[RunnerDeployment]:
         ),
         bulk_flow.to_deployment("bulk", **writer),
         query_flow.to_deployment("query", **common),
+        hide_products_flow.to_deployment("hide-products", **common),
     ]
 
 
