@@ -268,7 +268,6 @@ def cmd_duplicates(args: argparse.Namespace) -> int:
 def cmd_runs(args: argparse.Namespace) -> int:
     """`vasrch runs`: list the runs, show one's manifest after verifying its artifacts, promote one
     to LATEST (after verifying it), or prune to --keep (else the config's runs.keep_last)."""
-
     from vasrch.workspace import runs
     from vasrch.workspace.lock import workspace_lock
 
