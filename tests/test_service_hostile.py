@@ -87,12 +87,22 @@ def test_huge_filters_are_refused_before_any_work(server: QueryServer, demo_cata
             ctype="application/json",
         ),
     ]
+    # tens of thousands of tiny values: refused from the body's bytes, before JSON parsing
+    tiny = to_json_body(jpeg[:100], filters={"category": ["v"] * 60_000})
+    cases.append(upload(server, tiny, ctype="application/json"))
     for status, answer in cases:
         assert status == 400 and f"At most {MAX_FILTER_COLUMNS} columns" in answer["error"]
+    assert "beside image_base64" in cases[-1][1]["error"]
     # at the limits, filters work as before
     status, answer = upload(server, jpeg, "?filter.category=hat," + ",".join(many[:-2]))
     assert status == 200 and answer["results"]
     assert {r["category"] for r in answer["results"]} == {"hat"}
+    # a filter that no product passes: no answers (it was a 500)
+    for status, answer in (
+        upload(server, jpeg, "?filter.category=no-such-category"),
+        request(server, "GET", "/query?id=hat/hat_001.jpg&filter.category=no-such-category"),
+    ):
+        assert status == 200 and answer["results"] == []
 
 
 def test_random_methods_fold_into_one_metric_label(server: QueryServer) -> None:
