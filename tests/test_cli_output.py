@@ -231,8 +231,10 @@ def test_query_table_names_each_query_once_and_keeps_ids_whole_at_80_columns(sho
 
 
 def formula_cells(cells: pd.DataFrame) -> pd.DataFrame:
-    """Where a text cell would start a spreadsheet formula."""
-    return cells.apply(lambda column: column.str.match(r"[=+\-@\t\r]"))
+    """Where a text cell would start a spreadsheet formula (numbers, negative ones too, are
+    not text)."""
+    text = cells.apply(lambda column: pd.to_numeric(column, errors="coerce").isna())
+    return text & cells.apply(lambda column: column.str.match(r"[=+\-@\t\r]"))
 
 
 def test_csv_exports_defuse_formulas_unless_raw(shop, demo_catalog):
