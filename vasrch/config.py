@@ -278,6 +278,12 @@ class BulkConfig(_Section):
         "more times than this.",
     )
     csv: bool = Field(False, description="Also write neighbours.csv.")
+    csv_raw: bool = Field(
+        False,
+        description="Write neighbours.csv cells as they are; by default a text cell starting "
+        "with =, +, -, @ gets a leading ' so a spreadsheet shows it rather than running it as "
+        "a formula (turn this on for programs that read the CSV).",
+    )
     chunk_rows: int = Field(20_000, ge=1, description="Catalog rows per bulk task.")
 
 

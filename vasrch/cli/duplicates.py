@@ -40,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from vasrch.duplicates.groups import run_groups
+    from vasrch.pages.spreadsheets import to_csv_text
     from vasrch.workspace.runs import resolve_run
 
     cfg = load(args)
@@ -51,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(json.dumps(table.to_dict("records"), indent=2))
     elif args.format == "csv":
-        print(table.to_csv(index=False), end="")
+        print(to_csv_text(table, raw=args.raw_csv), end="")
     elif table.empty:
         print_line(f"no near-duplicate groups at duplicate score >= {threshold} in {source.root}")
     else:

@@ -167,6 +167,12 @@ def add_format(p: argparse.ArgumentParser) -> None:
         default="table",
         help="output format (default table)",
     )
+    p.add_argument(
+        "--raw-csv",
+        action="store_true",
+        help="CSV cells as they are: no leading ' before text starting with =, +, -, @ (which "
+        "a spreadsheet would run as a formula); for programs that read the CSV",
+    )
 
 
 def add_no_progress(p: argparse.ArgumentParser) -> None:

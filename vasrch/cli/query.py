@@ -54,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("give one or more query images or folders")
     workspace, search, features = workspace_and_search(args)
     from vasrch.catalog.products import parse_filters
+    from vasrch.pages.spreadsheets import to_csv_text
     from vasrch.query_jobs.job import query_files, search_files
     from vasrch.search.searcher import open_run
 
@@ -70,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(json.dumps(table.to_dict("records"), indent=2))
     elif args.format == "csv":
-        print(table.to_csv(index=False), end="")
+        print(to_csv_text(table, raw=args.raw_csv), end="")
     else:
         print_line(f"run {searcher.run_id} · top {params.top_n} · {params.probes} probes")
         print_table(table.to_dict("records"), group_by="query")

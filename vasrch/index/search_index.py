@@ -365,6 +365,8 @@ class SearchIndex:
         if q == 0 or self.n == 0:
             return best_r, best_s
         probe = self._probe(queries, probes, allowed)
+        if probe.shape[1] == 0:  # a filter no row passes
+            return best_r, best_s
         if q == 1:
             return self._search_one(queries, probe[0], top_n, exclude_rows, allowed)
         flat = probe.ravel()

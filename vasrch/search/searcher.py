@@ -17,13 +17,12 @@ from vasrch.config import SearchConfig
 from vasrch.features.backbones import Backbone, BackboneSpec, load_backbone
 from vasrch.index.search_index import SearchIndex, SearchResult, load_index
 from vasrch.layout import RunLayout
+from vasrch.search.masks import MaskCache
 from vasrch.search.parameters import SearchParams, check_count, resolve_search_params
 from vasrch.search.results import typed
 from vasrch.workspace.hidden import read_hidden, record_stamp
 from vasrch.workspace.run_manifest import RunManifest
 from vasrch.workspace.runs import RunError, read_manifest, resolve_run
-
-_MASKS_KEPT = 32  # filter masks a searcher keeps for repeated filters
 
 
 @dataclass
@@ -39,7 +38,7 @@ class Searcher:
     products: Products = field(repr=False)
     search: SearchConfig = field(default_factory=SearchConfig)
     photo_of_hash: dict[str, str] = field(default_factory=dict, repr=False)  # sha256 -> image_id
-    _masks: dict[str, np.ndarray | None] = field(default_factory=dict, repr=False)
+    _masks: MaskCache = field(default_factory=MaskCache, repr=False)
     # (stamp of the workspace's hidden-products record, mask of the rows it hides)
     _hidden: tuple[tuple[int, int, int] | None, np.ndarray | None] = field(
         default=(None, None), repr=False
@@ -87,11 +86,13 @@ class Searcher:
         """Mask of the index rows whose product the workspace hides now (None: none), re-read
         whenever the record changes (a stat per search), so a hide applies to the next answer."""
         stamp = record_stamp(self.workspace)
-        if stamp != self._hidden[0]:
+        known, mask = self._hidden  # one read: worker threads may replace it meanwhile
+        if stamp != known:
             hidden = read_hidden(self.workspace).ids if stamp is not None else frozenset()
             mask = np.isin(self.products.of(self.index.ids), list(hidden)) if hidden else None
-            self._hidden = (stamp, mask if mask is not None and mask.any() else None)
-        return self._hidden[1]
+            mask = mask if mask is not None and mask.any() else None
+            self._hidden = (stamp, mask)
+        return mask
 
     def allowed(self, filters: FilterSpec | None) -> np.ndarray | None:
         """Mask of the index rows an answer may hold: products that pass `filters` and that the
@@ -104,16 +105,13 @@ class Searcher:
         return ~hidden if passing is None else passing & ~hidden
 
     def _passing(self, filters: FilterSpec | None) -> np.ndarray | None:
-        """Mask of the index rows whose product passes `filters` (None: no filter)."""
+        """Mask of the index rows whose product passes `filters` (None: no filter), kept in a
+        bounded cache that worker threads share."""
         if not filters:
             return None
         checked = self.products.check_filters(filters)
         key = json.dumps(checked, sort_keys=True)
-        if key not in self._masks:
-            if len(self._masks) >= _MASKS_KEPT:
-                self._masks.pop(next(iter(self._masks)))
-            self._masks[key] = self.products.allowed(self.index.ids, checked)
-        return self._masks[key]
+        return self._masks.get(key, lambda: self.products.allowed(self.index.ids, checked))
 
     def search_vectors(
         self,

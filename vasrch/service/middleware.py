@@ -1,4 +1,8 @@
-"""ASGI middleware of the service: the access log and request metrics."""
+"""ASGI middleware of the service: the access log and request metrics.
+
+Both see requests before any check: metric labels come from closed sets (anything else is
+"other"), and log fields are escaped, so a request cannot grow /metrics or forge log lines.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +15,21 @@ from vasrch.service.metrics import ServiceMetrics
 
 access_log = logging.getLogger("vasrch.access")
 
-# Paths that get their own metric labels; any other path is counted as "other".
+# Methods and paths that get their own metric labels; any other is counted as "other".
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 KNOWN_PATHS = frozenset({"/health", "/query", "/metrics", "/docs", "/redoc", "/openapi.json"})
+
+
+def label(value: str, known: frozenset[str]) -> str:
+    """`value` as a metric label: itself when known, else "other"."""
+    return value if value in known else "other"
+
+
+def escaped(text: str) -> str:
+    """`text` as one printable ASCII log field without spaces: control characters, spaces,
+    backslashes and non-ASCII written as Python escapes (a decoded path may hold a newline or
+    an ESC)."""
+    return text.encode("unicode_escape").decode("ascii").replace(" ", "\\x20")
 
 
 class Observe:
@@ -40,16 +57,16 @@ class Observe:
             await self.app(scope, receive, send_status)
         finally:
             seconds = time.perf_counter() - start
-            method = scope["method"]
-            path = scope["path"] if scope["path"] in KNOWN_PATHS else "other"
+            method = label(scope["method"], KNOWN_METHODS)
+            path = label(scope["path"], KNOWN_PATHS)
             self.metrics.requests.labels(method, path, str(status)).inc()
             self.metrics.latency.labels(method, path).observe(seconds)
             if self.log_requests:
                 client = scope.get("client")
                 access_log.info(
                     "%s %s %d %.1f ms %s",
-                    method,
-                    scope["path"],
+                    escaped(scope["method"]),
+                    escaped(scope["path"]),
                     status,
                     seconds * 1000,
                     f"{client[0]}:{client[1]}" if client else "-",

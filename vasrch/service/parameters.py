@@ -8,7 +8,14 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from vasrch.catalog.products import parse_filters
-from vasrch.service.schemas import PROBES_HELP, TOP_N_HELP, Probes, TopN
+from vasrch.service.schemas import (
+    FILTER_LIMITS,
+    PROBES_HELP,
+    TOP_N_HELP,
+    Probes,
+    TopN,
+    bounded_filters,
+)
 
 FILTER_PREFIX = "filter."  # filter.category=shoes,boots
 
@@ -29,7 +36,7 @@ class SearchOptions(BaseModel):
         default_factory=dict,
         description=f"Product metadata to match, one query parameter a column: "
         f"`{FILTER_PREFIX}<column>=v1,v2` (any of the values; a repeated parameter adds its "
-        "values), e.g. `filter.category=shoes,boots`.",
+        f"values), e.g. `filter.category=shoes,boots`. {FILTER_LIMITS}",
         json_schema_extra={"additionalProperties": False},
     )
 
@@ -45,6 +52,12 @@ class SearchOptions(BaseModel):
         if not given:
             return rest
         return {**rest, "filters": {k: _joined(v) for k, v in given.items()}}
+
+    @model_validator(mode="after")
+    def _bounded_filters(self) -> SearchOptions:
+        """The filters within the same limits as a JSON body's, counted once split."""
+        bounded_filters(self.filter_spec)
+        return self
 
     @property
     def filter_spec(self) -> dict[str, list[str]]:

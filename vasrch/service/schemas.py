@@ -4,12 +4,37 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from vasrch.service.settings import MAX_PROBES, MAX_TOP_N
 
 TopN = Annotated[int, Field(ge=1, le=MAX_TOP_N)]
 Probes = Annotated[int, Field(ge=1, le=MAX_PROBES)]
+MAX_FILTER_COLUMNS = 16  # columns one request may filter on
+MAX_FILTER_VALUES = 256  # values of one filter column
+MAX_FILTER_TEXT = 256  # characters of a filter's column name or of one value
+FILTER_LIMITS = (
+    f"At most {MAX_FILTER_COLUMNS} columns, {MAX_FILTER_VALUES} values per column, "
+    f"{MAX_FILTER_TEXT} characters per name or value."
+)
+
+
+def bounded_filters(filters: dict[str, Any]) -> dict[str, Any]:
+    """`filters` (column -> value or list of values), or a ValueError naming the limit they
+    pass (`FILTER_LIMITS`): a request's filters cost work and a cached mask each."""
+    if len(filters) > MAX_FILTER_COLUMNS:
+        raise ValueError(f"{len(filters)} filter columns; {FILTER_LIMITS}")
+    for column, values in filters.items():
+        listed = [values] if isinstance(values, str) else values
+        name = repr(column[:40])
+        if len(listed) > MAX_FILTER_VALUES:
+            raise ValueError(f"filter {name} has {len(listed)} values; {FILTER_LIMITS}")
+        if max(map(len, [column, *listed])) > MAX_FILTER_TEXT:
+            raise ValueError(f"filter {name}: a name or value is too long; {FILTER_LIMITS}")
+    return filters
+
+
+Filters = Annotated[dict[str, str | list[str]], AfterValidator(bounded_filters)]
 TOP_N_HELP = "Results to return (default: /health's top_n)."
 PROBES_HELP = "Nearest clusters whose members are ranked (default: /health's probes)."
 
@@ -26,10 +51,11 @@ class ImageQuery(BaseModel):
     )
     top_n: TopN | None = Field(None, strict=True, description=TOP_N_HELP)
     probes: Probes | None = Field(None, strict=True, description=PROBES_HELP)
-    filters: dict[str, str | list[str]] | None = Field(
+    filters: Filters | None = Field(
         None,
         description='Product metadata to match, e.g. {"category": ["shoes", "boots"]}: a '
-        "product passes when its value is one of those given, for every column named.",
+        f"product passes when its value is one of those given, for every column named. "
+        f"{FILTER_LIMITS}",
     )
 
 

@@ -77,7 +77,7 @@ def bulk_stage(
         out_dir=str(out.root), threshold=bulk.duplicate_threshold, catalog=catalog
     )
     if csv:
-        export_csv_task(out_dir=str(out.root))
+        export_csv_task(out_dir=str(out.root), raw=bulk.csv_raw)
     return BulkSummary(
         neighbour_rows=sum(rows),
         duplicate_groups=groups["group_id"].nunique(),

@@ -22,6 +22,7 @@ from vasrch.catalog.products import Products
 from vasrch.duplicates.groups import group_summary, groups_of_folder
 from vasrch.index.search_index import SearchIndex, load_index
 from vasrch.layout import BulkLayout
+from vasrch.pages.spreadsheets import defuse_formulas
 
 
 @functools.lru_cache(maxsize=2)
@@ -94,12 +95,15 @@ def product_neighbours_task(out_dir: str, top_n: int) -> int:
 
 
 @task(name="export-csv", cache_policy=NO_CACHE)
-def export_csv_task(out_dir: str) -> str:
+def export_csv_task(out_dir: str, raw: bool = False) -> str:
     """neighbours.csv: the product neighbours when products have several photos, else the
-    neighbour shards (where photos are the products), streamed."""
+    neighbour shards (where photos are the products), streamed; cells a spreadsheet would run
+    as formulas are defused unless `raw`."""
     out = BulkLayout(Path(out_dir))
     sources = [out.products] if out.products.is_file() else out.neighbour_shards()
     with atomic_path(out.csv) as tmp:
         for i, shard in enumerate(sources):
-            pq.read_table(shard).to_pandas().to_csv(tmp, mode="a", header=i == 0, index=False)
+            frame = pq.read_table(shard).to_pandas()
+            cells = frame if raw else defuse_formulas(frame)
+            cells.to_csv(tmp, mode="a", header=i == 0, index=False)
     return str(out.csv)

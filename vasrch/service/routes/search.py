@@ -2,7 +2,8 @@
 
 Uploads are checked in the order that costs least first: parameters (by FastAPI, from the
 declared models), Content-Length, media type, the body, the header's pixel count; only then
-does the image wait for a decode slot. Decoding, embedding and searching run in worker threads.
+does the image wait for a decode slot. Parsing the body, checking filters, decoding, embedding
+and searching run in worker threads, so the event loop (and /health) never waits on them.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ async def query_by_id(
     start = time.perf_counter()
     if served.searcher.index.rows_of([query.id])[0] < 0:
         raise RequestError(404, f"image id {query.id!r} is not in run {served.run_id}")
-    options = (query.top_n, query.probes, _checked(served, query.filter_spec))
+    options = (query.top_n, query.probes, await _checked(served, query.filter_spec))
     result = await anyio.to_thread.run_sync(
         _search_id, served, query.id, _chosen(settings, options), metrics
     )
@@ -89,13 +90,15 @@ async def query_upload(
     check_length(request, limit)
     media = check_media_type(content_type)
     body = await read_body(request, limit)
-    upload = parse_upload(media, content_type, body, settings.max_upload_bytes)
+    upload = await anyio.to_thread.run_sync(
+        parse_upload, media, content_type, body, settings.max_upload_bytes
+    )
     top_n = _once("top_n", query.top_n, upload.top_n)
     probes = _once("probes", query.probes, upload.probes)
     if query.filters and upload.filters:
         raise RequestError(400, "filters are given in both the query string and the JSON body")
     check_pixels(upload.data, settings.max_query_pixels)
-    options = (top_n, probes, _checked(served, query.filter_spec or upload.filters))
+    options = (top_n, probes, await _checked(served, query.filter_spec or upload.filters))
     async with slots.hold():
         with metrics.decoding.track_inprogress():
             size = served.backbone.spec.input_size
@@ -114,10 +117,11 @@ def _once(name: str, from_query: int | None, from_body: int | None) -> int | Non
     return from_body if from_body is not None else from_query
 
 
-def _checked(served: Served, filters: FilterSpec | None) -> FilterSpec | None:
-    """The filters, or 400 naming the catalog's columns when one is unknown."""
+async def _checked(served: Served, filters: FilterSpec | None) -> FilterSpec | None:
+    """The filters, or 400 naming the catalog's columns when one is unknown; their mask is
+    made (and cached) in a worker thread."""
     try:
-        served.searcher.allowed(filters)
+        await anyio.to_thread.run_sync(served.searcher.allowed, filters)
     except ValueError as err:
         raise RequestError(400, str(err)) from None
     return filters or None
