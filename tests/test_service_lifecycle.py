@@ -26,12 +26,12 @@ from tests.service_helpers import (
     free_port,
     metric_values,
     query_server_command,
-    workspace_copy,
     request,
     rss_kib,
     service_config,
     serving,
     upload,
+    workspace_copy,
 )
 from vasrch.service.runner import QueryServer
 from vasrch.workspace import runs
