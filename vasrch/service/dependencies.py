@@ -58,14 +58,11 @@ ServedRun = Annotated[Served, Depends(get_served)]
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Security(bearer)]
 
 
-def authorized(settings: Settings, credentials: Credentials) -> bool:
+def authorized(settings: ServiceSettings, credentials: HTTPAuthorizationCredentials | None) -> bool:
     """True when the service needs no token or the request carries it."""
     token = settings.token
     sent = credentials.credentials.encode("latin-1") if credentials else b""
     return token is None or hmac.compare_digest(sent, token.encode())
-
-
-Authorized = Annotated[bool, Depends(authorized)]
 
 
 def require_token(request: Request, settings: Settings, credentials: Credentials) -> None:

@@ -11,9 +11,9 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from starlette.responses import JSONResponse, Response
 
-from vasrch.service.dependencies import Authorized, Holder, Metrics, ServedRun, Settings
+from vasrch.service.dependencies import Holder, Metrics, ServedRun, Settings, authorized, bearer
 from vasrch.service.record import identity_proof
-from vasrch.service.schemas import Health, Identity
+from vasrch.service.schemas import Health, Identity, refusals
 
 health_router = APIRouter(tags=["service"])
 metrics_router = APIRouter(tags=["service"])
@@ -34,10 +34,11 @@ Nonce = Annotated[
     summary="Whether the service is up; with the token, the served run and request defaults",
 )
 async def health(
-    request: Request, served: ServedRun, holder: Holder, settings: Settings, full: Authorized
+    request: Request, served: ServedRun, holder: Holder, settings: Settings
 ) -> JSONResponse:
     start = time.perf_counter()
-    if not full:
+    # the bearer read here, not as a dependency: the path needs no token, and says so
+    if not authorized(settings, await bearer(request)):
         return JSONResponse({"status": "ok"})
     defaults = served.searcher.params(settings.top_n, settings.probes)
     return JSONResponse(
@@ -61,6 +62,7 @@ async def health(
     "/identify",
     response_model=Identity,
     summary="Prove this is the service the workspace's record names",
+    responses=refusals(400),
 )
 async def identify(request: Request, nonce: Nonce, settings: Settings) -> JSONResponse:
     port = request.scope["server"][1] if request.scope.get("server") else 0
