@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import shutil
 import socket
 import sys
 import threading
@@ -166,3 +167,12 @@ def free_port() -> int:
 def rss_kib(pid: int) -> int:
     with open(f"/proc/{pid}/status") as status:
         return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+
+
+def workspace_copy(workspace: Path, tmp_path: Path) -> Path:
+    """A copy of a served workspace for a child service of its own (one service process may
+    serve a workspace at a time), without the record of the services of this process."""
+    copy = tmp_path / "ws"
+    shutil.copytree(workspace, copy, symlinks=True)
+    (copy / "query-service.json").unlink(missing_ok=True)
+    return copy

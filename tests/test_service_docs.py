@@ -37,6 +37,7 @@ def parameter(operation: dict[str, Any], name: str) -> dict[str, Any]:
 def test_openapi_describes_the_endpoints(spec: dict[str, Any]) -> None:
     assert set(spec["paths"]) == {
         "/health",
+        "/identify",
         "/query",
         "/metrics",
         "/products/hide",
@@ -142,7 +143,8 @@ def test_docs_pages_work_offline_and_without_the_token(guarded: QueryServer) -> 
     ]
     assert all(op["security"] == [{"HTTPBearer": []}] for op in guarded_operations)
     assert all("401" in op["responses"] for op in guarded_operations)
-    assert "security" not in spec["paths"]["/health"]["get"]
+    # open to all: /health (then only whether the service is up) and /identify
+    assert not any("401" in spec["paths"][p]["get"]["responses"] for p in ("/health", "/identify"))
 
     loaded = set()
     for page in ("/docs", "/redoc"):

@@ -31,6 +31,7 @@ from tests.service_helpers import (
     service_config,
     serving,
     upload,
+    workspace_copy,
 )
 from vasrch.service.runner import QueryServer
 from vasrch.workspace import runs
@@ -186,7 +187,7 @@ def test_memory_stays_bounded_through_a_burst_of_big_uploads(
     port = free_port()
     env = {**os.environ, "VASRCH_TOKEN": TOKEN, "TF_CPP_MIN_LOG_LEVEL": "3"}
     cmd = query_server_command(
-        served_workspace,
+        workspace_copy(served_workspace, tmp_path),
         "--port",
         str(port),
         "--max-decodes",
@@ -251,7 +252,8 @@ def test_workers_share_the_port_and_add_up_their_metrics(
     """`--workers 2`: both processes answer on one port, and /metrics counts every request,
     whichever worker served it (or the scrape)."""
     port = free_port()
-    cmd = query_server_command(served_workspace, "--port", str(port), "--workers", "2")
+    workspace = workspace_copy(served_workspace, tmp_path)
+    cmd = query_server_command(workspace, "--port", str(port), "--workers", "2")
     log = tmp_path / "server.log"
     with log.open("w") as stderr:
         proc = subprocess.Popen(

@@ -18,7 +18,7 @@ import pytest
 
 from tests.service_helpers import TOKEN, serving
 from vasrch.config import load_config
-from vasrch.query_jobs.routing import answer_here, answer_queries
+from vasrch.query_jobs.routing import QuerySetup, answer_here, answer_queries
 from vasrch.query_jobs.service_client import ServiceUnusable, find_service, search_served
 from vasrch.search.parameters import SearchParams
 from vasrch.service.record import advertise, read_record
@@ -47,11 +47,12 @@ def test_a_query_job_gets_the_same_answers_from_the_service_as_embedded_here(
     assert (record.url, record.instance) == (advertised.url, advertised.settings.instance)
     assert record.pid == os.getpid() and record.token is False
     cfg = load_config(served_workspace.parent / "config.yaml")
+    setup = QuerySetup(cfg.workspace, cfg.search, cfg.features)
     files = query_images(demo_catalog, tmp_path)
     with caplog.at_level(logging.INFO, logger="test-routing"):
-        served = answer_queries(cfg, files, None, 4, None, logging.getLogger("test-routing"))
+        served = answer_queries(setup, files, None, 4, None, logging.getLogger("test-routing"))
     assert f"answered by the query service at {advertised.url}" in caplog.text
-    here = answer_here(cfg, files, None, 4, None)
+    here = answer_here(setup, files, None, 4, None)
     assert (served.run_id, served.params) == (here.run_id, here.params)
     assert served.answers.rejected == here.answers.rejected
     assert [r["query"] for r in served.answers.rejected] == [str(files[-1])]
@@ -73,8 +74,10 @@ def test_a_served_query_job_loads_no_model_libraries(
 import json, sys
 from pathlib import Path
 from vasrch.config import load_config
-from vasrch.query_jobs.routing import answer_served
-answered = answer_served(load_config(sys.argv[1]), [Path(sys.argv[2])], None, 2, None)
+from vasrch.query_jobs.routing import QuerySetup, answer_served
+cfg = load_config(sys.argv[1])
+setup = QuerySetup(cfg.workspace, cfg.search, cfg.features)
+answered = answer_served(setup, [Path(sys.argv[2])], None, 2, None)
 heavy = sorted({"tensorflow", "keras", "sklearn"} & set(sys.modules))
 print(json.dumps([answered.answers.table["image_id"].tolist(), heavy]))
 """
@@ -101,23 +104,23 @@ def test_a_stale_foreign_or_guarded_service_is_not_used(
             find_service(served_workspace, run, token)
         return str(refusal.value)
 
-    with advertise(served_workspace, advertised.url, advertised.settings.instance, token=False):
+    mine = advertised.settings
+    with advertise(served_workspace, advertised.url, mine.instance, False, mine.secret):
         assert find_service(served_workspace, None, None).url == advertised.url
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             closed = f"http://127.0.0.1:{s.getsockname()[1]}"
-        with advertise(served_workspace, closed, "killed-9", token=False):
-            assert "stale record" in why() and "does not answer" in why()
-        with advertise(served_workspace, advertised.url, "an-earlier-one", token=False):
-            assert "is another service" in why()
+        with advertise(served_workspace, closed, "killed-9", False, "its-key"):
+            assert "stale record" in why() and "not running" in why()
+        with advertise(served_workspace, advertised.url, "an-earlier-one", False, mine.secret):
+            assert "did not prove" in why()
         assert "run 'missing-run' not found" in why(run="missing-run")
     image = [demo_catalog / "hat" / "hat_001.jpg"]
     params = SearchParams(top_n=2, probes=1)
     with advertise(served_workspace, guarded.url, guarded.settings.instance, token=True):
         assert "needs a token" in why()
-        refused = find_service(served_workspace, None, "a-wrong-token")
-        with pytest.raises(ServiceUnusable, match="answered 401"):
-            search_served(refused, image, params)
+        # a wrong token fails the identity proof: it is never sent
+        assert "did not prove" in why(token="a-wrong-token")
         accepted = find_service(served_workspace, None, TOKEN)
         table = search_served(accepted, image, params).table
         # the catalog photo's own bytes: answered, its own product left out

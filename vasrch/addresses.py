@@ -33,9 +33,13 @@ def is_loopback_host_header(value: str | None, port: int) -> bool:
         host, given = parts.hostname, parts.port
     except ValueError:
         return False
-    if host is None or given not in (None, port):
-        return False
-    if host in LOOPBACK_NAMES:
+    return host is not None and given in (None, port) and names_loopback(host)
+
+
+def names_loopback(host: str) -> bool:
+    """True when `host` (as a URL writes it, without brackets) is a loopback literal or name,
+    read without asking a resolver."""
+    if host.lower() in LOOPBACK_NAMES:
         return True
     try:
         return ipaddress.ip_address(host).is_loopback

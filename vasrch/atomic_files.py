@@ -25,10 +25,13 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             tmp.unlink()
 
 
-def write_text_atomic(path: str | Path, text: str) -> None:
-    """Write `text` as UTF-8 through a temporary file, so readers see all of it or none."""
+def write_text_atomic(path: str | Path, text: str, private: bool = False) -> None:
+    """Write `text` as UTF-8 through a temporary file, so readers see all of it or none;
+    `private`: readable by its owner only (mode 0600 from its creation)."""
     with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600 if private else 0o666)
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            file.write(text)
 
 
 def start_staging(final: Path) -> Path:

@@ -46,33 +46,38 @@ def register(sub: Subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Rank the neighbours of the query images with a run and print them as a table, CSV or
-    JSON; returns 0, 1 when some images could not be read, 2 when none."""
+    """Rank the neighbours of the query images with a run (by the workspace's warm query service
+    when one runs, else in this process) and print them as a table, CSV or JSON; returns 0, 1
+    when some images could not be read, 2 when none."""
     import json
+    import logging
 
     if not args.images:
         raise UsageError("give one or more query images or folders")
-    workspace, search, features = workspace_and_search(args)
     from vasrch.catalog.products import parse_filters
     from vasrch.pages.spreadsheets import to_csv_text
-    from vasrch.query_jobs.job import query_files, search_files
-    from vasrch.search.searcher import open_run
+    from vasrch.query_jobs.job import query_files
+    from vasrch.query_jobs.routing import QuerySetup, answer_queries
 
+    setup = QuerySetup(*workspace_and_search(args))
     filters = parse_filters(args.filter)
-    searcher = open_run(workspace, args.run, search=search)
-    params = searcher.params(args.top_n, args.probes)
     files = query_files(args.images)
-    answers = search_files(searcher, files, params, features, filters, args.show_paths)
+    log = logging.getLogger("vasrch.query")
+    answered = answer_queries(setup, files, args.run, args.top_n, args.probes, log, filters)
+    answers, params = answered.answers, answered.params
     for rejected in answers.rejected:
         print(f"vasrch: skipped {rejected['query']}: {rejected['reason']}", file=sys.stderr)
     if not answers.answered:
         return 2
-    table = answers.table
+    table = answers.table if args.show_paths else answers.table.drop(columns="path")
     if args.format == "json":
         print(json.dumps(table.to_dict("records"), indent=2))
     elif args.format == "csv":
         print(to_csv_text(table, raw=args.raw_csv), end="")
     else:
-        print_line(f"run {searcher.run_id} · top {params.top_n} · {params.probes} probes")
+        print_line(
+            f"run {answered.run_id} · top {params.top_n} · {params.probes} probes · "
+            f"answered by {answered.embedder}"
+        )
         print_table(table.to_dict("records"), group_by="query")
     return 0 if not answers.rejected else 1

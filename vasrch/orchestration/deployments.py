@@ -98,16 +98,24 @@ def serve_deployments(
     from prefect import serve
 
     from vasrch.config import load_config
-    from vasrch.pages.file_server import start_file_server
+    from vasrch.pages.file_server import FILES_URL_ENV, start_file_server
     from vasrch.service.settings import TOKEN_ENV
 
     if poll_s <= 0:
         raise UsageError(f"the polling interval must be positive, got {poll_s} s")
     api_url()
     cfg = load_config(config_path)
-    files = start_file_server(
-        cfg.workspace, files_host, files_port, os.environ.get(TOKEN_ENV), allow_public
-    )
+    try:
+        files = start_file_server(
+            cfg.workspace, files_host, files_port, os.environ.get(TOKEN_ENV), allow_public
+        )
+    except OSError as err:
+        raise UsageError(
+            f"cannot serve the workspace files on {files_host}:{files_port}: "
+            f"{err.strerror or err}; choose another --files-port (0: any free one), or stop "
+            "what is using it"
+        ) from None
+    print(f"vasrch: workspace files (the UI's links) at {os.environ[FILES_URL_ENV]}", flush=True)
     service = None if query_port is None else _warm_service(cfg, query_port)
     try:
         serve(

@@ -18,10 +18,10 @@ def table_from_answers(
     answers: Iterable[tuple[str, dict[str, Any]]], paths: Mapping[str, str]
 ) -> pd.DataFrame:
     """The result table of (query key, the service's answer to it) pairs, each photo's path
-    from `paths` (the run's catalog), typed as a local search's table (the answer's floats are
-    float32 values)."""
+    from `paths` (the run's catalog; an answer's own `query` and `path` are never used), typed
+    as a local search's table (the answer's floats are float32 values)."""
     rows = [
-        {"query": query, **{k: v for k, v in r.items() if k != "path"}}
+        {"query": query, **{k: v for k, v in r.items() if k not in ("query", "path")}}
         for query, answer in answers
         for r in answer["results"]
     ]

@@ -1,10 +1,11 @@
 """The FastAPI application: the routers of `vasrch.service.routes`, the shared state their
 dependencies read, the middleware around them and the JSON refusals.
 
-GET /health, GET /query?id=, POST /query (raw image, multipart field `image`, or JSON base64),
-GET /metrics, POST /products/hide and /products/unhide, GET /products/hidden (these three
-always need the token), and the docs: /docs, /redoc, /openapi.json. Every refusal is
-`{"error": reason}` with a 4xx/5xx. With a token, every route but /health and the docs needs it.
+GET /health, GET /identify, GET /query?id=, POST /query (raw image, multipart field `image`, or
+JSON base64), GET /metrics, POST /products/hide and /products/unhide, GET /products/hidden (these
+three always need the token), and the docs: /docs, /redoc, /openapi.json. Every refusal is
+`{"error": reason}` with a 4xx/5xx. With a token, every route but /health (which then says only
+that the service is up), /identify and the docs needs it.
 """
 
 from __future__ import annotations
@@ -39,8 +40,8 @@ neighbours of a catalog image with `GET /query?id=`. Every refusal is
 `{{"error": "<what was wrong and what to do>"}}`. {access}
 """
 GUARDED = (
-    "This server was started with a token: every path but `/health` and these docs needs the "
-    "header `Authorization: Bearer <token>` (the **Authorize** button sends it)."
+    "This server was started with a token: every path but `/health`, `/identify` and these "
+    "docs needs the header `Authorization: Bearer <token>` (the **Authorize** button sends it)."
 )
 OPEN = "This server was started without a token: no path needs one."
 

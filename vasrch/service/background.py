@@ -33,6 +33,11 @@ class BackgroundService:
 
     def _run(self) -> None:
         failed = None
+        if latest_run_id(self.settings.workspace) is None:
+            log.info(
+                "the query service starts on port %d once the workspace has a run",
+                self.settings.port,
+            )
         while not self._stop.is_set():
             latest = latest_run_id(self.settings.workspace)
             if latest is not None and latest != failed:

@@ -55,15 +55,19 @@ def get_served(holder: Holder) -> Served:
 ServedRun = Annotated[Served, Depends(get_served)]
 
 
-def require_token(
-    request: Request,
-    settings: Settings,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
-) -> None:
-    """401 unless the request carries `Authorization: Bearer <the server's token>`."""
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Security(bearer)]
+
+
+def authorized(settings: ServiceSettings, credentials: HTTPAuthorizationCredentials | None) -> bool:
+    """True when the service needs no token or the request carries it."""
     token = settings.token
     sent = credentials.credentials.encode("latin-1") if credentials else b""
-    if token is not None and not hmac.compare_digest(sent, token.encode()):
+    return token is None or hmac.compare_digest(sent, token.encode())
+
+
+def require_token(request: Request, settings: Settings, credentials: Credentials) -> None:
+    """401 unless the request carries `Authorization: Bearer <the server's token>`."""
+    if not authorized(settings, credentials):
         problem = (
             "wrong bearer token"
             if "authorization" in request.headers

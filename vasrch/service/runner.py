@@ -9,6 +9,7 @@ import os
 import socket
 import tempfile
 import threading
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -23,8 +24,9 @@ from vasrch.service.holder import RunHolder
 from vasrch.service.memory import keep_large_blocks_mapped
 from vasrch.service.metrics import MULTIPROCESS_ENV
 from vasrch.service.protocol import JSONErrorH11Protocol
-from vasrch.service.record import advertise, client_url
+from vasrch.service.record import advertise, check_unserved, client_url
 from vasrch.service.settings import ServiceSettings
+from vasrch.service.stopping import Stopped, stopped_by_signals
 from vasrch.workspace.runs import resolve_run
 
 log = logging.getLogger("vasrch.server")
@@ -106,6 +108,7 @@ class QueryServer:
 
     def __init__(self, settings: ServiceSettings) -> None:
         self.settings = settings
+        check_unserved(settings.workspace)  # before the run loads: refused at once
         self.app, self.holder = build_app(settings)
         self.socket = bind(settings.host, settings.port)
         self._server = uvicorn.Server(_config(self.app, settings, log_config=None))
@@ -142,7 +145,18 @@ class QueryServer:
 
 def _advertised(settings: ServiceSettings, url: str) -> AbstractContextManager[object]:
     """The service's record in its workspace while it serves (see vasrch.service.record)."""
-    return advertise(settings.workspace, url, settings.instance, settings.token is not None)
+    return advertise(
+        settings.workspace, url, settings.instance, settings.token is not None, settings.secret
+    )
+
+
+def _hangup(settings: ServiceSettings) -> Callable[[], None]:
+    """What SIGHUP does to a one-process service: it says why there is nothing to reload."""
+    if settings.run is not None:
+        reason = f"it serves the pinned run {settings.run}; restart it to serve another"
+    else:
+        reason = f"it follows runs/LATEST (checked every {settings.reload_interval_s:g} s)"
+    return lambda: log.info("SIGHUP: nothing to reload: %s", reason)
 
 
 def make_server(workspace: Path, **options: Any) -> QueryServer:
@@ -153,8 +167,11 @@ def make_server(workspace: Path, **options: Any) -> QueryServer:
 
 def run_query_server(settings: ServiceSettings) -> None:
     """Serve queries until interrupted (Ctrl-C, SIGTERM), following runs/LATEST unless a run is
-    pinned; with `workers` > 1, in that many processes sharing the socket."""
+    pinned; with `workers` > 1, in that many processes sharing the socket (SIGHUP restarts
+    them). However it stops, the workspace's service record is removed or restored;
+    ServiceRunning, before anything loads, when another process serves the workspace."""
     settings.check()
+    check_unserved(settings.workspace)
     logging.config.dictConfig(logging_config())
     if settings.public_without_token:
         log.warning(
@@ -174,8 +191,14 @@ def run_query_server(settings: ServiceSettings) -> None:
             *sock.getsockname()[:2],
             " (pinned)" if holder.pinned else ", following runs/LATEST",
         )
-        with _advertised(settings, client_url(*sock.getsockname()[:2])):
-            uvicorn.Server(_config(app, settings, log_config=None)).run(sockets=[sock])
+        try:
+            with (
+                stopped_by_signals(_hangup(settings)),
+                _advertised(settings, client_url(*sock.getsockname()[:2])),
+            ):
+                uvicorn.Server(_config(app, settings, log_config=None)).run(sockets=[sock])
+        except Stopped as signal_name:
+            log.info("stopped by %s", signal_name)
         return
     resolve_run(settings.workspace, settings.run)
     log.info("starting %d worker processes; each loads the run", settings.workers)

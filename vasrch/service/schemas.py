@@ -84,23 +84,30 @@ class QueryAnswer(BaseModel):
 
 
 class Health(BaseModel):
-    """What GET /health reports."""
+    """What GET /health reports: `status` to anyone; the rest only with the token (or from a
+    service started without one)."""
 
     status: str = Field(description="`ok` whenever the service answers.")
-    instance: str = Field(
-        description="This service's id, as its record in the workspace names it (query flows "
-        "check it before sending images)."
+    run_id: str | None = Field(None, description="The run being served.")
+    k: int | None = Field(None, description="Clusters of the served index.")
+    images: int | None = Field(None, description="Images in the served index.")
+    top_n: int | None = Field(None, description="Results a request gets when it names none.")
+    probes: int | None = Field(None, description="Clusters a request searches when it names none.")
+    uptime_s: float | None = None
+    loaded_at: str | None = Field(None, description="When the served run was loaded (UTC).")
+    reloads: int | None = Field(None, description="Runs swapped in since start.")
+    reload_error: str | None = Field(None, description="Why the newest run in LATEST is not used.")
+    ms: float | None = None
+
+
+class Identity(BaseModel):
+    """What GET /identify answers: the proof that this service holds the key its workspace
+    record names (its token, or the record's key), for the nonce asked."""
+
+    proof: str = Field(
+        description="HMAC-SHA256 (hex) over the instance id, the port and the nonce "
+        "(vasrch.service.record.identity_proof)."
     )
-    run_id: str = Field(description="The run being served.")
-    k: int = Field(description="Clusters of the served index.")
-    images: int = Field(description="Images in the served index.")
-    top_n: int = Field(description="Results a request gets when it names none.")
-    probes: int = Field(description="Clusters a request searches when it names none.")
-    uptime_s: float
-    loaded_at: str = Field(description="When the served run was loaded (UTC, ISO 8601).")
-    reloads: int = Field(description="Runs swapped in since start.")
-    reload_error: str | None = Field(description="Why the newest run in LATEST is not served.")
-    ms: float
 
 
 class ErrorBody(BaseModel):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import secrets
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,7 @@ class ServiceSettings:
     """Everything `vasrch query-server` is told: where the runs are, how to listen, the request
     defaults and limits, and who may ask. top_n/probes of None mean: the config's `search`
     section, then the run's calibration (vasrch.search.parameters). `instance` names this service
-    (all its workers) in /health and in the workspace's service record."""
+    (all its workers) in the workspace's service record."""
 
     workspace: Path
     run: str | None = None
@@ -43,6 +44,8 @@ class ServiceSettings:
     show_paths: bool = False  # answers carry each photo's file path
     model_threads: int = 1  # TensorFlow threads per inference (0: its default, every core)
     instance: str = field(default_factory=lambda: uuid.uuid4().hex)
+    # Without a token: the key this service proves its identity with (see vasrch.service.record)
+    secret: str = field(default_factory=lambda: secrets.token_hex(32), repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "workspace", Path(self.workspace))
@@ -72,6 +75,11 @@ class ServiceSettings:
                 f"{TOKEN_ENV} (or --token) so that requests need it, or pass --allow-public "
                 "to serve without one (e.g. behind a proxy that authenticates)"
             )
+
+    @property
+    def proof_key(self) -> str:
+        """The key of this service's identity proofs: its token, else its secret."""
+        return self.token or self.secret
 
     @property
     def public_without_token(self) -> bool:

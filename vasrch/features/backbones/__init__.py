@@ -179,7 +179,8 @@ def limit_model_threads(threads: int) -> bool:
     """Run each model call on at most `threads` threads (TensorFlow's intra-op pool; 0 leaves
     TensorFlow's default, every core). False when TensorFlow already ran in this process with
     another setting, which then cannot change."""
-    import tensorflow as tf
+    with native_stderr_quiet():  # the first import prints TensorFlow's start-up lines
+        import tensorflow as tf
 
     if tf.config.threading.get_intra_op_parallelism_threads() == threads:
         return True

@@ -22,7 +22,7 @@ from vasrch.orchestration.naming import run_name
 from vasrch.pages.file_server import link_to
 from vasrch.pages.query_artifact import results_markdown
 from vasrch.query_jobs.job import query_files, write_query_job
-from vasrch.query_jobs.routing import answer_queries
+from vasrch.query_jobs.routing import QuerySetup, answer_queries
 from vasrch.search.parameters import SearchParams
 
 
@@ -65,7 +65,8 @@ def query_flow(
     cfg = load_config(config_path)
     logger = get_run_logger()
     files = query_files(images)
-    answered = answer_queries(cfg, files, run, top_n, probes, logger, filters)
+    setup = QuerySetup(cfg.workspace, cfg.search, cfg.features)
+    answered = answer_queries(setup, files, run, top_n, probes, logger, filters)
     answers, run_id, params = answered.answers, answered.run_id, answered.params
     for r in answers.rejected:
         logger.warning("query %s skipped: %s", r["query"], r["reason"])
