@@ -106,7 +106,12 @@ def test_scan_with_a_parquet_manifest_keeps_metadata_and_rejects_missing_photos(
     assert scan.table["product_id"].tolist() == ["S1", "S1"]
     assert scan.table["url"].tolist() == ["https://shop/s1"] * 2
     assert scan.rejected.values.tolist() == [
-        ["shoes/gone.jpg", str(root / "shoes/gone.jpg"), "listed in the manifest but not found"]
+        [
+            "shoes/gone.jpg",
+            str(root / "shoes/gone.jpg"),
+            4,
+            "products.parquet row 4: listed in the manifest but not found",
+        ]
     ]
     folder = scan_catalog(root)
     assert folder.table.set_index("image_id")["category"].to_dict() == {

@@ -42,6 +42,7 @@ from vasrch.search.parameters import resolve_search_params
 from vasrch.workspace import runs
 from vasrch.workspace.lock import workspace_lock
 from vasrch.workspace.promotion import gate_failure
+from vasrch.workspace.rejections import write_rejections
 from vasrch.workspace.run_manifest import (
     BulkSummary,
     Calibration,
@@ -104,7 +105,7 @@ def train_stage(
     staging = RunLayout(runs.start_run(cfg.workspace, run_id))
     try:
         table = diff_catalog(previous.catalog, catalog)
-        _stage_inputs(staging, cfg=cfg, table=table)
+        _stage_inputs(staging, cfg=cfg, table=table, extract=extract)
         with timed("diagnostics_s", timings):
             vectors = load_vectors_task(cache_dir=_cache_dir(cfg), catalog=catalog)
             diag = diagnostics_task(
@@ -173,11 +174,14 @@ def _cache_dir(cfg: Config) -> str:
     return str(cache_dir_for(cfg.workspace, _fingerprint(cfg)))
 
 
-def _stage_inputs(staging: RunLayout, *, cfg: Config, table: pd.DataFrame) -> None:
-    """The run's resolved config and its catalog table (the images still present, each with
-    its status against the previous run)."""
+def _stage_inputs(
+    staging: RunLayout, *, cfg: Config, table: pd.DataFrame, extract: ExtractSummary
+) -> None:
+    """The run's resolved config, its catalog table (the images still present, each with its
+    status against the previous run) and its rejections."""
     write_text_atomic(staging.config, cfg.to_yaml())
     write_catalog(table[table["status"] != "gone"].reset_index(drop=True), staging.catalog)
+    write_rejections(extract.rejections, staging.rejections)
 
 
 def _held_out(cfg: Config, *, catalog: pd.DataFrame) -> HeldOut | None:
