@@ -71,7 +71,9 @@ def read_table(path: Path) -> pd.DataFrame:
             table = pq.read_table(path)
             kept = [
                 pa.string()
-                if n in REQUIRED_COLUMNS or not pa.types.is_integer(t) and not pa.types.is_floating(t)
+                if n in REQUIRED_COLUMNS
+                or not pa.types.is_integer(t)
+                and not pa.types.is_floating(t)
                 else t
                 for n, t in zip(table.column_names, table.schema.types, strict=True)
             ]
