@@ -70,11 +70,7 @@ def read_table(path: Path) -> pd.DataFrame:
         if path.suffix.lower() == ".parquet":
             table = pq.read_table(path)
             kept = [
-                pa.string()
-                if n in REQUIRED_COLUMNS
-                or not pa.types.is_integer(t)
-                and not pa.types.is_floating(t)
-                else t
+                t if n not in REQUIRED_COLUMNS and _is_number_type(t) else pa.string()
                 for n, t in zip(table.column_names, table.schema.types, strict=True)
             ]
             frame = table.cast(pa.schema(list(zip(table.column_names, kept, strict=True))))
@@ -90,6 +86,10 @@ def read_table(path: Path) -> pd.DataFrame:
         raise ManifestError(f"{path}: catalog manifest not found") from None
     except (OSError, ValueError, pa.ArrowException, pd.errors.ParserError) as err:
         raise ManifestError(f"{path}: cannot read the catalog manifest: {err}") from None
+
+
+def _is_number_type(kind: pa.DataType) -> bool:
+    return pa.types.is_integer(kind) or pa.types.is_floating(kind)
 
 
 def _numbers(frame: pd.DataFrame) -> pd.DataFrame:

@@ -334,7 +334,9 @@ def summarize(
         ignore_index=True,
     ).drop_duplicates("image_id")
     unread["row"] = unread["image_id"].map(scan.row_of).astype("Int64")
-    unread["reason"] = [scan.reason(i, r) for i, r in zip(unread["image_id"], unread["reason"])]
+    unread["reason"] = [
+        scan.reason(i, r) for i, r in zip(unread["image_id"], unread["reason"], strict=True)
+    ]
     rejections = pd.concat(
         [unread[SUMMARY_REJECTION_COLUMNS], scan.rejected.assign(retry=True)],
         ignore_index=True,
