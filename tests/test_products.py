@@ -106,7 +106,12 @@ def test_scan_with_a_parquet_manifest_keeps_metadata_and_rejects_missing_photos(
     assert scan.table["product_id"].tolist() == ["S1", "S1"]
     assert scan.table["url"].tolist() == ["https://shop/s1"] * 2
     assert scan.rejected.values.tolist() == [
-        ["shoes/gone.jpg", str(root / "shoes/gone.jpg"), "listed in the manifest but not found"]
+        [
+            "shoes/gone.jpg",
+            str(root / "shoes/gone.jpg"),
+            4,
+            "products.parquet row 4: listed in the manifest but not found",
+        ]
     ]
     folder = scan_catalog(root)
     assert folder.table.set_index("image_id")["category"].to_dict() == {
@@ -258,10 +263,13 @@ def manifest_run(tmp_path_factory, demo_catalog):
             "category": image.split("/")[0],
             "title": f"{image.split('/')[0]} number {i // 2}",
             "url": f"https://shop.example/p/{i // 2}",
+            "price": f"{10 + i // 2}.5",
         }
         for i, image in enumerate(images)
     ]
-    manifest = write_manifest(tmp / "products.csv", rows)
+    # Two rows that cannot be used: a repeat of the first (row 50) and a missing photo (row 51).
+    bad = [rows[0], {**rows[1], "product_id": "SKU-GONE", "image": "hat/gone.jpg"}]
+    manifest = write_manifest(tmp / "products.csv", rows + bad)
     cfg = write_config(
         tmp,
         {
@@ -295,6 +303,7 @@ def test_a_manifest_run_answers_with_products_and_filters(manifest_run, tmp_path
         "category",
         "title",
         "url",
+        "price",
     ]
     assert table["product_id"].is_unique and "SKU-000" not in set(table["product_id"])
     filtered = searcher.to_table(
@@ -414,3 +423,80 @@ def test_query_flow_filters_and_writes_products_without_paths(manifest_run) -> N
     assert "path" not in table and set(table["category"]) <= {"bag", "mug"} and len(table) == 3
     page = (done.out_dir / "results.html").read_text(encoding="utf-8")
     assert 'href="https://shop.example/p/' in page and "SKU-" in page
+
+
+def test_a_run_keeps_its_rejections_with_their_manifest_rows(manifest_run, capsys) -> None:
+    from vasrch.cli.runs import _print_rejections
+    from vasrch.cli.train import print_summary
+    from vasrch.layout import RunLayout
+    from vasrch.workspace.rejections import run_rejections
+
+    _, _, rows, result = manifest_run
+    extract, counts = result.extract, result.manifest.counts
+    assert (extract.seen, extract.rejected) == (len(rows) + 2, 2)
+    assert extract.new + extract.reused + extract.rejected == extract.seen
+    assert extract.new + extract.reused == counts.indexed == len(rows)
+    run = RunLayout(result.run_dir)
+    assert "rejections.parquet" in result.manifest.artifacts
+    kept = run_rejections(run, result.manifest)
+    assert kept.to_dict("records") == [
+        {
+            "image_id": rows["image"].iloc[0],
+            "row": 50,
+            "reason": "products.csv row 50: repeats an earlier row",
+            "retry": True,
+        },
+        {
+            "image_id": "hat/gone.jpg",
+            "row": 51,
+            "reason": "products.csv row 51: listed in the manifest but not found",
+            "retry": True,
+        },
+    ]
+    print_summary(result)
+    _print_rejections(run, result.manifest)
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"{len(rows) + 2} seen = " in out and f"+ 2 rejected; {len(rows)} indexed" in out
+    assert "rejected: hat/gone.jpg: products.csv row 51: listed in the manifest" in out
+    assert "rejected photos (2)" in out and str(run.rejections) in out
+    report = run.report.read_text(encoding="utf-8")
+    rejected = report.split('id="rejected"')[1]
+    assert "<td>hat/gone.jpg</td><td>51</td>" in rejected
+
+
+def test_manifest_numbers_stay_numbers_in_answers(manifest_run) -> None:
+    import json
+
+    from vasrch.search.searcher import open_run
+
+    _, _, rows, result = manifest_run
+    searcher = open_run(result.run_dir.parents[1])
+    found = searcher.search_ids([rows["image"].iloc[0]], top_n=3)
+    answers = json.loads(json.dumps(searcher.answer_rows(found)))
+    assert all(isinstance(a["price"], float) for a in answers)
+    table = searcher.to_table(found, [rows["image"].iloc[0]])
+    assert all(isinstance(p, float) for p in table["price"])
+    assert searcher.products.matching({"price": ["10.5"]}).tolist() == ["SKU-000"]
+
+
+def test_report_captions_sample_clusters_with_products(manifest_run) -> None:
+    report = manifest_run[3].run_dir.joinpath("report.html").read_text(encoding="utf-8")
+    clusters = report.split('id="clusters"')[1].split('id="queries"')[0]
+    assert "SKU-0" in clusters and "number" in clusters
+
+
+def test_query_flow_refuses_a_bad_filter_before_loading_the_model(manifest_run) -> None:
+    cfg = manifest_run[0]
+    photo = next(Path(yaml.safe_load(cfg.read_text())["catalog"]["path"]).glob("hat/*"))
+    script = (
+        "import sys\n"
+        "from vasrch.orchestration.flows.query import query_flow\n"
+        "try:\n"
+        f"    query_flow({str(cfg)!r}, [{str(photo)!r}], filters={{'colour': ['red']}})\n"
+        "except Exception as err:\n"
+        "    print('refused:', err)\n"
+        "print('model loaded:', any(m in sys.modules for m in ('tensorflow', 'sklearn')))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert "refused: unknown filter column 'colour'" in done.stdout, done.stderr[-2000:]
+    assert "model loaded: False" in done.stdout  # neither the backbone nor the run's index

@@ -321,6 +321,9 @@ def test_duplicate_groups_are_capped_and_absent_parts_are_explained(tmp_path):
     ).read_text(encoding="utf-8")
     duplicates = section(page, "duplicates")
     assert len(re.findall(r"<h3>Group \d+ ", duplicates)) == 50
+    # numbered from 1 where a person reads them
+    assert "<h3>Group 1 " in duplicates and "<h3>Group 50 " in duplicates
+    assert "<h3>Group 0 " not in duplicates
     assert "10 more groups not shown" in duplicates
     assert "No bulk search" in section(page, "queries")
     assert "No k sweep" in section(page, "k")

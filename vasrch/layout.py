@@ -122,6 +122,10 @@ class RunLayout:
     catalog = Entry("catalog.parquet", "image_id, path, sha256, bytes, status of each image")
     model = Entry("model.joblib", "the fitted scikit-learn KMeans")
     report = Entry("report.html", "the run's report page")
+    rejections = Entry(
+        "rejections.parquet",
+        "image_id, row (manifest row), reason, retry of every photo the run could not use",
+    )
     index = Entry("index", "the search index", IndexLayout)
     diagnostics = Entry("diagnostics", "the k sweep", DiagnosticsLayout)
     bulk = Entry("bulk", "the train flow's bulk step", BulkLayout)

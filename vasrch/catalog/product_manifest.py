@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import os
 import posixpath
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -42,6 +43,8 @@ RESERVED_COLUMNS = frozenset(
         "neighbour_image_id",
     }
 )
+# A CSV cell read as a number: plain decimal notation only (no leading zero, sign, exponent).
+_NUMBER = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?")
 
 
 class ManifestError(DataError):
@@ -50,30 +53,58 @@ class ManifestError(DataError):
 
 @dataclass(frozen=True)
 class Manifest:
-    """The usable rows (image_id, path, product_id and metadata columns), one per photo, and
-    the rows rejected (image_id, path, reason)."""
+    """The usable rows (image_id, path, product_id and metadata columns), one per photo, the
+    rows rejected (image_id, path, row, reason), and the manifest row of each usable photo
+    (image_id -> row number as a spreadsheet shows it: the header is row 1)."""
 
     rows: pd.DataFrame
     rejected: pd.DataFrame
     metadata: list[str]
+    row_of: dict[str, int] = field(default_factory=dict)
 
 
 def read_table(path: Path) -> pd.DataFrame:
-    """The manifest file as a table of strings ('' for missing values); CSV or Parquet."""
+    """The manifest file as a table, CSV or Parquet: text ('' for missing values), and numbers
+    where the manifest holds them (see the module docstring; null for missing values)."""
     try:
         if path.suffix.lower() == ".parquet":
             table = pq.read_table(path)
-            frame = table.cast(pa.schema([(n, pa.string()) for n in table.column_names]))
-            return frame.to_pandas().fillna("")
+            kept = [
+                t if n not in REQUIRED_COLUMNS and _is_number_type(t) else pa.string()
+                for n, t in zip(table.column_names, table.schema.types, strict=True)
+            ]
+            frame = table.cast(pa.schema(list(zip(table.column_names, kept, strict=True))))
+            frame = frame.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
+            text = [n for n, t in zip(frame.columns, kept, strict=True) if t == pa.string()]
+            return frame.fillna(dict.fromkeys(text, ""))
         # header=None: pandas would rename a repeated header (title, title.1) and hide it
         raw = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig", header=None)
         frame = raw.iloc[1:].reset_index(drop=True)
         frame.columns = list(raw.iloc[0])
-        return frame
+        return _numbers(frame)
     except FileNotFoundError:
         raise ManifestError(f"{path}: catalog manifest not found") from None
     except (OSError, ValueError, pa.ArrowException, pd.errors.ParserError) as err:
         raise ManifestError(f"{path}: cannot read the catalog manifest: {err}") from None
+
+
+def _is_number_type(kind: pa.DataType) -> bool:
+    return pa.types.is_integer(kind) or pa.types.is_floating(kind)
+
+
+def _numbers(frame: pd.DataFrame) -> pd.DataFrame:
+    """A CSV's text table with each metadata column of plain decimal numbers read as numbers:
+    integers (nullable) when none has a decimal point, else floats; empty cells null."""
+    for position, name in enumerate(frame.columns):
+        if name in REQUIRED_COLUMNS:
+            continue
+        column = frame.iloc[:, position]
+        given = column[column.str.strip() != ""].str.strip()
+        if given.empty or not all(_NUMBER.fullmatch(v) for v in given):
+            continue
+        kind = "float64" if given.str.contains(".", regex=False).any() else "Int64"
+        frame.isetitem(position, pd.to_numeric(column.str.strip().replace("", None)).astype(kind))
+    return frame
 
 
 def _check_columns(path: Path, columns: list[str]) -> list[str]:
@@ -120,16 +151,17 @@ def load_manifest(path: Path, root: Path, allow_absolute: bool = False) -> Manif
     metadata = _check_columns(path, list(table.columns))
     rows, rejected = [], []
     owner: dict[str, str] = {}
+    row_of: dict[str, int] = {}
     for line, entry in enumerate(table.to_dict("records"), start=2):
         product, image = str(entry["product_id"]).strip(), str(entry["image"])
         where = _locate(image, root, allow_absolute)
         label = f"{path.name} row {line}"
         if isinstance(where, str):
-            rejected.append((image, image, f"{label}: {where}"))
+            rejected.append((image, image, line, f"{label}: {where}"))
             continue
         image_id, file_path = where
         if not product:
-            rejected.append((image_id, file_path, f"{label}: empty product_id"))
+            rejected.append((image_id, file_path, line, f"{label}: empty product_id"))
             continue
         if image_id in owner:
             earlier = owner[image_id]
@@ -138,9 +170,12 @@ def load_manifest(path: Path, root: Path, allow_absolute: bool = False) -> Manif
                 if earlier == product
                 else f"photo already listed for product {earlier!r}; a photo belongs to one product"
             )
-            rejected.append((image_id, file_path, f"{label}: {why}"))
+            rejected.append((image_id, file_path, line, f"{label}: {why}"))
             continue
         owner[image_id] = product
-        rows.append((image_id, file_path, product, *(str(entry[c]) for c in metadata)))
+        row_of[image_id] = line
+        rows.append((image_id, file_path, product, *(entry[c] for c in metadata)))
     frame = pd.DataFrame(rows, columns=["image_id", "path", "product_id", *metadata])
-    return Manifest(frame, pd.DataFrame(rejected, columns=["image_id", "path", "reason"]), metadata)
+    frame = frame.astype({c: table[c].dtype for c in metadata})
+    rejections = pd.DataFrame(rejected, columns=["image_id", "path", "row", "reason"])
+    return Manifest(frame, rejections, metadata, row_of)

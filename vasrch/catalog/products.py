@@ -7,6 +7,7 @@ beside each photo; in folder mode each image is its own product and its class fo
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -31,6 +32,15 @@ def folder_products(image_ids: pd.Series) -> pd.DataFrame:
         {"product_id": ids.to_numpy(), "category": category.to_numpy()},
         index=pd.Index(ids.to_numpy(), name="image_id"),
     )
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _numeric(column: pd.Series) -> bool:
+    """Whether a metadata column holds numbers (a manifest's prices, stock counts...)."""
+    return pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column)
 
 
 def metadata_columns(catalog: pd.DataFrame) -> list[str]:
@@ -80,8 +90,11 @@ class Products:
         product_of = pd.Series(
             catalog["product_id"].astype(str).to_numpy(), index=catalog["image_id"].to_numpy()
         )
-        first = catalog.drop_duplicates("product_id")
-        metadata = first.set_index("product_id")[columns].astype(object).fillna("")
+        first = catalog.drop_duplicates("product_id").set_index("product_id")[columns]
+        # Text columns read '' where empty; number columns stay numbers, None where missing.
+        missing = {c: None if _numeric(first[c]) else "" for c in columns}
+        metadata = first.astype(object).where(first.notna(), None)
+        metadata = metadata.fillna({c: v for c, v in missing.items() if v is not None})
         return cls(product_of, metadata)
 
     @property
@@ -156,8 +169,16 @@ class Products:
         where = self.metadata.index.get_indexer(product_ids)
         out = {"product_id": product_ids}
         for name, values in columns.items():
-            out[name] = np.where(where >= 0, values[where], "")
+            out[name] = np.where(where >= 0, values[where], self._missing[name])
         return out
+
+    @cached_property
+    def _missing(self) -> dict[str, str | None]:
+        """Each metadata column's value for an unknown photo: '' for text, None for numbers."""
+        return {
+            c: None if all(v is None or _is_number(v) for v in values) else ""
+            for c, values in self._arrays[1].items()
+        }
 
     def describe(self, image_ids: Sequence[str] | np.ndarray) -> pd.DataFrame:
         """product_id and the metadata of the product of each image id, in order."""

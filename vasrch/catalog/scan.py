@@ -25,7 +25,7 @@ import errno
 import functools
 import os
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -38,7 +38,7 @@ from vasrch.hashing import file_kind, open_regular, sha256_stream
 
 STAT_COLUMNS = ["bytes", "mtime_ns", "ctime_ns", "inode", "device"]
 CATALOG_COLUMNS = ["image_id", "path", "sha256", *STAT_COLUMNS]
-SCAN_REJECTION_COLUMNS = ["image_id", "path", "reason"]
+SCAN_REJECTION_COLUMNS = ["image_id", "path", "row", "reason"]
 STATUSES = ("new", "changed", "unchanged", "gone")
 DEFAULT_MAX_FILE_BYTES = 50_000_000
 
@@ -76,12 +76,24 @@ class Walk:
 @dataclass(frozen=True)
 class Scan:
     """A scanned catalog: the table of hashed images (CATALOG_COLUMNS, then product_id and the
-    product metadata columns), the images rejected by the scan (image_id, path, reason) and
-    warnings about folders left out."""
+    product metadata columns), the images rejected by the scan (image_id, path, row: the
+    manifest row or null, reason), warnings about folders left out, and the manifest row of
+    each listed photo (empty without a manifest)."""
 
     table: pd.DataFrame
     rejected: pd.DataFrame
     warnings: list[str]
+    row_of: dict[str, int] = field(default_factory=dict)
+    manifest_name: str = ""
+
+    def reason(self, image_id: str, reason: str) -> str:
+        """Why a photo was rejected, naming its manifest row when it has one."""
+        return row_reason(self.manifest_name, self.row_of.get(image_id), reason)
+
+
+def row_reason(manifest_name: str, row: int | None, reason: str) -> str:
+    """`reason`, after the manifest row it concerns when there is one ("products.csv row 7: ")."""
+    return reason if row is None else f"{manifest_name} row {row}: {reason}"
 
 
 def shown(name: str) -> str:
@@ -294,21 +306,33 @@ def scan_catalog(
     image is its own product, its class folder its `category`."""
     options = options or ScanOptions()
     root = Path(root).resolve()
+    row_of: dict[str, int] = {}
     if options.manifest is None:
         walk = walk_catalog(root, options.follow_external_symlinks)
     else:
         if not root.is_dir():
             raise FileNotFoundError(f"catalog folder not found: {root}")
         manifest = load_manifest(options.manifest, root, options.allow_absolute_paths)
+        row_of = manifest.row_of
         walk = walk_listed(root, manifest.rows, options.follow_external_symlinks)
-        walk.rejected.extend(manifest.rejected.itertuples(index=False, name=None))
+    label = "" if options.manifest is None else Path(options.manifest).name
+
+    def rejection(image_id: str, path: str, reason: str) -> tuple[str, str, int | None, str]:
+        row = row_of.get(image_id)
+        return shown(image_id), shown(path), row, row_reason(label, row, reason)
+
     known = _known(previous)
     rows = []
-    rejected = [(shown(i), shown(p), reason) for i, p, reason in walk.rejected]
+    rejected = [rejection(*found) for found in walk.rejected]
+    if options.manifest is not None:
+        rejected += [
+            (shown(i), shown(p), row, reason)
+            for i, p, row, reason in manifest.rejected.itertuples(index=False, name=None)
+        ]
     for image_id, path, st in walk.files:
         found = _name_problem(image_id) or _hash_file(path, st, known, options.max_file_bytes)
         if isinstance(found, str):
-            rejected.append((shown(image_id), shown(path), found))
+            rejected.append(rejection(image_id, path, found))
             continue
         digest, st = found
         rows.append((image_id, path, digest, *_stat_key(st)))
@@ -318,8 +342,9 @@ def scan_catalog(
     else:
         products = manifest.rows.drop(columns="path").set_index("image_id")
     table = table.join(products, on="image_id")
-    rejections = pd.DataFrame(sorted(rejected), columns=SCAN_REJECTION_COLUMNS)
-    return Scan(table, rejections, walk.warnings)
+    rejected.sort(key=lambda r: (r[0], r[1], r[2] or 0))
+    rejections = pd.DataFrame(rejected, columns=SCAN_REJECTION_COLUMNS).astype({"row": "Int64"})
+    return Scan(table, rejections, walk.warnings, row_of, label)
 
 
 def diff_catalog(previous: pd.DataFrame | None, current: pd.DataFrame) -> pd.DataFrame:

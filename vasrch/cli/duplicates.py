@@ -60,5 +60,7 @@ def run(args: argparse.Namespace) -> int:
             f"run {folder.name} · {table['group_id'].nunique()} groups at duplicate score >= "
             f"{threshold} · neighbours from {source.root}"
         )
-        print_table(table.to_dict("records"), title)
+        # Groups numbered from 1 where a person reads them; json and csv keep the stored id.
+        shown = table.rename(columns={"group_id": "group"}).assign(group=table["group_id"] + 1)
+        print_table(shown.to_dict("records"), title)
     return 0

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from vasrch.cli.options import Subparsers, add_workspace, count, workspace_and_search
 from vasrch.cli.output import print_line, print_table
 from vasrch.errors import UsageError
+from vasrch.layout import RunLayout
+
+if TYPE_CHECKING:
+    from vasrch.workspace.run_manifest import RunManifest
+
+SHOWN_REJECTIONS = 20  # rows of the rejections table `runs show` prints
 
 
 def register(sub: Subparsers) -> None:
@@ -49,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
         manifest = runs.read_manifest(folder, verify=True)
         print(manifest.model_dump_json(indent=2, exclude={"artifacts", "config"}))
         print_line(f"artifacts verified: {folder}")
+        _print_rejections(RunLayout(folder), manifest)
     elif args.action == "promote":
         if not run_id:
             raise UsageError("runs promote needs the id of the run to promote")
@@ -68,3 +76,27 @@ def run(args: argparse.Namespace) -> int:
             removed = runs.prune_runs(workspace, keep)
         print_line(f"removed {len(removed)}: {', '.join(removed) or '-'}")
     return 0
+
+
+def _print_rejections(run: RunLayout, manifest: RunManifest) -> None:
+    """The run's first rejected photos as a table, and where all of them are."""
+    import pandas as pd
+
+    from vasrch.workspace.rejections import run_rejections
+
+    table = run_rejections(run, manifest)
+    if table.empty:
+        print_line("rejected photos: none")
+        return
+    rows = [
+        {
+            "image_id": r["image_id"],
+            "row": "" if pd.isna(r["row"]) else str(r["row"]),
+            "reason": r["reason"],
+            "next run": "retried" if r["retry"] else "kept rejected",
+        }
+        for r in table.head(SHOWN_REJECTIONS).to_dict("records")
+    ]
+    print_table(rows, f"rejected photos ({len(table)})")
+    more = f"the first {SHOWN_REJECTIONS} shown; " if len(table) > SHOWN_REJECTIONS else ""
+    print_line(f"{more}all rejected photos: {run.rejections}")

@@ -100,12 +100,17 @@ def run(args: argparse.Namespace) -> int:
 def print_summary(result: TrainResult) -> None:
     """The train flow's result as the lines and table `vasrch train` prints."""
     from vasrch.layout import RunLayout
+    from vasrch.workspace.rejections import first_rejections
 
     extract, manifest = result.extract, result.manifest
+    run = RunLayout(Path(result.run_dir))
     print_line(
-        f"extracted {extract.new} new, reused {extract.reused}, rejected "
-        f"{extract.rejected} ({round(extract.images_per_s, 2)} images/s)"
+        f"photos: {extract.seen} seen = {extract.new} extracted + {extract.reused} reused from "
+        f"the cache + {extract.rejected} rejected; {manifest.counts.indexed} indexed "
+        f"({round(extract.images_per_s, 2)} images/s)"
     )
+    for line in first_rejections(extract.rejections, run.rejections):
+        print_line(f"rejected: {line}")
     print_line(f"run: {result.run_dir}")
     print_line(f"suggested k: {manifest.suggested_k}  chosen k: {manifest.k}")
     if manifest.sweep_note:
@@ -123,4 +128,4 @@ def print_summary(result: TrainResult) -> None:
         )
     if not manifest.promoted:
         print_line(f"not promoted to LATEST: {manifest.reason}")
-    print_line(f"report: {RunLayout(Path(result.run_dir)).report}")
+    print_line(f"report: {run.report}")

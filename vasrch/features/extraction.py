@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from vasrch.features.backbones import Backbone
 
 REJECTION_COLUMNS = ["sha256", "image_id", "reason"]
-SUMMARY_REJECTION_COLUMNS = ["image_id", "reason", "retry"]
+SUMMARY_REJECTION_COLUMNS = ["image_id", "row", "reason", "retry"]
 # Reasons that older versions cached although the same bytes may pass later: read as retried.
 _LEGACY_RETRIED = ("cannot read file", "file changed since the catalog scan")
 ProgressFn = Callable[[int], None]
@@ -48,9 +48,9 @@ class ChunkResult:
 
 @dataclass(frozen=True)
 class ExtractSummary:
-    """Counts of one extraction over a catalog; `rejections` holds every rejected image of it
-    (image_id, reason, retry: whether the next run tries it again) and `warnings` the folders
-    the scan left out."""
+    """Counts of one extraction over a catalog (seen = new + reused + rejected); `rejections`
+    holds every rejected image of it (image_id, row: its manifest row or null, reason, retry:
+    whether the next run tries it again) and `warnings` the folders the scan left out."""
 
     seen: int
     new: int
@@ -319,26 +319,33 @@ def summarize(
     seconds: float,
 ) -> ExtractSummary:
     """Counts for a scanned catalog after its chunks ran: new, reused from the cache, and
-    rejected, with every rejected image and its reason: by the scan and by this run's reads
-    (retried next run), and by the cache (bytes that do not decode; permanent)."""
+    rejected, with every rejected image, its manifest row and its reason: by the scan and by
+    this run's reads (retried next run), and by the cache (bytes that do not decode;
+    permanent)."""
     catalog = scan.table[["image_id", "sha256"]]
-    cached = read_rejections(cache_dir).drop(columns="image_id")
+    cached = read_rejections(cache_dir).drop(columns="image_id").drop_duplicates("sha256")
     retried = pd.DataFrame([r for res in results for r in res.retry], columns=REJECTION_COLUMNS)
     retried = retried.drop_duplicates("sha256").drop(columns="image_id")
-    rejections = pd.concat(
+    unread = pd.concat(
         [
             catalog.merge(cached, on="sha256").assign(retry=False),
             catalog.merge(retried, on="sha256").assign(retry=True),
-            scan.rejected.assign(retry=True),
         ],
         ignore_index=True,
-    )[SUMMARY_REJECTION_COLUMNS].sort_values("image_id", ignore_index=True)
+    ).drop_duplicates("image_id")
+    unread["row"] = unread["image_id"].map(scan.row_of).astype("Int64")
+    unread["reason"] = [
+        scan.reason(i, r) for i, r in zip(unread["image_id"], unread["reason"], strict=True)
+    ]
+    rejections = pd.concat(
+        [unread[SUMMARY_REJECTION_COLUMNS], scan.rejected.assign(retry=True)],
+        ignore_index=True,
+    )[SUMMARY_REJECTION_COLUMNS].sort_values(["image_id", "row"], ignore_index=True)
     new = sum(r.extracted for r in results)
-    in_table = int(rejections["image_id"].isin(catalog["image_id"]).sum())
     return ExtractSummary(
         seen=len(catalog) + len(scan.rejected),
         new=new,
-        reused=len(catalog) - in_table - new,
+        reused=len(catalog) - len(unread) - new,
         rejected=len(rejections),
         seconds=seconds,
         fingerprint=fingerprint,

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from vasrch.index.training import Diagnostics
 
 HISTOGRAM_NAME = "cluster_sizes.png"
+MAX_REJECTIONS = 200  # rejected photos the page lists; rejections.parquet holds them all
 
 
 def write_report(
@@ -53,6 +54,7 @@ def write_report(
     neighbours_per_query: int = 10,
     max_duplicate_groups: int = 50,
     products: Products | None = None,
+    rejections: pd.DataFrame | None = None,
 ) -> Path:
     """Write ``out_dir/report.html`` with its histogram and thumbnails; return the page's path.
 
@@ -65,8 +67,9 @@ def write_report(
     folder. ``notes`` are sentences shown under the summary (how probes were calibrated, a k at
     the edge of the sweep). Samples of clusters and queries are drawn with ``seed``;
     ``members_per_cluster`` also caps the members shown per duplicate group. With ``products``,
-    each neighbour and duplicate shows its product id and title and links to the product's
-    ``url`` when there is one.
+    each cluster member, neighbour and duplicate shows its product id and title and links to
+    the product's ``url`` when there is one. ``rejections`` (image_id, row, reason, retry) are
+    the photos the run could not use, listed in their own section.
     """
     out_dir = Path(out_dir)
     _check_counts(
@@ -103,7 +106,7 @@ def write_report(
         else None
     )
     if products is not None:
-        _describe_products(queries, groups, products)
+        _describe_products(clusters, queries, groups, products)
     thumbs = write_thumbnails(_shown_ids(clusters, queries, groups), paths, out_dir)
     page = rendering.render(
         "report.html.j2",
@@ -120,6 +123,7 @@ def write_report(
         non_empty=int((sizes > 0).sum()),
         queries=queries,
         duplicates=groups,
+        rejections=None if rejections is None else _rejection_rows(rejections),
         thumbs=thumbs,
     )
     report = RunLayout(out_dir).report
@@ -329,11 +333,31 @@ def _group_member(row: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def _rejection_rows(rejections: pd.DataFrame) -> dict[str, Any]:
+    """The first MAX_REJECTIONS rejected photos as the page lists them (id, manifest row, ''
+    for none, reason, what the next run does) and how many there are."""
+    rows = [
+        {
+            "image_id": str(r["image_id"]),
+            "row": "" if pd.isna(r["row"]) else int(r["row"]),
+            "reason": str(r["reason"]),
+            "next_run": "tried again" if r["retry"] else "kept rejected",
+        }
+        for r in rejections.head(MAX_REJECTIONS).to_dict("records")
+    ]
+    return {"rows": rows, "total": len(rejections)}
+
+
 def _describe_products(
-    queries: list[dict[str, Any]] | None, groups: dict[str, Any] | None, products: Products
+    clusters: list[dict[str, Any]],
+    queries: list[dict[str, Any]] | None,
+    groups: dict[str, Any] | None,
+    products: Products,
 ) -> None:
-    """Give each neighbour and duplicate group member its product caption and url."""
-    tiles = [n for query in queries or [] for n in query["neighbours"]]
+    """Give each cluster member, neighbour and duplicate group member its product caption and
+    url."""
+    tiles = [m for cluster in clusters for m in cluster["members"]]
+    tiles += [n for query in queries or [] for n in query["neighbours"]]
     tiles += [m for group in (groups or {}).get("groups", []) for m in group["members"]]
     if not tiles:
         return
@@ -371,6 +395,7 @@ def write_run_report(
     notes += [diag.note] if diag.note else []
     shards = run.bulk.neighbour_shards()
     duplicates = run.bulk.duplicates
+    rejections = run.rejections
     return write_report(
         run.root,
         title=title,
@@ -385,4 +410,5 @@ def write_run_report(
         elbow_png=run.diagnostics.plot.relative_to(run.root).as_posix(),
         notes=notes,
         products=Products.from_catalog(catalog),
+        rejections=pd.read_parquet(rejections) if rejections.is_file() else None,
     )

@@ -12,12 +12,15 @@ from prefect.states import Failed, State
 
 from vasrch.config import load_config
 from vasrch.features.backbones import BackboneSpec, fingerprint
+from vasrch.layout import RunLayout
 from vasrch.orchestration.flows.train import TrainResult, train_stage
 from vasrch.orchestration.naming import run_name
 from vasrch.orchestration.task_runners import use_runner
+from vasrch.pages.file_server import link_to
 from vasrch.workspace import runs
 from vasrch.workspace.lock import workspace_lock
 from vasrch.workspace.promotion import warm_start
+from vasrch.workspace.rejections import SHOWN, first_rejections, rejection_line
 
 
 @dataclass(frozen=True)
@@ -55,8 +58,25 @@ def _decision_markdown(result: NightlyResult, previous: str | None) -> str:
             f"{extract.rejected} |",
             f"| k (warm start) | {manifest.k} ({'yes' if result.warm_start else 'no'}) |",
             f"| runs pruned | {len(result.pruned)} |",
+            *_rejections_markdown(result.train),
         ]
     )
+
+
+def _rejections_markdown(trained: TrainResult) -> list[str]:
+    """The first rejected photos as a list, and a link to the run's file of all of them."""
+    table = trained.extract.rejections
+    if table.empty:
+        return []
+    where = RunLayout(trained.run_dir).rejections
+    shown = table.head(SHOWN).to_dict("records")
+    return [
+        "",
+        f"Rejected photos ({len(table)}, all in [{where.name}]({link_to(where)})):",
+        "",
+        *(f"- {rejection_line(row)}" for row in shown),
+        *([f"- ... and {len(table) - len(shown)} more"] if len(table) > len(shown) else []),
+    ]
 
 
 @flow(name="nightly", flow_run_name=run_name("nightly"))
@@ -89,6 +109,8 @@ def nightly_flow(
             pruned=tuple(runs.prune_runs(cfg.workspace, cfg.runs.keep_last)),
         )
     manifest = trained.manifest
+    for line in first_rejections(trained.extract.rejections, RunLayout(trained.run_dir).rejections):
+        logger.warning("rejected: %s", line)
     if manifest.promoted:
         logger.info("run %s promoted to LATEST", manifest.run_id)
     else:

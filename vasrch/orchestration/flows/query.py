@@ -24,6 +24,7 @@ from vasrch.pages.query_artifact import results_markdown
 from vasrch.query_jobs.job import query_files, write_query_job
 from vasrch.query_jobs.routing import QuerySetup, answer_queries
 from vasrch.search.parameters import SearchParams
+from vasrch.search.run_products import check_run_filters
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,7 @@ def query_flow(
     cfg = load_config(config_path)
     logger = get_run_logger()
     files = query_files(images)
+    check_run_filters(cfg.workspace, run, filters)  # before any image is sent or embedded
     setup = QuerySetup(cfg.workspace, cfg.search, cfg.features)
     answered = answer_queries(setup, files, run, top_n, probes, logger, filters)
     answers, run_id, params = answered.answers, answered.run_id, answered.params

@@ -165,7 +165,7 @@ def refresh_stage(cfg: Config) -> RefreshResult:
             title=f"vasrch run {run_id} (refresh of {parent.layout.run_id})",
         )
         table = diff_catalog(parent.catalog, catalog)
-        stage_inputs(staging, cfg=parent.config, table=table)
+        stage_inputs(staging, cfg=parent.config, table=table, extract=extract)
         record = _record(
             parent.manifest,
             counts=Counts.of(table, indexed=index.n, extract=extract),

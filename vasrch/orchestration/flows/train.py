@@ -43,6 +43,7 @@ from vasrch.workspace import runs
 from vasrch.workspace.hidden import read_hidden, settle
 from vasrch.workspace.lock import workspace_lock
 from vasrch.workspace.promotion import gate_failure
+from vasrch.workspace.rejections import write_rejections
 from vasrch.workspace.run_manifest import (
     BulkSummary,
     Calibration,
@@ -105,7 +106,7 @@ def train_stage(
     staging = RunLayout(runs.start_run(cfg.workspace, run_id))
     try:
         table = diff_catalog(previous.catalog, catalog)
-        stage_inputs(staging, cfg=cfg, table=table)
+        stage_inputs(staging, cfg=cfg, table=table, extract=extract)
         with timed("diagnostics_s", timings):
             vectors = load_vectors_task(cache_dir=config_cache_dir(cfg), catalog=catalog)
             diag = diagnostics_task(
@@ -176,11 +177,14 @@ def config_cache_dir(cfg: Config) -> str:
     return str(cache_dir_for(cfg.workspace, config_fingerprint(cfg)))
 
 
-def stage_inputs(staging: RunLayout, *, cfg: Config, table: pd.DataFrame) -> None:
-    """The run's resolved config and its catalog table (the images still present, each with
-    its status against the previous run)."""
+def stage_inputs(
+    staging: RunLayout, *, cfg: Config, table: pd.DataFrame, extract: ExtractSummary
+) -> None:
+    """The run's resolved config, its catalog table (the images still present, each with its
+    status against the previous run) and its rejections."""
     write_text_atomic(staging.config, cfg.to_yaml())
     write_catalog(table[table["status"] != "gone"].reset_index(drop=True), staging.catalog)
+    write_rejections(extract.rejections, staging.rejections)
 
 
 def _held_out(cfg: Config, *, catalog: pd.DataFrame) -> HeldOut | None:
