@@ -358,7 +358,7 @@ class RefreshConfig(_Section):
     interval_minutes: float | None = Field(
         5,
         gt=0,
-        description="Schedule of the refresh deployment (minutes between runs); none: no "
+        description="Schedule of the refresh deployment (minutes between runs); null: no "
         "schedule (run it from the UI or `vasrch refresh`).",
     )
     max_added_share: float = Field(
