@@ -156,7 +156,7 @@ def test_after_a_refresh_answers_hold_new_products_not_removed_ones_and_new_meta
     everyone = searcher.search_vectors(searcher.index.vectors, top_n=10)
     answered = set(searcher.products.of(everyone.ids[everyone.ids != ""]))
     assert answered.isdisjoint(REMOVED) and set(ADDED) <= answered
-    assert searcher.products.describe(["bag/bag_000.png"])["price"].iloc[0] == "1"
+    assert searcher.products.describe(["bag/bag_000.png"])["price"].iloc[0] == 1  # a number column
     retitled = searcher.products.describe(["shoe/shoe_003.png"])["title"].iloc[0]
     assert retitled == "Sneaker (reseller) #1251"
     bulk = pd.concat(pd.read_parquet(p) for p in RunLayout(result.run_dir).bulk.neighbour_shards())
