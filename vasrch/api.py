@@ -53,7 +53,8 @@ def extract_features(
 ) -> ExtractSummary:
     """Embed every image under `img_folder` (recursively) into Parquet shards under `save_to`.
 
-    `model` is efficientnet_lite0 (default) or a keras.applications name; further keyword
+    `model` is efficientnet_lite0 (default), efficientnet_lite1, efficientnet_lite2 or a
+    keras.applications name; further keyword
     arguments are BackboneSpec fields (weights, layer, pooling, image_size). Only images not
     already in `save_to` are extracted. Returns the counts (seen, new, reused, rejected) and
     every rejected image with its reason (`summary.rejections`).

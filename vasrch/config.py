@@ -63,7 +63,8 @@ class FeaturesConfig(_Section):
 
     backbone: str = Field(
         "efficientnet_lite0",
-        description="efficientnet_lite0 or a keras.applications name: VGG16, ResNet50, "
+        description="efficientnet_lite0, efficientnet_lite1 (1.4x the time of lite0), "
+        "efficientnet_lite2 (2x), all offline, or a keras.applications name: VGG16, ResNet50, "
         "MobileNetV2, ...",
     )
     weights: str = Field(
@@ -73,7 +74,7 @@ class FeaturesConfig(_Section):
     layer: str | None = Field(
         None,
         description="Cut a keras.applications network at this layer (VGG16: block5_pool, as "
-        "the original); null: its last feature map. Not for efficientnet_lite0.",
+        "the original); null: its last feature map. Not for the efficientnet_lite backbones.",
     )
     pooling: Literal["avg", "max", "gem", "flatten"] = Field(
         "avg",
@@ -82,7 +83,11 @@ class FeaturesConfig(_Section):
     )
     gem_p: float = Field(3.0, gt=0, description="Exponent of GeM pooling.")
     image_size: int | None = Field(
-        None, ge=32, le=1024, description="Square input size in pixels; null: 224."
+        None,
+        ge=32,
+        le=1024,
+        description="Square input size in pixels; null: the network's own (efficientnet_lite0 "
+        "224, lite1 240, lite2 260; others 224).",
     )
     batch_size: int = Field(32, ge=1, le=4096, description="Images per call of the network.")
     shard_size: int = Field(

