@@ -256,6 +256,15 @@ class EvaluationConfig(_Section):
         "the catalog photos at least this similar to them left out (near-duplicates and other "
         "shots of the same product), so recall is not overestimated.",
     )
+    simulated_queries: int = Field(
+        200,
+        ge=0,
+        description="Without held-out photos, this many sampled catalog photos are also turned "
+        "into simulated shopper photos (cropped or shrunk onto a new background, tilted, "
+        "mirrored, recoloured, blurred, JPEG) and embedded, and the probes must reach "
+        "target_recall on them too (each without its catalog photo and the photos near it); "
+        "0: off.",
+    )
 
 
 class BulkConfig(_Section):

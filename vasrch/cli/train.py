@@ -104,6 +104,8 @@ def print_summary(result: TrainResult) -> None:
 
     extract, manifest = result.extract, result.manifest
     run = RunLayout(Path(result.run_dir))
+    if result.backbone_note:
+        print_line(f"note: {result.backbone_note}")
     print_line(
         f"photos: {extract.seen} seen = {extract.new} extracted + {extract.reused} reused from "
         f"the cache + {extract.rejected} rejected; {manifest.counts.indexed} indexed "

@@ -262,16 +262,37 @@ def held_out_photos(
     return HeldOut(ids, vectors, catalog_labels(queries[~copies], labels_csv))
 
 
+@dataclass(frozen=True)
+class SimulatedQueries:
+    """Simulated shopper photos of catalog photos (vasrch.features.shopper_photos): the id of
+    each one's catalog photo, and their feature vectors."""
+
+    source_ids: np.ndarray
+    vectors: np.ndarray
+
+
+@dataclass(frozen=True)
+class _QuerySet:
+    """Prepared queries to calibrate on: rows to leave out of their answers (-1: none) and,
+    with `far_from`, the vectors whose near photos are left out too (the query's product)."""
+
+    queries: np.ndarray
+    exclude: np.ndarray | None
+    anchors: np.ndarray | None
+    far_from: float | None
+
+
 TOP = 10
 NEAR_EXTRA = 20  # extra answers fetched so that 10 remain after leaving out near photos
 
 
 def _keep_far(
-    index: SearchIndex, queries: np.ndarray, rows: np.ndarray, similarity: float
+    index: SearchIndex, anchors: np.ndarray, rows: np.ndarray, similarity: float
 ) -> np.ndarray:
-    """The first TOP answer rows whose stored vector is less than `similarity` to the query
-    (its near-duplicates and other shots of its product left out); -1 pads."""
-    sims = np.einsum("qd,qmd->qm", queries, index.vectors[np.maximum(rows, 0)])
+    """The first TOP answer rows whose stored vector is less than `similarity` to the anchor
+    (the query, or the catalog photo it was made from: its near-duplicates and other shots of
+    its product left out); -1 pads."""
+    sims = np.einsum("qd,qmd->qm", anchors, index.vectors[np.maximum(rows, 0)])
     keep = (rows >= 0) & (sims < similarity)
     order = np.argsort(~keep, axis=1, kind="stable")[:, :TOP]
     kept = np.take_along_axis(rows, order, axis=1)
@@ -285,15 +306,36 @@ def _answers(
     probes: int,
     exclude: np.ndarray | None,
     far_from: float | None,
+    anchors: np.ndarray | None = None,
 ) -> SearchResult:
     """The top 10 of prepared queries (leaving out `exclude` rows, and with `far_from` the
-    answers at least that similar to the query)."""
+    answers at least that similar to the anchors, the queries themselves by default)."""
     if far_from is None:
         rows, scores = index.search_rows(queries, TOP, probes, exclude)
         return index.result_of(rows, scores)
     rows, _ = index.search_rows(queries, TOP + NEAR_EXTRA, probes, exclude)
-    kept = _keep_far(index, queries, rows, far_from)
+    kept = _keep_far(index, queries if anchors is None else anchors, rows, far_from)
     return index.result_of(kept, np.zeros(kept.shape, dtype=np.float32))
+
+
+def _set_answers(index: SearchIndex, qs: _QuerySet, probes: int) -> SearchResult:
+    return _answers(index, qs.queries, probes, qs.exclude, qs.far_from, qs.anchors)
+
+
+def _simulated_set(
+    index: SearchIndex,
+    ids: np.ndarray,
+    vectors: np.ndarray,
+    simulated: SimulatedQueries,
+    far: float,
+) -> _QuerySet:
+    """Simulated shopper photos, each without its catalog photo and the photos near that one."""
+    rows = index.rows_of(list(simulated.source_ids))
+    position = pd.Series(np.arange(len(ids)), index=ids)
+    sources = vectors[position.reindex(simulated.source_ids).to_numpy()]
+    return _QuerySet(
+        index.prepare_queries(simulated.vectors), rows, index.prepare_queries(sources), far
+    )
 
 
 def _figures(
@@ -328,6 +370,7 @@ def evaluate_index(
     search: SearchConfig,
     evaluation: EvaluationConfig,
     held_out: HeldOut | None = None,
+    simulated: SimulatedQueries | None = None,
 ) -> Evaluation:
     """Calibrate probes and measure the index.
 
@@ -336,7 +379,10 @@ def evaluate_index(
     calibrated on the held-out photos when there are any; else on sampled catalog photos, each
     with itself and the catalog photos at least `evaluation.same_product_similarity` similar
     to it left out of both answers, since a new photo has no near-duplicate or sibling shot in
-    the catalog and catalog queries would otherwise overestimate recall.
+    the catalog and catalog queries would otherwise overestimate recall; and, when `simulated`
+    shopper photos are given, the recall must reach the target on them too (each without its
+    catalog photo and the photos near that one), since a shopper's photo is less like the
+    catalog than its own photos are.
 
     Figures are reported per kind of query: `leave_one_out` (catalog photos, each excluding
     itself) and, with held-out photos, `held_out`; `recall_at_10` is the calibration's.
@@ -344,23 +390,31 @@ def evaluate_index(
     rows = sample_queries(len(ids), evaluation.sample, evaluation.seed)
     catalog_queries = index.prepare_queries(vectors[rows])
     catalog_exclude = index.rows_of(list(ids[rows]))
+    far = evaluation.same_product_similarity
     if held_out is not None:
-        calibration = index.prepare_queries(held_out.vectors)
-        exclude, far_from = None, None
+        sets = [_QuerySet(index.prepare_queries(held_out.vectors), None, None, None)]
         calibrated_on = f"{len(held_out.ids)} held-out photos"
     else:
-        calibration, exclude = catalog_queries, catalog_exclude
-        far_from = evaluation.same_product_similarity
+        sets = [_QuerySet(catalog_queries, catalog_exclude, None, far)]
         calibrated_on = (
             f"{len(rows)} catalog photos, each without the catalog photos at least "
-            f"{far_from} similar to it"
+            f"{far} similar to it"
         )
-    exact = _answers(index.exact(), calibration, 1, exclude, far_from)
+        if simulated is not None and len(simulated.source_ids):
+            sets.append(_simulated_set(index, ids, vectors, simulated, far))
+            calibrated_on += (
+                f", and {len(simulated.source_ids)} simulated shopper photos of catalog "
+                "photos, each without its catalog photo and the photos near that one"
+            )
+    exact = [_set_answers(index.exact(), qs, 1) for qs in sets]
     most = min(index.k, search.max_probes)
     probes = search.probes
     candidates = range(1, most + 1) if probes == "auto" else [min(int(probes), index.k)]
     for p in candidates:
-        recall = recall_at_k(_answers(index, calibration, p, exclude, far_from), exact, TOP)
+        recall = min(
+            recall_at_k(_set_answers(index, qs, p), e, TOP)
+            for qs, e in zip(sets, exact, strict=True)
+        )
         if recall >= search.target_recall:
             break
     qlabels = None if labels is None else labels.reindex(ids[rows]).to_numpy(dtype=object)
@@ -369,7 +423,7 @@ def evaluate_index(
     if held_out is not None:
         hlabels = held_out.labels
         hq = None if hlabels is None else hlabels.reindex(held_out.ids).to_numpy(dtype=object)
-        held = _figures(index, calibration, p, None, hq, labels)
+        held = _figures(index, sets[0].queries, p, None, hq, labels)
     return Evaluation(p, recall, calibrated_on, leave_one_out, held)
 
 

@@ -35,6 +35,7 @@ from vasrch.orchestration.tasks.train import (
     publish_run_task,
     report_task,
     run_artifacts_task,
+    simulated_queries_task,
     train_index_task,
 )
 from vasrch.orchestration.timing import timed
@@ -63,6 +64,7 @@ class TrainResult:
     run_dir: Path
     manifest: RunManifest
     extract: ExtractSummary
+    backbone_note: str | None = None  # LATEST had another backbone: everything was extracted
 
     @property
     def run_id(self) -> str:
@@ -100,6 +102,9 @@ def train_stage(
     promoted to LATEST only if it passes them (else recorded as rejected, with the reason)."""
     timings: dict[str, float] = {}
     previous = _previous_run(cfg)
+    note = backbone_change(cfg, previous.run_id)
+    if note:
+        get_run_logger().warning(note)
     with timed("extract_s", timings):
         catalog, extract = extract_stage(cfg, previous=previous.catalog)
     run_id = runs.new_run_id()
@@ -164,12 +169,31 @@ def train_stage(
         settle(cfg.workspace, catalog["product_id"].astype(str))
     run_dir = runs.runs_dir(cfg.workspace) / run_id
     run_artifacts_task(run_dir=str(run_dir), diag=diag)
-    return TrainResult(run_dir=run_dir, manifest=manifest, extract=extract)
+    return TrainResult(run_dir=run_dir, manifest=manifest, extract=extract, backbone_note=note)
 
 
 def config_fingerprint(cfg: Config) -> str:
     """The fingerprint of the backbone the config asks for."""
     return fingerprint(BackboneSpec.from_config(cfg.features))
+
+
+def backbone_change(cfg: Config, latest: str | None) -> str | None:
+    """What happens when LATEST was built with another backbone than the config asks for (a new
+    default, or a changed `features` section); None when it was not, or there is no LATEST."""
+    if latest is None:
+        return None
+    try:
+        old = runs.read_manifest(runs.runs_dir(cfg.workspace) / latest, verify=False).fingerprint
+    except runs.RunError:
+        return None
+    new = config_fingerprint(cfg)
+    if old == new:
+        return None
+    return (
+        f"backbone changed: LATEST ({latest}) was built with {old}, this config asks for {new}; "
+        "every photo is extracted once for it (the old features stay cached, and runs built "
+        "with the old backbone keep answering with it)"
+    )
 
 
 def config_cache_dir(cfg: Config) -> str:
@@ -209,7 +233,14 @@ def _held_out(cfg: Config, *, catalog: pd.DataFrame) -> HeldOut | None:
 def _evaluate(
     cfg: Config, *, catalog: pd.DataFrame, index: SearchIndex, vectors: CatalogVectors
 ) -> Evaluation:
-    """Calibrated probes and figures, on held-out photos when the config names some."""
+    """Calibrated probes and figures, on held-out photos when the config names some, else on
+    catalog photos and simulated shopper photos of them."""
+    held_out = _held_out(cfg, catalog=catalog)
+    simulated = None
+    if held_out is None and cfg.evaluation.simulated_queries and cfg.search.probes == "auto":
+        simulated = simulated_queries_task(
+            catalog=catalog, ids=vectors.ids, features=cfg.features, evaluation=cfg.evaluation
+        )
     return evaluate_task(
         index=index,
         ids=vectors.ids,
@@ -217,7 +248,8 @@ def _evaluate(
         labels=catalog_labels(catalog, cfg.catalog.labels_csv),
         search=cfg.search,
         evaluation=cfg.evaluation,
-        held_out=_held_out(cfg, catalog=catalog),
+        held_out=held_out,
+        simulated=simulated,
     )
 
 

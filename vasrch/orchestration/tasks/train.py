@@ -16,14 +16,18 @@ from prefect.logging import get_run_logger
 
 from vasrch.atomic_files import atomic_path
 from vasrch.catalog.products import Products
-from vasrch.config import ClusteringConfig, EvaluationConfig, SearchConfig
+from vasrch.config import ClusteringConfig, EvaluationConfig, FeaturesConfig, SearchConfig
 from vasrch.errors import DataError
+from vasrch.features.backbones import BackboneSpec, load_backbone
 from vasrch.features.extraction import load_prints, load_vectors
+from vasrch.features.shopper_photos import simulate_shopper_photos
+from vasrch.index.evaluation import sample_queries
 from vasrch.index.figures import Evaluation
 from vasrch.index.search_index import SearchIndex, save
 from vasrch.index.training import (
     Diagnostics,
     HeldOut,
+    SimulatedQueries,
     diagnose,
     evaluate_index,
     fit_index,
@@ -121,6 +125,23 @@ def held_out_task(
     return held_out
 
 
+@task(name="simulated-shopper-photos", cache_policy=NO_CACHE)
+def simulated_queries_task(
+    catalog: pd.DataFrame, ids: np.ndarray, features: FeaturesConfig, evaluation: EvaluationConfig
+) -> SimulatedQueries:
+    """Simulated shopper photos of `evaluation.simulated_queries` sampled catalog photos,
+    embedded with the run's backbone (vasrch.features.shopper_photos)."""
+    chosen = ids[sample_queries(len(ids), evaluation.simulated_queries, evaluation.seed)]
+    paths = catalog.set_index("image_id")["path"].reindex(chosen).to_list()
+    spec = BackboneSpec.from_config(features)
+    kept, pixels = simulate_shopper_photos(
+        paths, spec.input_size, evaluation.seed, features.max_pixels
+    )
+    vectors = load_backbone(spec, features.batch_size, features.device).embed(pixels)
+    get_run_logger().info("%d simulated shopper photos for calibrating probes", len(kept))
+    return SimulatedQueries(chosen[kept], vectors)
+
+
 @task(name="evaluate", cache_policy=NO_CACHE)
 def evaluate_task(
     index: SearchIndex,
@@ -130,9 +151,10 @@ def evaluate_task(
     search: SearchConfig,
     evaluation: EvaluationConfig,
     held_out: HeldOut | None = None,
+    simulated: SimulatedQueries | None = None,
 ) -> Evaluation:
     """Calibrated probes, leave-one-out and held-out figures; a table artifact of them."""
-    result = evaluate_index(index, ids, vectors, labels, search, evaluation, held_out)
+    result = evaluate_index(index, ids, vectors, labels, search, evaluation, held_out, simulated)
     create_table_artifact(
         key="search-quality",
         table=[{"figure": k, "value": round(v, 4)} for k, v in result.figures().items()],

@@ -1,0 +1,49 @@
+"""A config whose backbone differs from LATEST's (a new default, or a changed `features`
+section): the next run extracts every photo once and says so, and the older run keeps answering
+with its own backbone."""
+
+from __future__ import annotations
+
+from tests.configs import write_config
+
+
+def test_new_backbone_extracts_once_says_so_and_old_runs_keep_answering(
+    tmp_path, demo_catalog, capsys
+):
+    from vasrch.cli.train import print_summary
+    from vasrch.orchestration.flows.train import train_flow
+    from vasrch.search.searcher import embed_files, open_run
+
+    def config(backbone: str):
+        return write_config(
+            tmp_path,
+            {
+                "catalog": {"path": str(demo_catalog)},
+                "workspace": "ws",
+                "features": {"backbone": backbone},
+                "clustering": {"num_clusters": 4, "diagnostics": {"k_min": 2, "k_max": 4}},
+                "evaluation": {"sample": 16, "simulated_queries": 8},
+                "bulk": {"enabled": False},
+            },
+            name=f"{backbone}.yaml",
+        )
+
+    old = train_flow(str(config("efficientnet_lite0")))
+    assert old.backbone_note is None
+    new = train_flow(str(config("efficientnet_lite1")))
+    assert new.extract.new == old.extract.seen == new.extract.seen and new.extract.reused == 0
+    assert new.backbone_note.startswith(f"backbone changed: LATEST ({old.run_id}) was built with")
+    assert old.manifest.fingerprint in new.backbone_note
+    assert new.manifest.fingerprint.startswith("efficientnet_lite1-avg-240-")
+    print_summary(new)
+    assert f"note: backbone changed: LATEST ({old.run_id})" in capsys.readouterr().out
+    again = train_flow(str(config("efficientnet_lite1")))
+    assert again.backbone_note is None and again.extract.new == 0
+
+    searcher = open_run(tmp_path / "ws", old.run_id)
+    backbone = searcher.backbone()
+    assert backbone.spec.name == "efficientnet_lite0" and backbone.spec.input_size == 224
+    image_id = str(searcher.index.ids[0])
+    vectors, ok, _ = embed_files([searcher.paths[image_id]], backbone)
+    answer = searcher.index.search(vectors, 1, searcher.index.k)
+    assert ok == [0] and answer.ids[0, 0] == image_id and answer.scores[0, 0] > 0.9
