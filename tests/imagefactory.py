@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageEnhance, ImageOps
 
 # The upright test pattern: red in the top-left quadrant, blue elsewhere.
 RED = (255, 0, 0)
@@ -70,6 +70,23 @@ def write_oriented_jpeg(
     exif[0x0112] = orientation
     stored.save(path, "JPEG", quality=95, exif=exif)
     return path
+
+
+def product_shots(image: Image.Image, rng: np.random.Generator) -> list[Image.Image]:
+    """Four shots of one product: the photo, a crop, a mirrored recolouring, a smaller copy."""
+    w, h = image.size
+    c = rng.uniform(0.75, 0.9)
+    cw, ch = int(w * c), int(h * c)
+    x0, y0 = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+    scale = rng.uniform(0.5, 0.8)
+    return [
+        image,
+        image.crop((x0, y0, x0 + cw, y0 + ch)).resize((w, h)),
+        ImageEnhance.Color(ImageOps.mirror(image)).enhance(rng.uniform(0.6, 1.4)),
+        ImageEnhance.Brightness(image.resize((int(w * scale), int(h * scale)))).enhance(
+            rng.uniform(0.8, 1.2)
+        ),
+    ]
 
 
 def shopper_copy(path: Path) -> bytes:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageEnhance, ImageOps
+from PIL import Image
 
 from tests.configs import write_config
+from tests.imagefactory import product_shots
 from tests.run_records import run_record
 from vasrch.config import ClusteringConfig, EvaluationConfig, GatesConfig, SearchConfig
 from vasrch.index.clustering import fit_centring, l2_normalise
@@ -115,24 +115,6 @@ def test_train_flow_reports_held_out_beside_leave_one_out(tmp_path, demo_catalog
     assert "held_out_precision_at_10" in page and "Probes calibrated on 24 held-out photos" in page
 
 
-def _shots(photo: Path, rng: np.random.Generator) -> list[Image.Image]:
-    """Four shots of one product: the photo, a crop, a mirrored recolouring, a smaller copy."""
-    image = Image.open(photo).convert("RGB")
-    w, h = image.size
-    c = rng.uniform(0.75, 0.9)
-    cw, ch = int(w * c), int(h * c)
-    x0, y0 = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
-    scale = rng.uniform(0.5, 0.8)
-    return [
-        image,
-        image.crop((x0, y0, x0 + cw, y0 + ch)).resize((w, h)),
-        ImageEnhance.Color(ImageOps.mirror(image)).enhance(rng.uniform(0.6, 1.4)),
-        ImageEnhance.Brightness(image.resize((int(w * scale), int(h * scale)))).enhance(
-            rng.uniform(0.8, 1.2)
-        ),
-    ]
-
-
 @pytest.mark.realdata
 def test_calibration_without_held_out_photos_holds_for_new_photos(dataset, tmp_path):
     """A catalog where each product has four shots: its catalog photos as queries find sibling
@@ -149,7 +131,7 @@ def test_calibration_without_held_out_photos_holds_for_new_photos(dataset, tmp_p
     for class_dir in sorted((dataset / "train").iterdir()):
         (catalog / class_dir.name).mkdir(parents=True)
         for photo in sorted(class_dir.glob("*.jpg"))[:12]:
-            for j, shot in enumerate(_shots(photo, rng)):
+            for j, shot in enumerate(product_shots(Image.open(photo).convert("RGB"), rng)):
                 shot.save(catalog / class_dir.name / f"{photo.stem}-{j}.jpg", quality=90)
         shutil.copytree(dataset / "test" / class_dir.name, new / class_dir.name)
     backbone, cache = load_backbone(BackboneSpec()), tmp_path / "cache"
