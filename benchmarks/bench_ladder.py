@@ -1,0 +1,311 @@
+"""The backbone ladder (issue 23): EfficientNet-Lite0, Lite1 and Lite2 with cheap retrieval steps.
+
+clothing-small's train folder is the catalog (3,068 photos), its test folder the held-out queries
+(372 photos). For each backbone the photos are decoded as the pipeline decodes them (PIL
+bilinear to the network's input size) and the last feature map is pooled several ways at once:
+average (the pipeline's default) and GeM with p = 2, 3, 4. The query photos (the 372 test
+photos, and the 600 train photos of the validation split) are also embedded mirrored. Steps:
+
+- pooling: avg or GeM p (`features.pooling`, `features.gem_p`);
+- mirrored queries: a query's vector is the normalised sum of its photo's and its mirror image's;
+- PCA-whitening learned on the catalog: vectors centred, projected on the top `dims` principal
+  axes and each axis divided by its standard deviation ** (2 * power) (power 0.5 whitens fully,
+  0.25 half way; the literature's shrinkage for small catalogs), then re-normalised.
+
+Every setting is searched as a run searches (fit_index with the default centring, database
+augmentation and query expansion). Choices are made on a validation split of the catalog alone
+(600 train photos as queries against the other 2,468, exact search); the test photos are only
+measured afterwards: held-out precision@10 and recall@10 at the probes calibrated on them, at k
+suggested by the default sweep, and the probes a run calibrates without them.
+
+Then, in the same process: images/s through the extraction pipeline (scan, decode threads,
+backbone, prints, Parquet shards; fresh cache) for each backbone on IMAGES photos, Lite0 measured
+first and last so the machine's load is seen; and the warm single-query time (decode + embed +
+search at the calibrated probes, one photo at a time as the query service answers).
+
+    python benchmarks/bench_ladder.py                       # clothing-small, bench-work/ladder
+    python benchmarks/bench_ladder.py DATASET --work DIR --only-embed
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+DATASET = ROOT.parent / "shared" / "datasets" / "clothing-small"
+WORK = ROOT / "bench-work" / "ladder"
+BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+GEM_PS = (2.0, 3.0, 4.0)
+POOLINGS = ("avg", *(f"gem{p:g}" for p in GEM_PS))
+WHITENINGS = {"none": None, "512 / 0.25": (512, 0.25)}
+VALIDATION_QUERIES = 600
+BATCH = 32
+THROUGHPUT_IMAGES = 256
+LATENCY_QUERIES = 100
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("dataset", nargs="?", type=Path, default=DATASET, help="clothing-small folder")
+    p.add_argument("--work", type=Path, default=WORK, help="descriptor cache (kept)")
+    p.add_argument("--only-embed", action="store_true", help="compute the descriptors and stop")
+    p.add_argument("--skip-speed", action="store_true", help="no throughput or latency")
+    p.add_argument(
+        "--backbones", nargs="+", default=list(BACKBONES), help="backbones of the quality rows"
+    )
+    return p.parse_args()
+
+
+def photos(folder: Path) -> list[str]:
+    """Image ids (class/name) of a folder, sorted."""
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*.jpg"))
+
+
+def pooled(fmap: np.ndarray) -> dict[str, np.ndarray]:
+    """avg and GeM-p pooling of (n, h, w, c) feature maps."""
+    out = {"avg": fmap.mean(axis=(1, 2))}
+    clipped = np.maximum(fmap, 1e-6).astype(np.float64)
+    for p in GEM_PS:
+        out[f"gem{p:g}"] = (clipped**p).mean(axis=(1, 2)) ** (1 / p)
+    return {k: v.astype(np.float32) for k, v in out.items()}
+
+
+def descriptors(
+    work: Path, backbone: str, folder: Path, ids: list[str], mirrored: bool, tag: str
+) -> dict[str, np.ndarray]:
+    """Pooled descriptors of `ids` (cached in `work`), of the mirror images when asked."""
+    path = work / f"{backbone}-{tag}-{'mirrored' if mirrored else 'plain'}.npz"
+    if path.is_file():
+        with np.load(path) as data:
+            return {k: data[k] for k in data.files}
+    from vasrch.catalog.images import decode_image
+    from vasrch.features.backbones.efficientnet_lite import VARIANTS, build_efficientnet_lite
+
+    model = build_efficientnet_lite(backbone, include_top=False, weights="imagenet")
+    size = VARIANTS[backbone].input_size
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in POOLINGS}
+    start = time.perf_counter()
+    for first in range(0, len(ids), BATCH):
+        names = ids[first : first + BATCH]
+        batch = np.stack([decode_image(folder / i, size).pixels for i in names])
+        if mirrored:
+            batch = batch[:, :, ::-1]
+        fmap = np.asarray(model.predict_on_batch(batch.astype(np.float32)))
+        for k, v in pooled(fmap).items():
+            parts[k].append(v)
+    out = {k: np.concatenate(v) for k, v in parts.items()}
+    work.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **out)
+    rate = len(ids) / (time.perf_counter() - start)
+    kind = "mirrored" if mirrored else "plain"
+    print(f"  {backbone} {tag} {kind}: {rate:.1f}/s", file=sys.stderr, flush=True)
+    return out
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+def whitening(catalog: np.ndarray, dims: int, power: float):
+    """A function applying PCA-whitening learned on `catalog` (unit rows) to unit rows."""
+    mean = catalog.mean(axis=0)
+    _, s, vt = np.linalg.svd(catalog - mean, full_matrices=False)
+    var = s[:dims] ** 2 / (len(catalog) - 1)
+    proj = vt[:dims].T / (var + 1e-9) ** power
+    return lambda x: unit((x - mean) @ proj)
+
+
+class Data:
+    """Descriptors of one backbone: catalog (train), its validation split, test queries."""
+
+    def __init__(self, work: Path, backbone: str, dataset: Path) -> None:
+        self.train_ids = photos(dataset / "train")
+        self.test_ids = photos(dataset / "test")
+        order = np.random.default_rng(0).permutation(len(self.train_ids))
+        self.val_rows, self.kept_rows = order[:VALIDATION_QUERIES], order[VALIDATION_QUERIES:]
+        val_ids = [self.train_ids[i] for i in self.val_rows]
+        train, test = dataset / "train", dataset / "test"
+        self.train = descriptors(work, backbone, train, self.train_ids, False, "train")
+        self.test = descriptors(work, backbone, test, self.test_ids, False, "test")
+        self.test_m = descriptors(work, backbone, test, self.test_ids, True, "test")
+        self.val_m = descriptors(work, backbone, train, val_ids, True, "validation")
+        self.train_classes = np.array([i.split("/")[0] for i in self.train_ids], dtype=object)
+        self.test_classes = np.array([i.split("/")[0] for i in self.test_ids], dtype=object)
+
+    def split(self, pooling: str, mirror: bool, whiten: tuple[int, float] | None, test: bool):
+        """(catalog ids, catalog vectors, catalog classes, queries, query classes)."""
+        rows = slice(None) if test else self.kept_rows
+        ids = np.array(self.train_ids, dtype=object)[rows]
+        catalog = unit(self.train[pooling][rows])
+        if test:
+            queries, mirrored = self.test[pooling], self.test_m[pooling]
+            qclasses = self.test_classes
+        else:
+            queries, mirrored = self.train[pooling][self.val_rows], self.val_m[pooling]
+            qclasses = self.train_classes[self.val_rows]
+        queries = unit(unit(queries) + unit(mirrored)) if mirror else unit(queries)
+        if whiten:
+            apply = whitening(catalog, *whiten)
+            catalog, queries = apply(catalog), apply(queries)
+        return ids, catalog, self.train_classes[rows], queries, qclasses
+
+
+def validation_p10(data: Data, pooling: str, mirror: bool, whiten) -> float:
+    """Exact-search precision@10 with the default search steps on the validation split."""
+    from vasrch.config import ClusteringConfig
+    from vasrch.index.evaluation import precision_at_k
+    from vasrch.index.training import fit_index
+
+    ids, catalog, classes, queries, qclasses = data.split(pooling, mirror, whiten, test=False)
+    index, _ = fit_index(ids, catalog, 1, "bench", ClusteringConfig())
+    answers = index.exact().search(queries, 10)
+    return precision_at_k(answers, qclasses, pd.Series(classes, index=ids), 10)
+
+
+def test_figures(data: Data, pooling: str, mirror: bool, whiten) -> dict[str, float]:
+    """Held-out figures as a run measures them, and the probes calibrated without them."""
+    from vasrch.config import ClusteringConfig, EvaluationConfig, SearchConfig
+    from vasrch.index.training import HeldOut, diagnose, evaluate_index, fit_index
+
+    ids, catalog, classes, queries, qclasses = data.split(pooling, mirror, whiten, test=True)
+    labels = pd.Series(classes, index=ids)
+    qids = np.array(data.test_ids, dtype=object)
+    held = HeldOut(qids, queries, pd.Series(qclasses, index=qids))
+    k = diagnose(catalog, ClusteringConfig().diagnostics).suggested_k
+    index, _ = fit_index(ids, catalog, k, "bench", ClusteringConfig())
+    search, evaluation = SearchConfig(), EvaluationConfig()
+    fig = evaluate_index(index, ids, catalog, labels, search, evaluation, held).figures()
+    without = evaluate_index(index, ids, catalog, labels, search, evaluation).figures()
+    at_those = evaluate_index(
+        index,
+        ids,
+        catalog,
+        labels,
+        SearchConfig(probes=int(without["probes"])),
+        EvaluationConfig(sample=10),
+        held,
+    ).figures()
+    return {
+        "k": k,
+        "exact p@10": fig["held_out_exact_precision_at_10"],
+        "p@10": fig["held_out_precision_at_10"],
+        "recall@10": fig["held_out_recall_at_10"],
+        "probes": int(fig["probes"]),
+        "probes (no held-out)": int(without["probes"]),
+        "recall at those": at_those["held_out_recall_at_10"],
+    }
+
+
+def pipeline_rate(backbone: str, dataset: Path, ids: list[str]) -> float:
+    """Images/s of the extraction pipeline (fresh cache) on `ids`."""
+    import shutil
+
+    from vasrch.catalog.scan import scan_catalog
+    from vasrch.features.backbones import BackboneSpec, fingerprint, load_backbone
+    from vasrch.features.extraction import cache_dir_for, extract_chunk, plan_chunks
+
+    with tempfile.TemporaryDirectory(dir=WORK) as tmp:
+        folder = Path(tmp) / "catalog"
+        for i in ids:
+            (folder / i).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(dataset / "train" / i, folder / i)
+        spec = BackboneSpec(name=backbone)
+        backbone_ = load_backbone(spec)
+        catalog = scan_catalog(folder).table
+        cache = cache_dir_for(Path(tmp) / "ws", fingerprint(spec))
+        start = time.perf_counter()
+        for chunk in plan_chunks(catalog, cache, 1024):
+            extract_chunk(chunk, backbone_, cache)
+        return len(ids) / (time.perf_counter() - start)
+
+
+def latency_ms(backbone: str, dataset: Path, probes: int, mirror: bool) -> np.ndarray:
+    """Warm single-query times (decode + embed, mirrored too when asked, + search) against an
+    index of random unit vectors as large as the catalog (k = 76, as the sweep suggests)."""
+    from threadpoolctl import threadpool_limits
+
+    from vasrch.catalog.images import decode_image
+    from vasrch.config import ClusteringConfig
+    from vasrch.features.backbones import BackboneSpec, load_backbone
+    from vasrch.index.training import fit_index
+
+    test_ids = photos(dataset / "test")
+    ids = np.array(photos(dataset / "train"), dtype=object)
+    catalog = unit(np.random.default_rng(0).normal(size=(len(ids), 1280)).astype(np.float32))
+    index, _ = fit_index(ids, catalog, 76, "bench", ClusteringConfig())
+    model = load_backbone(BackboneSpec(name=backbone), batch_size=2 if mirror else 1)
+    size = model.spec.input_size
+    times = []
+    with threadpool_limits(1, "blas"):
+        for i in [test_ids[0], *test_ids[:LATENCY_QUERIES]]:
+            start = time.perf_counter()
+            pixels = decode_image(dataset / "test" / i, size).pixels
+            batch = np.stack([pixels, pixels[:, ::-1]]) if mirror else pixels[None]
+            vectors = model.embed(batch)
+            query = unit(vectors.sum(axis=0, keepdims=True))
+            index.search(query, 10, probes)
+            times.append((time.perf_counter() - start) * 1000)
+    return np.array(times[1:])  # the first warms up
+
+
+def main() -> int:
+    args = parse_args()
+    if not args.dataset.is_dir():
+        print(f"dataset not found: {args.dataset}", file=sys.stderr)
+        return 2
+    datas = {b: Data(args.work, b, args.dataset) for b in args.backbones}
+    if args.only_embed:
+        return 0
+    rows = []
+    for backbone, data in datas.items():
+        for pooling in POOLINGS:
+            for mirror in (False, True):
+                for name, whiten in WHITENINGS.items():
+                    p10 = validation_p10(data, pooling, mirror, whiten)
+                    rows.append((backbone, pooling, mirror, name, p10))
+    table = pd.DataFrame(rows, columns=["backbone", "pooling", "mirrored", "whitening", "val p@10"])
+    pd.set_option("display.width", 200)
+    fmt = {"float_format": lambda v: f"{v:.4f}", "index": False}
+    print("validation split of train (600 queries, exact search, default search steps)")
+    pivot = table.pivot_table("val p@10", ["backbone", "pooling"], ["mirrored", "whitening"])
+    print(pivot.round(4))
+    best = table.loc[table.groupby("backbone")["val p@10"].idxmax()]
+    print("best per backbone:\n" + best.to_string(**fmt))
+    chosen = [(b, "avg", False, "none") for b in datas]
+    chosen += [tuple(r) for r in best[["backbone", "pooling", "mirrored", "whitening"]].values]
+    test_rows = []
+    for backbone, pooling, mirror, name in dict.fromkeys(chosen):
+        figures = test_figures(datas[backbone], pooling, mirror, WHITENINGS[name])
+        test_rows.append({"backbone": backbone, "pooling": pooling, "mirrored": mirror,
+                          "whitening": name, **figures})  # fmt: skip
+        print(f"  tested {backbone} {pooling} {mirror} {name}", file=sys.stderr, flush=True)
+    print("held-out test photos (372), index at the suggested k")
+    print(pd.DataFrame(test_rows).to_string(**fmt))
+    if args.skip_speed:
+        return 0
+    print(f"load average before speed {os.getloadavg()}")
+    train_ids = photos(args.dataset / "train")
+    sample = train_ids[:: len(train_ids) // THROUGHPUT_IMAGES][:THROUGHPUT_IMAGES]
+    for backbone in (*BACKBONES, BACKBONES[0]):
+        rate = pipeline_rate(backbone, args.dataset, sample)
+        print(f"pipeline {backbone}: {rate:.1f} images/s (load {os.getloadavg()[0]:.2f})")
+    for backbone in BACKBONES:
+        for mirror in (False, True):
+            t = latency_ms(backbone, args.dataset, 8, mirror)
+            print(
+                f"warm query {backbone} mirrored={mirror}: p50 {np.percentile(t, 50):.1f} ms, "
+                f"p95 {np.percentile(t, 95):.1f} ms (load {os.getloadavg()[0]:.2f})"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
