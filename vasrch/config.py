@@ -63,9 +63,9 @@ class FeaturesConfig(_Section):
 
     backbone: str = Field(
         "efficientnet_lite0",
-        description="efficientnet_lite0, efficientnet_lite1 (1.4x the time of lite0), "
-        "efficientnet_lite2 (2x), all offline, or a keras.applications name: VGG16, ResNet50, "
-        "MobileNetV2, ...",
+        description="efficientnet_lite0, efficientnet_lite1 (about 1.4x the extraction time of "
+        "lite0), efficientnet_lite2 (about 1.9x), all offline, or a keras.applications name: "
+        "VGG16, ResNet50, MobileNetV2, ...",
     )
     weights: str = Field(
         "imagenet",
