@@ -42,7 +42,7 @@ def refresh_index(
     """The index of the photos `ids` (feature-space `vectors`, raw `prints`) on `parent`'s
     clusters: photos already in `parent` keep their cluster, new ones get their nearest
     centroid, and `search`'s retrieval steps (the run's) are applied again."""
-    known = pd.Series(parent.labels, index=pd.Index(parent.ids, dtype=object))
+    known = pd.Series(parent.labels, index=pd.Index(np.asarray(parent.ids), dtype=object))
     found = known.reindex(pd.Index(ids, dtype=object))
     new = found.isna().to_numpy()
     labels = found.fillna(-1).to_numpy(dtype=np.int64)

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from vasrch.atomic_files import atomic_path, write_text_atomic
@@ -38,6 +39,7 @@ from vasrch.catalog.products import Products
 from vasrch.errors import DataError, RunIntegrityError
 from vasrch.features.duplicate_prints import Prints, prepare
 from vasrch.index.clustering import Projection, l2_normalise
+from vasrch.index.ids import Ids
 from vasrch.layout import IndexLayout
 
 FORMAT_VERSION = 1
@@ -100,7 +102,7 @@ class SearchIndex:
 
     centroids: np.ndarray  # (k, dim) float32, the KMeans centroids in the index space
     vectors: np.ndarray  # (n, dim) float32, projected and grouped by cluster
-    ids: np.ndarray  # (n,) object array of str, same order as vectors
+    ids: Ids  # (n,) image ids, same order as vectors
     offsets: np.ndarray  # (k + 1,) int64
     distances: np.ndarray  # (n,) float32 Euclidean distance to own centroid (KMeans.transform)
     fingerprint: str  # backbone fingerprint of the vectors
@@ -109,8 +111,12 @@ class SearchIndex:
     expansion_alpha: float = 3.0  # weight of a folded-in result: its similarity ** alpha
     # Product of each stored row when some product has several photos: answers then hold
     # distinct products (each by its best photo), and leaving a row out leaves its product out.
-    products: np.ndarray | None = None
+    products: Ids | None = None
     prints: Prints | None = None  # duplicate prints ready for scoring, same order as vectors
+
+    def __post_init__(self) -> None:
+        self.ids = Ids.of(self.ids)
+        self.products = None if self.products is None else Ids.of(self.products)
 
     @property
     def k(self) -> int:
@@ -145,16 +151,12 @@ class SearchIndex:
     @cached_property
     def _groups(self) -> tuple[np.ndarray, int]:
         """(product code of each stored row, most photos of one product)."""
-        codes, _ = pd.factorize(self.products)
-        return codes.astype(np.int64), int(np.bincount(codes).max(initial=1))
+        codes = self.products.values.dictionary_encode().indices.to_numpy().astype(np.int64)
+        return codes, int(np.bincount(codes).max(initial=1))
 
     @cached_property
     def _half_sq_norms(self) -> np.ndarray:
         return 0.5 * np.einsum("ij,ij->i", self.centroids, self.centroids)
-
-    @cached_property
-    def _row_of(self) -> dict[str, int]:
-        return {image_id: row for row, image_id in enumerate(self.ids)}
 
     def check_fingerprint(self, expected: str) -> None:
         """Refuse vectors made by another backbone than the one this index was built from."""
@@ -181,8 +183,7 @@ class SearchIndex:
 
     def rows_of(self, image_ids: Sequence[str | None]) -> np.ndarray:
         """Stored row of each id; -1 for None or an id not in the index."""
-        lookup = self._row_of
-        return np.array([-1 if i is None else lookup.get(i, -1) for i in image_ids], dtype=np.int64)
+        return self.ids.positions(image_ids)
 
     def search(
         self,
@@ -212,7 +213,7 @@ class SearchIndex:
     def result_of(self, rows: np.ndarray, scores: np.ndarray) -> SearchResult:
         """Turn stored rows (-1 = padding) and their scores into a SearchResult of ids."""
         ids = np.full(rows.shape, "", dtype=object)
-        ids[rows >= 0] = self.ids[rows[rows >= 0]]
+        ids[rows >= 0] = np.asarray(self.ids.take(rows[rows >= 0]))
         return SearchResult(ids=ids, scores=scores)
 
     def search_rows(
@@ -313,7 +314,9 @@ class SearchIndex:
     def with_products(self, products: Products) -> SearchIndex:
         """This index answering with distinct products when some product has several photos
         (and photo by photo otherwise, where both are the same)."""
-        return replace(self, products=products.of(self.ids) if products.several_photos else None)
+        if not products.several_photos:
+            return replace(self, products=None)
+        return replace(self, products=Ids.of(products.of(np.asarray(self.ids))))
 
     def exact(self) -> SearchIndex:
         """The same vectors, ids, projection and expansion as one cluster: searching it (one
@@ -484,7 +487,7 @@ def distinct_top(
 
 
 def build_index(
-    ids: Sequence[str] | np.ndarray,
+    ids: Sequence[str] | np.ndarray | Ids,
     vectors: np.ndarray,
     centroids: np.ndarray,
     labels: np.ndarray,
@@ -497,7 +500,7 @@ def build_index(
     """Group `vectors` (feature space) and the optional raw `prints` (duplicate_prints, one row per
     image) by `labels`; centroids live in the projected space; `expansion` and
     `expansion_alpha` set the index's query expansion (0: none)."""
-    ids_arr = np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids, dtype=object)
+    ids_arr = Ids.of(ids)
     x = np.asarray(vectors, dtype=np.float32)
     labels = np.asarray(labels)
     if x.ndim != 2 or len(ids_arr) != x.shape[0] or labels.shape != (x.shape[0],):
@@ -505,9 +508,9 @@ def build_index(
             f"ids ({len(ids_arr)}), vectors {x.shape} and labels {labels.shape} must describe "
             f"the same images"
         )
-    duplicated = pd.Index(ids_arr).duplicated()
-    if duplicated.any():
-        first = ids_arr[np.argmax(duplicated)]
+    if pc.count_distinct(ids_arr.values).as_py() != len(ids_arr):
+        duplicated = pd.Index(np.asarray(ids_arr)).duplicated()
+        first = ids_arr[int(np.argmax(duplicated))]
         raise DataError(f"image ids must be unique; {first!r} appears more than once")
     if projection is not None:
         x = projection.transform(x)
@@ -529,7 +532,7 @@ def build_index(
     return SearchIndex(
         centroids=centroids,
         vectors=grouped,
-        ids=ids_arr[order],
+        ids=ids_arr.take(order),
         offsets=offsets,
         distances=_centroid_distances(grouped, centroids, offsets),
         fingerprint=fingerprint,
@@ -586,7 +589,7 @@ def augment_database(
 
 def brute_force(
     queries: np.ndarray,
-    ids: Sequence[str] | np.ndarray,
+    ids: Sequence[str] | np.ndarray | Ids,
     vectors: np.ndarray,
     top_n: int,
     exclude_ids: Sequence[str | None] | None = None,
@@ -596,11 +599,10 @@ def brute_force(
     """Exact top-n by cosine over all `vectors`, in bounded memory (the catalog in blocks), with
     optional alpha query expansion (see SearchIndex.expand)."""
     x = np.ascontiguousarray(vectors, dtype=np.float32)
-    ids_arr = np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids, dtype=object)
     whole = SearchIndex(
         centroids=np.zeros((1, x.shape[1]), dtype=np.float32),
         vectors=x,
-        ids=ids_arr,
+        ids=Ids.of(ids),
         offsets=np.array([0, x.shape[0]], dtype=np.int64),
         distances=np.zeros(x.shape[0], dtype=np.float32),
         fingerprint="",
@@ -624,12 +626,12 @@ def save(index: SearchIndex, folder: str | Path) -> Path:
     _save_npy(files.vectors, index.vectors.astype(np.float32))
     _save_npy(files.offsets, index.offsets.astype(np.int64))
     columns = {
-        "image_id": pa.array(index.ids.tolist(), type=pa.string()),
+        "image_id": index.ids.values,
         "cluster": pa.array(index.labels, type=pa.int32()),
         "distance": pa.array(index.distances.astype(np.float32), type=pa.float32()),
     }
     if index.products is not None:
-        columns["product_id"] = pa.array(index.products.tolist(), type=pa.string())
+        columns["product_id"] = index.products.values
     table = pa.table(columns)
     with atomic_path(files.assignments) as tmp:
         pq.write_table(table, tmp)
@@ -699,7 +701,7 @@ def load_index(
         vectors=np.asarray(
             np.load(files.vectors, mmap_mode="r" if mmap else None, allow_pickle=False)
         ),
-        ids=np.empty(0, dtype=object),
+        ids=Ids.of([]),
         offsets=np.load(files.offsets, allow_pickle=False),
         distances=np.empty(0, dtype=np.float32),
         fingerprint=meta["fingerprint"],
@@ -710,10 +712,10 @@ def load_index(
     if expected_fingerprint is not None:
         index.check_fingerprint(expected_fingerprint)
     table = pq.read_table(files.assignments)
-    index.ids = table.column("image_id").to_numpy(zero_copy_only=False).astype(object)
+    index.ids = Ids(table.column("image_id"))
     index.distances = table.column("distance").to_numpy().astype(np.float32)
     if "product_id" in table.column_names:
-        index.products = table.column("product_id").to_numpy(zero_copy_only=False).astype(object)
+        index.products = Ids(table.column("product_id"))
     n, k, dim = meta["n"], meta["k"], meta["dim"]
     if index.vectors.shape != (n, dim) or index.centroids.shape != (k, dim):
         raise _corrupt(folder, f"vectors {index.vectors.shape}, centroids {index.centroids.shape}")
