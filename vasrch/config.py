@@ -222,6 +222,13 @@ class SearchConfig(_Section):
     expansion_alpha: float = Field(
         3.0, ge=0, le=20, description="Exponent of the weights of augmentation and expansion."
     )
+    max_bytes_per_photo: IntOrAuto = Field(
+        "auto",
+        description="Memory a photo's vector may take in the index: full float32 when it fits, "
+        "else PCA dimensions as int8 codes whose shortlists are re-ranked from the float32 "
+        "vectors memory-mapped on disk; auto: full float32 below 200,000 photos, 400 bytes a "
+        "photo above (recorded in the run's manifest).",
+    )
 
 
 class EvaluationConfig(_Section):

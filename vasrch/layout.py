@@ -73,6 +73,8 @@ class IndexLayout:
     offsets = Entry("offsets.npy", "(k + 1,) int64 start of each cluster's rows")
     assignments = Entry("assignments.parquet", "image_id, cluster, distance to its centroid")
     projection = Entry("projection.npz", "the PCA applied before clustering, when configured")
+    codes = Entry("codes.npy", "(n, dims) int8 compressed vectors, when the budget asks for them")
+    codec = Entry("codec.npz", "the PCA and quantization bounds that made codes.npy")
     print_windows = Entry("print_windows.npy", "(n, windows, pixels) int8 print windows")
     print_scales = Entry("print_scales.npy", "(n, windows) float32 scales of the print windows")
     print_thumbs = Entry("print_thumbs.npy", "(n, 32, 32) uint8 blurred grey print thumbnails")

@@ -25,6 +25,7 @@ from vasrch.catalog.scan import diff_catalog, scan_catalog
 from vasrch.config import Config, load_config
 from vasrch.errors import RunIntegrityError
 from vasrch.features.extraction import ExtractSummary
+from vasrch.index.compression import VectorStorage
 from vasrch.index.figures import Drift
 from vasrch.index.search_index import SearchIndex, load_index
 from vasrch.index.training import load_diagnostics
@@ -174,6 +175,7 @@ def refresh_stage(cfg: Config) -> RefreshResult:
             ),
             bulk=bulk,
             refresh=_refresh(parent, changes=changes, drift=built.drift),
+            vectors=index.storage,
         )
         manifest = publish_run_task(
             staging=str(staging.root),
@@ -279,9 +281,10 @@ def _record(
     timings: Timings,
     bulk: BulkSummary | None,
     refresh: Refresh,
+    vectors: VectorStorage | None,
 ) -> RunRecord:
     """The parent's record (config, backbone, k, calibration, figures) with this refresh's
-    counts, timings, bulk summary and refresh record."""
+    counts, timings, bulk summary, refresh record and how its index holds its vectors."""
     kept = {name: getattr(parent, name) for name in RunRecord.model_fields}
     return RunRecord(
         **kept
@@ -292,6 +295,7 @@ def _record(
             "timings": timings,
             "bulk": bulk,
             "refresh": refresh,
+            "vectors": vectors,
         }
     )
 

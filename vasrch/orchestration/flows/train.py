@@ -255,7 +255,7 @@ def _record(
     bulk: BulkSummary | None,
 ) -> RunRecord:
     """What the run records about itself: its config, backbone, k, calibration and figures,
-    counts, timings and bulk summary."""
+    counts, timings, bulk summary and how the index holds its vectors."""
     return RunRecord(
         config=cfg.model_dump(mode="json"),
         backbone=BackboneSpec.from_config(cfg.features),
@@ -273,6 +273,7 @@ def _record(
         counts=counts,
         timings=timings,
         bulk=bulk,
+        vectors=index.storage,
     )
 
 
