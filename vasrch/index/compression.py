@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from vasrch.atomic_files import atomic_path
 from vasrch.errors import ConfigError
@@ -23,7 +24,7 @@ AUTO_FULL_BELOW = 200_000  # `auto`: full float32 below this many photos
 AUTO_BYTES_PER_PHOTO = 400  # `auto` budget above it (10M photos in about 4 GB)
 OTHER_BYTES_PER_PHOTO = 64  # what a photo costs besides its vector: ids, lookups, distance
 MIN_DIMS = 16
-_FIT_ROWS = 100_000  # vectors sampled to fit the PCA and the quantization bounds
+_FIT_ROWS = 20_000  # vectors sampled to fit the PCA and the quantization bounds
 _ENCODE_ROWS = 65_536
 _BOUNDS = (0.001, 0.999)  # quantiles clipped to: a few outliers do not widen every step
 RERANK_MIN = 100  # shortlist re-ranked exactly: at least this many rows a query ...
@@ -124,12 +125,15 @@ def fit_codec(vectors: np.ndarray, dims: int, seed: int = 0) -> Codec:
     rng = np.random.default_rng(seed)
     n = vectors.shape[0]
     rows = np.sort(rng.choice(n, _FIT_ROWS, replace=False)) if n > _FIT_ROWS else np.arange(n)
-    sample = np.asarray(vectors[rows], dtype=np.float64)
-    mean = sample.mean(axis=0)
+    sample = np.asarray(vectors[rows], dtype=np.float32)
+    mean = sample.mean(axis=0, dtype=np.float64).astype(np.float32)
     centred = sample - mean
-    _, vecs = np.linalg.eigh(centred.T @ centred)
+    # one BLAS thread, as for k-means: threads spinning against each other on a busy 2-core
+    # machine made this 1,280-d eigendecomposition 5x slower
+    with threadpool_limits(1):
+        _, vecs = np.linalg.eigh((centred.T @ centred).astype(np.float64))
     components = vecs[:, ::-1][:, : min(dims, vectors.shape[1])].T.astype(np.float32)
-    z = centred.astype(np.float32) @ components.T
+    z = centred @ components.T
     low, high = np.quantile(z, _BOUNDS, axis=0)
     step = np.maximum(high - low, 1e-12) / 255
-    return Codec(mean.astype(np.float32), components, low.astype(np.float32), step)
+    return Codec(mean, components, low.astype(np.float32), step.astype(np.float32))
