@@ -32,7 +32,9 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("dataset", nargs="?", type=Path, default=DATASET)
     p.add_argument("--workspace", type=Path, default=Path("bench-work/quality-ws"))
-    p.add_argument("--grouping", type=float, nargs="+", default=[0.0, 0.5, 0.7])
+    p.add_argument("--grouping", type=float, nargs="+", default=[0.0, 0.5])
+    p.add_argument("--clusters", type=int, nargs="+", default=[24], help="the model's clusters")
+    p.add_argument("--rank", type=int, default=48, help="PCA directions kept per cluster")
     p.add_argument("--group-size", type=int, default=8)
     return p.parse_args()
 
@@ -64,11 +66,13 @@ def main() -> int:
     train = embed_split(args.dataset / "train", args.workspace)
     test = embed_split(args.dataset / "test", args.workspace)
     rows = [{"vectors": "real (clothing-small)", **profile(train.vectors, test.vectors)}]
-    for grouping in args.grouping:
-        model = fit(train.vectors, grouping=grouping, group_size=args.group_size)
-        catalog = np.concatenate(list(generate(model, len(train.ids), seed=1)))
-        queries = np.concatenate(list(generate(model, len(test.ids), seed=2)))
-        rows.append({"vectors": f"synthetic g={grouping:g}", **profile(catalog, queries)})
+    for clusters in args.clusters:
+        for grouping in args.grouping:
+            model = fit(train.vectors, clusters, args.rank, grouping, args.group_size)
+            catalog = np.concatenate(list(generate(model, len(train.ids), seed=1)))
+            queries = np.concatenate(list(generate(model, len(test.ids), seed=2)))
+            name = f"synthetic c={clusters} g={grouping:g}"
+            rows.append({"vectors": name, **profile(catalog, queries)})
     table = pd.DataFrame(rows)
     print(f"{len(train.ids)} catalog photos, {len(test.ids)} queries, {PER_CLUSTER} per cluster")
     print(table.T.to_string(header=False, float_format=lambda v: f"{v:.3f}"))
