@@ -60,6 +60,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument(
         "--max-bytes-per-photo", default="auto", help="the budget (default auto, as a run's)"
     )
+    p.add_argument("--model-clusters", type=int, default=16, help="the generator's clusters")
+    p.add_argument("--grouping", type=float, default=0.0, help="the generator's grouping")
     p.add_argument("--dataset", type=Path, default=DATASET)
     p.add_argument("--workspace", type=Path, default=Path("bench-work/quality-ws"))
     p.add_argument("--work", type=Path, default=Path("bench-work"))
@@ -212,7 +214,7 @@ def main() -> int:
     folder = args.work / f"scale-{args.n}"
     folder.mkdir(parents=True, exist_ok=True)
     train = embed_split(args.dataset / "train", args.workspace)
-    model = fit(train.vectors)
+    model = fit(train.vectors, args.model_clusters, grouping=args.grouping)
     start = time.perf_counter()
     vectors = write_vectors(folder / "vectors.npy", model, args.n, seed=1)
     generate_s = time.perf_counter() - start
@@ -239,6 +241,7 @@ def main() -> int:
     rss = psutil.Process().memory_info().rss - rss0
     figures = {
         "n": args.n,
+        "generator": {"clusters": args.model_clusters, "grouping": args.grouping},
         "dim": index.input_dim,
         "k": index.k,
         "storage": index.storage.method,

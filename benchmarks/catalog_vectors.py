@@ -31,7 +31,7 @@ class CatalogModel:
     spreads: np.ndarray  # (clusters, rank) standard deviation along each basis row
     noise: np.ndarray  # (clusters,) standard deviation left in every other direction
     weights: np.ndarray  # (clusters,) share of the photos
-    grouping: float = 0.5  # share of a cluster's variance between group centres
+    grouping: float = 0.0  # share of a cluster's variance between group centres
     group_size: int = 8  # photos a group holds
 
     @property
@@ -42,9 +42,9 @@ class CatalogModel:
 
 def fit(
     vectors: np.ndarray,
-    clusters: int = 24,
+    clusters: int = 16,
     rank: int = 48,
-    grouping: float = 0.5,
+    grouping: float = 0.0,
     group_size: int = 8,
     seed: int = 0,
 ) -> CatalogModel:
