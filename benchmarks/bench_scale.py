@@ -177,7 +177,7 @@ def faiss_side(kind: str, grouped: np.ndarray, centroids, queries, exact_rows, p
     n, dim = grouped.shape
     k = len(centroids)
     start = time.perf_counter()
-    quantizer = faiss.IndexFlatL2(dim)
+    quantizer = faiss.IndexFlatIP(dim)  # unit centroids: the same order as vasrch's probes
     quantizer.add(np.ascontiguousarray(centroids))
     if kind == "IVF-PQ320":
         index = faiss.IndexIVFPQ(quantizer, dim, k, 320, 8, faiss.METRIC_INNER_PRODUCT)
