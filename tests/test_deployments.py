@@ -550,7 +550,8 @@ def test_prefect_deploy_all_registers_the_yaml_deployments_and_a_worker_runs_the
     assert sorted(deployments) == sorted(NAMES)
     for name, d in deployments.items():
         assert d.work_pool_name == "vasrch" and not d.paused
-        assert d.entrypoint == f"vasrch/orchestration/flows/{name}.py:{name}_flow"
+        module, function = ("products", "hide_products") if name == "hide-products" else (name,) * 2
+        assert d.entrypoint == f"vasrch/orchestration/flows/{module}.py:{function}_flow"
         assert d.parameters == {"config_path": "config/demo.yaml"}
         assert d.pull_steps == [
             {"prefect.deployments.steps.set_working_directory": {"directory": str(REPO)}}
