@@ -144,6 +144,7 @@ def _warm_service(cfg: Config, port: int) -> BackgroundService:
     settings = ServiceSettings(
         workspace=cfg.workspace,
         port=port,
+        port_option="--query-port",
         search=cfg.search,
         token=os.environ.get(TOKEN_ENV),
         access_log=False,

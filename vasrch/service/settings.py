@@ -43,6 +43,7 @@ class ServiceSettings:
     allow_public: bool = False
     show_paths: bool = False  # answers carry each photo's file path
     model_threads: int = 1  # TensorFlow threads per inference (0: its default, every core)
+    port_option: str = "--port"  # the option that sets `port`, named when the port is taken
     instance: str = field(default_factory=lambda: uuid.uuid4().hex)
     # Without a token: the key this service proves its identity with (see vasrch.service.record)
     secret: str = field(default_factory=lambda: secrets.token_hex(32), repr=False)
