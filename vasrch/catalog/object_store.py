@@ -108,6 +108,7 @@ def list_objects(
     protocol = url_scheme(url)
     root = fs._strip_protocol(url).rstrip("/")
     try:
+        fs.invalidate_cache()  # a long-lived filesystem must not answer from an old listing
         found = fs.find(root, detail=True)
     except Exception as err:  # each store's client raises its own errors
         raise StoreError(f"{url}: cannot list ({type(err).__name__}: {err})") from None
@@ -121,6 +122,7 @@ def stat_object(url: str, storage_options: Mapping[str, Any] | None = None) -> S
     """One object's description (a HEAD request); StoreError when it is missing or unreadable."""
     fs = filesystem(url, storage_options)
     try:
+        fs.invalidate_cache(url)
         return described(url_scheme(url), fs.info(url))
     except FileNotFoundError:
         raise StoreError(f"{url}: object not found") from None
