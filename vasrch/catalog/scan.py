@@ -36,10 +36,10 @@ import pandas as pd
 from vasrch.addresses import is_url
 from vasrch.atomic_files import atomic_path
 from vasrch.catalog.images import IMAGE_EXTENSIONS
-from vasrch.catalog.object_store import StoredObject, list_objects
+from vasrch.catalog.object_store import list_objects
 from vasrch.catalog.product_manifest import load_manifest
 from vasrch.catalog.products import folder_products
-from vasrch.catalog.remote_scan import hash_remote, read_record, write_record
+from vasrch.catalog.remote_scan import RemoteItem, hash_remote, read_record, write_record
 from vasrch.catalog.sources import Fetching
 from vasrch.hashing import file_kind, open_regular, sha256_stream
 
@@ -303,9 +303,6 @@ def _name_problem(image_id: str) -> str | None:
     except UnicodeEncodeError:
         return f"file name is not valid UTF-8 ({os.fsencode(image_id)!r}); rename the file"
     return None
-
-
-RemoteItem = tuple[str, str, StoredObject | None]
 
 
 def _store_items(root: str, options: ScanOptions) -> list[RemoteItem]:
