@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 
 from vasrch.addresses import HTTP_SCHEMES, url_scheme
 from vasrch.atomic_files import atomic_path
@@ -54,11 +55,16 @@ def read_record(path: Path | None) -> dict[str, Recorded]:
     """The listing record at `path`, by URL (empty when there is none yet)."""
     if path is None or not Path(path).is_file():
         return {}
-    table = pd.read_parquet(path, columns=RECORD_COLUMNS)
+    columns = pq.read_table(path, columns=RECORD_COLUMNS).to_pydict()
     return {
-        url: Recorded(etag, int(size), modified, sha)
-        for url, etag, size, modified, sha in table.itertuples(index=False, name=None)
+        url: Recorded(etag, size, modified, sha)
+        for url, etag, size, modified, sha in zip(*columns.values(), strict=True)
     }
+
+
+def same_record(record: dict[str, Recorded], hashed: list[Hashed]) -> bool:
+    """True when `hashed` holds exactly what `record` does (nothing to write)."""
+    return len(record) == len(hashed) and all(record.get(h.path) is h.record for h in hashed)
 
 
 def write_record(path: Path, hashed: Iterable[Hashed]) -> None:
