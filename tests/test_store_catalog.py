@@ -115,6 +115,35 @@ def test_a_missing_extra_is_named() -> None:
         filesystem("gs://shop/photos")
 
 
+def test_a_manifest_mixes_relative_keys_store_urls_and_local_files(
+    object_store: ObjectStore, bucket: str, demo_catalog: Path, tmp_path: Path
+) -> None:
+    local = _local_shas(demo_catalog)
+    ids = sorted(local)
+    manifest = tmp_path / "products.csv"
+    rows = {
+        "p0": ids[0],  # relative: a key below catalog.path, the bucket prefix
+        "p1": f"{bucket}/{ids[1]}",  # a store URL
+        "p2": str(demo_catalog / ids[2]),  # a local file
+        "p3": f"{bucket}/missing.jpg",
+    }
+    pd.DataFrame({"product_id": list(rows), "image": list(rows.values())}).to_csv(
+        manifest, index=False
+    )
+    options = ScanOptions(
+        manifest=manifest,
+        allow_absolute_paths=True,
+        fetching=Fetching(object_store.storage_options),
+        record=tmp_path / "listing.parquet",
+    )
+    scan = scan_catalog(bucket, options=options)
+    shas = dict(zip(scan.table["product_id"], scan.table["sha256"], strict=True))
+    assert shas == {"p0": local[ids[0]], "p1": local[ids[1]], "p2": local[ids[2]]}
+    assert list(scan.rejected["path"]) == [f"{bucket}/missing.jpg"]
+    assert "products.csv row 5" in scan.rejected["reason"].iloc[0]
+    assert "not found" in scan.rejected["reason"].iloc[0]
+
+
 @pytest.mark.slow
 def test_train_then_refresh_on_a_bucket(
     object_store: ObjectStore, bucket: str, demo_catalog: Path, tmp_path: Path

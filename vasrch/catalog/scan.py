@@ -334,7 +334,9 @@ def _walk_manifest(
     local = listed[~remote]
     if local.empty:
         return Walk([], [], []), items
-    if is_url(str(root)) or not Path(root).is_dir():
+    if is_url(str(root)):  # the local rows are absolute paths: no folder to stay inside
+        root = Path(os.sep)
+    elif not Path(root).is_dir():
         raise FileNotFoundError(f"catalog folder not found: {root}")
     return walk_listed(Path(root), local, options.follow_external_symlinks), items
 
