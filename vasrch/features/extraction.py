@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -123,12 +125,11 @@ def plan_chunks(catalog: pd.DataFrame, cache_dir: Path, shard_size: int) -> list
 Loaded = tuple[Decoded, np.ndarray] | Rejection
 
 
-def _load_one(
-    path: str, sha256: str, size: int, max_pixels: int, max_file_bytes: int, fetching: Fetching
-) -> Loaded:
-    """Read (bounded; a URL downloaded), check against the scanned sha256, decode and print
-    (duplicate_prints). Read errors and bytes changed since the scan are retried by the next
-    run; only a decode failure of the scanned bytes is permanent."""
+def _read_checked(
+    path: str, sha256: str, max_file_bytes: int, fetching: Fetching
+) -> bytes | Rejection:
+    """The bytes the scan hashed (bounded; a URL downloaded), or why not: read errors and bytes
+    changed since the scan are retried by the next run."""
     try:
         data = read_photo(path, max_file_bytes, fetching, sha256)
     except TooLargeError:
@@ -141,6 +142,13 @@ def _load_one(
         return Rejection(f"cannot read file: {err.strerror or err}; retried next run", retry=True)
     if hashlib.sha256(data).hexdigest() != sha256:
         return Rejection("file changed since the catalog scan; retried next run", retry=True)
+    return data
+
+
+def _decode_printed(data: bytes | Rejection, size: int, max_pixels: int) -> Loaded:
+    """Decode and print (duplicate_prints) the bytes read; a decode failure is permanent."""
+    if isinstance(data, Rejection):
+        return data
     decoded = decode_image(data, size, max_pixels)
     if isinstance(decoded, Rejection):
         return decoded
@@ -156,24 +164,37 @@ def _decoded_batches(
     max_file_bytes: int,
     fetching: Fetching,
 ) -> Iterator[list[tuple[tuple[str, str, str], Loaded]]]:
-    """Decode and print in a thread pool, up to two batches ahead of the consumer (the model);
-    when the rows hold URLs the pool has `fetching.workers` threads more, which mostly wait on
-    the network."""
+    """Read, decode and print in a thread pool, up to two batches ahead of the consumer (the
+    model); when the rows hold URLs, `fetching.workers` more threads download them ahead of
+    the decoders."""
     items: Iterable[tuple[str, str, str]] = rows[["image_id", "path", "sha256"]].itertuples(
         index=False, name=None
     )
     it = iter(items)
-    if rows["path"].map(is_remote).any():
-        workers += fetching.workers
-    with ThreadPoolExecutor(workers, thread_name_prefix="vasrch-decode") as pool:
+    remote = bool(rows["path"].map(is_remote).any())
+    with ExitStack() as stack:
+        pool = stack.enter_context(ThreadPoolExecutor(workers, thread_name_prefix="vasrch-decode"))
+        fetch_pool = (
+            stack.enter_context(
+                ThreadPoolExecutor(fetching.workers, thread_name_prefix="vasrch-fetch")
+            )
+            if remote
+            else None
+        )
         pending: deque[tuple[tuple[str, str, str], Future[Loaded]]] = deque()
+        read = functools.partial(_read_checked, max_file_bytes=max_file_bytes, fetching=fetching)
+
+        def load(path: str, sha256: str) -> Future[Loaded]:
+            """Read and decode in the decode pool; a URL is downloaded by the fetch pool
+            first, the decoder waiting for its bytes."""
+            if fetch_pool is None:
+                return pool.submit(lambda: _decode_printed(read(path, sha256), size, max_pixels))
+            fetched = fetch_pool.submit(read, path, sha256)
+            return pool.submit(lambda: _decode_printed(fetched.result(), size, max_pixels))
 
         def fill() -> None:
             while len(pending) < 2 * batch_size and (item := next(it, None)) is not None:
-                future = pool.submit(
-                    _load_one, item[1], item[2], size, max_pixels, max_file_bytes, fetching
-                )
-                pending.append((item, future))
+                pending.append((item, load(item[1], item[2])))
 
         fill()
         while pending:
