@@ -171,3 +171,11 @@ def test_train_then_refresh_on_a_bucket(
     assert result.published
     assert (result.changes.replaced, result.changes.removed) == ((replaced,), (removed,))
     assert result.extract.new == 0  # the new bytes are another photo's: its vector is cached
+
+
+def test_a_bucket_that_cannot_be_listed_is_one_clear_error(object_store: ObjectStore) -> None:
+    from vasrch.errors import DataError
+
+    options = ScanOptions(fetching=Fetching(object_store.storage_options))
+    with pytest.raises(DataError, match="s3://no-such-bucket-here/shop: no such bucket"):
+        scan_catalog("s3://no-such-bucket-here/shop", options=options)

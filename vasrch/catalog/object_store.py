@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from vasrch.addresses import url_scheme
-from vasrch.errors import ConfigError
+from vasrch.errors import ConfigError, DataError
 from vasrch.hashing import TooLargeError
 
 # protocol -> (the package fsspec needs for it, vasrch's extra that brings it)
@@ -105,20 +105,25 @@ def list_objects(
 ) -> list[StoredObject]:
     """Every object under the prefix `url`, recursively, sorted by key: the prefix is listed
     one level deep, then each folder below it in paged listings, `workers` folders at once;
-    StoreError when it cannot be listed."""
+    DataError when it cannot be listed (no such bucket, no access)."""
     fs = filesystem(url, storage_options)
     protocol = url_scheme(url)
     root = fs._strip_protocol(url).rstrip("/")
     try:
         fs.invalidate_cache()  # a long-lived filesystem must not answer from an old listing
+        bucket = root.split("/", 1)[0]
+        if not fs.exists(bucket):
+            raise DataError(f"{url}: no such bucket or container: {bucket}")
         top = fs.ls(root, detail=True) if fs.isdir(root) else []
         folders = [e["name"] for e in top if e.get("type") == "directory"]
         found = [e for e in top if e.get("type") != "directory"]
         with ThreadPoolExecutor(max(1, workers), thread_name_prefix="vasrch-list") as pool:
             for below in pool.map(lambda folder: fs.find(folder, detail=True), folders):
                 found += below.values()
+    except DataError:
+        raise
     except Exception as err:  # each store's client raises its own errors
-        raise StoreError(f"{url}: cannot list ({type(err).__name__}: {err})") from None
+        raise DataError(f"{url}: cannot list the catalog ({type(err).__name__}: {err})") from None
     return sorted((described(protocol, e) for e in found), key=lambda o: o.url)
 
 
