@@ -28,8 +28,10 @@ def write_query_page(
     out_dir = Path(out_dir)
     paths = dict(zip(table["image_id"], table["path"], strict=True))
     paths.update({query: query for query in table["query"]})
-    # Query keys are absolute paths and image ids relative ones, so they never collide.
-    thumbs = write_thumbnails([*table["query"], *table["image_id"]], paths, out_dir)
+    # Query keys are absolute paths and image ids relative ones, so they never collide. The
+    # query images are copied: they may lie anywhere, outside what the file server shows.
+    queries = list(table["query"])
+    thumbs = write_thumbnails([*queries, *table["image_id"]], paths, out_dir, copied=queries)
     page = rendering.render(
         "query.html.j2", title=title, queries=_queries(table), rejected=rejected, thumbs=thumbs
     )
