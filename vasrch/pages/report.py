@@ -4,8 +4,8 @@
 into ``out_dir`` beside a ``cluster_sizes.png`` histogram and a ``thumbs/`` folder holding small
 JPEGs of the images the page shows, and only those. Every link in the page is relative and no
 absolute path appears in it, so the folder (inside its run folder, when the elbow plot lives
-there) still shows when copied elsewhere; each thumbnail links the full image by a relative
-path from where the page was written, which a copy keeps only beside the catalog. This module
+there) still shows when copied elsewhere; each thumbnail links its full image in ``images/``, a
+symlink to the catalog file (see vasrch.pages.thumbnails). This module
 picks and shapes what the page shows; ``templates/report.html.j2`` lays it out.
 """
 
