@@ -109,11 +109,18 @@ def sample(dataset: Path, limit: int, folder: Path) -> Path:
     return folder
 
 
+class QuietHandler(SimpleHTTPRequestHandler):
+    """Serves files without a log line per request."""
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
 def serve_folder(stack: ExitStack, folder: Path) -> str:
     """A loopback web server for `folder` while `stack` is open; its base URL."""
-    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(folder))
-    handler.log_message = lambda *a: None  # type: ignore[method-assign]
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server = ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(folder))
+    )
     threading.Thread(target=server.serve_forever, daemon=True).start()
     stack.callback(server.server_close)
     stack.callback(server.shutdown)

@@ -27,11 +27,6 @@ class Fetching:
     policy: FetchPolicy = field(default_factory=FetchPolicy)
 
 
-def is_remote(path: str) -> bool:
-    """True for a photo read over the network (any URL)."""
-    return is_url(path)
-
-
 def cached_copy(fetching: Fetching, sha256: str) -> Path | None:
     """Where `cache_dir` keeps the bytes of `sha256`; None without a cache_dir."""
     if fetching.cache_dir is None:

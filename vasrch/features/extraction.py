@@ -19,10 +19,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from vasrch.addresses import is_url
 from vasrch.atomic_files import atomic_path
 from vasrch.catalog.images import Decoded, Rejection, decode_image
 from vasrch.catalog.scan import DEFAULT_MAX_FILE_BYTES, Scan
-from vasrch.catalog.sources import Fetching, is_remote, read_photo
+from vasrch.catalog.sources import Fetching, read_photo
 from vasrch.features.duplicate_prints import make_print
 from vasrch.hashing import TooLargeError
 from vasrch.layout import FeatureCacheLayout, WorkspaceLayout
@@ -171,7 +172,7 @@ def _decoded_batches(
         index=False, name=None
     )
     it = iter(items)
-    remote = bool(rows["path"].map(is_remote).any())
+    remote = bool(rows["path"].map(is_url).any())
     with ExitStack() as stack:
         pool = stack.enter_context(ThreadPoolExecutor(workers, thread_name_prefix="vasrch-decode"))
         fetch_pool = (
