@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
+from vasrch.addresses import is_url
 from vasrch.errors import ConfigError
 
 IntOrAuto = Annotated[int, Field(ge=1)] | Literal["auto"]
@@ -29,8 +30,10 @@ class _Section(BaseModel):
 class CatalogConfig(_Section):
     """`catalog`: the folder of product images, the offline demo, and the labels for precision@k."""
 
-    path: Path = Field(
-        description="Folder of product images, scanned recursively.", examples=["./catalog"]
+    path: Path | str = Field(
+        description="Folder of product images, scanned recursively, or an object store prefix "
+        "(s3://bucket/photos, gs://..., az://...; see Catalogs in object storage).",
+        examples=["./catalog", "s3://shop-photos/catalog"],
     )
     demo: bool = Field(
         False, description="Draw the offline demo catalog into `path` when it is missing."
@@ -55,6 +58,38 @@ class CatalogConfig(_Section):
     allow_absolute_paths: bool = Field(
         False, description="Accept absolute image paths in the manifest (outside `path`)."
     )
+    storage_options: dict[str, Any] = Field(
+        {},
+        description="Options for the object store's fsspec filesystem (endpoint_url, key, "
+        "secret, anon, client_kwargs, ...); credentials otherwise come from the store's "
+        "standard sources (AWS_* variables, profiles, roles).",
+    )
+    cache_dir: Path | None = Field(
+        None,
+        description="Keep downloaded photos here, by sha256; null: nothing is written to disk "
+        "(extraction downloads a new or changed photo again after the scan hashed it).",
+    )
+    download_workers: int = Field(
+        16, ge=1, le=256, description="Remote photos downloaded at once (scan and extraction)."
+    )
+    download_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds a download waits for the server (connecting, each read); a whole "
+        "photo may take ten times that.",
+    )
+    download_retries: int = Field(
+        3, ge=0, le=20, description="Retries of a 429, 5xx, timeout or cut-off download."
+    )
+    host_rate_limit: float | None = Field(
+        None, gt=0, description="Most requests a second to one web host; null: no limit."
+    )
+
+    @field_validator("path", mode="before")
+    @classmethod
+    def _url_or_folder(cls, value: Any) -> Any:
+        """A URL stays text (a Path would fold its //); anything else is a folder."""
+        return Path(value) if isinstance(value, str) and not is_url(value) else value
 
 
 class FeaturesConfig(_Section):
@@ -424,6 +459,8 @@ def check_inputs(cfg: Config) -> None:
     """Refuse, naming the field, input paths that do not exist: the catalog folder (unless the
     demo draws it), held-out photos, label files and a weights file. Cheap, so commands run it
     before starting Prefect or TensorFlow."""
+    if is_url(cfg.catalog.path) and cfg.catalog.demo:
+        raise ConfigError(f"catalog.demo: the demo is drawn into a folder, not {cfg.catalog.path}")
     checks = [
         ("catalog.path", cfg.catalog.path, Path.is_dir, not cfg.catalog.demo),
         ("catalog.labels_csv", cfg.catalog.labels_csv, Path.is_file, True),
@@ -434,7 +471,7 @@ def check_inputs(cfg: Config) -> None:
     if cfg.features.weights not in ("imagenet", "none"):
         checks.append(("features.weights", Path(cfg.features.weights), Path.is_file, True))
     for field, path, exists, required in checks:
-        if required and path is not None and not exists(path):
+        if required and isinstance(path, Path) and not exists(path):
             kind = "folder" if exists is Path.is_dir else "file"
             raise ConfigError(f"{field}: {kind} not found: {path}")
 
@@ -468,7 +505,9 @@ def _resolve_paths(cfg: Config, base: Path) -> Config:
     def resolve(p: Path | None) -> Path | None:
         return None if p is None else (base / p.expanduser()).resolve()
 
-    cfg.catalog.path = resolve(cfg.catalog.path)
+    if not is_url(cfg.catalog.path):
+        cfg.catalog.path = resolve(cfg.catalog.path)
+    cfg.catalog.cache_dir = resolve(cfg.catalog.cache_dir)
     cfg.catalog.labels_csv = resolve(cfg.catalog.labels_csv)
     cfg.catalog.manifest = resolve(cfg.catalog.manifest)
     cfg.evaluation.queries = resolve(cfg.evaluation.queries)

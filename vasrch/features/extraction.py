@@ -20,8 +20,9 @@ import pyarrow.parquet as pq
 from vasrch.atomic_files import atomic_path
 from vasrch.catalog.images import Decoded, Rejection, decode_image
 from vasrch.catalog.scan import DEFAULT_MAX_FILE_BYTES, Scan
+from vasrch.catalog.sources import Fetching, is_remote, read_photo
 from vasrch.features.duplicate_prints import make_print
-from vasrch.hashing import TooLargeError, read_bounded
+from vasrch.hashing import TooLargeError
 from vasrch.layout import FeatureCacheLayout, WorkspaceLayout
 
 if TYPE_CHECKING:
@@ -122,12 +123,14 @@ def plan_chunks(catalog: pd.DataFrame, cache_dir: Path, shard_size: int) -> list
 Loaded = tuple[Decoded, np.ndarray] | Rejection
 
 
-def _load_one(path: str, sha256: str, size: int, max_pixels: int, max_file_bytes: int) -> Loaded:
-    """Read (bounded), check against the scanned sha256, decode and print (duplicate_prints). Read
-    errors and bytes changed since the scan are retried by the next run; only a decode failure
-    of the scanned bytes is permanent."""
+def _load_one(
+    path: str, sha256: str, size: int, max_pixels: int, max_file_bytes: int, fetching: Fetching
+) -> Loaded:
+    """Read (bounded; a URL downloaded), check against the scanned sha256, decode and print
+    (duplicate_prints). Read errors and bytes changed since the scan are retried by the next
+    run; only a decode failure of the scanned bytes is permanent."""
     try:
-        data = read_bounded(path, max_file_bytes)
+        data = read_photo(path, max_file_bytes, fetching, sha256)
     except TooLargeError:
         return Rejection(
             f"file changed since the catalog scan (now over features.max_file_bytes "
@@ -151,18 +154,25 @@ def _decoded_batches(
     workers: int,
     max_pixels: int,
     max_file_bytes: int,
+    fetching: Fetching,
 ) -> Iterator[list[tuple[tuple[str, str, str], Loaded]]]:
-    """Decode and print in a thread pool, up to two batches ahead of the consumer (the model)."""
+    """Decode and print in a thread pool, up to two batches ahead of the consumer (the model);
+    when the rows hold URLs the pool has `fetching.workers` threads more, which mostly wait on
+    the network."""
     items: Iterable[tuple[str, str, str]] = rows[["image_id", "path", "sha256"]].itertuples(
         index=False, name=None
     )
     it = iter(items)
+    if rows["path"].map(is_remote).any():
+        workers += fetching.workers
     with ThreadPoolExecutor(workers, thread_name_prefix="vasrch-decode") as pool:
         pending: deque[tuple[tuple[str, str, str], Future[Loaded]]] = deque()
 
         def fill() -> None:
             while len(pending) < 2 * batch_size and (item := next(it, None)) is not None:
-                future = pool.submit(_load_one, item[1], item[2], size, max_pixels, max_file_bytes)
+                future = pool.submit(
+                    _load_one, item[1], item[2], size, max_pixels, max_file_bytes, fetching
+                )
                 pending.append((item, future))
 
         fill()
@@ -215,10 +225,12 @@ def extract_chunk(
     max_pixels: int = 89_478_485,
     on_batch: ProgressFn | None = None,
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+    fetching: Fetching | None = None,
 ) -> ChunkResult:
     """Decode (`decode_workers` threads; None: auto_decode_workers), embed, print
     (duplicate_prints) and write one shard (plus its permanent rejections) atomically; rows that
-    could not be read this time come back in `retry` and are not cached."""
+    could not be read this time come back in `retry` and are not cached. URL rows are read as
+    `fetching` says."""
     start = time.perf_counter()
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -231,7 +243,9 @@ def extract_chunk(
     retry: list[tuple[str, str, str]] = []
     size = backbone.spec.input_size
     workers = decode_workers or auto_decode_workers()
-    batches = _decoded_batches(rows, size, backbone.batch_size, workers, max_pixels, max_file_bytes)
+    batches = _decoded_batches(
+        rows, size, backbone.batch_size, workers, max_pixels, max_file_bytes, fetching or Fetching()
+    )
     for batch in batches:
         good = [(item, *d) for item, d in batch if not isinstance(d, Rejection)]
         for item, d in batch:

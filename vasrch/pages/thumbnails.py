@@ -3,7 +3,8 @@
 Each thumbnail is named by a hash of its image id, so any id gives a safe, stable file name; an
 image without a path or whose file does not decode is shown as one shared grey placeholder. A
 thumbnail also carries the relative link from the page's folder to the full image, so a page
-opened where it was written links each picture to its original file.
+opened where it was written links each picture to its original file (a photo read from a URL
+links that URL).
 """
 
 from __future__ import annotations
@@ -20,8 +21,11 @@ from urllib.parse import quote
 
 from PIL import Image
 
+from vasrch.addresses import is_url
 from vasrch.atomic_files import atomic_path
 from vasrch.catalog.images import DECODABLE_FORMATS, Decoded, decode_image
+from vasrch.catalog.scan import DEFAULT_MAX_FILE_BYTES
+from vasrch.catalog.sources import Fetching, read_photo
 
 THUMBS_DIR = "thumbs"
 PLACEHOLDER_NAME = "placeholder.jpg"
@@ -46,16 +50,23 @@ class Thumb:
 
 
 def write_thumbnails(
-    image_ids: Iterable[str], paths: Mapping[str, str], out_dir: Path, workers: int | None = None
+    image_ids: Iterable[str],
+    paths: Mapping[str, str],
+    out_dir: Path,
+    workers: int | None = None,
+    fetching: Fetching | None = None,
 ) -> dict[str, Thumb]:
-    """Write a JPEG thumbnail per distinct id into ``out_dir/thumbs`` in a thread pool; an id
-    without a path or whose file does not decode gets the shared grey placeholder."""
+    """Write a JPEG thumbnail per distinct id into ``out_dir/thumbs`` in a thread pool (photos
+    at URLs read as `fetching` says); an id without a path or whose file does not decode gets
+    the shared grey placeholder."""
     ids = list(dict.fromkeys(image_ids))
     folder = Path(out_dir) / THUMBS_DIR
     folder.mkdir(parents=True, exist_ok=True)
     workers = workers or min(16, 2 * (os.cpu_count() or 1))
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        made = list(pool.map(lambda i: _thumbnail(i, paths.get(i), folder, Path(out_dir)), ids))
+        made = list(
+            pool.map(lambda i: _thumbnail(i, paths.get(i), folder, Path(out_dir), fetching), ids)
+        )
     if any(thumb.problem is not None for thumb in made):
         with atomic_path(folder / PLACEHOLDER_NAME) as tmp:
             placeholder = Image.new("RGB", (THUMB_SIZE, THUMB_SIZE), _PLACEHOLDER_GREY)
@@ -77,11 +88,13 @@ def full_image_link(path: str, page_dir: Path) -> str | None:
     return quote(posixpath.join(*Path(relative).parts))
 
 
-def _thumbnail(image_id: str, path: str | None, folder: Path, page_dir: Path) -> Thumb:
+def _thumbnail(
+    image_id: str, path: str | None, folder: Path, page_dir: Path, fetching: Fetching | None
+) -> Thumb:
     if path is None:
         return _placeholder("no path known for this image")
     try:
-        raw = Path(path).read_bytes()
+        raw = read_photo(path, DEFAULT_MAX_FILE_BYTES, fetching)
     except OSError as e:
         return _placeholder(f"cannot read file: {e.strerror or e}")
     decoded = decode_image(raw, _thumb_target(raw))
@@ -91,7 +104,7 @@ def _thumbnail(image_id: str, path: str | None, folder: Path, page_dir: Path) ->
     with atomic_path(folder / name) as tmp:
         Image.fromarray(decoded.pixels).save(tmp, "JPEG", quality=THUMB_QUALITY, optimize=True)
     height, width = decoded.pixels.shape[:2]
-    href = full_image_link(path, page_dir)
+    href = path if is_url(path) else full_image_link(path, page_dir)
     return Thumb(src=f"{THUMBS_DIR}/{name}", width=width, height=height, href=href)
 
 

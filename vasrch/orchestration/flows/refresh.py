@@ -29,7 +29,7 @@ from vasrch.index.figures import Drift
 from vasrch.index.search_index import SearchIndex, load_index
 from vasrch.index.training import load_diagnostics
 from vasrch.layout import RunLayout
-from vasrch.orchestration.flows.extract import extract_stage, scan_options
+from vasrch.orchestration.flows.extract import extract_stage, fetching, scan_options
 from vasrch.orchestration.flows.train import (
     bulk_into_run,
     config_cache_dir,
@@ -162,6 +162,7 @@ def refresh_stage(cfg: Config) -> RefreshResult:
             diag=load_diagnostics(staging.diagnostics, parent.manifest.sweep_note),
             k=index.k,
             evaluation=parent.manifest.evaluation,
+            fetching=fetching(parent.config),
             title=f"vasrch run {run_id} (refresh of {parent.layout.run_id})",
         )
         table = diff_catalog(parent.catalog, catalog)

@@ -23,7 +23,12 @@ from vasrch.index.search_index import SearchIndex
 from vasrch.index.training import Diagnostics, HeldOut, catalog_labels, choose_k
 from vasrch.layout import RunLayout
 from vasrch.orchestration.flows.bulk import bulk_stage
-from vasrch.orchestration.flows.extract import embed_folder, extract_stage, scan_options
+from vasrch.orchestration.flows.extract import (
+    embed_folder,
+    extract_stage,
+    fetching,
+    scan_options,
+)
 from vasrch.orchestration.naming import run_name
 from vasrch.orchestration.task_runners import use_runner
 from vasrch.orchestration.tasks.train import (
@@ -139,6 +144,7 @@ def train_stage(
             diag=diag,
             k=index.k,
             evaluation=evaluation,
+            fetching=fetching(cfg),
             title=f"vasrch run {run_id}",
         )
         record = _record(

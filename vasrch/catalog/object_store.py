@@ -1,0 +1,144 @@
+"""Object storage through fsspec: s3://, gs://, az:// (and any protocol fsspec knows).
+
+Credentials and endpoints come from each store's standard sources (for S3: the AWS_* variables
+including AWS_ENDPOINT_URL, profiles, instance roles) plus `storage_options`, passed to the
+filesystem as given. The store's own validators (ETag, version id or generation, size,
+last-modified) describe an object without reading it, so an unchanged one is never downloaded
+again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from vasrch.addresses import url_scheme
+from vasrch.errors import ConfigError
+from vasrch.hashing import TooLargeError
+
+# protocol -> (the package fsspec needs for it, vasrch's extra that brings it)
+EXTRAS = {
+    "s3": ("s3fs", "s3"),
+    "s3a": ("s3fs", "s3"),
+    "gs": ("gcsfs", "gcs"),
+    "gcs": ("gcsfs", "gcs"),
+    "az": ("adlfs", "azure"),
+    "abfs": ("adlfs", "azure"),
+    "abfss": ("adlfs", "azure"),
+}
+_VERSION_KEYS = ("VersionId", "version_id", "generation")
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """One object as the store lists it: its URL, size, validator (ETag plus version id when the
+    store gives one) and last-modified time (ns since the epoch; 0 when unknown)."""
+
+    url: str
+    size: int
+    etag: str
+    modified_ns: int
+
+
+class StoreError(OSError):
+    """An object that could not be listed or read; the message says why."""
+
+
+def filesystem(url: str, storage_options: Mapping[str, Any] | None = None) -> Any:
+    """The fsspec filesystem for `url`'s protocol (instances are cached by fsspec); ConfigError
+    naming the extra to install when its package is missing."""
+    protocol = url_scheme(url)
+    try:
+        import fsspec
+
+        return fsspec.filesystem(protocol, **dict(storage_options or {}))
+    except ImportError as err:
+        package, extra = EXTRAS.get(protocol, (protocol, protocol))
+        raise ConfigError(
+            f'{url}: reading {protocol}:// needs {package}: pip install "vasrch[{extra}]" ({err})'
+        ) from None
+    except ValueError as err:
+        raise ConfigError(f"{url}: no storage known for {protocol}:// ({err})") from None
+
+
+def _url(protocol: str, path: str) -> str:
+    return f"{protocol}://{path}"
+
+
+def _modified_ns(info: Mapping[str, Any]) -> int:
+    for key in ("LastModified", "last_modified", "updated", "mtime"):
+        value = info.get(key)
+        if isinstance(value, dt.datetime):
+            return int(value.timestamp() * 1e9)
+        if isinstance(value, int | float):
+            return int(value * 1e9)
+        if isinstance(value, str):
+            try:
+                when = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+            except ValueError:
+                continue
+            return int(when.timestamp() * 1e9)
+    return 0
+
+
+def _validator(info: Mapping[str, Any]) -> str:
+    etag = next((str(info[k]) for k in ("ETag", "etag", "md5Hash") if info.get(k)), "")
+    version = next((str(info[k]) for k in _VERSION_KEYS if info.get(k)), "")
+    return etag.strip('"') + (f"@{version}" if version else "")
+
+
+def described(protocol: str, info: Mapping[str, Any]) -> StoredObject:
+    """A StoredObject from fsspec's description of one object."""
+    return StoredObject(
+        _url(protocol, info["name"]),
+        int(info.get("size") or 0),
+        _validator(info),
+        _modified_ns(info),
+    )
+
+
+def list_objects(
+    url: str, storage_options: Mapping[str, Any] | None = None
+) -> Iterator[StoredObject]:
+    """Every object under the prefix `url` (recursively, in paged listings of the store),
+    sorted by key; StoreError when the prefix cannot be listed."""
+    fs = filesystem(url, storage_options)
+    protocol = url_scheme(url)
+    root = fs._strip_protocol(url).rstrip("/")
+    try:
+        found = fs.find(root, detail=True)
+    except Exception as err:  # each store's client raises its own errors
+        raise StoreError(f"{url}: cannot list ({type(err).__name__}: {err})") from None
+    for name in sorted(found):
+        info = found[name]
+        if info.get("type", "file") != "directory":
+            yield described(protocol, info)
+
+
+def stat_object(url: str, storage_options: Mapping[str, Any] | None = None) -> StoredObject:
+    """One object's description (a HEAD request); StoreError when it is missing or unreadable."""
+    fs = filesystem(url, storage_options)
+    try:
+        return described(url_scheme(url), fs.info(url))
+    except FileNotFoundError:
+        raise StoreError(f"{url}: object not found") from None
+    except Exception as err:  # each store's client raises its own errors
+        raise StoreError(f"{url}: cannot read ({type(err).__name__}: {err})") from None
+
+
+def read_object(
+    url: str, max_bytes: int | None, storage_options: Mapping[str, Any] | None = None
+) -> bytes:
+    """An object's bytes, at most `max_bytes` + 1 requested (TooLargeError past the cap)."""
+    fs = filesystem(url, storage_options)
+    try:
+        data = fs.cat_file(url, start=0, end=None if max_bytes is None else max_bytes + 1)
+    except FileNotFoundError:
+        raise StoreError(f"{url}: object not found") from None
+    except Exception as err:  # each store's client raises its own errors
+        raise StoreError(f"{url}: cannot read ({type(err).__name__}: {err})") from None
+    if max_bytes is not None and len(data) > max_bytes:
+        raise TooLargeError(f"file too large: more than features.max_file_bytes {max_bytes} bytes")
+    return data
