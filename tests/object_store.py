@@ -94,7 +94,11 @@ def seaweedfs(folder: Path) -> Iterator[ObjectStore]:
         f"-master.port={master}",
         f"-volume.port={volume}",
         f"-filer.port={filer}",
-        "-volume.max=0",
+        "-s3.port.iceberg=0",  # no Iceberg or Lance listeners on their fixed default ports
+        "-s3.port.lance=0",
+        "-master.telemetry=false",
+        "-volume.max=64",  # small volumes, enough of them for a few collections
+        "-master.volumeSizeLimitMB=64",
     ]
     log = (folder / "weed.log").open("wb")
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
@@ -109,7 +113,7 @@ def seaweedfs(folder: Path) -> Iterator[ObjectStore]:
     finally:
         process.terminate()
         try:
-            process.wait(timeout=15)
+            process.wait(timeout=3)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()

@@ -155,3 +155,18 @@ def test_a_catalog_folder_is_not_needed_when_every_photo_is_a_url(feed, tmp_path
     manifest = _manifest(tmp_path, [feed.url("ok", sorted(feed.photos)[0])])
     scan = scan_catalog(tmp_path / "absent", options=_options(manifest, tmp_path))
     assert len(scan.table) == 1 and scan.table["bytes"].iloc[0] > 0
+
+
+def test_report_thumbnails_of_feed_photos_link_their_urls(feed, tmp_path: Path) -> None:
+    from vasrch.pages.thumbnails import write_thumbnails
+
+    names = sorted(n for n in feed.photos if n != "notes.jpg")
+    paths = {f"p{i}": feed.url("ok", n) for i, n in enumerate(names)}
+    paths["gone"] = feed.url("missing", names[0])
+    thumbs = write_thumbnails(paths, paths, tmp_path, fetching=Fetching(policy=POLICY))
+    for image_id, url in paths.items():
+        if image_id == "gone":
+            assert "HTTP 404" in (thumbs[image_id].problem or "")
+            continue
+        assert thumbs[image_id].problem is None and thumbs[image_id].href == url
+        assert (tmp_path / thumbs[image_id].src).is_file()

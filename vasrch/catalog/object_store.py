@@ -10,7 +10,8 @@ again.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,27 +101,32 @@ def described(protocol: str, info: Mapping[str, Any]) -> StoredObject:
 
 
 def list_objects(
-    url: str, storage_options: Mapping[str, Any] | None = None
-) -> Iterator[StoredObject]:
-    """Every object under the prefix `url` (recursively, in paged listings of the store),
-    sorted by key; StoreError when the prefix cannot be listed."""
+    url: str, storage_options: Mapping[str, Any] | None = None, workers: int = 16
+) -> list[StoredObject]:
+    """Every object under the prefix `url`, recursively, sorted by key: the prefix is listed
+    one level deep, then each folder below it in paged listings, `workers` folders at once;
+    StoreError when it cannot be listed."""
     fs = filesystem(url, storage_options)
     protocol = url_scheme(url)
     root = fs._strip_protocol(url).rstrip("/")
     try:
-        found = fs.find(root, detail=True)
+        fs.invalidate_cache()  # a long-lived filesystem must not answer from an old listing
+        top = fs.ls(root, detail=True) if fs.isdir(root) else []
+        folders = [e["name"] for e in top if e.get("type") == "directory"]
+        found = [e for e in top if e.get("type") != "directory"]
+        with ThreadPoolExecutor(max(1, workers), thread_name_prefix="vasrch-list") as pool:
+            for below in pool.map(lambda folder: fs.find(folder, detail=True), folders):
+                found += below.values()
     except Exception as err:  # each store's client raises its own errors
         raise StoreError(f"{url}: cannot list ({type(err).__name__}: {err})") from None
-    for name in sorted(found):
-        info = found[name]
-        if info.get("type", "file") != "directory":
-            yield described(protocol, info)
+    return sorted((described(protocol, e) for e in found), key=lambda o: o.url)
 
 
 def stat_object(url: str, storage_options: Mapping[str, Any] | None = None) -> StoredObject:
     """One object's description (a HEAD request); StoreError when it is missing or unreadable."""
     fs = filesystem(url, storage_options)
     try:
+        fs.invalidate_cache(url)
         return described(url_scheme(url), fs.info(url))
     except FileNotFoundError:
         raise StoreError(f"{url}: object not found") from None

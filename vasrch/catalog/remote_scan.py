@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 
 from vasrch.addresses import HTTP_SCHEMES, url_scheme
 from vasrch.atomic_files import atomic_path
@@ -25,6 +26,7 @@ from vasrch.catalog.object_store import StoredObject, read_object, stat_object
 from vasrch.catalog.sources import Fetching, keep
 
 RECORD_COLUMNS = ["path", "etag", "bytes", "modified", "sha256"]
+RemoteItem = tuple[str, str, StoredObject | None]  # image_id, URL, the object as listed
 
 
 @dataclass(frozen=True)
@@ -53,11 +55,16 @@ def read_record(path: Path | None) -> dict[str, Recorded]:
     """The listing record at `path`, by URL (empty when there is none yet)."""
     if path is None or not Path(path).is_file():
         return {}
-    table = pd.read_parquet(path, columns=RECORD_COLUMNS)
+    columns = pq.read_table(path, columns=RECORD_COLUMNS).to_pydict()
     return {
-        url: Recorded(etag, int(size), modified, sha)
-        for url, etag, size, modified, sha in table.itertuples(index=False, name=None)
+        url: Recorded(etag, size, modified, sha)
+        for url, etag, size, modified, sha in zip(*columns.values(), strict=True)
     }
+
+
+def same_record(record: dict[str, Recorded], hashed: list[Hashed]) -> bool:
+    """True when `hashed` holds exactly what `record` does (nothing to write)."""
+    return len(record) == len(hashed) and all(record.get(h.path) is h.record for h in hashed)
 
 
 def write_record(path: Path, hashed: Iterable[Hashed]) -> None:
@@ -72,6 +79,17 @@ def _too_large(size: int, limit: int) -> str:
     return f"file too large: {size} bytes > features.max_file_bytes {limit}; not read"
 
 
+def _reused(item: RemoteItem, known: Recorded | None) -> Hashed | None:
+    """A listed object the record already holds with the same validator and size: its
+    recorded sha256, read from no byte (None when it must be read)."""
+    image_id, path, obj = item
+    if obj is None or known is None or not obj.etag:
+        return None
+    if (known.etag, known.size) != (obj.etag, obj.size):
+        return None
+    return Hashed(image_id, path, known.sha256, obj.size, obj.modified_ns, known)
+
+
 def _from_store(
     image_id: str,
     obj: StoredObject | None,
@@ -83,8 +101,9 @@ def _from_store(
     obj = obj or stat_object(path, fetching.storage_options)
     if max_bytes is not None and obj.size > max_bytes:
         return _too_large(obj.size, max_bytes)
-    if known is not None and obj.etag and (known.etag, known.size) == (obj.etag, obj.size):
-        return Hashed(image_id, path, known.sha256, obj.size, obj.modified_ns, known)
+    reused = _reused((image_id, path, obj), known)
+    if reused is not None:
+        return reused
     data = read_object(path, max_bytes, fetching.storage_options)
     sha = hashlib.sha256(data).hexdigest()
     keep(fetching, sha, data)
@@ -107,7 +126,7 @@ def _from_web(
 
 
 def _hash_one(
-    item: tuple[str, str, StoredObject | None],
+    item: RemoteItem,
     record: dict[str, Recorded],
     max_bytes: int | None,
     fetching: Fetching,
@@ -122,15 +141,25 @@ def _hash_one(
 
 
 def hash_remote(
-    items: list[tuple[str, str, StoredObject | None]],
+    items: list[RemoteItem],
     record: dict[str, Recorded],
     max_bytes: int | None,
     fetching: Fetching,
 ) -> tuple[list[Hashed], list[tuple[str, str, str]]]:
     """(photos hashed, rejections (image_id, URL, reason)) for `items` (image_id, URL, the
-    object as listed or None), `fetching.workers` at a time; unchanged ones are not read."""
+    object as listed or None): listed objects the record holds unchanged (and under the cap)
+    at once, the others read `fetching.workers` at a time."""
+    found: list[Hashed | str | None] = [
+        _reused(item, record.get(item[1]))
+        if item[2] is None or max_bytes is None or item[2].size <= max_bytes
+        else None
+        for item in items
+    ]
+    todo = [i for i, f in enumerate(found) if f is None]
     with ThreadPoolExecutor(max(1, fetching.workers), thread_name_prefix="vasrch-fetch") as pool:
-        found = list(pool.map(lambda item: _hash_one(item, record, max_bytes, fetching), items))
+        done = pool.map(lambda i: _hash_one(items[i], record, max_bytes, fetching), todo)
+        for i, result in zip(todo, done, strict=True):
+            found[i] = result
     hashed = [f for f in found if isinstance(f, Hashed)]
     rejected = [
         (image_id, path, f)

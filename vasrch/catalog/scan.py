@@ -36,10 +36,16 @@ import pandas as pd
 from vasrch.addresses import is_url
 from vasrch.atomic_files import atomic_path
 from vasrch.catalog.images import IMAGE_EXTENSIONS
-from vasrch.catalog.object_store import StoredObject, list_objects
+from vasrch.catalog.object_store import list_objects
 from vasrch.catalog.product_manifest import load_manifest
 from vasrch.catalog.products import folder_products
-from vasrch.catalog.remote_scan import hash_remote, read_record, write_record
+from vasrch.catalog.remote_scan import (
+    RemoteItem,
+    hash_remote,
+    read_record,
+    same_record,
+    write_record,
+)
 from vasrch.catalog.sources import Fetching
 from vasrch.hashing import file_kind, open_regular, sha256_stream
 
@@ -118,7 +124,7 @@ def _why(err: OSError) -> str:
 
 
 def _is_image_name(name: str) -> bool:
-    return Path(name).suffix.lower() in IMAGE_EXTENSIONS
+    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
 def _within(path: str, top: str) -> bool:
@@ -305,14 +311,11 @@ def _name_problem(image_id: str) -> str | None:
     return None
 
 
-RemoteItem = tuple[str, str, StoredObject | None]
-
-
 def _store_items(root: str, options: ScanOptions) -> list[RemoteItem]:
     """The image-named objects under the store prefix `root`: (key below it, URL, object)."""
     prefix = root.rstrip("/") + "/"
     items = []
-    for obj in list_objects(root, options.fetching.storage_options):
+    for obj in list_objects(root, options.fetching.storage_options, options.fetching.workers):
         key = obj.url[len(prefix) :] if obj.url.startswith(prefix) else obj.url
         if _is_image_name(key) and not any(part.startswith(".") for part in key.split("/")):
             items.append((key, obj.url, obj))
@@ -340,10 +343,9 @@ def _scan_remote(items: list[RemoteItem], options: ScanOptions) -> tuple[list, l
     """(catalog rows, rejections) of remote photos; the listing record is rewritten."""
     if not items:
         return [], []
-    hashed, rejected = hash_remote(
-        items, read_record(options.record), options.max_file_bytes, options.fetching
-    )
-    if options.record is not None:
+    record = read_record(options.record)
+    hashed, rejected = hash_remote(items, record, options.max_file_bytes, options.fetching)
+    if options.record is not None and not same_record(record, hashed):
         write_record(options.record, hashed)
     rows = [(h.image_id, h.path, h.sha256, h.size, h.modified_ns, 0, 0, 0) for h in hashed]
     return rows, rejected
