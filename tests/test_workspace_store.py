@@ -4,13 +4,13 @@ fault-injecting proxy, atomic publication of runs and verified fetches."""
 from __future__ import annotations
 
 import threading
-import uuid
 from pathlib import Path
 
 import pytest
 
 from tests.run_records import run_record
 from tests.store_proxy import Fault, fault_proxy
+from tests.workspace_stores import new_store
 from vasrch.layout import RunLayout
 from vasrch.workspace import runs
 from vasrch.workspace.remote_runs import (
@@ -21,35 +21,7 @@ from vasrch.workspace.remote_runs import (
     read_latest,
     run_key,
 )
-from vasrch.workspace.store import StoreConflict, StoreUnavailable, WorkspaceStore
-
-BUCKET = "vasrch-workspaces"
-
-
-def options(endpoint: str) -> dict:
-    """storage_options reaching `endpoint`, botocore's own retries off (the store retries)."""
-    return {
-        "key": "vasrch-test",
-        "secret": "vasrch-test",
-        "client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"},
-        "config_kwargs": {"retries": {"max_attempts": 1}, "connect_timeout": 2},
-    }
-
-
-@pytest.fixture(scope="session")
-def bucket(object_store) -> str:
-    object_store.filesystem().makedirs(BUCKET, exist_ok=True)
-    return BUCKET
-
-
-def new_store(endpoint: str, bucket: str, **changes) -> WorkspaceStore:
-    url = f"s3://{bucket}/{uuid.uuid4().hex[:10]}"
-    return WorkspaceStore(url, options(endpoint), **{"backoff_s": 0.05, **changes})
-
-
-@pytest.fixture
-def store(object_store, bucket) -> WorkspaceStore:
-    return new_store(object_store.endpoint, bucket)
+from vasrch.workspace.store import StoreConflict, StoreUnavailable
 
 
 def make_run(workspace: Path, payload: bytes = b"vectors") -> Path:
