@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.run_records import run_record
 from tests.store_proxy import Fault, fault_proxy
-from tests.workspace_stores import new_store
+from tests.workspace_stores import make_run, new_store
 from vasrch.layout import RunLayout
 from vasrch.workspace import runs
 from vasrch.workspace.remote_runs import (
@@ -22,15 +21,6 @@ from vasrch.workspace.remote_runs import (
     run_key,
 )
 from vasrch.workspace.store import StoreConflict, StoreUnavailable
-
-
-def make_run(workspace: Path, payload: bytes = b"vectors") -> Path:
-    """A complete local run with a few artifacts (one in a subfolder)."""
-    staging = runs.start_run(workspace, runs.new_run_id())
-    (staging / "index").mkdir()
-    (staging / "index" / "vectors.npy").write_bytes(payload)
-    (staging / "catalog.parquet").write_bytes(b"catalog " + payload)
-    return runs.complete_run(staging, run_record(), parent_run=None)
 
 
 def test_create_once_and_compare_and_swap(store):

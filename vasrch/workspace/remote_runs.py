@@ -140,6 +140,16 @@ def fetch_run(store: WorkspaceStore, run_id: str, workspace: Path) -> Path:
     return final
 
 
+def follow_or_why(store: WorkspaceStore, workspace: Path) -> str | None:
+    """`follow_latest`, or why it could not (the store unreachable, a run failing its hashes):
+    the local workspace then keeps what it had."""
+    try:
+        follow_latest(store, workspace)
+    except Exception as err:  # the store's client raises its own errors
+        return f"{store.url}: {type(err).__name__}: {err}"
+    return None
+
+
 def follow_latest(store: WorkspaceStore, workspace: Path) -> str | None:
     """Fetch the store's LATEST run into the local workspace and point its LATEST there; the
     run id (None when the store has no run yet)."""

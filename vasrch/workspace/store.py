@@ -98,8 +98,13 @@ class WorkspaceStore:
     @cached_property
     def fs(self) -> Any:
         """The fsspec filesystem, made once per store: its own instance, whose client does not
-        retry on its own (the store's retries and backoff are the only ones)."""
-        fs = filesystem(self.url, {**self.storage_options, "skip_instance_cache": True})
+        retry on its own (the store's retries and backoff are the only ones) unless
+        storage_options' config_kwargs say otherwise."""
+        options = {**self.storage_options, "skip_instance_cache": True}
+        if url_scheme(self.url) in CONDITIONAL_PROTOCOLS:
+            config = {"retries": {"max_attempts": 1}, **options.get("config_kwargs", {})}
+            options["config_kwargs"] = config
+        fs = filesystem(self.url, options)
         if hasattr(fs, "retries"):  # s3fs's loop around each request
             fs.retries = 1
         return fs
