@@ -137,3 +137,20 @@ def object_store(tmp_path_factory: pytest.TempPathFactory):
 
     with seaweedfs(tmp_path_factory.mktemp("seaweedfs")) as store:
         yield store
+
+
+@pytest.fixture(scope="session")
+def bucket(object_store) -> str:
+    """The bucket workspace tests keep their prefixes in."""
+    from tests.workspace_stores import BUCKET
+
+    object_store.filesystem().makedirs(BUCKET, exist_ok=True)
+    return BUCKET
+
+
+@pytest.fixture
+def store(object_store, bucket):
+    """A workspace store of its own (a fresh prefix) on the session's S3 store."""
+    from tests.workspace_stores import new_store
+
+    return new_store(object_store.endpoint, bucket)

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+from tests.http_threads import served_in_thread
 
 HUGE_BYTES = 2 * 1024**3
 SLOW_S = 3.0
@@ -111,15 +112,9 @@ def feed_server(photos: dict[str, bytes]) -> Iterator[FeedServer]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(FeedServer("", photos)))
     feed = FeedServer(f"http://127.0.0.1:{server.server_address[1]}", photos)
     server.RequestHandlerClass = _handler(feed)
-    server.daemon_threads = True
     server.handle_error = lambda request, address: None  # clients leaving early are expected
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with served_in_thread(server):
         yield feed
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def photos_of(folder: Path, count: int) -> dict[str, bytes]:

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-from vasrch.addresses import is_url
+from vasrch.addresses import is_url, url_scheme
 from vasrch.errors import ConfigError
 
 IntOrAuto = Annotated[int, Field(ge=1)] | Literal["auto"]
@@ -334,6 +344,12 @@ class RunsConfig(_Section):
         description="How long a writer (train, nightly, bulk, extract) waits for another one "
         "on the same workspace before failing with a message naming it.",
     )
+    lease_ttl_s: float = Field(
+        60.0,
+        ge=1,
+        description="A workspace in object storage: how long its writer's lease lasts without "
+        "a heartbeat (heartbeats every third of it) before another writer may take it.",
+    )
 
 
 class RunnerConfig(_Section):
@@ -426,7 +442,26 @@ class Config(_Section):
 
     catalog: CatalogConfig = Field(description="The product images and how they are read.")
     workspace: Path = Field(
-        description="Folder for the feature cache and the runs.", examples=["./workspace"]
+        description="Folder for the feature cache and the runs, or an S3 prefix (s3://bucket/"
+        "prefix; see Workspace in object storage): then runs are published there and this "
+        "machine works in `workspace_cache`.",
+        examples=["./workspace", "s3://shop-vasrch/workspace"],
+    )
+    workspace_url: str | None = Field(
+        None,
+        description="The S3 prefix the workspace lives in; set by giving `workspace` as a URL "
+        "(`workspace` then holds the local cache folder).",
+    )
+    workspace_cache: Path | None = Field(
+        None,
+        description="Local folder a workspace in object storage is worked in (deletable at any "
+        "time); null: $XDG_CACHE_HOME or ~/.cache, then vasrch/workspaces/<hash of the URL>.",
+    )
+    workspace_storage_options: dict[str, Any] = Field(
+        {},
+        description="Options for the workspace store's fsspec filesystem (endpoint_url, key, "
+        "client_kwargs, ...); credentials otherwise come from the AWS_* variables, profiles "
+        "and roles.",
     )
     features: FeaturesConfig = Field(
         FeaturesConfig(), description="The network that turns an image into a vector."
@@ -450,9 +485,33 @@ class Config(_Section):
         RefreshConfig(), description="Refreshes between retrains, and when a retrain is due."
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _workspace_in_store(cls, data: Any) -> Any:
+        """`workspace: s3://...` becomes workspace_url, and `workspace` the local cache."""
+        if isinstance(data, dict) and is_url(data.get("workspace")):
+            url = data["workspace"]
+            cache = data.get("workspace_cache") or default_workspace_cache(url)
+            data = {**data, "workspace_url": url, "workspace": cache}
+        return data
+
+    @field_validator("workspace_url")
+    @classmethod
+    def _s3_only(cls, value: str | None) -> str | None:
+        """Conditional writes (which publication and the lease need) are S3's."""
+        if value is not None and url_scheme(value) not in ("s3", "s3a"):
+            raise ValueError("a workspace in object storage must be s3:// (S3 or compatible)")
+        return value
+
     def to_yaml(self) -> str:
         """The resolved config as YAML (absolute paths)."""
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def default_workspace_cache(url: str) -> Path:
+    """The local cache of the workspace at `url` when the config names none."""
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "vasrch" / "workspaces" / hashlib.sha256(url.encode()).hexdigest()[:16]
 
 
 def check_inputs(cfg: Config) -> None:
@@ -513,6 +572,7 @@ def _resolve_paths(cfg: Config, base: Path) -> Config:
     cfg.evaluation.queries = resolve(cfg.evaluation.queries)
     cfg.evaluation.queries_labels_csv = resolve(cfg.evaluation.queries_labels_csv)
     cfg.workspace = resolve(cfg.workspace)
+    cfg.workspace_cache = resolve(cfg.workspace_cache)
     w = cfg.features.weights
     if w not in ("imagenet", "none"):
         cfg.features.weights = str(resolve(Path(w)))

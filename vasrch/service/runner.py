@@ -68,7 +68,7 @@ def build_app(settings: ServiceSettings) -> tuple[FastAPI, RunHolder]:
             "TensorFlow already runs in this process: --model-threads %d not applied",
             settings.model_threads,
         )
-    holder = RunHolder(settings.workspace, settings.run, settings.search)
+    holder = RunHolder(settings.workspace, settings.run, settings.search, settings.store)
     return create_app(settings, holder), holder
 
 

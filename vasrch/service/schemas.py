@@ -97,6 +97,11 @@ class Health(BaseModel):
     loaded_at: str | None = Field(None, description="When the served run was loaded (UTC).")
     reloads: int | None = Field(None, description="Runs swapped in since start.")
     reload_error: str | None = Field(None, description="Why the newest run in LATEST is not used.")
+    store_error: str | None = Field(
+        None,
+        description="A workspace in object storage: why its LATEST could not be followed at "
+        "the last check (the cached run keeps serving).",
+    )
     ms: float | None = None
 
 

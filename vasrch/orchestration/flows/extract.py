@@ -24,7 +24,7 @@ from vasrch.orchestration.tasks.extract import (
     scan_catalog_task,
 )
 from vasrch.orchestration.timing import timed
-from vasrch.workspace.lock import workspace_lock
+from vasrch.workspace.mirror import workspace_writer
 
 
 def fetching(cfg: Config) -> Fetching:
@@ -100,7 +100,7 @@ def extract_flow(config_path: str, overrides: dict[str, Any] | None = None) -> E
     """Turn the configured catalog folder into feature shards in the workspace; returns the
     counts, every rejected image (image_id, reason, retry) and the scan's folder warnings."""
     cfg = load_config(config_path, overrides)
-    lock = workspace_lock(cfg.workspace, "extract flow", cfg.runs.lock_timeout_s)
+    lock = workspace_writer(cfg, "extract flow")
     with lock, use_runner(cfg.runner):
         _, summary = extract_stage(cfg)
     return summary

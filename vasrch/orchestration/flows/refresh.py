@@ -53,7 +53,7 @@ from vasrch.orchestration.tasks.train import (
 from vasrch.orchestration.timing import timed
 from vasrch.workspace import runs
 from vasrch.workspace.hidden import settle
-from vasrch.workspace.lock import workspace_lock
+from vasrch.workspace.mirror import workspace_writer
 from vasrch.workspace.run_manifest import (
     BulkSummary,
     Counts,
@@ -309,6 +309,6 @@ def refresh_flow(config_path: str, overrides: dict[str, Any] | None = None) -> R
             {"refresh.max_added_share": 0.3}.
     """
     cfg = load_config(config_path, overrides)
-    lock = workspace_lock(cfg.workspace, "refresh flow", cfg.runs.lock_timeout_s)
+    lock = workspace_writer(cfg, "refresh flow")
     with lock, use_runner(cfg.runner):
         return refresh_stage(cfg)

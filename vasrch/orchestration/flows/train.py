@@ -46,7 +46,7 @@ from vasrch.orchestration.timing import timed
 from vasrch.search.parameters import resolve_search_params
 from vasrch.workspace import runs
 from vasrch.workspace.hidden import read_hidden, settle
-from vasrch.workspace.lock import workspace_lock
+from vasrch.workspace.mirror import workspace_writer
 from vasrch.workspace.promotion import gate_failure
 from vasrch.workspace.rejections import write_rejections
 from vasrch.workspace.run_manifest import (
@@ -292,6 +292,6 @@ def train_flow(config_path: str, overrides: dict[str, Any] | None = None) -> Tra
             {"clustering.num_clusters": 12}.
     """
     cfg = load_config(config_path, overrides)
-    lock = workspace_lock(cfg.workspace, "train flow", cfg.runs.lock_timeout_s)
+    lock = workspace_writer(cfg, "train flow")
     with lock, use_runner(cfg.runner):
         return train_stage(cfg)
