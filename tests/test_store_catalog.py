@@ -144,6 +144,21 @@ def test_a_manifest_mixes_relative_keys_store_urls_and_local_files(
     assert "not found" in scan.rejected["reason"].iloc[0]
 
 
+def test_s3_listing_follows_pages_and_matches_s3fs(
+    object_store: ObjectStore, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vasrch.catalog import s3_listing
+
+    monkeypatch.setattr(s3_listing, "PAGE_KEYS", 4)  # 51 objects: 13 pages
+    fs = object_store.filesystem()
+    path = bucket.removeprefix("s3://")
+    listed = {e["name"]: (e["size"], e["ETag"]) for e in s3_listing.find_s3(fs, path)}
+    fs.invalidate_cache()
+    found = fs.find(path, detail=True)
+    assert listed == {name: (info["size"], info["ETag"]) for name, info in found.items()}
+    assert len(listed) == 51  # 48 photos, the demo marker, a hidden photo, notes.txt
+
+
 @pytest.mark.slow
 def test_train_then_refresh_on_a_bucket(
     object_store: ObjectStore, bucket: str, demo_catalog: Path, tmp_path: Path

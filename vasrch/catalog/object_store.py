@@ -10,12 +10,13 @@ again.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from vasrch.addresses import url_scheme
+from vasrch.catalog.s3_listing import find_s3
 from vasrch.errors import ConfigError, DataError
 from vasrch.hashing import TooLargeError
 
@@ -100,11 +101,20 @@ def described(protocol: str, info: Mapping[str, Any]) -> StoredObject:
     )
 
 
+def _folder_lister(fs: Any, protocol: str) -> Callable[[str], list[dict[str, Any]]]:
+    """How one folder is listed, recursively: S3 through s3_listing (a tenth of botocore's
+    CPU), any other store through fsspec's find."""
+    if protocol in ("s3", "s3a"):
+        return lambda folder: find_s3(fs, folder)
+    return lambda folder: list(fs.find(folder, detail=True).values())
+
+
 def list_objects(
     url: str, storage_options: Mapping[str, Any] | None = None, workers: int = 16
 ) -> list[StoredObject]:
     """Every object under the prefix `url`, recursively, sorted by key: the prefix is listed
-    one level deep, then each folder below it in paged listings, `workers` folders at once;
+    one level deep, then each folder below it in paged listings, `workers` folders at once
+    (see _folder_lister);
     DataError when it cannot be listed (no such bucket, no access)."""
     fs = filesystem(url, storage_options)
     protocol = url_scheme(url)
@@ -118,8 +128,8 @@ def list_objects(
         folders = [e["name"] for e in top if e.get("type") == "directory"]
         found = [e for e in top if e.get("type") != "directory"]
         with ThreadPoolExecutor(max(1, workers), thread_name_prefix="vasrch-list") as pool:
-            for below in pool.map(lambda folder: fs.find(folder, detail=True), folders):
-                found += below.values()
+            for below in pool.map(_folder_lister(fs, protocol), folders):
+                found += below
     except DataError:
         raise
     except Exception as err:  # each store's client raises its own errors
