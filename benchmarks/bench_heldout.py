@@ -28,7 +28,7 @@ a time, as the query server answers), and the train flow's run time on the catal
 old defaults (plain vectors, k swept 2..40 in the full space) and the new ones, features cached,
 after one untimed run that starts Prefect's temporary server.
 
-    python benchmarks/bench_heldout.py                      # clothing-small, helpers workspace
+    python benchmarks/bench_heldout.py                      # clothing-small, bench-work/quality/ws
     python benchmarks/bench_heldout.py DATASET --workspace WS
 """
 

@@ -7,6 +7,7 @@ shows the same tree).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,6 +170,12 @@ class WorkspaceLayout:
     def features(self, fingerprint: str) -> FeatureCacheLayout:
         """The feature cache of one backbone (its fingerprint)."""
         return FeatureCacheLayout(self.root / "features" / fingerprint)
+
+    def listing(self, source: str) -> Path:
+        """features/listings/<hash of the catalog>.parquet: what each remote photo of that
+        catalog held at its last scan (path, etag, bytes, modified, sha256)."""
+        name = hashlib.sha256(source.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+        return self.root / "features" / "listings" / f"{name}.parquet"
 
     def run(self, run_id: str) -> RunLayout:
         """The folder of one run."""

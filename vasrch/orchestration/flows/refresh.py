@@ -30,7 +30,7 @@ from vasrch.index.figures import Drift
 from vasrch.index.search_index import SearchIndex, load_index
 from vasrch.index.training import load_diagnostics
 from vasrch.layout import RunLayout
-from vasrch.orchestration.flows.extract import extract_stage, scan_options
+from vasrch.orchestration.flows.extract import extract_stage, fetching, scan_options
 from vasrch.orchestration.flows.train import (
     bulk_into_run,
     config_cache_dir,
@@ -54,7 +54,7 @@ from vasrch.orchestration.tasks.train import (
 from vasrch.orchestration.timing import timed
 from vasrch.workspace import runs
 from vasrch.workspace.hidden import settle
-from vasrch.workspace.lock import workspace_lock
+from vasrch.workspace.mirror import workspace_writer
 from vasrch.workspace.run_manifest import (
     BulkSummary,
     Counts,
@@ -163,6 +163,7 @@ def refresh_stage(cfg: Config) -> RefreshResult:
             diag=load_diagnostics(staging.diagnostics, parent.manifest.sweep_note),
             k=index.k,
             evaluation=parent.manifest.evaluation,
+            fetching=fetching(parent.config),
             title=f"vasrch run {run_id} (refresh of {parent.layout.run_id})",
         )
         table = diff_catalog(parent.catalog, catalog)
@@ -312,6 +313,6 @@ def refresh_flow(config_path: str, overrides: dict[str, Any] | None = None) -> R
             {"refresh.max_added_share": 0.3}.
     """
     cfg = load_config(config_path, overrides)
-    lock = workspace_lock(cfg.workspace, "refresh flow", cfg.runs.lock_timeout_s)
+    lock = workspace_writer(cfg, "refresh flow")
     with lock, use_runner(cfg.runner):
         return refresh_stage(cfg)
