@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 DATASET = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "clothing-small"
-TARGET = 0.8
+TARGET = 0.85  # issue 22 (issue 2 asked 0.8)
 
 
 def parse_args() -> argparse.Namespace:

@@ -12,7 +12,9 @@ then vasrch.index.training.fit_index and evaluate_index with the held-out photos
   by similarity^3);
 - + expansion: alpha query expansion (the query + its 2 best results, weighted by
   similarity^3);
-- all three (the default config).
+- all three (the default config);
+- the default held within 400 and 200 bytes a photo (search.max_bytes_per_photo: PCA int8
+  codes, shortlists re-ranked from the float32 vectors), as a catalog above 200,000 photos is.
 
 Each row reports held-out precision@10 of exact search and of the index at its probes, recall@10
 against exact search over the same vectors (expansion included), and the probes calibrated on
@@ -26,7 +28,7 @@ a time, as the query server answers), and the train flow's run time on the catal
 old defaults (plain vectors, k swept 2..40 in the full space) and the new ones, features cached,
 after one untimed run that starts Prefect's temporary server.
 
-    python benchmarks/bench_heldout.py                      # clothing-small, helpers workspace
+    python benchmarks/bench_heldout.py                      # clothing-small, bench-work/quality/ws
     python benchmarks/bench_heldout.py DATASET --workspace WS
 """
 
@@ -52,6 +54,8 @@ STEPS = {
     "centred + augmentation": {"centre": True, "query_expansion": 0},
     "centred + expansion": {"centre": True, "database_augmentation": 0},
     "all three (default)": {},
+    "default, 400 B/photo (compressed)": {"max_bytes_per_photo": 400},
+    "default, 200 B/photo (compressed)": {"max_bytes_per_photo": 200},
 }
 OLD_DEFAULTS = {
     "search": STEPS["plain"],

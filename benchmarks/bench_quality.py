@@ -23,7 +23,7 @@ The target (issue 3): at the default probes (config search.probes), recall@10 >=
 precision@10 no more than 0.01 below exact search. For each k the script also searches with
 more probes until the target is met and prints the fewest probes that meet it.
 
-    python benchmarks/bench_quality.py                      # clothing-small, helpers workspace
+    python benchmarks/bench_quality.py                      # clothing-small, bench-work/quality/ws
     python benchmarks/bench_quality.py DATASET --workspace WS
 """
 
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parents[2]
 DATASET = ROOT / "shared" / "datasets" / "clothing-small"
-WORKSPACE = ROOT / "helpers" / "quality" / "ws"
+WORKSPACE = Path(__file__).resolve().parents[1] / "bench-work" / "quality" / "ws"  # ignored
 KS = (10, 32, 64)
 PROBES = (1, 2, 3, 5)
 PCA_K = 32

@@ -48,8 +48,8 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASET = ROOT.parent / "shared" / "datasets" / "clothing-small"
-WORKSPACE = ROOT.parent / "helpers" / "server" / "ws"
-FIGURES = ROOT.parent / "helpers" / "bench_server_figures.md"
+WORKSPACE = ROOT / "bench-work" / "server" / "ws"  # ignored by git
+FIGURES = ROOT / "bench-work" / "bench_server_figures.md"
 WARMUP = 10
 SECTIONS = ("latency", "burst", "soak", "in-process", "synthetic")
 OK_IN_BURST = {200, 413, 503}

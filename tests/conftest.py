@@ -127,3 +127,30 @@ def guarded(served_workspace: Path):
     options = {"token": TOKEN, "cors_origins": (ORIGIN,), "access_log": False}
     with serving(served_workspace, run=run, decode_slots=1, decode_wait_s=0, **options) as s:
         yield s
+
+
+@pytest.fixture(scope="session")
+def object_store(tmp_path_factory: pytest.TempPathFactory):
+    """One SeaweedFS S3 store for the session (tests/object_store.py); skips when it cannot
+    start."""
+    from tests.object_store import seaweedfs
+
+    with seaweedfs(tmp_path_factory.mktemp("seaweedfs")) as store:
+        yield store
+
+
+@pytest.fixture(scope="session")
+def bucket(object_store) -> str:
+    """The bucket workspace tests keep their prefixes in."""
+    from tests.workspace_stores import BUCKET
+
+    object_store.filesystem().makedirs(BUCKET, exist_ok=True)
+    return BUCKET
+
+
+@pytest.fixture
+def store(object_store, bucket):
+    """A workspace store of its own (a fresh prefix) on the session's S3 store."""
+    from tests.workspace_stores import new_store
+
+    return new_store(object_store.endpoint, bucket)

@@ -59,3 +59,24 @@ def test_not_yaml_and_missing_file(tmp_path: Path) -> None:
 def test_demo_config_is_valid() -> None:
     cfg = load_config(Path(__file__).parents[1] / "config" / "demo.yaml")
     assert cfg.catalog.demo
+
+
+def test_a_store_url_is_kept_as_a_url_and_not_checked_as_a_folder(write_config) -> None:
+    from vasrch.config import check_inputs
+
+    cfg = load_config(
+        write_config(
+            {
+                "catalog": {"path": "s3://shop-photos/catalog", "cache_dir": "photos"},
+                "workspace": "ws",
+            }
+        )
+    )
+    assert cfg.catalog.path == "s3://shop-photos/catalog"
+    assert isinstance(cfg.catalog.cache_dir, Path) and cfg.catalog.cache_dir.is_absolute()
+    check_inputs(cfg)  # a URL is not a missing folder
+    demo = load_config(
+        write_config({"catalog": {"path": "s3://shop-photos/c", "demo": True}, "workspace": "ws"})
+    )
+    with pytest.raises(ConfigError, match=r"catalog\.demo"):
+        check_inputs(demo)

@@ -23,9 +23,11 @@ from typing import TYPE_CHECKING, NamedTuple
 import pandas as pd
 import pytest
 import yaml
+from markdown_it import MarkdownIt
 
 from tests import configs
 from tests.imagefactory import shopper_copy
+from tests.test_query_artifact import render
 from vasrch.config import ConfigError, load_config
 from vasrch.workspace import runs
 
@@ -499,12 +501,16 @@ def test_query_through_the_api_is_answered_by_the_warm_service(served, trained, 
     # the results table: each query's 4 results with their scores, every image a link that opens
     markdown = by_key["query-results"].data
     assert f"embedded by the query service at {service.url}" in markdown
-    rows = [line for line in markdown.splitlines() if line.startswith("| [")]
-    assert len(rows) == 2 and all(row.count("](http://") == 1 + 4 for row in rows)
-    hat = next(row for row in rows if row.startswith("| [hat.jpg]"))
+    rendered = render(markdown)
+    queries_shown = [p for p in rendered.paragraphs if p.startswith("Query ")]
+    assert queries_shown == ["Query hat.jpg · photo", "Query watch.png · photo"]
+    hat, watch = rendered.tables
+    for header, *rows in (hat, watch):
+        assert header == ["rank", "product", "score"] and [r[0] for r in rows] == list("1234")
     score = table[(table["query"] == str(queries / "hat.jpg")) & (table["rank"] == 1)]["score"]
-    assert "[hat/hat\\_001.jpg](http://" in hat and f" {score.iloc[0]:.4f} |" in hat
-    assert "broken.jpg" in markdown.split("Not read (1):")[1]
+    assert hat[1] == ["1", "hat/hat_001.jpg", f"{score.iloc[0]:.4f}"]
+    not_read = MarkdownIt().render(markdown.split("Not read (1):")[1])
+    assert f"<li>{queries / 'broken.jpg'}: not an image" in not_read
     links = re.findall(r"\]\((http://[^)]+)\)", markdown)
     thumbs = {link for link in links if "/thumbs/" in link}
     assert len(thumbs) >= 2 + 4
@@ -550,7 +556,8 @@ def test_prefect_deploy_all_registers_the_yaml_deployments_and_a_worker_runs_the
     assert sorted(deployments) == sorted(NAMES)
     for name, d in deployments.items():
         assert d.work_pool_name == "vasrch" and not d.paused
-        assert d.entrypoint == f"vasrch/orchestration/flows/{name}.py:{name}_flow"
+        module, function = ("products", "hide_products") if name == "hide-products" else (name,) * 2
+        assert d.entrypoint == f"vasrch/orchestration/flows/{module}.py:{function}_flow"
         assert d.parameters == {"config_path": "config/demo.yaml"}
         assert d.pull_steps == [
             {"prefect.deployments.steps.set_working_directory": {"directory": str(REPO)}}

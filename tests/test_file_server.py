@@ -98,3 +98,52 @@ def test_beyond_loopback_a_token_is_needed(tmp_path: Path) -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_symlinks_into_the_catalog_serve_its_images_and_nothing_else(tmp_path: Path) -> None:
+    catalog, workspace, outside = tmp_path / "catalog", tmp_path / "ws", tmp_path / "outside"
+    for folder in (catalog / ".hidden", workspace / "runs" / "r1" / "images", outside):
+        folder.mkdir(parents=True)
+    (catalog / "shoe.jpg").write_bytes(b"shoe pixels")
+    (catalog / "prices.csv").write_text("private prices")
+    (catalog / ".hidden" / "draft.jpg").write_bytes(b"private draft")
+    (outside / "secret.jpg").write_bytes(b"private secret")
+    (catalog / "escape.jpg").symlink_to(outside / "secret.jpg")  # a catalog link leading out
+    links = workspace / "runs" / "r1" / "images"
+    targets = {
+        "shoe.jpg": catalog / "shoe.jpg",
+        "prices.jpg": catalog / "prices.csv",
+        "draft.jpg": catalog / ".hidden" / "draft.jpg",
+        "escape.jpg": catalog / "escape.jpg",
+        "secret.jpg": outside / "secret.jpg",
+        "up.jpg": Path(f"{catalog}/../outside/secret.jpg"),
+    }
+    for name, target in targets.items():
+        (links / name).symlink_to(target)
+    (workspace / "catalog").symlink_to(catalog)  # the catalog folder itself, linked
+    for served_catalog in (catalog, Path(f"{workspace}/catalog")):
+        server = start_file_server(workspace, "127.0.0.1", 0, catalog=served_catalog)
+        port = server.server_address[1]
+        try:
+            assert get(port, "/runs/r1/images/shoe.jpg") == (200, b"shoe pixels")
+            assert get(port, "/catalog/shoe.jpg") == (200, b"shoe pixels")
+            for path in (
+                *(f"/runs/r1/images/{name}" for name in targets if name != "shoe.jpg"),
+                "/catalog/prices.csv",  # not an image
+                "/catalog/.hidden/draft.jpg",
+                "/catalog/escape.jpg",
+                "/catalog/",
+                "/catalog/%2e%2e/outside/secret.jpg",
+                "/runs/r1/images/%2e%2e%2f%2e%2e%2f%2e%2e%2fcatalog/shoe.jpg",
+            ):
+                status, body = get(port, path)
+                assert status == 404 and b"private" not in body, (path, status)
+        finally:
+            server.shutdown()
+            server.server_close()
+    without = start_file_server(workspace, "127.0.0.1", 0)  # no catalog: no symlink out
+    try:
+        assert get(without.server_address[1], "/runs/r1/images/shoe.jpg")[0] == 404
+    finally:
+        without.shutdown()
+        without.server_close()

@@ -14,7 +14,17 @@ from PIL import Image, ImageDraw
 from tests.listing_edits import EDITS, edited_jpeg
 from vasrch.catalog.images import decode_image
 from vasrch.config import BulkConfig
-from vasrch.features.duplicate_prints import PRINT_BYTES, make_print, prepare
+from vasrch.features.duplicate_prints import (
+    BOXES,
+    MIRROR,
+    PIXELS,
+    PRINT_BYTES,
+    SIDE,
+    SQUARE,
+    WINDOWS,
+    make_print,
+    prepare,
+)
 from vasrch.features.print_similarity import print_scores
 
 THRESHOLD = BulkConfig().duplicate_threshold
@@ -61,6 +71,30 @@ def test_a_print_is_small_and_deterministic():
     assert first.shape == (PRINT_BYTES,) and first.dtype == np.uint8
     assert first.nbytes < 3_500
     np.testing.assert_array_equal(first, print_of(data))
+
+
+@pytest.mark.parametrize("size", [(300, 400), (400, 300), (224, 224)])
+def test_windows_are_the_area_averages_of_their_boxes(size):
+    """Made from one reduced copy, each window still matches PIL's area resize of its box of the
+    decoded photo (the white square: of the photo padded to its shape on white)."""
+    decoded = decode_image(jpeg(photo(3, *size)), 224)
+    grey = Image.fromarray(decoded.pixels).convert("L")
+    made = make_print(decoded.pixels, *size)[: WINDOWS * PIXELS].reshape(WINDOWS, SIDE, SIDE)
+    w, h = grey.size
+    for i, box in enumerate(BOXES[:SQUARE]):
+        crop = (box[0] * w, box[1] * h, box[2] * w, box[3] * h)
+        expected = np.asarray(grey.resize((SIDE, SIDE), Image.Resampling.BOX, box=crop))
+        expected = expected[:, ::-1] if i == MIRROR else expected
+        assert np.abs(made[i].astype(int) - expected).mean() < 1.0, i
+    longest = max(size)
+    content = (round(size[0] * 224 / longest), round(size[1] * 224 / longest))
+    square = Image.new("L", (224, 224), 255)
+    square.paste(
+        grey.resize(content, Image.Resampling.BOX),
+        ((224 - content[0]) // 2, (224 - content[1]) // 2),
+    )
+    expected = np.asarray(square.resize((SIDE, SIDE), Image.Resampling.BOX))
+    assert np.abs(made[SQUARE].astype(int) - expected).mean() < 1.0
 
 
 def test_other_photos_score_far_below_the_threshold_and_identical_ones_score_one():

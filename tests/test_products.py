@@ -261,7 +261,7 @@ def manifest_run(tmp_path_factory, demo_catalog):
             "product_id": f"SKU-{i // 2:03d}",
             "image": image,
             "category": image.split("/")[0],
-            "title": f"{image.split('/')[0]} number {i // 2}",
+            "title": f"{image.split('/')[0]} number {i // 2} (reseller) #{i // 2} | <b>x</b>",
             "url": f"https://shop.example/p/{i // 2}",
             "price": f"{10 + i // 2}.5",
         }
@@ -423,6 +423,46 @@ def test_query_flow_filters_and_writes_products_without_paths(manifest_run) -> N
     assert "path" not in table and set(table["category"]) <= {"bag", "mug"} and len(table) == 3
     page = (done.out_dir / "results.html").read_text(encoding="utf-8")
     assert 'href="https://shop.example/p/' in page and "SKU-" in page
+
+
+def test_the_query_results_artifact_shows_titles_and_names_as_typed(manifest_run, tmp_path):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    from tests.imagefactory import shopper_copy
+    from tests.test_query_artifact import render
+    from vasrch.orchestration.flows.query import query_flow
+
+    cfg, _, rows, _ = manifest_run
+    catalog = Path(yaml.safe_load(cfg.read_text())["catalog"]["path"])
+    upload = tmp_path / "uploads" / "3f2a9c1e-7b4d-4e8a-9c2f-5d6e7f8a9b0c.jpg"
+    upload.parent.mkdir()
+    upload.write_bytes(shopper_copy(catalog / rows["image"].iloc[0]))
+    names = {str(upload): "red hat | summer <i>sale</i>.jpg"}
+    state = query_flow(str(cfg), [str(upload.parent)], top_n=3, names=names, return_state=True)
+    done = state.result()
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])
+            )
+        )
+    markdown = next(a.data for a in artifacts if a.key == "query-results")
+    rendered = render(markdown)
+    assert "Query red hat | summer <i>sale</i>.jpg · photo" in rendered.paragraphs
+    [(header, *cells)] = rendered.tables
+    assert header == ["rank", "product", "score"]
+    assert len(cells) == 3 and all(len(row) == 3 for row in cells)
+    answers = pd.read_parquet(done.out_dir / "results.parquet")
+    assert [row[1] for row in cells] == [
+        f"{sku} · {title}"
+        for sku, title in zip(answers["product_id"], answers["title"], strict=True)
+    ]
+    assert "(reseller) #" in cells[0][1] and "<b>x</b>" in cells[0][1]
+    assert not {"b", "i"} & rendered.tags
+    assert upload.stem not in markdown  # the generated name shows nowhere
+    page = (done.out_dir / "results.html").read_text(encoding="utf-8")
+    assert "red hat | summer &lt;i&gt;sale&lt;/i&gt;.jpg" in page and upload.stem not in page
 
 
 def test_a_run_keeps_its_rejections_with_their_manifest_rows(manifest_run, capsys) -> None:

@@ -27,6 +27,9 @@ from vasrch.workspace.promotion import warm_start
 
 REMOVED = ("hat_001", "mug_002")
 ADDED = ("new_hat", "new_watch")
+# Differ between two shops by construction: each copy's file facts, and the status of a photo
+# against the run before (new photos are "unchanged" after a refresh already indexed them).
+NOT_COMPARED = ["path", "mtime_ns", "ctime_ns", "inode", "device", "status"]
 
 
 def _manifest(catalog: Path) -> pd.DataFrame:
@@ -244,3 +247,38 @@ def test_removal_wins_a_race_with_the_refresh(tmp_path: Path, demo_catalog: Path
     assert "tshirt/tshirt_002.jpg" not in set(index.ids)
     catalog = pd.read_parquet(RunLayout(result.run_dir).catalog)
     assert "tshirt/tshirt_002.jpg" not in set(catalog["image_id"])
+
+
+def test_nightly_after_refreshes_gives_the_run_nightly_alone_gives(
+    tmp_path: Path, demo_catalog: Path
+) -> None:
+    """Two shops with the same catalog and the same edits, one refreshed before its nightly:
+    both nightlies index the same photos in the same clusters with the same products."""
+    from vasrch.orchestration.flows.nightly import nightly_flow
+    from vasrch.orchestration.flows.refresh import refresh_flow
+    from vasrch.orchestration.flows.train import train_flow
+
+    nightly = {}
+    for shop, refreshes in (("refreshed", 2), ("alone", 0)):
+        root = tmp_path / shop
+        root.mkdir()
+        config = _shop(root, demo_catalog, max_added_share=1.0, max_size_spread_growth=100.0)
+        train_flow(str(config))
+        _edit_catalog(root)
+        for _ in range(refreshes):
+            refresh_flow(str(config))
+        result = nightly_flow(str(config))
+        assert result.warm_start
+        nightly[shop] = RunLayout(result.train.run_dir)
+    refreshed, alone = nightly["refreshed"], nightly["alone"]
+    np.testing.assert_allclose(
+        np.load(refreshed.index.centroids), np.load(alone.index.centroids), atol=1e-5
+    )
+    for same, other in (
+        (refreshed.index.assignments, alone.index.assignments),
+        (refreshed.catalog, alone.catalog),
+    ):
+        same, other = (
+            pd.read_parquet(p).drop(columns=NOT_COMPARED, errors="ignore") for p in (same, other)
+        )
+        pd.testing.assert_frame_equal(same, other)

@@ -206,7 +206,17 @@ def test_thumbnails_link_their_full_images_by_relative_paths(tmp_path):
 def test_links_resolve_inside_a_copy_and_no_absolute_path_appears(tmp_path):
     args = catalog(tmp_path / "origin")
     write_report(**args)
+    originals = {Path(p).name: Path(p).read_bytes() for p in args["paths"].values()}
+    # `cp -r` keeps the symlinks to the catalog: the copy opens the originals while they stay.
+    kept = tmp_path / "kept" / "r1"
+    kept.parent.mkdir()
+    subprocess.run(["cp", "-r", str(tmp_path / "origin" / "runs" / "r1"), str(kept)], check=True)
+    # A copy that follows symlinks takes the few full images shown: it opens them anywhere.
     copy = shutil.copytree(tmp_path / "origin" / "runs" / "r1", tmp_path / "elsewhere" / "r1")
+    kept_page = parse((kept / "bulk" / "report.html").read_text(encoding="utf-8"))
+    for href, img in zip(kept_page.img_links, kept_page.imgs, strict=True):
+        if href is not None:
+            assert (kept / "bulk" / unquote(href)).read_bytes() == originals[img["alt"]]
     shutil.rmtree(tmp_path / "origin")  # neither the originals nor the first run are reachable
     page = (copy / "bulk" / "report.html").read_text(encoding="utf-8")
     tags = parse(page)
@@ -216,9 +226,13 @@ def test_links_resolve_inside_a_copy_and_no_absolute_path_appears(tmp_path):
     for src in sources:
         target = (copy / "bulk" / src).resolve()
         assert target.is_relative_to(copy.resolve()) and target.is_file(), src
-    # Thumbnails link the originals relatively (gone in this copy); every other link is a jump.
+    # Thumbnails link the full images inside the copy; every other link is a jump.
     images = set(filter(None, tags.img_links))
-    assert images and all(href.startswith("../") for href in images)
+    assert len(images) > 20 and all(href.startswith("images/") for href in images)
+    for href, img in zip(tags.img_links, tags.imgs, strict=True):
+        if href is not None:
+            target = copy / "bulk" / unquote(href)
+            assert not target.is_symlink() and target.read_bytes() == originals[img["alt"]]
     assert all(href.startswith("#") for href in tags.hrefs if href not in images)
     assert str(tmp_path) not in page
     assert not re.search(r"""(src|href)=["']?(/|[a-z]+:)""", page)

@@ -90,7 +90,13 @@ def test_the_document_is_exact(server: QueryServer, spec: dict[str, Any]) -> Non
         in request(server, "GET", "/query?id=")[1]["error"]
     )
 
-    for value in ({"image_base64": ""}, {"image_base64": "aGk=", "top_n": 0}, {"image": "aGk="}):
+    bad_json = (
+        {"image_base64": ""},
+        {"image_base64": "0"},  # not base64: the document's pattern says so too
+        {"image_base64": "aGk=", "top_n": 0},
+        {"image": "aGk="},
+    )
+    for value in bad_json:
         assert not as_json.is_valid(value), value
         assert upload(server, json.dumps(value).encode(), ctype="application/json")[0] == 400
     assert not raw.is_valid("")
@@ -109,6 +115,10 @@ def test_the_document_is_exact(server: QueryServer, spec: dict[str, Any]) -> Non
     assert {r["category"] for r in answer["results"]} <= {"hat", "bag"}
     status, answer = request(server, "GET", "/query?id=no/such.jpg")
     assert status == 404 and error_schema.is_valid(answer)
+    example = body["application/json"]["example"]  # what "Try it out" in /docs sends
+    assert as_json.is_valid(example)
+    status, answer = upload(server, json.dumps(example).encode(), ctype="application/json")
+    assert status == 200 and answer_schema.is_valid(answer), answer
     jpeg_json = to_json_body(b"\xff\xd8 not really a jpeg", top_n=3, probes=1_000_000)
     assert as_json.is_valid(json.loads(jpeg_json))
     health_schema = spec["paths"]["/health"]["get"]["responses"]["200"]["content"]

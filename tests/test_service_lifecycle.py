@@ -288,3 +288,26 @@ def test_workers_share_the_port_and_add_up_their_metrics(
         r'vasrch_requests_total\{method="POST",path="/query",status="200"\} (\S+)', text
     )
     assert counted is not None and float(counted[1]) == sent, text
+
+
+def test_a_taken_port_names_the_option_that_sets_it(
+    served_workspace: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`vasrch serve --with-query-service` on a taken port names --query-port, not --port."""
+    from vasrch.config import load_config
+    from vasrch.orchestration.deployments import _warm_service
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with caplog.at_level(logging.ERROR, logger="vasrch.server"):
+            service = _warm_service(load_config(served_workspace.parent / "config.yaml"), port)
+            try:
+                deadline = time.monotonic() + 60
+                while "not started" not in caplog.text and time.monotonic() < deadline:
+                    time.sleep(0.2)
+            finally:
+                service.stop()
+    assert f"cannot listen on 127.0.0.1:{port}" in caplog.text
+    assert "choose another --query-port" in caplog.text

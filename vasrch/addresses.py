@@ -3,10 +3,24 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 from urllib.parse import urlsplit
 
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+://")
+HTTP_SCHEMES = frozenset({"http", "https"})
+
+
+def is_url(text: object) -> bool:
+    """True when `text` is a string that starts like a URL (`s3://`, `https://`, ...); a
+    one-letter scheme is a Windows drive, not a URL."""
+    return isinstance(text, str) and _URL.match(text) is not None
+
+
+def url_scheme(text: str) -> str:
+    """The lower-case scheme of a URL ("s3", "https"); "" for a local path."""
+    return text.split("://", 1)[0].lower() if is_url(text) else ""
 
 
 def is_loopback(host: str) -> bool:

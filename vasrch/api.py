@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import joblib
+import numpy as np
 import pandas as pd
 
 from vasrch.atomic_files import atomic_path, write_text_atomic
@@ -134,7 +135,7 @@ def train_clusters(
     write_text_atomic(saved.meta, json.dumps(meta, indent=2))
     hashes = folder_hashes(saved.root, skip=[saved.hashes])
     write_text_atomic(saved.hashes, json.dumps(hashes, indent=2))
-    table = pd.DataFrame({"image": index.ids, "cluster": index.labels})
+    table = pd.DataFrame({"image": np.asarray(index.ids), "cluster": index.labels})
     table = table.sort_values(["cluster", "image"], ignore_index=True)
     with atomic_path(csv_filename) as tmp:
         table.to_csv(tmp, index=False)
@@ -188,7 +189,7 @@ def search_similar_images(
     if bad:
         raise DataError(f"cannot use {image_path} as a query: {bad[0][1]}")
     params = resolve_search_params(k=index.k, n=index.n, top_n=top_n, probes=probes)
-    products = Products.from_catalog(pd.DataFrame({"image_id": index.ids}))
+    products = Products.from_catalog(pd.DataFrame({"image_id": np.asarray(index.ids)}))
     allowed = products.allowed(index.ids, filters)
     result = index.search(vectors, params.top_n, params.probes, allowed=allowed)
     root = Path(meta["catalog_root"])

@@ -21,7 +21,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield tmp
         os.replace(tmp, path)
     finally:
-        if tmp.exists():
+        if os.path.lexists(tmp):  # a symlink too, even one to nothing
             tmp.unlink()
 
 

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
+from vasrch.addresses import is_url, url_scheme
 from vasrch.errors import ConfigError
 
 IntOrAuto = Annotated[int, Field(ge=1)] | Literal["auto"]
@@ -29,8 +40,10 @@ class _Section(BaseModel):
 class CatalogConfig(_Section):
     """`catalog`: the folder of product images, the offline demo, and the labels for precision@k."""
 
-    path: Path = Field(
-        description="Folder of product images, scanned recursively.", examples=["./catalog"]
+    path: Path | str = Field(
+        description="Folder of product images, scanned recursively, or an object store prefix "
+        "(s3://bucket/photos, gs://..., az://...; see Catalogs in object storage).",
+        examples=["./catalog", "s3://shop-photos/catalog"],
     )
     demo: bool = Field(
         False, description="Draw the offline demo catalog into `path` when it is missing."
@@ -55,6 +68,38 @@ class CatalogConfig(_Section):
     allow_absolute_paths: bool = Field(
         False, description="Accept absolute image paths in the manifest (outside `path`)."
     )
+    storage_options: dict[str, Any] = Field(
+        {},
+        description="Options for the object store's fsspec filesystem (endpoint_url, key, "
+        "secret, anon, client_kwargs, ...); credentials otherwise come from the store's "
+        "standard sources (AWS_* variables, profiles, roles).",
+    )
+    cache_dir: Path | None = Field(
+        None,
+        description="Keep downloaded photos here, by sha256; null: nothing is written to disk "
+        "(extraction downloads a new or changed photo again after the scan hashed it).",
+    )
+    download_workers: int = Field(
+        16, ge=1, le=256, description="Remote photos downloaded at once (scan and extraction)."
+    )
+    download_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds a download waits for the server (connecting, each read); a whole "
+        "photo may take ten times that.",
+    )
+    download_retries: int = Field(
+        3, ge=0, le=20, description="Retries of a 429, 5xx, timeout or cut-off download."
+    )
+    host_rate_limit: float | None = Field(
+        None, gt=0, description="Most requests a second to one web host; null: no limit."
+    )
+
+    @field_validator("path", mode="before")
+    @classmethod
+    def _url_or_folder(cls, value: Any) -> Any:
+        """A URL stays text (a Path would fold its //); anything else is a folder."""
+        return Path(value) if isinstance(value, str) and not is_url(value) else value
 
 
 class FeaturesConfig(_Section):
@@ -227,6 +272,13 @@ class SearchConfig(_Section):
     expansion_alpha: float = Field(
         3.0, ge=0, le=20, description="Exponent of the weights of augmentation and expansion."
     )
+    max_bytes_per_photo: IntOrAuto = Field(
+        "auto",
+        description="Memory a photo's vector may take in the index: full float32 when it fits, "
+        "else PCA dimensions as int8 codes whose shortlists are re-ranked from the float32 "
+        "vectors memory-mapped on disk; auto: full float32 below 200,000 photos, 400 bytes a "
+        "photo above (recorded in the run's manifest).",
+    )
 
 
 class EvaluationConfig(_Section):
@@ -312,6 +364,12 @@ class RunsConfig(_Section):
         ge=0,
         description="How long a writer (train, nightly, bulk, extract) waits for another one "
         "on the same workspace before failing with a message naming it.",
+    )
+    lease_ttl_s: float = Field(
+        60.0,
+        ge=1,
+        description="A workspace in object storage: how long its writer's lease lasts without "
+        "a heartbeat (heartbeats every third of it) before another writer may take it.",
     )
 
 
@@ -405,7 +463,26 @@ class Config(_Section):
 
     catalog: CatalogConfig = Field(description="The product images and how they are read.")
     workspace: Path = Field(
-        description="Folder for the feature cache and the runs.", examples=["./workspace"]
+        description="Folder for the feature cache and the runs, or an S3 prefix (s3://bucket/"
+        "prefix; see Workspace in object storage): then runs are published there and this "
+        "machine works in `workspace_cache`.",
+        examples=["./workspace", "s3://shop-vasrch/workspace"],
+    )
+    workspace_url: str | None = Field(
+        None,
+        description="The S3 prefix the workspace lives in; set by giving `workspace` as a URL "
+        "(`workspace` then holds the local cache folder).",
+    )
+    workspace_cache: Path | None = Field(
+        None,
+        description="Local folder a workspace in object storage is worked in (deletable at any "
+        "time); null: $XDG_CACHE_HOME or ~/.cache, then vasrch/workspaces/<hash of the URL>.",
+    )
+    workspace_storage_options: dict[str, Any] = Field(
+        {},
+        description="Options for the workspace store's fsspec filesystem (endpoint_url, key, "
+        "client_kwargs, ...); credentials otherwise come from the AWS_* variables, profiles "
+        "and roles.",
     )
     features: FeaturesConfig = Field(
         FeaturesConfig(), description="The network that turns an image into a vector."
@@ -429,15 +506,41 @@ class Config(_Section):
         RefreshConfig(), description="Refreshes between retrains, and when a retrain is due."
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _workspace_in_store(cls, data: Any) -> Any:
+        """`workspace: s3://...` becomes workspace_url, and `workspace` the local cache."""
+        if isinstance(data, dict) and is_url(data.get("workspace")):
+            url = data["workspace"]
+            cache = data.get("workspace_cache") or default_workspace_cache(url)
+            data = {**data, "workspace_url": url, "workspace": cache}
+        return data
+
+    @field_validator("workspace_url")
+    @classmethod
+    def _s3_only(cls, value: str | None) -> str | None:
+        """Conditional writes (which publication and the lease need) are S3's."""
+        if value is not None and url_scheme(value) not in ("s3", "s3a"):
+            raise ValueError("a workspace in object storage must be s3:// (S3 or compatible)")
+        return value
+
     def to_yaml(self) -> str:
         """The resolved config as YAML (absolute paths)."""
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def default_workspace_cache(url: str) -> Path:
+    """The local cache of the workspace at `url` when the config names none."""
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "vasrch" / "workspaces" / hashlib.sha256(url.encode()).hexdigest()[:16]
 
 
 def check_inputs(cfg: Config) -> None:
     """Refuse, naming the field, input paths that do not exist: the catalog folder (unless the
     demo draws it), held-out photos, label files and a weights file. Cheap, so commands run it
     before starting Prefect or TensorFlow."""
+    if is_url(cfg.catalog.path) and cfg.catalog.demo:
+        raise ConfigError(f"catalog.demo: the demo is drawn into a folder, not {cfg.catalog.path}")
     checks = [
         ("catalog.path", cfg.catalog.path, Path.is_dir, not cfg.catalog.demo),
         ("catalog.labels_csv", cfg.catalog.labels_csv, Path.is_file, True),
@@ -448,7 +551,7 @@ def check_inputs(cfg: Config) -> None:
     if cfg.features.weights not in ("imagenet", "none"):
         checks.append(("features.weights", Path(cfg.features.weights), Path.is_file, True))
     for field, path, exists, required in checks:
-        if required and path is not None and not exists(path):
+        if required and isinstance(path, Path) and not exists(path):
             kind = "folder" if exists is Path.is_dir else "file"
             raise ConfigError(f"{field}: {kind} not found: {path}")
 
@@ -482,12 +585,15 @@ def _resolve_paths(cfg: Config, base: Path) -> Config:
     def resolve(p: Path | None) -> Path | None:
         return None if p is None else (base / p.expanduser()).resolve()
 
-    cfg.catalog.path = resolve(cfg.catalog.path)
+    if not is_url(cfg.catalog.path):
+        cfg.catalog.path = resolve(cfg.catalog.path)
+    cfg.catalog.cache_dir = resolve(cfg.catalog.cache_dir)
     cfg.catalog.labels_csv = resolve(cfg.catalog.labels_csv)
     cfg.catalog.manifest = resolve(cfg.catalog.manifest)
     cfg.evaluation.queries = resolve(cfg.evaluation.queries)
     cfg.evaluation.queries_labels_csv = resolve(cfg.evaluation.queries_labels_csv)
     cfg.workspace = resolve(cfg.workspace)
+    cfg.workspace_cache = resolve(cfg.workspace_cache)
     w = cfg.features.weights
     if w not in ("imagenet", "none"):
         cfg.features.weights = str(resolve(Path(w)))

@@ -86,12 +86,13 @@ def read_bounded(path: str | os.PathLike[str], max_bytes: int | None = None) -> 
 
 
 def folder_hashes(folder: Path, skip: Iterable[Path] = ()) -> dict[str, str]:
-    """sha256 of every file under `folder` (but `skip`), keyed by POSIX path relative to it."""
+    """sha256 of every file under `folder` (but `skip` and symlinks, such as a page's links to
+    catalog images, which are not the folder's to vouch for), keyed by POSIX path relative to it."""
     skipped = {Path(p) for p in skip}
     return {
         p.relative_to(folder).as_posix(): sha256_file(p)
         for p in sorted(folder.rglob("*"))
-        if p.is_file() and p not in skipped
+        if p.is_file() and not p.is_symlink() and p not in skipped
     }
 
 

@@ -7,6 +7,7 @@ shows the same tree).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,6 +74,8 @@ class IndexLayout:
     offsets = Entry("offsets.npy", "(k + 1,) int64 start of each cluster's rows")
     assignments = Entry("assignments.parquet", "image_id, cluster, distance to its centroid")
     projection = Entry("projection.npz", "the PCA applied before clustering, when configured")
+    codes = Entry("codes.npy", "(n, dims) int8 compressed vectors, when the budget asks for them")
+    codec = Entry("codec.npz", "the PCA and quantization bounds that made codes.npy")
     print_windows = Entry("print_windows.npy", "(n, windows, pixels) int8 print windows")
     print_scales = Entry("print_scales.npy", "(n, windows) float32 scales of the print windows")
     print_thumbs = Entry("print_thumbs.npy", "(n, 32, 32) uint8 blurred grey print thumbnails")
@@ -167,6 +170,12 @@ class WorkspaceLayout:
     def features(self, fingerprint: str) -> FeatureCacheLayout:
         """The feature cache of one backbone (its fingerprint)."""
         return FeatureCacheLayout(self.root / "features" / fingerprint)
+
+    def listing(self, source: str) -> Path:
+        """features/listings/<hash of the catalog>.parquet: what each remote photo of that
+        catalog held at its last scan (path, etag, bytes, modified, sha256)."""
+        name = hashlib.sha256(source.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+        return self.root / "features" / "listings" / f"{name}.parquet"
 
     def run(self, run_id: str) -> RunLayout:
         """The folder of one run."""

@@ -99,8 +99,8 @@ def bulk_neighbours_for_clusters(
     frame = index.result_of(nbr_rows, scores).to_frame(index.ids[rows])
     products = index.ids if index.products is None else index.products
     found = np.isfinite(scores)
-    frame["product_id"] = products[np.repeat(rows, found.sum(axis=1))]
-    frame["neighbour_product_id"] = products[nbr_rows[found]]
+    frame["product_id"] = np.asarray(products.take(np.repeat(rows, found.sum(axis=1))))
+    frame["neighbour_product_id"] = np.asarray(products.take(nbr_rows[found]))
     wanted = (np.arange(top_n) < (top_n if candidates is None else candidates))[None, :] & found
     wanted = wanted[found]
     queries = np.repeat(rows, found.sum(axis=1))[wanted]

@@ -1,7 +1,8 @@
 """Catalog manifests: a CSV or Parquet table of products and their photos.
 
-Required columns are `product_id` and `image` (a path relative to the catalog folder, or
-absolute when `catalog.allow_absolute_paths` is set); every other column is the product's
+Required columns are `product_id` and `image` (a path relative to the catalog folder or store
+prefix, a URL (https://, s3://, ...: the URL is the photo's image id), or absolute when
+`catalog.allow_absolute_paths` is set); every other column is the product's
 metadata (category, title, url, ...). A product may have many rows, one per photo. A row that
 cannot be used becomes a rejection with its reason (an empty field, a path leaving the catalog
 folder, a repeated row, a photo already listed for another product); a manifest that cannot be
@@ -20,6 +21,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from vasrch.addresses import is_url
 from vasrch.errors import DataError
 
 REQUIRED_COLUMNS = ("product_id", "image")
@@ -126,12 +128,14 @@ def _check_columns(path: Path, columns: list[str]) -> list[str]:
     return [c for c in columns if c not in REQUIRED_COLUMNS]
 
 
-def _locate(image: str, root: Path, allow_absolute: bool) -> tuple[str, str] | str:
+def _locate(image: str, root: str | Path, allow_absolute: bool) -> tuple[str, str] | str:
     """(image_id, path) of a manifest's image entry, or why it cannot be used."""
     if not image.strip():
         return "empty image"
     if "\x00" in image:
         return "image path holds a NUL byte"
+    if is_url(image.strip()):
+        return image.strip(), image.strip()
     if os.path.isabs(image):
         if not allow_absolute:
             return (
@@ -142,10 +146,12 @@ def _locate(image: str, root: Path, allow_absolute: bool) -> tuple[str, str] | s
     normal = posixpath.normpath(image.replace(os.sep, "/"))
     if normal == ".." or normal.startswith("../"):
         return "path leaves the catalog folder (..); give a path inside catalog.path"
+    if is_url(str(root)):
+        return normal, f"{str(root).rstrip('/')}/{normal}"
     return normal, os.path.join(root, normal)
 
 
-def load_manifest(path: Path, root: Path, allow_absolute: bool = False) -> Manifest:
+def load_manifest(path: Path, root: str | Path, allow_absolute: bool = False) -> Manifest:
     """The manifest's usable rows and its rejected rows (see the module docstring)."""
     table = read_table(path)
     metadata = _check_columns(path, list(table.columns))

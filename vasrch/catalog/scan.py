@@ -17,6 +17,9 @@ Rules of a scan (README, "Rejected images", shows what a user sees):
   inode and device are all unchanged; anything else hashes the file again. ctime cannot be set
   by a user (every write or `touch` moves it), so rewriting a file and restoring its mtime
   does not fool the scan.
+- A catalog in object storage (`root` an s3://, gs://, az:// URL) lists every image-named object
+  under the prefix; remote photos (there, or URLs in a manifest) are hashed by
+  vasrch.catalog.remote_scan, which downloads only what changed since the listing record.
 """
 
 from __future__ import annotations
@@ -30,10 +33,20 @@ from pathlib import Path
 
 import pandas as pd
 
+from vasrch.addresses import is_url
 from vasrch.atomic_files import atomic_path
 from vasrch.catalog.images import IMAGE_EXTENSIONS
+from vasrch.catalog.object_store import list_objects
 from vasrch.catalog.product_manifest import load_manifest
 from vasrch.catalog.products import folder_products
+from vasrch.catalog.remote_scan import (
+    RemoteItem,
+    hash_remote,
+    read_record,
+    same_record,
+    write_record,
+)
+from vasrch.catalog.sources import Fetching
 from vasrch.hashing import file_kind, open_regular, sha256_stream
 
 STAT_COLUMNS = ["bytes", "mtime_ns", "ctime_ns", "inode", "device"]
@@ -54,13 +67,16 @@ StatKey = tuple[int, int, int, int, int]
 
 @dataclass(frozen=True)
 class ScanOptions:
-    """How a scan treats what it finds: the largest file it reads (None: no limit), and whether
-    symlinks resolving outside the catalog folder are followed."""
+    """How a scan treats what it finds: the largest file it reads (None: no limit), whether
+    symlinks resolving outside the catalog folder are followed, how remote photos are read and
+    where the listing record of remote photos is kept (None: every one is downloaded)."""
 
     max_file_bytes: int | None = DEFAULT_MAX_FILE_BYTES
     follow_external_symlinks: bool = False
     manifest: Path | None = None  # products.csv / .parquet; None: every image is a product
     allow_absolute_paths: bool = False  # in the manifest
+    fetching: Fetching = field(default_factory=Fetching)
+    record: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -108,7 +124,7 @@ def _why(err: OSError) -> str:
 
 
 def _is_image_name(name: str) -> bool:
-    return Path(name).suffix.lower() in IMAGE_EXTENSIONS
+    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
 def _within(path: str, top: str) -> bool:
@@ -295,26 +311,71 @@ def _name_problem(image_id: str) -> str | None:
     return None
 
 
+def _store_items(root: str, options: ScanOptions) -> list[RemoteItem]:
+    """The image-named objects under the store prefix `root`: (key below it, URL, object)."""
+    prefix = root.rstrip("/") + "/"
+    items = []
+    for obj in list_objects(root, options.fetching.storage_options, options.fetching.workers):
+        key = obj.url[len(prefix) :] if obj.url.startswith(prefix) else obj.url
+        if _is_image_name(key) and not any(part.startswith(".") for part in key.split("/")):
+            items.append((key, obj.url, obj))
+    return items
+
+
+def _walk_manifest(
+    root: str | Path, listed: pd.DataFrame, options: ScanOptions
+) -> tuple[Walk, list[RemoteItem]]:
+    """A manifest's photos: the local ones walked, the URLs to hash remotely."""
+    remote = listed["path"].map(is_url).astype(bool)
+    items: list[RemoteItem] = [
+        (i, p, None)
+        for i, p in listed.loc[remote, ["image_id", "path"]].itertuples(index=False, name=None)
+    ]
+    local = listed[~remote]
+    if local.empty:
+        return Walk([], [], []), items
+    if is_url(str(root)):  # the local rows are absolute paths: no folder to stay inside
+        root = Path(os.sep)
+    elif not Path(root).is_dir():
+        raise FileNotFoundError(f"catalog folder not found: {root}")
+    return walk_listed(Path(root), local, options.follow_external_symlinks), items
+
+
+def _scan_remote(items: list[RemoteItem], options: ScanOptions) -> tuple[list, list]:
+    """(catalog rows, rejections) of remote photos; the listing record is rewritten."""
+    if not items:
+        return [], []
+    record = read_record(options.record)
+    hashed, rejected = hash_remote(items, record, options.max_file_bytes, options.fetching)
+    if options.record is not None and not same_record(record, hashed):
+        write_record(options.record, hashed)
+    rows = [(h.image_id, h.path, h.sha256, h.size, h.modified_ns, 0, 0, 0) for h in hashed]
+    return rows, rejected
+
+
 def scan_catalog(
     root: str | Path, previous: pd.DataFrame | None = None, options: ScanOptions | None = None
 ) -> Scan:
-    """Every image under `root` (or, with `options.manifest`, every photo the manifest lists):
-    a table of image_id (POSIX path relative to root), path, sha256, bytes, mtime_ns, ctime_ns,
-    inode, device, product_id and the product metadata; the images that cannot be scanned, each
-    with its reason; and warnings about folders left out. Hashes from `previous` are reused
-    when path, size, mtime, ctime, inode and device are all unchanged. Without a manifest each
-    image is its own product, its class folder its `category`."""
+    """Every image under `root` (a folder or an object store prefix; with `options.manifest`,
+    every photo the manifest lists, local or URL): a table of image_id (POSIX path relative to
+    root, or the URL a manifest gives), path, sha256, bytes, mtime_ns, ctime_ns, inode, device,
+    product_id and the product metadata; the images that cannot be scanned, each with its
+    reason; and warnings about folders left out. Hashes from `previous` are reused when path,
+    size, mtime, ctime, inode and device are all unchanged (remote ones: see remote_scan).
+    Without a manifest each image is its own product, its class folder its `category`."""
     options = options or ScanOptions()
-    root = Path(root).resolve()
+    root = str(root) if is_url(str(root)) else Path(root).resolve()
     row_of: dict[str, int] = {}
-    if options.manifest is None:
+    remote: list[RemoteItem] = []
+    if options.manifest is None and isinstance(root, str):
+        walk = Walk([], [], [])
+        remote = _store_items(root, options)
+    elif options.manifest is None:
         walk = walk_catalog(root, options.follow_external_symlinks)
     else:
-        if not root.is_dir():
-            raise FileNotFoundError(f"catalog folder not found: {root}")
         manifest = load_manifest(options.manifest, root, options.allow_absolute_paths)
         row_of = manifest.row_of
-        walk = walk_listed(root, manifest.rows, options.follow_external_symlinks)
+        walk, remote = _walk_manifest(root, manifest.rows, options)
     label = "" if options.manifest is None else Path(options.manifest).name
 
     def rejection(image_id: str, path: str, reason: str) -> tuple[str, str, int | None, str]:
@@ -322,8 +383,8 @@ def scan_catalog(
         return shown(image_id), shown(path), row, row_reason(label, row, reason)
 
     known = _known(previous)
-    rows = []
-    rejected = [rejection(*found) for found in walk.rejected]
+    rows, fetch_rejected = _scan_remote(remote, options)
+    rejected = [rejection(*found) for found in [*walk.rejected, *fetch_rejected]]
     if options.manifest is not None:
         rejected += [
             (shown(i), shown(p), row, reason)
@@ -337,6 +398,7 @@ def scan_catalog(
         digest, st = found
         rows.append((image_id, path, digest, *_stat_key(st)))
     table = pd.DataFrame(rows, columns=CATALOG_COLUMNS).astype(_DTYPES)
+    table = table.sort_values("image_id", ignore_index=True)
     if options.manifest is None:
         products = folder_products(table["image_id"])
     else:

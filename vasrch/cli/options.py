@@ -4,14 +4,17 @@ and argparse types for counts, numbers and ports."""
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from vasrch.addresses import is_url
 from vasrch.errors import UsageError
 
 if TYPE_CHECKING:
     from vasrch.config import Config, FeaturesConfig, SearchConfig
+    from vasrch.workspace.store import WorkspaceStore
 
 CONFIG_SUFFIXES = (".yaml", ".yml")
 Subparsers = argparse._SubParsersAction  # what each command module's register() adds itself to
@@ -52,7 +55,12 @@ def add_overrides(p: argparse.ArgumentParser) -> None:
 def add_workspace(p: argparse.ArgumentParser, among: str | None = None) -> None:
     """The config (optional) or --workspace: commands that only need a workspace."""
     add_config(p, required=False, among=among)
-    p.add_argument("--workspace", "-w", help="workspace folder (instead of a config)")
+    p.add_argument(
+        "--workspace",
+        "-w",
+        help="workspace folder, or an s3:// prefix (its runs are read through the local cache; "
+        "credentials and endpoint from the AWS_* variables), instead of a config",
+    )
 
 
 def settle_config(args: argparse.Namespace) -> None:
@@ -109,12 +117,43 @@ def workspace_and_search(
     section (how query images are decoded and batched; defaults without a config)."""
     from vasrch.config import FeaturesConfig, load_config
 
+    store = workspace_store(args)
+    if store is not None:
+        _follow(store, args.local_workspace)
     if args.workspace:
-        return Path(args.workspace), None, FeaturesConfig()
+        return args.local_workspace or Path(args.workspace), None, FeaturesConfig()
     if args.config:
         cfg = load_config(args.config)
         return cfg.workspace, cfg.search, cfg.features
     raise UsageError("give a config (CONFIG or --config CONFIG) or --workspace FOLDER")
+
+
+def workspace_store(args: argparse.Namespace) -> WorkspaceStore | None:
+    """The object store the command's workspace lives in (--workspace s3://... or the config's
+    `workspace`), None for a folder; sets args.local_workspace to its local cache."""
+    from vasrch.config import default_workspace_cache, load_config
+    from vasrch.workspace.store import WorkspaceStore
+
+    args.local_workspace = None
+    if args.workspace and is_url(args.workspace):
+        args.local_workspace = default_workspace_cache(args.workspace)
+        return WorkspaceStore(args.workspace)
+    if not args.workspace and args.config:
+        cfg = load_config(args.config)
+        if cfg.workspace_url is not None:
+            args.local_workspace = cfg.workspace
+            return WorkspaceStore(cfg.workspace_url, cfg.workspace_storage_options)
+    return None
+
+
+def _follow(store: WorkspaceStore, cache: Path) -> None:
+    """Bring the cache of a workspace in object storage up to date with the store's LATEST;
+    when the store cannot be reached, say so and go on with what the cache holds."""
+    from vasrch.workspace.remote_runs import follow_or_why
+
+    problem = follow_or_why(store, cache)
+    if problem is not None:
+        print(f"warning: using the cached runs in {cache}: {problem}", file=sys.stderr)
 
 
 def count(minimum: int) -> Callable[[str], int]:

@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 import os
 
-from vasrch.cli.options import Subparsers, add_workspace, count, port, workspace_and_search
+from vasrch.cli.options import (
+    Subparsers,
+    add_workspace,
+    count,
+    port,
+    workspace_and_search,
+    workspace_store,
+)
 from vasrch.errors import UsageError
 
 
@@ -118,9 +125,12 @@ def run(args: argparse.Namespace) -> int:
     from vasrch.service.settings import TOKEN_ENV, ServiceSettings
 
     workspace, search, _ = workspace_and_search(args)
+    store = workspace_store(args)
     settings = ServiceSettings(
         workspace=workspace,
         run=args.run,
+        workspace_url=None if store is None else store.url,
+        workspace_storage_options={} if store is None else dict(store.storage_options),
         host=args.host,
         port=args.port,
         top_n=args.top_n,

@@ -45,6 +45,11 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"give one run id, got {', '.join(args.targets)}")
     run_id = args.targets[0] if args.targets else None
     workspace = workspace_and_search(args)[0]
+    if args.action in ("promote", "prune") and args.local_workspace is not None:
+        raise UsageError(
+            f"runs {args.action} works on a workspace folder; a workspace in object storage "
+            "moves LATEST only by publishing a run (train, nightly, refresh)"
+        )
     if args.action == "list":
         rows = runs.list_runs(workspace)
         if rows:

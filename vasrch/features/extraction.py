@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,11 +19,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from vasrch.addresses import is_url
 from vasrch.atomic_files import atomic_path
 from vasrch.catalog.images import Decoded, Rejection, decode_image
 from vasrch.catalog.scan import DEFAULT_MAX_FILE_BYTES, Scan
+from vasrch.catalog.sources import Fetching, read_photo
 from vasrch.features.duplicate_prints import make_print
-from vasrch.hashing import TooLargeError, read_bounded
+from vasrch.hashing import TooLargeError
 from vasrch.layout import FeatureCacheLayout, WorkspaceLayout
 
 if TYPE_CHECKING:
@@ -122,12 +126,13 @@ def plan_chunks(catalog: pd.DataFrame, cache_dir: Path, shard_size: int) -> list
 Loaded = tuple[Decoded, np.ndarray] | Rejection
 
 
-def _load_one(path: str, sha256: str, size: int, max_pixels: int, max_file_bytes: int) -> Loaded:
-    """Read (bounded), check against the scanned sha256, decode and print (duplicate_prints). Read
-    errors and bytes changed since the scan are retried by the next run; only a decode failure
-    of the scanned bytes is permanent."""
+def _read_checked(
+    path: str, sha256: str, max_file_bytes: int, fetching: Fetching
+) -> bytes | Rejection:
+    """The bytes the scan hashed (bounded; a URL downloaded), or why not: read errors and bytes
+    changed since the scan are retried by the next run."""
     try:
-        data = read_bounded(path, max_file_bytes)
+        data = read_photo(path, max_file_bytes, fetching, sha256)
     except TooLargeError:
         return Rejection(
             f"file changed since the catalog scan (now over features.max_file_bytes "
@@ -138,6 +143,13 @@ def _load_one(path: str, sha256: str, size: int, max_pixels: int, max_file_bytes
         return Rejection(f"cannot read file: {err.strerror or err}; retried next run", retry=True)
     if hashlib.sha256(data).hexdigest() != sha256:
         return Rejection("file changed since the catalog scan; retried next run", retry=True)
+    return data
+
+
+def _decode_printed(data: bytes | Rejection, size: int, max_pixels: int) -> Loaded:
+    """Decode and print (duplicate_prints) the bytes read; a decode failure is permanent."""
+    if isinstance(data, Rejection):
+        return data
     decoded = decode_image(data, size, max_pixels)
     if isinstance(decoded, Rejection):
         return decoded
@@ -151,19 +163,39 @@ def _decoded_batches(
     workers: int,
     max_pixels: int,
     max_file_bytes: int,
+    fetching: Fetching,
 ) -> Iterator[list[tuple[tuple[str, str, str], Loaded]]]:
-    """Decode and print in a thread pool, up to two batches ahead of the consumer (the model)."""
+    """Read, decode and print in a thread pool, up to two batches ahead of the consumer (the
+    model); when the rows hold URLs, `fetching.workers` more threads download them ahead of
+    the decoders."""
     items: Iterable[tuple[str, str, str]] = rows[["image_id", "path", "sha256"]].itertuples(
         index=False, name=None
     )
     it = iter(items)
-    with ThreadPoolExecutor(workers, thread_name_prefix="vasrch-decode") as pool:
+    remote = bool(rows["path"].map(is_url).any())
+    with ExitStack() as stack:
+        pool = stack.enter_context(ThreadPoolExecutor(workers, thread_name_prefix="vasrch-decode"))
+        fetch_pool = (
+            stack.enter_context(
+                ThreadPoolExecutor(fetching.workers, thread_name_prefix="vasrch-fetch")
+            )
+            if remote
+            else None
+        )
         pending: deque[tuple[tuple[str, str, str], Future[Loaded]]] = deque()
+        read = functools.partial(_read_checked, max_file_bytes=max_file_bytes, fetching=fetching)
+
+        def load(path: str, sha256: str) -> Future[Loaded]:
+            """Read and decode in the decode pool; a URL is downloaded by the fetch pool
+            first, the decoder waiting for its bytes."""
+            if fetch_pool is None:
+                return pool.submit(lambda: _decode_printed(read(path, sha256), size, max_pixels))
+            fetched = fetch_pool.submit(read, path, sha256)
+            return pool.submit(lambda: _decode_printed(fetched.result(), size, max_pixels))
 
         def fill() -> None:
             while len(pending) < 2 * batch_size and (item := next(it, None)) is not None:
-                future = pool.submit(_load_one, item[1], item[2], size, max_pixels, max_file_bytes)
-                pending.append((item, future))
+                pending.append((item, load(item[1], item[2])))
 
         fill()
         while pending:
@@ -215,10 +247,12 @@ def extract_chunk(
     max_pixels: int = 89_478_485,
     on_batch: ProgressFn | None = None,
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+    fetching: Fetching | None = None,
 ) -> ChunkResult:
     """Decode (`decode_workers` threads; None: auto_decode_workers), embed, print
     (duplicate_prints) and write one shard (plus its permanent rejections) atomically; rows that
-    could not be read this time come back in `retry` and are not cached."""
+    could not be read this time come back in `retry` and are not cached. URL rows are read as
+    `fetching` says."""
     start = time.perf_counter()
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -231,7 +265,9 @@ def extract_chunk(
     retry: list[tuple[str, str, str]] = []
     size = backbone.spec.input_size
     workers = decode_workers or auto_decode_workers()
-    batches = _decoded_batches(rows, size, backbone.batch_size, workers, max_pixels, max_file_bytes)
+    batches = _decoded_batches(
+        rows, size, backbone.batch_size, workers, max_pixels, max_file_bytes, fetching or Fetching()
+    )
     for batch in batches:
         good = [(item, *d) for item, d in batch if not isinstance(d, Rejection)]
         for item, d in batch:

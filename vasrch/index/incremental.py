@@ -15,7 +15,7 @@ from threadpoolctl import threadpool_limits
 
 from vasrch.config import RefreshConfig, SearchConfig
 from vasrch.index.figures import Drift
-from vasrch.index.search_index import SearchIndex, augment_database, build_index
+from vasrch.index.search_index import SearchIndex, augment_database, build_index, compress
 
 _ASSIGN_ROWS = 8192
 
@@ -41,8 +41,9 @@ def refresh_index(
 ) -> SearchIndex:
     """The index of the photos `ids` (feature-space `vectors`, raw `prints`) on `parent`'s
     clusters: photos already in `parent` keep their cluster, new ones get their nearest
-    centroid, and `search`'s retrieval steps (the run's) are applied again."""
-    known = pd.Series(parent.labels, index=pd.Index(parent.ids, dtype=object))
+    centroid, and `search`'s retrieval steps (the run's) are applied again; the vectors are held
+    within `search.max_bytes_per_photo`, coded with `parent`'s codec when it has one."""
+    known = pd.Series(parent.labels, index=pd.Index(np.asarray(parent.ids), dtype=object))
     found = known.reindex(pd.Index(ids, dtype=object))
     new = found.isna().to_numpy()
     labels = found.fillna(-1).to_numpy(dtype=np.int64)
@@ -62,7 +63,7 @@ def refresh_index(
     if search.database_augmentation:
         with threadpool_limits(1):
             index = augment_database(index, search.database_augmentation, search.expansion_alpha)
-    return index
+    return compress(index, search.max_bytes_per_photo, parent.codec)
 
 
 def size_spread(index: SearchIndex) -> float:

@@ -13,24 +13,32 @@ On disk (one folder): centroids.npy, vectors.npy (grouped by cluster), offsets.n
 assignments.parquet (image_id, cluster, distance, and product_id when some product has several
 photos; in stored order), projection.npz when the index has one, print_windows.npy,
 print_scales.npy, print_thumbs.npy and print_colours.npy (the duplicate prints prepared for
-scoring, duplicate_prints) when it was built with them, and index.json (format version, backbone
-fingerprint, k, dim, input_dim, n, has_projection, has_prints, expansion). Nothing is pickled,
-and the vectors and prints are memory-mapped by default, so loading is cheap; a long-lived
-server reads the vectors into memory instead, so that a file changed under it cannot change (or
-crash) it, and leaves the prints out (queries never read them).
+scoring, duplicate_prints) when it was built with them, codes.npy and codec.npz when it is
+compressed, and index.json (format version, backbone fingerprint, k, dim, input_dim, n,
+has_projection, has_prints, expansion, storage). Nothing is pickled, and the vectors and prints
+are memory-mapped by default, so loading is cheap; a long-lived server reads the vectors into
+memory instead, so that a file changed under it cannot change (or crash) it, and leaves the
+prints out (queries never read them).
+
+Within a memory budget (`search.max_bytes_per_photo`, see compression) the index holds int8
+PCA codes instead: the probed clusters' codes give each query a shortlist, re-ranked exactly
+from the full vectors, which a server then keeps memory-mapped from the run folder (a run's
+files are hashed and never rewritten).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from vasrch.atomic_files import atomic_path, write_text_atomic
@@ -38,6 +46,15 @@ from vasrch.catalog.products import Products
 from vasrch.errors import DataError, RunIntegrityError
 from vasrch.features.duplicate_prints import Prints, prepare
 from vasrch.index.clustering import Projection, l2_normalise
+from vasrch.index.compression import (
+    RERANK_FACTOR,
+    RERANK_MIN,
+    Codec,
+    VectorStorage,
+    choose_storage,
+    fit_codec,
+)
+from vasrch.index.ids import Ids
 from vasrch.layout import IndexLayout
 
 FORMAT_VERSION = 1
@@ -100,7 +117,7 @@ class SearchIndex:
 
     centroids: np.ndarray  # (k, dim) float32, the KMeans centroids in the index space
     vectors: np.ndarray  # (n, dim) float32, projected and grouped by cluster
-    ids: np.ndarray  # (n,) object array of str, same order as vectors
+    ids: Ids  # (n,) image ids, same order as vectors
     offsets: np.ndarray  # (k + 1,) int64
     distances: np.ndarray  # (n,) float32 Euclidean distance to own centroid (KMeans.transform)
     fingerprint: str  # backbone fingerprint of the vectors
@@ -109,8 +126,17 @@ class SearchIndex:
     expansion_alpha: float = 3.0  # weight of a folded-in result: its similarity ** alpha
     # Product of each stored row when some product has several photos: answers then hold
     # distinct products (each by its best photo), and leaving a row out leaves its product out.
-    products: np.ndarray | None = None
+    products: Ids | None = None
     prints: Prints | None = None  # duplicate prints ready for scoring, same order as vectors
+    # Compressed (search.max_bytes_per_photo): the codes scanned in memory, the codec that made
+    # them; `vectors` are then the full ones memory-mapped from disk, read to re-rank shortlists.
+    codes: np.ndarray | None = None  # (n, codec.dims) int8, same order as vectors
+    codec: Codec | None = None
+    storage: VectorStorage | None = None  # what was chosen and why (None: an older index)
+
+    def __post_init__(self) -> None:
+        self.ids = Ids.of(self.ids)
+        self.products = None if self.products is None else Ids.of(self.products)
 
     @property
     def k(self) -> int:
@@ -145,16 +171,12 @@ class SearchIndex:
     @cached_property
     def _groups(self) -> tuple[np.ndarray, int]:
         """(product code of each stored row, most photos of one product)."""
-        codes, _ = pd.factorize(self.products)
-        return codes.astype(np.int64), int(np.bincount(codes).max(initial=1))
+        codes = self.products.values.dictionary_encode().indices.to_numpy().astype(np.int64)
+        return codes, int(np.bincount(codes).max(initial=1))
 
     @cached_property
     def _half_sq_norms(self) -> np.ndarray:
         return 0.5 * np.einsum("ij,ij->i", self.centroids, self.centroids)
-
-    @cached_property
-    def _row_of(self) -> dict[str, int]:
-        return {image_id: row for row, image_id in enumerate(self.ids)}
 
     def check_fingerprint(self, expected: str) -> None:
         """Refuse vectors made by another backbone than the one this index was built from."""
@@ -181,8 +203,7 @@ class SearchIndex:
 
     def rows_of(self, image_ids: Sequence[str | None]) -> np.ndarray:
         """Stored row of each id; -1 for None or an id not in the index."""
-        lookup = self._row_of
-        return np.array([-1 if i is None else lookup.get(i, -1) for i in image_ids], dtype=np.int64)
+        return self.ids.positions(image_ids)
 
     def search(
         self,
@@ -212,7 +233,7 @@ class SearchIndex:
     def result_of(self, rows: np.ndarray, scores: np.ndarray) -> SearchResult:
         """Turn stored rows (-1 = padding) and their scores into a SearchResult of ids."""
         ids = np.full(rows.shape, "", dtype=object)
-        ids[rows >= 0] = self.ids[rows[rows >= 0]]
+        ids[rows >= 0] = np.asarray(self.ids.take(rows[rows >= 0]))
         return SearchResult(ids=ids, scores=scores)
 
     def search_rows(
@@ -313,7 +334,9 @@ class SearchIndex:
     def with_products(self, products: Products) -> SearchIndex:
         """This index answering with distinct products when some product has several photos
         (and photo by photo otherwise, where both are the same)."""
-        return replace(self, products=products.of(self.ids) if products.several_photos else None)
+        if not products.several_photos:
+            return replace(self, products=None)
+        return replace(self, products=Ids.of(products.of(np.asarray(self.ids))))
 
     def exact(self) -> SearchIndex:
         """The same vectors, ids, projection and expansion as one cluster: searching it (one
@@ -323,6 +346,8 @@ class SearchIndex:
             centroids=np.zeros((1, self.dim), dtype=np.float32),
             offsets=np.array([0, self.n], dtype=np.int64),
             distances=np.zeros(self.n, dtype=np.float32),
+            codes=None,
+            codec=None,
         )
 
     def expand(self, queries: np.ndarray, rows: np.ndarray, scores: np.ndarray) -> np.ndarray:
@@ -359,6 +384,48 @@ class SearchIndex:
         exclude_rows: np.ndarray | None,
         allowed: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
+        """Ranked rows and scores of a block of queries: from the vectors, or compressed, a
+        shortlist from the codes re-ranked exactly from the vectors."""
+        if self.codes is None or self.codec is None:
+            return self._scan(queries, queries, self.vectors, top_n, probes, exclude_rows, allowed)
+        wide = min(self.n, max(RERANK_MIN, RERANK_FACTOR * top_n))
+        scored = self.codec.queries(queries)
+        rows, _ = self._scan(queries, scored, self.codes, wide, probes, exclude_rows, allowed)
+        return self._rerank(queries, rows, top_n)
+
+    def _rerank(
+        self, queries: np.ndarray, rows: np.ndarray, top_n: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The best top_n of each query's shortlist `rows` (-1 padded), by exact similarity to
+        the full vectors (read in bounded blocks)."""
+        q, wide = rows.shape
+        top_n = min(top_n, wide)
+        best_r = np.empty((q, top_n), dtype=np.int64)
+        best_s = np.empty((q, top_n), dtype=np.float32)
+        step = max(1, _BLOCK_ELEMENTS // max(wide * self.dim, 1))
+        for start in range(0, q, step):
+            block = rows[start : start + step]
+            members = self.vectors[np.maximum(block, 0).ravel()].reshape(*block.shape, self.dim)
+            s = np.matmul(members, queries[start : start + step, :, None])[..., 0]
+            s[block < 0] = -np.inf
+            order = np.argsort(-s, axis=1, kind="stable")[:, :top_n]
+            best_s[start : start + step] = np.take_along_axis(s, order, axis=1)
+            best_r[start : start + step] = np.take_along_axis(block, order, axis=1)
+        best_r[~np.isfinite(best_s)] = -1
+        return best_r, best_s
+
+    def _scan(
+        self,
+        queries: np.ndarray,
+        scored: np.ndarray,
+        members: np.ndarray,
+        top_n: int,
+        probes: int,
+        exclude_rows: np.ndarray | None,
+        allowed: np.ndarray | None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-n of `scored` queries against the stored `members` (vectors or codes) of the
+        clusters nearest to `queries`."""
         q = queries.shape[0]
         best_s = np.full((q, top_n), -np.inf, dtype=np.float32)
         best_r = np.full((q, top_n), -1, dtype=np.int64)
@@ -368,14 +435,15 @@ class SearchIndex:
         if probe.shape[1] == 0:  # a filter no row passes
             return best_r, best_s
         if q == 1:
-            return self._search_one(queries, probe[0], top_n, exclude_rows, allowed)
+            return self._search_one(scored, members, probe[0], top_n, exclude_rows, allowed)
         flat = probe.ravel()
         order = np.argsort(flat, kind="stable")
         query_of = order // probe.shape[1]
         bounds = np.searchsorted(flat[order], np.arange(self.k + 1))
         for c in np.flatnonzero(np.diff(bounds)):
             self._scan_cluster(
-                queries,
+                scored,
+                members,
                 query_of[bounds[c] : bounds[c + 1]],
                 c,
                 exclude_rows,
@@ -392,6 +460,7 @@ class SearchIndex:
     def _search_one(
         self,
         query: np.ndarray,
+        members: np.ndarray,
         clusters: np.ndarray,
         top_n: int,
         exclude_rows: np.ndarray | None,
@@ -402,7 +471,7 @@ class SearchIndex:
         a filter probes many small clusters)."""
         ranges = [(int(self.offsets[c]), int(self.offsets[c + 1])) for c in sorted(clusters)]
         rows = np.concatenate([np.arange(lo, hi, dtype=np.int64) for lo, hi in ranges])
-        scores = np.concatenate([query @ self.vectors[lo:hi].T for lo, hi in ranges], axis=1)[0]
+        scores = np.concatenate([query @ _dense(members[lo:hi]).T for lo, hi in ranges], axis=1)[0]
         if allowed is not None:
             scores[~allowed[rows]] = -np.inf
         if exclude_rows is not None and exclude_rows[0] >= 0:
@@ -419,6 +488,7 @@ class SearchIndex:
     def _scan_cluster(
         self,
         queries: np.ndarray,
+        stored: np.ndarray,
         qi_all: np.ndarray,
         c: int,
         exclude_rows: np.ndarray | None,
@@ -432,7 +502,7 @@ class SearchIndex:
         n_rows = max(1, _BLOCK_ELEMENTS // n_cols)
         for col0 in range(lo, hi, n_cols):
             col1 = min(hi, col0 + n_cols)
-            members = self.vectors[col0:col1]
+            members = _dense(stored[col0:col1])
             barred = None if allowed is None else ~allowed[col0:col1]
             for r0 in range(0, len(qi_all), n_rows):
                 qi = qi_all[r0 : r0 + n_rows]
@@ -444,6 +514,11 @@ class SearchIndex:
                     inside = np.flatnonzero((ex >= col0) & (ex < col1))
                     s[inside, ex[inside] - col0] = -np.inf
                 _merge_top(best_s, best_r, qi, s, col0)
+
+
+def _dense(block: np.ndarray) -> np.ndarray:
+    """A block of stored vectors or codes as float32 (codes are widened for BLAS)."""
+    return block if block.dtype == np.float32 else block.astype(np.float32)
 
 
 def _group_of(rows: np.ndarray, groups: np.ndarray) -> np.ndarray:
@@ -484,7 +559,7 @@ def distinct_top(
 
 
 def build_index(
-    ids: Sequence[str] | np.ndarray,
+    ids: Sequence[str] | np.ndarray | Ids,
     vectors: np.ndarray,
     centroids: np.ndarray,
     labels: np.ndarray,
@@ -497,7 +572,7 @@ def build_index(
     """Group `vectors` (feature space) and the optional raw `prints` (duplicate_prints, one row per
     image) by `labels`; centroids live in the projected space; `expansion` and
     `expansion_alpha` set the index's query expansion (0: none)."""
-    ids_arr = np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids, dtype=object)
+    ids_arr = Ids.of(ids)
     x = np.asarray(vectors, dtype=np.float32)
     labels = np.asarray(labels)
     if x.ndim != 2 or len(ids_arr) != x.shape[0] or labels.shape != (x.shape[0],):
@@ -505,9 +580,9 @@ def build_index(
             f"ids ({len(ids_arr)}), vectors {x.shape} and labels {labels.shape} must describe "
             f"the same images"
         )
-    duplicated = pd.Index(ids_arr).duplicated()
-    if duplicated.any():
-        first = ids_arr[np.argmax(duplicated)]
+    if pc.count_distinct(ids_arr.values).as_py() != len(ids_arr):
+        duplicated = pd.Index(np.asarray(ids_arr)).duplicated()
+        first = ids_arr[int(np.argmax(duplicated))]
         raise DataError(f"image ids must be unique; {first!r} appears more than once")
     if projection is not None:
         x = projection.transform(x)
@@ -529,7 +604,7 @@ def build_index(
     return SearchIndex(
         centroids=centroids,
         vectors=grouped,
-        ids=ids_arr[order],
+        ids=ids_arr.take(order),
         offsets=offsets,
         distances=_centroid_distances(grouped, centroids, offsets),
         fingerprint=fingerprint,
@@ -586,7 +661,7 @@ def augment_database(
 
 def brute_force(
     queries: np.ndarray,
-    ids: Sequence[str] | np.ndarray,
+    ids: Sequence[str] | np.ndarray | Ids,
     vectors: np.ndarray,
     top_n: int,
     exclude_ids: Sequence[str | None] | None = None,
@@ -596,11 +671,10 @@ def brute_force(
     """Exact top-n by cosine over all `vectors`, in bounded memory (the catalog in blocks), with
     optional alpha query expansion (see SearchIndex.expand)."""
     x = np.ascontiguousarray(vectors, dtype=np.float32)
-    ids_arr = np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids, dtype=object)
     whole = SearchIndex(
         centroids=np.zeros((1, x.shape[1]), dtype=np.float32),
         vectors=x,
-        ids=ids_arr,
+        ids=Ids.of(ids),
         offsets=np.array([0, x.shape[0]], dtype=np.int64),
         distances=np.zeros(x.shape[0], dtype=np.float32),
         fingerprint="",
@@ -608,6 +682,23 @@ def brute_force(
         expansion_alpha=expansion_alpha,
     )
     return whole.search(queries, top_n=top_n, probes=1, exclude_ids=exclude_ids)
+
+
+def compress(
+    index: SearchIndex,
+    max_bytes_per_photo: int | Literal["auto"],
+    codec: Codec | None = None,
+    seed: int = 0,
+) -> SearchIndex:
+    """The index holding its vectors as `max_bytes_per_photo` chooses (see choose_storage):
+    full float32, or int8 codes made by `codec` (a parent run's, kept when it has the chosen
+    dimensions) or by a codec fitted on the index's vectors."""
+    storage = choose_storage(index.n, index.dim, max_bytes_per_photo)
+    if not storage.compressed:
+        return replace(index, codes=None, codec=None, storage=storage)
+    if codec is None or codec.dims != storage.dims or codec.mean.shape[0] != index.dim:
+        codec = fit_codec(index.vectors, storage.dims, seed)
+    return replace(index, codes=codec.encode(index.vectors), codec=codec, storage=storage)
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
@@ -624,12 +715,12 @@ def save(index: SearchIndex, folder: str | Path) -> Path:
     _save_npy(files.vectors, index.vectors.astype(np.float32))
     _save_npy(files.offsets, index.offsets.astype(np.int64))
     columns = {
-        "image_id": pa.array(index.ids.tolist(), type=pa.string()),
+        "image_id": index.ids.values,
         "cluster": pa.array(index.labels, type=pa.int32()),
         "distance": pa.array(index.distances.astype(np.float32), type=pa.float32()),
     }
     if index.products is not None:
-        columns["product_id"] = pa.array(index.products.tolist(), type=pa.string())
+        columns["product_id"] = index.products.values
     table = pa.table(columns)
     with atomic_path(files.assignments) as tmp:
         pq.write_table(table, tmp)
@@ -637,6 +728,12 @@ def save(index: SearchIndex, folder: str | Path) -> Path:
         index.projection.save(files.projection)
     else:
         files.projection.unlink(missing_ok=True)
+    if index.codes is not None and index.codec is not None:
+        _save_npy(files.codes, index.codes)
+        index.codec.save(files.codec)
+    else:
+        files.codes.unlink(missing_ok=True)
+        files.codec.unlink(missing_ok=True)
     for path, array in zip(_print_files(files), _print_arrays(index.prints), strict=True):
         if array is None:
             path.unlink(missing_ok=True)
@@ -653,6 +750,7 @@ def save(index: SearchIndex, folder: str | Path) -> Path:
         "expansion": index.expansion,
         "expansion_alpha": index.expansion_alpha,
         "has_prints": index.prints is not None,
+        "storage": None if index.storage is None else asdict(index.storage),
     }
     write_text_atomic(files.meta, json.dumps(meta, indent=2) + "\n")
     return folder
@@ -676,8 +774,9 @@ def load_index(
     folder: str | Path, expected_fingerprint: str | None = None, mmap: bool = True
 ) -> SearchIndex:
     """Load an index written by `save`; nothing is unpickled. Vectors and duplicate prints are
-    memory-mapped read-only; with `mmap=False` the vectors are read into memory and the prints
-    left out (only bulk jobs score duplicates).
+    memory-mapped read-only; with `mmap=False` the vectors (the codes, for a compressed index,
+    whose full vectors stay memory-mapped) are read into memory and the prints left out (only
+    bulk jobs score duplicates).
 
     With `expected_fingerprint`, an index built from another backbone is refused.
     """
@@ -694,31 +793,38 @@ def load_index(
             f"vasrch reads version {FORMAT_VERSION}; retrain to rebuild it"
         )
     projection = Projection.load(files.projection) if meta["has_projection"] else None
+    storage = VectorStorage(**meta["storage"]) if meta.get("storage") else None
+    compressed = storage is not None and storage.compressed
+    vectors_mode = "r" if mmap or compressed else None  # compressed: the codes are in memory
     index = SearchIndex(
         centroids=np.load(files.centroids, allow_pickle=False),
-        vectors=np.asarray(
-            np.load(files.vectors, mmap_mode="r" if mmap else None, allow_pickle=False)
-        ),
-        ids=np.empty(0, dtype=object),
+        vectors=np.asarray(np.load(files.vectors, mmap_mode=vectors_mode, allow_pickle=False)),
+        ids=Ids.of([]),
         offsets=np.load(files.offsets, allow_pickle=False),
         distances=np.empty(0, dtype=np.float32),
         fingerprint=meta["fingerprint"],
         projection=projection,
         expansion=int(meta.get("expansion", 0)),
         expansion_alpha=float(meta.get("expansion_alpha", 3.0)),
+        storage=storage,
     )
+    if compressed:
+        index.codes = np.load(files.codes, mmap_mode="r" if mmap else None, allow_pickle=False)
+        index.codec = Codec.load(files.codec)
     if expected_fingerprint is not None:
         index.check_fingerprint(expected_fingerprint)
     table = pq.read_table(files.assignments)
-    index.ids = table.column("image_id").to_numpy(zero_copy_only=False).astype(object)
+    index.ids = Ids(table.column("image_id"))
     index.distances = table.column("distance").to_numpy().astype(np.float32)
     if "product_id" in table.column_names:
-        index.products = table.column("product_id").to_numpy(zero_copy_only=False).astype(object)
+        index.products = Ids(table.column("product_id"))
     n, k, dim = meta["n"], meta["k"], meta["dim"]
     if index.vectors.shape != (n, dim) or index.centroids.shape != (k, dim):
         raise _corrupt(folder, f"vectors {index.vectors.shape}, centroids {index.centroids.shape}")
     if index.offsets.shape != (k + 1,) or index.offsets[-1] != n or len(index.ids) != n:
         raise _corrupt(folder, f"offsets {index.offsets.shape}, {len(index.ids)} ids for n={n}")
+    if index.codes is not None and index.codes.shape != (n, storage.dims):
+        raise _corrupt(folder, f"codes {index.codes.shape} for n={n}")
     if index.input_dim != meta["input_dim"]:
         raise _corrupt(folder, f"projection input dimension {index.input_dim}")
     if mmap and meta.get("has_prints"):

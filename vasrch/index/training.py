@@ -29,7 +29,13 @@ from vasrch.index.clustering import (
 )
 from vasrch.index.evaluation import precision_at_k, recall_at_k, sample_queries
 from vasrch.index.figures import Evaluation, Figures
-from vasrch.index.search_index import SearchIndex, SearchResult, augment_database, build_index
+from vasrch.index.search_index import (
+    SearchIndex,
+    SearchResult,
+    augment_database,
+    build_index,
+    compress,
+)
 from vasrch.layout import DiagnosticsLayout
 
 
@@ -169,8 +175,9 @@ def fit_index(
 ) -> tuple[SearchIndex, object]:
     """(search index, fitted scikit-learn KMeans): PCA or centring, KMeans on the unit vectors,
     then the retrieval steps of `search` (its defaults when None): database-side augmentation
-    of the stored vectors and query expansion, both kept with the index; the index keeps the
-    images' duplicate prints when given."""
+    of the stored vectors and query expansion, both kept with the index, and the vectors held
+    within `search.max_bytes_per_photo`; the index keeps the images' duplicate prints when
+    given."""
     search = search or SearchConfig()
     projection: Projection | None = None
     x = vectors
@@ -208,7 +215,7 @@ def fit_index(
     if search.database_augmentation:
         with threadpool_limits(1):
             index = augment_database(index, search.database_augmentation, search.expansion_alpha)
-    return index, model
+    return compress(index, search.max_bytes_per_photo, seed=cfg.seed), model
 
 
 def catalog_labels(catalog: pd.DataFrame, labels_csv: Path | None = None) -> pd.Series | None:

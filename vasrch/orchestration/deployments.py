@@ -89,12 +89,12 @@ def serve_deployments(
     """Register the deployments with the server at PREFECT_API_URL and run their flow runs
     (started from the UI, the API or the nightly schedule) from this process until stopped;
     `limit` caps concurrent runs (None: no cap) and the server is asked for new runs every
-    `poll_s` seconds. The workspace is served read-only on files_host:files_port so the
-    artifacts' links (reports, plots, pages) open in a browser; beyond loopback it asks for
-    VASRCH_TOKEN, and refuses to start without one unless `allow_public`. With a `query_port`
-    (0: any free one), a warm query service for the workspace listens there on loopback once it
-    has a run, and query runs send it their images. Stopping leaves the schedules active: the
-    nightly runs again once a server is back."""
+    `poll_s` seconds. The workspace (and the catalog images its pages link to) is served
+    read-only on files_host:files_port so the artifacts' links (reports, plots, pages) open in
+    a browser; beyond loopback it asks for VASRCH_TOKEN, and refuses to start without one
+    unless `allow_public`. With a `query_port` (0: any free one), a warm query service for the
+    workspace listens there on loopback once it has a run, and query runs send it their images.
+    Stopping leaves the schedules active: the nightly runs again once a server is back."""
     from prefect import serve
 
     from vasrch.config import load_config
@@ -107,7 +107,12 @@ def serve_deployments(
     cfg = load_config(config_path)
     try:
         files = start_file_server(
-            cfg.workspace, files_host, files_port, os.environ.get(TOKEN_ENV), allow_public
+            cfg.workspace,
+            files_host,
+            files_port,
+            os.environ.get(TOKEN_ENV),
+            allow_public,
+            catalog=cfg.catalog.path,
         )
     except OSError as err:
         raise UsageError(
@@ -144,6 +149,7 @@ def _warm_service(cfg: Config, port: int) -> BackgroundService:
     settings = ServiceSettings(
         workspace=cfg.workspace,
         port=port,
+        port_option="--query-port",
         search=cfg.search,
         token=os.environ.get(TOKEN_ENV),
         access_log=False,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 
 def run_name(flow: str) -> Callable[[], str]:
@@ -18,7 +18,8 @@ def run_name(flow: str) -> Callable[[], str]:
 
         config_path = str(flow_run.parameters.get("config_path", "config"))
         try:
-            subject = load_config(config_path).catalog.path.name
+            catalog = load_config(config_path).catalog.path
+            subject = PurePosixPath(str(catalog)).name
         except (ConfigError, OSError):
             subject = Path(config_path).stem
         return f"{flow}-{subject}-{dt.datetime.now(dt.timezone.utc):%Y%m%d-%H%M%S}"

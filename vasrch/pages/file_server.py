@@ -2,11 +2,12 @@
 pages, bulk outputs) open in a browser; `vasrch serve` runs it beside the deployments.
 
 It serves regular files inside the workspace and nothing else: no folder listings, no dotfiles
-(`.lock`, staging folders), no symlink out of the workspace, no `query-service.json` or
-`hidden-products.json` records. On loopback it answers only requests whose Host header names
-this machine (a web page cannot read the workspace through DNS rebinding). Beyond loopback it
-needs a token, as the query service does: `Authorization: Bearer <token>`, or HTTP Basic with
-the token as password so that a browser following a link asks for it once.
+(`.lock`, staging folders), no `query-service.json` or `hidden-products.json` records, no
+symlink out of the workspace but those to image files inside the catalog folder (the full
+images that pages link to, vasrch.pages.thumbnails). On loopback it answers only requests whose
+Host header names this machine (a web page cannot read the workspace through DNS rebinding).
+Beyond loopback it needs a token, as the query service does: `Authorization: Bearer <token>`,
+or HTTP Basic with the token as password so that a browser following a link asks for it once.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
 
 from vasrch.addresses import is_loopback, is_loopback_host_header
+from vasrch.catalog.images import IMAGE_EXTENSIONS
 from vasrch.layout import WorkspaceLayout
 
 # Set by `vasrch serve` for the flow runs it executes: the server's base URL and the folder it
@@ -47,6 +49,7 @@ class _WorkspaceFiles(BaseHTTPRequestHandler):
     """GET and HEAD of regular files under `root`; everything else is refused."""
 
     root: str
+    catalog: str | None
     token: str | None
     check_host: bool
     private: frozenset[str]
@@ -116,10 +119,18 @@ class _WorkspaceFiles(BaseHTTPRequestHandler):
         if len(parts) == 1 and parts[0] in self.private:
             return None
         real = os.path.realpath(os.path.join(self.root, *parts))
-        inside = os.path.relpath(real, self.root).split(os.sep)
-        if inside[0] == ".." or any(p.startswith(".") for p in inside):
-            return None
-        return real if os.path.isfile(real) else None
+        shown = _within(real, self.root) or (
+            self.catalog is not None
+            and _within(real, self.catalog)
+            and os.path.splitext(real)[1].lower() in IMAGE_EXTENSIONS
+        )
+        return real if shown and os.path.isfile(real) else None
+
+
+def _within(real: str, top: str) -> bool:
+    """Whether the real path `real` lies inside the folder `top`, through no hidden entry."""
+    inside = os.path.relpath(real, top).split(os.sep)
+    return inside[0] != ".." and not any(p.startswith(".") for p in inside)
 
 
 def start_file_server(
@@ -128,10 +139,12 @@ def start_file_server(
     port: int = 0,
     token: str | None = None,
     allow_public: bool = False,
+    catalog: Path | None = None,
 ) -> ThreadingHTTPServer:
     """Serve `root` read-only on host:port (0: a free port) from a daemon thread, and point
-    FILES_URL_ENV / FILES_ROOT_ENV at it; `shutdown()` stops it. Beyond loopback a `token` is
-    required unless `allow_public` (e.g. behind an authenticating proxy)."""
+    FILES_URL_ENV / FILES_ROOT_ENV at it; `shutdown()` stops it. Symlinks under `root` to image
+    files inside the `catalog` folder are served too. Beyond loopback a `token` is required
+    unless `allow_public` (e.g. behind an authenticating proxy)."""
     loopback = is_loopback(host)
     if not loopback and not token and not allow_public:
         raise PublicWithoutToken(
@@ -146,6 +159,7 @@ def start_file_server(
         (_WorkspaceFiles,),
         {
             "root": str(root),
+            "catalog": None if catalog is None else os.path.realpath(catalog),
             "token": token or None,
             "check_host": loopback,
             "private": _private_names(root),

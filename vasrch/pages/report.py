@@ -4,8 +4,8 @@
 into ``out_dir`` beside a ``cluster_sizes.png`` histogram and a ``thumbs/`` folder holding small
 JPEGs of the images the page shows, and only those. Every link in the page is relative and no
 absolute path appears in it, so the folder (inside its run folder, when the elbow plot lives
-there) still shows when copied elsewhere; each thumbnail links the full image by a relative
-path from where the page was written, which a copy keeps only beside the catalog. This module
+there) still shows when copied elsewhere; each thumbnail links its full image in ``images/``, a
+symlink to the catalog file (see vasrch.pages.thumbnails). This module
 picks and shapes what the page shows; ``templates/report.html.j2`` lays it out.
 """
 
@@ -21,6 +21,7 @@ import pandas as pd
 
 from vasrch.atomic_files import atomic_path, write_text_atomic
 from vasrch.catalog.products import Products, product_caption, web_link
+from vasrch.catalog.sources import Fetching
 from vasrch.layout import RunLayout
 from vasrch.pages import rendering
 from vasrch.pages.thumbnails import write_thumbnails
@@ -55,6 +56,7 @@ def write_report(
     max_duplicate_groups: int = 50,
     products: Products | None = None,
     rejections: pd.DataFrame | None = None,
+    fetching: Fetching | None = None,
 ) -> Path:
     """Write ``out_dir/report.html`` with its histogram and thumbnails; return the page's path.
 
@@ -107,7 +109,9 @@ def write_report(
     )
     if products is not None:
         _describe_products(clusters, queries, groups, products)
-    thumbs = write_thumbnails(_shown_ids(clusters, queries, groups), paths, out_dir)
+    thumbs = write_thumbnails(
+        _shown_ids(clusters, queries, groups), paths, out_dir, fetching=fetching
+    )
     page = rendering.render(
         "report.html.j2",
         title=title,
@@ -388,9 +392,10 @@ def write_run_report(
     k: int,
     evaluation: Evaluation,
     title: str,
+    fetching: Fetching | None = None,
 ) -> Path:
     """report.html of a run folder from its own files; sample queries come from the first
-    neighbour shard, so the report stays bounded."""
+    neighbour shard, so the report stays bounded; photos at URLs are read as `fetching` says."""
     notes = [f"Probes calibrated on {evaluation.calibrated_on}."]
     notes += [diag.note] if diag.note else []
     shards = run.bulk.neighbour_shards()
@@ -411,4 +416,5 @@ def write_run_report(
         notes=notes,
         products=Products.from_catalog(catalog),
         rejections=pd.read_parquet(rejections) if rejections.is_file() else None,
+        fetching=fetching,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -62,6 +63,25 @@ def query_files(images: list[str]) -> list[Path]:
     return files
 
 
+def query_names(names: Mapping[str, str] | None, files: list[Path]) -> dict[str, str]:
+    """The names to show for query files (e.g. an upload's original file name, when it was
+    saved under a generated one), by absolute path; a key that is not one of `files` (given as
+    a path in the images, or inside a folder given) is refused."""
+    known = {str(f) for f in files}
+    shown: dict[str, str] = {}
+    for given, name in (names or {}).items():
+        path = str(Path(given).expanduser().resolve())
+        if path not in known:
+            raise UsageError(
+                f"names: {given} is not one of the query images; key each name by "
+                "the path of an image given (or found in a folder given)"
+            )
+        if not str(name).strip():
+            raise UsageError(f"names: the name of {given} is empty")
+        shown[path] = str(name)
+    return shown
+
+
 def search_files(
     searcher: Searcher,
     files: list[Path],
@@ -93,14 +113,20 @@ def search_files(
     return QueryAnswers(table, rejected, len(files))
 
 
-def write_query_job(workspace: Path, answers: QueryAnswers, title: str) -> QueryJobLayout:
+def write_query_job(
+    workspace: Path,
+    answers: QueryAnswers,
+    title: str,
+    names: Mapping[str, str] | None = None,
+) -> QueryJobLayout:
     """results.parquet (without paths) and results.html (its thumbnails made from the paths of
-    `answers`, searched with show_paths) in a new queries/<job>/ folder, written under a
-    staging name and renamed when complete, as runs are."""
+    `answers`, searched with show_paths; queries called by `names`, see query_names) in a new
+    queries/<job>/ folder, written under a staging name and renamed when complete, as runs
+    are."""
     job = WorkspaceLayout(Path(workspace)).query_job(new_run_id())
     staging = QueryJobLayout(start_staging(job.root))
     with atomic_path(staging.results) as tmp:
         answers.table.drop(columns="path", errors="ignore").to_parquet(tmp, index=False)
-    write_query_page(staging.root, answers.table, answers.rejected, title)
+    write_query_page(staging.root, answers.table, answers.rejected, title, names)
     finish_staging(staging.root, job.root)
     return job

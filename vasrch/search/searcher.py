@@ -10,11 +10,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from vasrch.catalog.images import Decoded, Rejection, decode_image
 from vasrch.catalog.products import FilterSpec, Products
 from vasrch.config import SearchConfig
 from vasrch.features.backbones import Backbone, BackboneSpec, load_backbone
+from vasrch.index.ids import Ids
 from vasrch.index.search_index import SearchIndex, SearchResult, load_index
 from vasrch.layout import RunLayout
 from vasrch.search.masks import MaskCache
@@ -37,7 +39,9 @@ class Searcher:
     paths: pd.Series = field(repr=False)
     products: Products = field(repr=False)
     search: SearchConfig = field(default_factory=SearchConfig)
-    photo_of_hash: dict[str, str] = field(default_factory=dict, repr=False)  # sha256 -> image_id
+    # the catalog's sha256 digests and the photo of each, held compactly
+    catalog_hashes: Ids = field(default_factory=lambda: Ids.of([]), repr=False)
+    catalog_photos: Ids = field(default_factory=lambda: Ids.of([]), repr=False)
     _masks: MaskCache = field(default_factory=MaskCache, repr=False)
     # (stamp of the workspace's hidden-products record, mask of the rows it hides)
     _hidden: tuple[tuple[int, int, int] | None, np.ndarray | None] = field(
@@ -157,7 +161,8 @@ class Searcher:
     def catalog_photo(self, sha256: Sequence[str]) -> list[str | None]:
         """The catalog photo with each of these sha256 digests (None where there is none): a
         query that is a catalog photo leaves its own product out of its answers."""
-        return [self.photo_of_hash.get(digest) for digest in sha256]
+        rows = self.catalog_hashes.positions(list(sha256))
+        return [self.catalog_photos[int(r)] if r >= 0 else None for r in rows]
 
     def to_table(
         self, result: SearchResult, queries: Sequence[str], show_paths: bool = False
@@ -228,7 +233,8 @@ def open_run(
         paths,
         Products.from_catalog(catalog),
         search or SearchConfig(),
-        dict(zip(catalog["sha256"], catalog["image_id"], strict=True)),
+        Ids(pa.array(catalog["sha256"])),
+        Ids(pa.array(catalog["image_id"])),
     )
 
 

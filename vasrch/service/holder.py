@@ -21,7 +21,9 @@ import numpy as np
 from vasrch.config import SearchConfig
 from vasrch.features.backbones import Backbone
 from vasrch.search.searcher import Searcher, open_run
+from vasrch.workspace.remote_runs import follow_or_why
 from vasrch.workspace.runs import latest_run_id
+from vasrch.workspace.store import WorkspaceStore
 
 log = logging.getLogger("vasrch.server")
 
@@ -62,12 +64,19 @@ class RunHolder:
     """The served run; `refresh` swaps in the run LATEST names once it has loaded completely."""
 
     def __init__(
-        self, workspace: Path, run: str | None = None, search: SearchConfig | None = None
+        self,
+        workspace: Path,
+        run: str | None = None,
+        search: SearchConfig | None = None,
+        store: WorkspaceStore | None = None,
     ) -> None:
         self.workspace = Path(workspace)
         self.search = search
         self.pinned = run is not None
+        self.store = store
+        self.store_error: str | None = None
         self._lock = threading.Lock()
+        self.follow_store()
         self._served = load_served(self.workspace, run, search)
         self._failed: str | None = None
         self.reload_error: str | None = None
@@ -80,12 +89,28 @@ class RunHolder:
         with self._lock:
             return self._served
 
+    def follow_store(self) -> None:
+        """On a workspace in object storage, bring the store's LATEST run into the local cache
+        (verified) and point the cache's LATEST at it. A store that cannot be reached, or a run
+        on it that fails its hashes, is logged and kept in `store_error`; what the cache holds
+        keeps serving, and the next check tries again."""
+        if self.store is None or self.pinned:
+            return
+        problem = follow_or_why(self.store, self.workspace)
+        if problem is not None and problem != self.store_error:
+            log.warning("cannot follow the store's LATEST: %s", problem)
+        elif problem is None and self.store_error is not None:
+            log.info("the store %s answers again", self.store.url)
+        self.store_error = problem
+
     def refresh(self) -> bool:
-        """Load the run LATEST names if it is a new one; True when the served run changed.
+        """Load the run LATEST names if it is a new one (on a workspace in object storage, the
+        store's LATEST); True when the served run changed.
 
         A run that failed to load is not retried until LATEST names another one."""
         if self.pinned:
             return False
+        self.follow_store()
         wanted = latest_run_id(self.workspace)
         if wanted is None or wanted in (self.served.name, self._failed):
             return False

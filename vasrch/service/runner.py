@@ -68,7 +68,7 @@ def build_app(settings: ServiceSettings) -> tuple[FastAPI, RunHolder]:
             "TensorFlow already runs in this process: --model-threads %d not applied",
             settings.model_threads,
         )
-    holder = RunHolder(settings.workspace, settings.run, settings.search)
+    holder = RunHolder(settings.workspace, settings.run, settings.search, settings.store)
     return create_app(settings, holder), holder
 
 
@@ -77,15 +77,16 @@ def app_from_environment() -> FastAPI:
     return build_app(ServiceSettings.from_json(os.environ[SETTINGS_ENV]))[0]
 
 
-def bind(host: str, port: int) -> socket.socket:
-    """A listening TCP socket on host:port (port 0: a free one), or UsageError saying why not."""
+def bind(host: str, port: int, port_option: str = "--port") -> socket.socket:
+    """A listening TCP socket on host:port (port 0: a free one), or UsageError saying why not
+    and naming `port_option`, the option that sets the port."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
         return socket.create_server((host, port), family=family, backlog=2048)
     except OSError as err:
         raise UsageError(
-            f"cannot listen on {host}:{port}: {err.strerror or err}; choose another --port or "
-            "--host, or stop what is using it"
+            f"cannot listen on {host}:{port}: {err.strerror or err}; choose another "
+            f"{port_option} or stop what is using it"
         ) from None
 
 
@@ -110,7 +111,7 @@ class QueryServer:
         self.settings = settings
         check_unserved(settings.workspace)  # before the run loads: refused at once
         self.app, self.holder = build_app(settings)
-        self.socket = bind(settings.host, settings.port)
+        self.socket = bind(settings.host, settings.port, settings.port_option)
         self._server = uvicorn.Server(_config(self.app, settings, log_config=None))
         self._done = threading.Event()
 
@@ -181,7 +182,7 @@ def run_query_server(settings: ServiceSettings) -> None:
         )
     if settings.workers == 1:
         app, holder = build_app(settings)
-        sock = bind(settings.host, settings.port)
+        sock = bind(settings.host, settings.port, settings.port_option)
         served = holder.served
         log.info(
             "serving run %s (%d images, k=%d) on http://%s:%d%s",

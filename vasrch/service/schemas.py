@@ -35,6 +35,11 @@ def bounded_filters(filters: dict[str, Any]) -> dict[str, Any]:
 
 
 Filters = Annotated[dict[str, str | list[str]], AfterValidator(bounded_filters)]
+DATA_URL_PREFIX = r"data:[\w.+/-]*(;[\w=.-]+)*;base64,"
+# Standard base64, padded, after an optional data URL prefix (what parse_upload decodes).
+BASE64_PATTERN = (
+    rf"^({DATA_URL_PREFIX})?(?:[A-Za-z0-9+/]{{4}})*(?:[A-Za-z0-9+/]{{2}}==|[A-Za-z0-9+/]{{3}}=)?$"
+)
 TOP_N_HELP = "Results to return (default: /health's top_n)."
 PROBES_HELP = "Nearest clusters whose members are ranked (default: /health's probes)."
 
@@ -48,6 +53,8 @@ class ImageQuery(BaseModel):
         min_length=1,
         description="The image file's bytes in base64 (standard alphabet); a data URL "
         "(`data:image/jpeg;base64,...`) is accepted too.",
+        # Documented for clients and schema-driven tests; parse_upload checks it with a message.
+        json_schema_extra={"pattern": BASE64_PATTERN, "contentEncoding": "base64"},
     )
     top_n: TopN | None = Field(None, strict=True, description=TOP_N_HELP)
     probes: Probes | None = Field(None, strict=True, description=PROBES_HELP)
@@ -97,6 +104,11 @@ class Health(BaseModel):
     loaded_at: str | None = Field(None, description="When the served run was loaded (UTC).")
     reloads: int | None = Field(None, description="Runs swapped in since start.")
     reload_error: str | None = Field(None, description="Why the newest run in LATEST is not used.")
+    store_error: str | None = Field(
+        None,
+        description="A workspace in object storage: why its LATEST could not be followed at "
+        "the last check (the cached run keeps serving).",
+    )
     ms: float | None = None
 
 

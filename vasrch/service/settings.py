@@ -8,9 +8,11 @@ import secrets
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from vasrch.addresses import is_loopback
 from vasrch.config import SearchConfig
+from vasrch.workspace.store import WorkspaceStore
 
 MAX_TOP_N = 1000
 MAX_PROBES = 1_000_000
@@ -26,6 +28,10 @@ class ServiceSettings:
 
     workspace: Path
     run: str | None = None
+    # A workspace in object storage: `workspace` is then its local cache, which follows the
+    # store's LATEST (vasrch.workspace.remote_runs.follow_latest)
+    workspace_url: str | None = None
+    workspace_storage_options: dict[str, Any] = field(default_factory=dict)
     host: str = "127.0.0.1"
     port: int = 8765
     top_n: int | None = None
@@ -43,6 +49,7 @@ class ServiceSettings:
     allow_public: bool = False
     show_paths: bool = False  # answers carry each photo's file path
     model_threads: int = 1  # TensorFlow threads per inference (0: its default, every core)
+    port_option: str = "--port"  # the option that sets `port`, named when the port is taken
     instance: str = field(default_factory=lambda: uuid.uuid4().hex)
     # Without a token: the key this service proves its identity with (see vasrch.service.record)
     secret: str = field(default_factory=lambda: secrets.token_hex(32), repr=False)
@@ -75,6 +82,13 @@ class ServiceSettings:
                 f"{TOKEN_ENV} (or --token) so that requests need it, or pass --allow-public "
                 "to serve without one (e.g. behind a proxy that authenticates)"
             )
+
+    @property
+    def store(self) -> WorkspaceStore | None:
+        """The object store the workspace lives in, None for a local one."""
+        if self.workspace_url is None:
+            return None
+        return WorkspaceStore(self.workspace_url, self.workspace_storage_options)
 
     @property
     def proof_key(self) -> str:

@@ -17,7 +17,7 @@ from pydantic import Field, TypeAdapter, ValidationError, create_model
 from starlette.requests import ClientDisconnect, Request
 
 from vasrch.service.errors import RequestError, validation_problems
-from vasrch.service.schemas import FILTER_LIMITS, ImageQuery
+from vasrch.service.schemas import DATA_URL_PREFIX, FILTER_LIMITS, ImageQuery
 
 RAW_IMAGE_TYPES = ("image/", "application/octet-stream")
 MULTIPART = "multipart/form-data"
@@ -27,7 +27,7 @@ MAX_PARTS = 8  # parts of a multipart/form-data body read before it is refused
 # Room for a JSON body's other fields and a data-URL prefix beside the base64 text.
 JSON_OVERHEAD_BYTES = 65_536
 _BASE64_BYTES = (string.ascii_letters + string.digits + "+/=").encode("ascii")
-_DATA_URL = re.compile(r"^data:[\w.+/-]*(;[\w=.-]+)*;base64,", re.ASCII)
+_DATA_URL = re.compile("^" + DATA_URL_PREFIX, re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -194,6 +194,14 @@ ImageBytes = Annotated[bytes, Field(min_length=1, description="The image file.")
 UploadForm = create_model("UploadForm", **{FORM_FIELD: (ImageBytes, ...)})
 
 
+# An 8x8 PNG, so that "Try it out" in /docs and schema-driven tests send a real image.
+EXAMPLE_QUERY = {
+    "image_base64": "iVBORw0KGgoAAAANSUhEUgAAAAgAAAAICAIAAABLbSncAAAAFUlEQVR42mM8YaPBgA0wMeAAg1"
+    "MCAO+wATws8x7vAAAAAElFTkSuQmCC",
+    "top_n": 5,
+}
+
+
 def upload_openapi() -> dict[str, Any]:
     """POST /query's request body for /openapi.json (`openapi_extra`): the media types
     `check_media_type` accepts, each with the schema of what `parse_upload` reads from it."""
@@ -205,7 +213,7 @@ def upload_openapi() -> dict[str, Any]:
             "content": {
                 **raw,
                 MULTIPART: {"schema": UploadForm.model_json_schema()},
-                JSON: {"schema": ImageQuery.model_json_schema()},
+                JSON: {"schema": ImageQuery.model_json_schema(), "example": EXAMPLE_QUERY},
             },
         }
     }

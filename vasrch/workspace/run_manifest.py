@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from vasrch.catalog.scan import STATUSES
 from vasrch.features.backbones import BackboneSpec
+from vasrch.index.compression import VectorStorage
 from vasrch.index.figures import Drift, Evaluation, Figures
 
 if TYPE_CHECKING:
@@ -155,6 +156,11 @@ class RunRecord(_Part):
     bulk: BulkSummary | None = None
     refresh: Refresh | None = Field(
         None, description="Set on a run made by a refresh (its clusters are trained_run's)."
+    )
+    vectors: VectorStorage | None = Field(
+        None,
+        description="How the index holds its vectors in memory and why (search."
+        "max_bytes_per_photo); None for runs made before it was recorded: full float32.",
     )
 
     @property

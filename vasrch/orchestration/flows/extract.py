@@ -8,10 +8,13 @@ from typing import Any
 import pandas as pd
 from prefect import flow, unmapped
 
+from vasrch.catalog.downloads import FetchPolicy
 from vasrch.catalog.scan import Scan, ScanOptions
+from vasrch.catalog.sources import Fetching
 from vasrch.config import Config, FeaturesConfig, load_config
 from vasrch.features.backbones import BackboneSpec, fingerprint
 from vasrch.features.extraction import ChunkResult, ExtractSummary, cache_dir_for, summarize
+from vasrch.layout import WorkspaceLayout
 from vasrch.orchestration.naming import run_name
 from vasrch.orchestration.task_runners import use_runner
 from vasrch.orchestration.tasks.extract import (
@@ -21,22 +24,32 @@ from vasrch.orchestration.tasks.extract import (
     scan_catalog_task,
 )
 from vasrch.orchestration.timing import timed
-from vasrch.workspace.lock import workspace_lock
+from vasrch.workspace.mirror import workspace_writer
+
+
+def fetching(cfg: Config) -> Fetching:
+    """How the config's remote photos are read (store options, cache_dir, downloads)."""
+    c = cfg.catalog
+    policy = FetchPolicy(c.download_timeout_s, c.download_retries, host_rate=c.host_rate_limit)
+    return Fetching(c.storage_options, c.cache_dir, c.download_workers, policy)
 
 
 def scan_options(cfg: Config, catalog: bool = True) -> ScanOptions:
     """How the config's folders are scanned: the file size limit, the symlink rule and, for the
-    catalog itself, its manifest."""
+    catalog itself, its manifest, how remote photos are read and their listing record."""
+    source = f"{cfg.catalog.path}\n{cfg.catalog.manifest or ''}"
     return ScanOptions(
         cfg.features.max_file_bytes,
         cfg.catalog.follow_external_symlinks,
         cfg.catalog.manifest if catalog else None,
         cfg.catalog.allow_absolute_paths,
+        fetching(cfg),
+        WorkspaceLayout(cfg.workspace).listing(source) if catalog else None,
     )
 
 
 def embed_folder(
-    folder: Path,
+    folder: Path | str,
     *,
     features: FeaturesConfig,
     cache_dir: str,
@@ -44,7 +57,8 @@ def embed_folder(
     demo: bool = False,
     previous: pd.DataFrame | None = None,
 ) -> tuple[Scan, list[ChunkResult]]:
-    """Scan a folder, then extract what the feature cache lacks, chunks mapped as tasks."""
+    """Scan a folder (or store, or manifest), then extract what the feature cache lacks,
+    chunks mapped as tasks."""
     scan = scan_catalog_task(folder=folder, options=options, demo=demo, previous=previous)
     chunks = plan_chunks_task(
         catalog=scan.table, cache_dir=cache_dir, shard_size=features.shard_size
@@ -54,6 +68,7 @@ def embed_folder(
         spec=unmapped(BackboneSpec.from_config(features)),
         features=unmapped(features),
         cache_dir=unmapped(cache_dir),
+        fetching=unmapped(options.fetching),
     )
     return scan, futures.result()
 
@@ -85,7 +100,7 @@ def extract_flow(config_path: str, overrides: dict[str, Any] | None = None) -> E
     """Turn the configured catalog folder into feature shards in the workspace; returns the
     counts, every rejected image (image_id, reason, retry) and the scan's folder warnings."""
     cfg = load_config(config_path, overrides)
-    lock = workspace_lock(cfg.workspace, "extract flow", cfg.runs.lock_timeout_s)
+    lock = workspace_writer(cfg, "extract flow")
     with lock, use_runner(cfg.runner):
         _, summary = extract_stage(cfg)
     return summary

@@ -18,7 +18,7 @@ from vasrch.orchestration.naming import run_name
 from vasrch.orchestration.task_runners import use_runner
 from vasrch.pages.file_server import link_to
 from vasrch.workspace import runs
-from vasrch.workspace.lock import workspace_lock
+from vasrch.workspace.mirror import workspace_writer
 from vasrch.workspace.promotion import warm_start
 from vasrch.workspace.rejections import SHOWN, first_rejections, rejection_line
 
@@ -97,7 +97,7 @@ def nightly_flow(
     cfg = load_config(config_path, overrides)
     logger = get_run_logger()
     fp = fingerprint(BackboneSpec.from_config(cfg.features))
-    with workspace_lock(cfg.workspace, "nightly flow", cfg.runs.lock_timeout_s):
+    with workspace_writer(cfg, "nightly flow"):
         start = warm_start(cfg.workspace, fp, cfg.clustering, cfg.search.centre)
         if start.problem:
             logger.warning("cold start: %s", start.problem)

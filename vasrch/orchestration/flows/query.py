@@ -21,7 +21,7 @@ from vasrch.config import load_config
 from vasrch.orchestration.naming import run_name
 from vasrch.pages.file_server import link_to
 from vasrch.pages.query_artifact import results_markdown
-from vasrch.query_jobs.job import query_files, write_query_job
+from vasrch.query_jobs.job import query_files, query_names, write_query_job
 from vasrch.query_jobs.routing import QuerySetup, answer_queries
 from vasrch.search.parameters import SearchParams
 from vasrch.search.run_products import check_run_filters
@@ -47,6 +47,7 @@ def query_flow(
     top_n: Annotated[int, Field(ge=1)] | None = None,
     probes: Annotated[int, Field(ge=1)] | None = None,
     filters: dict[str, list[str]] | None = None,
+    names: dict[str, str] | None = None,
 ) -> QueryJob:
     """Rank the catalog products most similar to query images (files or folders) with a
     complete run (LATEST by default); write results.parquet and results.html under
@@ -62,10 +63,14 @@ def query_flow(
             probes calibrated when the run was trained).
         filters: Product metadata to match, e.g. {"category": ["shoes", "boots"]} (any of
             the values; every column given must match); empty for none.
+        names: What to call query images on the page and the artifact, by their path, e.g.
+            {"/srv/uploads/3f2a....jpg": "red sneaker.jpg"} for an upload saved under a
+            generated name; empty: their file names.
     """
     cfg = load_config(config_path)
     logger = get_run_logger()
     files = query_files(images)
+    shown = query_names(names, files)
     check_run_filters(cfg.workspace, run, filters)  # before any image is sent or embedded
     setup = QuerySetup(cfg.workspace, cfg.search, cfg.features)
     answered = answer_queries(setup, files, run, top_n, probes, logger, filters)
@@ -73,14 +78,14 @@ def query_flow(
     for r in answers.rejected:
         logger.warning("query %s skipped: %s", r["query"], r["reason"])
     title = f"{answers.answered} queries against run {run_id}"
-    job = write_query_job(cfg.workspace, answers, title)
+    job = write_query_job(cfg.workspace, answers, title, shown)
 
     heading = f"**{title}** · top {params.top_n} · {params.probes} probes"
     heading += f" · embedded by {answered.embedder}"
     create_markdown_artifact(
         key="query-results",
-        markdown=results_markdown(job, answers.table, answers.rejected, heading, link_to),
-        description=f"Top results per query (run {run_id}); each image opens its thumbnail",
+        markdown=results_markdown(job, answers.table, answers.rejected, heading, link_to, shown),
+        description=f"Top results per query (run {run_id}); each rank opens the photo",
     )
     create_link_artifact(
         key="query-page", link=link_to(job.page), link_text=f"{job.page.name} ({job.root.name})"

@@ -25,11 +25,12 @@ from vasrch.catalog.scan import diff_catalog, scan_catalog
 from vasrch.config import Config, load_config
 from vasrch.errors import RunIntegrityError
 from vasrch.features.extraction import ExtractSummary
+from vasrch.index.compression import VectorStorage
 from vasrch.index.figures import Drift
 from vasrch.index.search_index import SearchIndex, load_index
 from vasrch.index.training import load_diagnostics
 from vasrch.layout import RunLayout
-from vasrch.orchestration.flows.extract import extract_stage, scan_options
+from vasrch.orchestration.flows.extract import extract_stage, fetching, scan_options
 from vasrch.orchestration.flows.train import (
     bulk_into_run,
     config_cache_dir,
@@ -53,7 +54,7 @@ from vasrch.orchestration.tasks.train import (
 from vasrch.orchestration.timing import timed
 from vasrch.workspace import runs
 from vasrch.workspace.hidden import settle
-from vasrch.workspace.lock import workspace_lock
+from vasrch.workspace.mirror import workspace_writer
 from vasrch.workspace.run_manifest import (
     BulkSummary,
     Counts,
@@ -162,6 +163,7 @@ def refresh_stage(cfg: Config) -> RefreshResult:
             diag=load_diagnostics(staging.diagnostics, parent.manifest.sweep_note),
             k=index.k,
             evaluation=parent.manifest.evaluation,
+            fetching=fetching(parent.config),
             title=f"vasrch run {run_id} (refresh of {parent.layout.run_id})",
         )
         table = diff_catalog(parent.catalog, catalog)
@@ -174,6 +176,7 @@ def refresh_stage(cfg: Config) -> RefreshResult:
             ),
             bulk=bulk,
             refresh=_refresh(parent, changes=changes, drift=built.drift),
+            vectors=index.storage,
         )
         manifest = publish_run_task(
             staging=str(staging.root),
@@ -279,9 +282,10 @@ def _record(
     timings: Timings,
     bulk: BulkSummary | None,
     refresh: Refresh,
+    vectors: VectorStorage | None,
 ) -> RunRecord:
     """The parent's record (config, backbone, k, calibration, figures) with this refresh's
-    counts, timings, bulk summary and refresh record."""
+    counts, timings, bulk summary, refresh record and how its index holds its vectors."""
     kept = {name: getattr(parent, name) for name in RunRecord.model_fields}
     return RunRecord(
         **kept
@@ -292,6 +296,7 @@ def _record(
             "timings": timings,
             "bulk": bulk,
             "refresh": refresh,
+            "vectors": vectors,
         }
     )
 
@@ -308,6 +313,6 @@ def refresh_flow(config_path: str, overrides: dict[str, Any] | None = None) -> R
             {"refresh.max_added_share": 0.3}.
     """
     cfg = load_config(config_path, overrides)
-    lock = workspace_lock(cfg.workspace, "refresh flow", cfg.runs.lock_timeout_s)
+    lock = workspace_writer(cfg, "refresh flow")
     with lock, use_runner(cfg.runner):
         return refresh_stage(cfg)

@@ -23,7 +23,12 @@ from vasrch.index.search_index import SearchIndex
 from vasrch.index.training import Diagnostics, HeldOut, catalog_labels, choose_k
 from vasrch.layout import RunLayout
 from vasrch.orchestration.flows.bulk import bulk_stage
-from vasrch.orchestration.flows.extract import embed_folder, extract_stage, scan_options
+from vasrch.orchestration.flows.extract import (
+    embed_folder,
+    extract_stage,
+    fetching,
+    scan_options,
+)
 from vasrch.orchestration.naming import run_name
 from vasrch.orchestration.task_runners import use_runner
 from vasrch.orchestration.tasks.train import (
@@ -42,7 +47,7 @@ from vasrch.orchestration.timing import timed
 from vasrch.search.parameters import resolve_search_params
 from vasrch.workspace import runs
 from vasrch.workspace.hidden import read_hidden, settle
-from vasrch.workspace.lock import workspace_lock
+from vasrch.workspace.mirror import workspace_writer
 from vasrch.workspace.promotion import gate_failure
 from vasrch.workspace.rejections import write_rejections
 from vasrch.workspace.run_manifest import (
@@ -144,6 +149,7 @@ def train_stage(
             diag=diag,
             k=index.k,
             evaluation=evaluation,
+            fetching=fetching(cfg),
             title=f"vasrch run {run_id}",
         )
         record = _record(
@@ -287,7 +293,7 @@ def _record(
     bulk: BulkSummary | None,
 ) -> RunRecord:
     """What the run records about itself: its config, backbone, k, calibration and figures,
-    counts, timings and bulk summary."""
+    counts, timings, bulk summary and how the index holds its vectors."""
     return RunRecord(
         config=cfg.model_dump(mode="json"),
         backbone=BackboneSpec.from_config(cfg.features),
@@ -305,6 +311,7 @@ def _record(
         counts=counts,
         timings=timings,
         bulk=bulk,
+        vectors=index.storage,
     )
 
 
@@ -318,6 +325,6 @@ def train_flow(config_path: str, overrides: dict[str, Any] | None = None) -> Tra
             {"clustering.num_clusters": 12}.
     """
     cfg = load_config(config_path, overrides)
-    lock = workspace_lock(cfg.workspace, "train flow", cfg.runs.lock_timeout_s)
+    lock = workspace_writer(cfg, "train flow")
     with lock, use_runner(cfg.runner):
         return train_stage(cfg)

@@ -12,6 +12,7 @@ from prefect.logging import get_run_logger
 
 from vasrch import progress
 from vasrch.catalog.scan import Scan, ScanOptions, scan_catalog
+from vasrch.catalog.sources import Fetching
 from vasrch.config import FeaturesConfig
 from vasrch.errors import DataError
 from vasrch.features.backbones import BackboneSpec, load_backbone
@@ -20,7 +21,7 @@ from vasrch.features.extraction import ChunkResult, ExtractSummary, extract_chun
 
 @task(name="scan-catalog", cache_policy=NO_CACHE)
 def scan_catalog_task(
-    folder: Path,
+    folder: Path | str,
     options: ScanOptions,
     demo: bool = False,
     previous: pd.DataFrame | None = None,
@@ -65,7 +66,11 @@ def plan_chunks_task(catalog: pd.DataFrame, cache_dir: str, shard_size: int) -> 
 
 @task(name="extract-chunk", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2)
 def extract_chunk_task(
-    rows: pd.DataFrame, spec: BackboneSpec, features: FeaturesConfig, cache_dir: str
+    rows: pd.DataFrame,
+    spec: BackboneSpec,
+    features: FeaturesConfig,
+    cache_dir: str,
+    fetching: Fetching | None = None,
 ) -> ChunkResult:
     """Embed one chunk into one shard; the backbone stays warm across chunks in a worker."""
     backbone = load_backbone(spec, features.batch_size, features.device)
@@ -77,6 +82,7 @@ def extract_chunk_task(
         features.max_pixels,
         on_batch=lambda n: progress.report("extract", n),
         max_file_bytes=features.max_file_bytes,
+        fetching=fetching,
     )
     get_run_logger().info(
         "shard %s: %d vectors, %d rejected, %.1f images/s",

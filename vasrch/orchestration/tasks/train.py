@@ -16,6 +16,7 @@ from prefect.logging import get_run_logger
 
 from vasrch.atomic_files import atomic_path
 from vasrch.catalog.products import Products
+from vasrch.catalog.sources import Fetching
 from vasrch.config import ClusteringConfig, EvaluationConfig, FeaturesConfig, SearchConfig
 from vasrch.errors import DataError
 from vasrch.features.backbones import BackboneSpec, load_backbone
@@ -188,11 +189,13 @@ def report_task(
     k: int,
     evaluation: Evaluation,
     title: str,
+    fetching: Fetching | None = None,
 ) -> str:
     """report.html in the run folder (see vasrch.pages.report.write_run_report)."""
     from vasrch.pages.report import write_run_report
 
-    return str(write_run_report(RunLayout(Path(run_dir)), catalog, diag, k, evaluation, title))
+    run = RunLayout(Path(run_dir))
+    return str(write_run_report(run, catalog, diag, k, evaluation, title, fetching))
 
 
 @task(name="run-artifacts", cache_policy=NO_CACHE)

@@ -53,6 +53,7 @@ async def health(
             "loaded_at": served.loaded_at,
             "reloads": holder.reloads,
             "reload_error": holder.reload_error,
+            "store_error": holder.store_error,
             "ms": round((time.perf_counter() - start) * 1000, 2),
         }
     )

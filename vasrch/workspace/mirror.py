@@ -1,0 +1,141 @@
+"""A workspace in object storage worked in through a local cache folder.
+
+A writer (train, nightly, refresh, extract) takes the store's lease, brings the store's LATEST
+run and its feature shards into the cache, runs as on a local workspace, then pushes the feature
+shards it made and publishes the runs it made (files, manifest, then LATEST by compare-and-swap
+on what it read when it started). The cache is an ordinary local workspace and may be deleted at
+any time: everything in it comes back from the store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from vasrch.config import Config
+from vasrch.layout import STAGING_PREFIX, RunLayout, WorkspaceLayout
+from vasrch.workspace import runs
+from vasrch.workspace.lease import workspace_lease
+from vasrch.workspace.lock import workspace_lock
+from vasrch.workspace.remote_runs import (
+    StoreLatest,
+    fetch_run,
+    read_latest,
+    switch_latest,
+    upload_run,
+)
+from vasrch.workspace.store import WorkspaceStore
+
+FEATURES = "features"
+
+
+def store_of(cfg: Config) -> WorkspaceStore | None:
+    """The config's workspace store, None for a workspace on local disk."""
+    if cfg.workspace_url is None:
+        return None
+    return WorkspaceStore(cfg.workspace_url, cfg.workspace_storage_options)
+
+
+def _feature_files(workspace: Path) -> dict[str, Path]:
+    """Every file of the local feature cache by its key (temporary files left out)."""
+    root = Path(workspace) / FEATURES
+    if not root.is_dir():
+        return {}
+    return {
+        p.relative_to(workspace).as_posix(): p
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not p.name.startswith(".")
+    }
+
+
+def pull_features(store: WorkspaceStore, workspace: Path) -> int:
+    """Download the store's feature files the cache lacks (shards are named by content, so one
+    present is the same); how many."""
+    have = _feature_files(workspace)
+    missing = [key for key in store.keys(FEATURES) if key not in have]
+    for key in missing:
+        data = store.get(key)
+        if data is not None:  # pruned meanwhile
+            target = Path(workspace) / key
+            target.parent.mkdir(parents=True, exist_ok=True)
+            staged = target.with_name(f".{target.name}.part")
+            staged.write_bytes(data)
+            staged.replace(target)
+    return len(missing)
+
+
+def push_features(store: WorkspaceStore, workspace: Path, changed_since_ns: int) -> int:
+    """Upload the cache's feature files the store lacks, and those changed since
+    `changed_since_ns` (a catalog's listing record is rewritten in place); how many."""
+    on_store = set(store.keys(FEATURES))
+    sent = 0
+    for key, path in _feature_files(workspace).items():
+        if key not in on_store or path.stat().st_mtime_ns >= changed_since_ns:
+            store.upload(key, path)
+            sent += 1
+    return sent
+
+
+def _complete_runs(workspace: Path) -> set[str]:
+    folder = runs.runs_dir(workspace)
+    if not folder.is_dir():
+        return set()
+    return {
+        p.name
+        for p in folder.iterdir()
+        if p.is_dir()
+        and not p.name.startswith((".", STAGING_PREFIX))
+        and RunLayout(p).manifest.is_file()
+    }
+
+
+def pull_latest(store: WorkspaceStore, workspace: Path) -> StoreLatest:
+    """Make the cache's LATEST the store's (its run fetched, verified); what the store held."""
+    seen = read_latest(store)
+    local = WorkspaceLayout(Path(workspace)).latest
+    if seen.run_id is None:
+        local.unlink(missing_ok=True)
+    else:
+        fetch_run(store, seen.run_id, workspace)
+        if runs.latest_run_id(workspace) != seen.run_id:
+            runs.set_latest(workspace, seen.run_id)
+    return seen
+
+
+def publish_new_runs(
+    store: WorkspaceStore, workspace: Path, before: set[str], seen: StoreLatest
+) -> list[str]:
+    """Upload the runs the cache holds beyond `before`, then move the store's LATEST to the
+    cache's when it is one of them; the uploaded ids."""
+    made = sorted(_complete_runs(workspace) - before)
+    for run_id in made:
+        upload_run(store, runs.runs_dir(workspace) / run_id)
+    latest = runs.latest_run_id(workspace)
+    if latest in made:
+        switch_latest(store, latest, seen)
+    return made
+
+
+@contextlib.contextmanager
+def workspace_writer(cfg: Config, command: str) -> Iterator[None]:
+    """Hold the workspace for `command`: the local lock, and on a workspace in object storage
+    the store's lease too, with the cache brought up to date first and what the block made
+    published after it (only when it succeeds)."""
+    store = store_of(cfg)
+    with workspace_lock(cfg.workspace, command, cfg.runs.lock_timeout_s):
+        if store is None:
+            yield
+            return
+        with workspace_lease(
+            store, command, cfg.runs.lock_timeout_s, cfg.runs.lease_ttl_s
+        ) as lease:
+            seen = pull_latest(store, cfg.workspace)
+            pull_features(store, cfg.workspace)
+            before = _complete_runs(cfg.workspace)
+            started_ns = time.time_ns()
+            yield
+            lease.check()
+            push_features(store, cfg.workspace, started_ns)
+            publish_new_runs(store, cfg.workspace, before, seen)

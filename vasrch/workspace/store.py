@@ -1,0 +1,223 @@
+"""A workspace in object storage: bytes put, got and listed under one prefix (fsspec), with
+conditional writes (create-once and compare-and-swap on an ETag) and retries of throttling,
+5xx answers and lost connections.
+
+Conditional writes are S3's `If-None-Match: *` and `If-Match: <etag>` on PutObject, which s3fs
+passes to botocore as given; other stores are refused by name until they get theirs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, TypeVar
+
+from vasrch.addresses import url_scheme
+from vasrch.catalog.object_store import filesystem
+from vasrch.errors import BusyError, ConfigError, VasrchError
+
+T = TypeVar("T")
+
+CONDITIONAL_PROTOCOLS = ("s3", "s3a")
+# S3's codes for a conditional write that lost: the condition failed, or a concurrent
+# conditional write on the same key was in flight (AWS answers 409 then).
+_CONFLICT_CODES = {"PreconditionFailed", "ConditionalRequestConflict"}
+_THROTTLE_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded"}
+_MISSING_CODES = {"NoSuchKey", "404", "NotFound"}
+
+
+class StoreUnavailable(VasrchError, ConnectionError):
+    """The workspace's store did not answer (or kept throttling) through every retry."""
+
+
+class StoreConflict(BusyError):
+    """A conditional write the store refused: another writer changed the object first."""
+
+
+def _client_error(err: BaseException) -> Any:
+    """The botocore ClientError behind an s3fs error, if there is one."""
+    seen = err
+    while seen is not None:
+        if hasattr(seen, "response") and isinstance(getattr(seen, "response", None), dict):
+            return seen
+        seen = seen.__cause__
+    return None
+
+
+def _code_and_status(err: BaseException) -> tuple[str, int]:
+    found = _client_error(err)
+    if found is None:
+        return "", 0
+    error = found.response.get("Error", {})
+    status = found.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+    return str(error.get("Code", "")), int(status or 0)
+
+
+def is_conflict(err: BaseException) -> bool:
+    """Whether `err` is the store refusing a conditional write."""
+    code, status = _code_and_status(err)
+    return code in _CONFLICT_CODES or status in (409, 412)
+
+
+def is_transient(err: BaseException) -> bool:
+    """Whether retrying may help: throttling, a 5xx answer, a timeout or a lost connection."""
+    if is_conflict(err) or isinstance(err, FileNotFoundError | PermissionError):
+        return False
+    code, status = _code_and_status(err)
+    if code or status:
+        return code in _THROTTLE_CODES or status == 429 or status >= 500
+    return isinstance(err, OSError | TimeoutError) or "connect" in type(err).__name__.lower()
+
+
+def _is_missing(err: BaseException) -> bool:
+    code, status = _code_and_status(err)
+    return isinstance(err, FileNotFoundError) or code in _MISSING_CODES or status == 404
+
+
+@dataclass(frozen=True)
+class Versioned:
+    """An object's bytes and the ETag they were read at (what a compare-and-swap names)."""
+
+    data: bytes
+    etag: str
+
+
+@dataclass(frozen=True)
+class WorkspaceStore:
+    """The objects under the prefix `url` (s3://bucket/prefix); keys are relative POSIX paths."""
+
+    url: str
+    storage_options: Mapping[str, Any] = field(default_factory=dict)
+    retries: int = 5
+    backoff_s: float = 0.2
+    max_backoff_s: float = 5.0
+
+    @cached_property
+    def fs(self) -> Any:
+        """The fsspec filesystem, made once per store: its own instance, whose client does not
+        retry on its own (the store's retries and backoff are the only ones) unless
+        storage_options' config_kwargs say otherwise."""
+        options = {**self.storage_options, "skip_instance_cache": True}
+        if url_scheme(self.url) in CONDITIONAL_PROTOCOLS:
+            config = {"retries": {"max_attempts": 1}, **options.get("config_kwargs", {})}
+            options["config_kwargs"] = config
+        fs = filesystem(self.url, options)
+        if hasattr(fs, "retries"):  # s3fs's loop around each request
+            fs.retries = 1
+        return fs
+
+    def path(self, key: str) -> str:
+        """The store path of `key` (bucket/prefix/key, no protocol)."""
+        root = self.fs._strip_protocol(self.url).rstrip("/")
+        return f"{root}/{key}" if key else root
+
+    def _retried(self, what: str, call: Callable[[], T]) -> T:
+        delay = self.backoff_s
+        for attempt in range(self.retries + 1):
+            try:
+                return call()
+            except Exception as err:  # each store's client raises its own errors
+                if not is_transient(err):
+                    raise
+                if attempt == self.retries:
+                    raise StoreUnavailable(
+                        f"{self.url}: {what} failed after {self.retries + 1} tries "
+                        f"({type(err).__name__}: {err})"
+                    ) from None
+            time.sleep(delay)
+            delay = min(delay * 2, self.max_backoff_s)
+        raise AssertionError("unreachable")
+
+    def _require_conditional(self) -> None:
+        protocol = url_scheme(self.url)
+        if protocol not in CONDITIONAL_PROTOCOLS:
+            raise ConfigError(
+                f"workspace {self.url}: conditional writes are implemented for s3:// only "
+                f"(S3 and S3-compatible stores), not {protocol}://"
+            )
+
+    def put(self, key: str, data: bytes) -> None:
+        """Write `data` to `key` (replacing what is there)."""
+        self._retried(f"writing {key}", lambda: self.fs.pipe_file(self.path(key), data))
+
+    def upload(self, key: str, source: Path) -> None:
+        """Write the local file `source` to `key`."""
+        self.put(key, Path(source).read_bytes())
+
+    def _conditional(self, key: str, data: bytes, condition: dict[str, str]) -> str:
+        self._require_conditional()
+        try:
+            answer = self._retried(
+                f"writing {key}", lambda: self.fs.pipe_file(self.path(key), data, **condition)
+            )
+        except (StoreUnavailable, ConfigError):
+            raise
+        except Exception as err:
+            if not (is_conflict(err) or isinstance(err, FileExistsError)):
+                raise
+            now = self.get_versioned(key)
+            if now is not None and now.data == data:  # a retry of a write that had landed
+                return now.etag
+            raise StoreConflict(
+                f"{self.url}/{key} was changed by another writer ({next(iter(condition))} refused)"
+            ) from None
+        return str((answer or {}).get("ETag", ""))
+
+    def create(self, key: str, data: bytes) -> str:
+        """Write `key` only if it does not exist (If-None-Match: *); its new ETag, or
+        StoreConflict."""
+        return self._conditional(key, data, {"IfNoneMatch": "*"})
+
+    def replace(self, key: str, data: bytes, etag: str) -> str:
+        """Write `key` only if it still has `etag` (If-Match); its new ETag, or StoreConflict."""
+        return self._conditional(key, data, {"IfMatch": etag})
+
+    def get(self, key: str) -> bytes | None:
+        """The bytes of `key`, None when it does not exist."""
+        try:
+            return self._retried(f"reading {key}", lambda: self.fs.cat_file(self.path(key)))
+        except Exception as err:
+            if _is_missing(err):
+                return None
+            raise
+
+    def etag(self, key: str) -> str | None:
+        """The ETag of `key` as the store says now, None when it does not exist."""
+        try:
+            info = self._retried(
+                f"reading {key}", lambda: self.fs.info(self.path(key), refresh=True)
+            )
+        except Exception as err:
+            if _is_missing(err):
+                return None
+            raise
+        return str(info.get("ETag") or info.get("etag") or "")
+
+    def get_versioned(self, key: str) -> Versioned | None:
+        """The bytes of `key` with the ETag they belong to (its ETag read before and after the
+        bytes, again until both agree); None when it does not exist."""
+        for _ in range(self.retries + 1):
+            before = self.etag(key)
+            data = self.get(key) if before is not None else None
+            if before is None or data is None:
+                return None
+            if self.etag(key) == before:
+                return Versioned(data, before)
+        raise StoreUnavailable(f"{self.url}/{key} kept changing while it was read")
+
+    def keys(self, prefix: str) -> list[str]:
+        """Every key under `prefix` (recursively), relative to the workspace, sorted."""
+        root = self.path("")
+        top = self.path(prefix.rstrip("/"))
+        fs = self.fs
+        fs.invalidate_cache(top)
+        try:
+            found = self._retried(f"listing {prefix}", lambda: fs.find(top))
+        except Exception as err:
+            if _is_missing(err):
+                return []
+            raise
+        return sorted(p[len(root) + 1 :] for p in found)
