@@ -4,9 +4,12 @@ with its own backbone."""
 
 from __future__ import annotations
 
+import pytest
+
 from tests.configs import write_config
 
 
+@pytest.mark.slow  # three trains, two backbones: minutes on 2 cores
 def test_new_backbone_extracts_once_says_so_and_old_runs_keep_answering(
     tmp_path, demo_catalog, capsys
 ):
