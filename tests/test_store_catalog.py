@@ -194,3 +194,30 @@ def test_a_bucket_that_cannot_be_listed_is_one_clear_error(object_store: ObjectS
     options = ScanOptions(fetching=Fetching(object_store.storage_options))
     with pytest.raises(DataError, match="s3://no-such-bucket-here/shop: no such bucket"):
         scan_catalog("s3://no-such-bucket-here/shop", options=options)
+
+
+def test_the_query_page_reads_bucket_photos_with_the_catalogs_store_options(
+    object_store: ObjectStore, bucket: str, demo_catalog: Path, tmp_path: Path
+) -> None:
+    """No AWS_* variables: the page's thumbnails of catalog photos on the store come only from
+    the catalog's storage_options, which the query flow passes on."""
+    from vasrch.pages.query_page import write_query_page
+
+    query = tmp_path / "query.jpg"
+    query.write_bytes((demo_catalog / "hat" / "hat_001.jpg").read_bytes())
+    ids = ["hat/hat_002.jpg", "bag/bag_001.jpg"]
+    table = pd.DataFrame(
+        {
+            "query": [str(query)] * 2,
+            "rank": [1, 2],
+            "product_id": ids,
+            "score": [0.9, 0.8],
+            "image_id": ids,
+            "path": [f"{bucket}/{i}" for i in ids],
+        }
+    )
+    for fetching, placeholders in ((None, 2), (Fetching(object_store.storage_options), 0)):
+        out = tmp_path / f"page-{placeholders}"
+        write_query_page(out, table, [], "query", fetching=fetching)
+        page = (out / "results.html").read_text()
+        assert page.count("placeholder.jpg") == placeholders, page

@@ -15,6 +15,7 @@ import pandas as pd
 
 from vasrch.atomic_files import write_text_atomic
 from vasrch.catalog.products import product_caption, web_link
+from vasrch.catalog.sources import Fetching
 from vasrch.layout import QueryJobLayout
 from vasrch.pages import rendering
 from vasrch.pages.thumbnails import write_thumbnails
@@ -26,10 +27,12 @@ def write_query_page(
     rejected: list[dict[str, str]],
     title: str,
     names: Mapping[str, str] | None = None,
+    fetching: Fetching | None = None,
 ) -> Path:
     """Write ``out_dir/results.html`` from a result table (query, rank, product_id, score,
     image_id, metadata, path) and [{query, reason}] of the rejected queries; each query is
-    called by its name in `names` (by path; default: its file name, its path when rejected),
+    called by its name in `names` (by path; default: its file name, its path when rejected);
+    catalog photos at URLs are read as `fetching` says (the catalog's store options);
     each answer shows its
     product and title and links to the product's `url` when there is one."""
     out_dir = Path(out_dir)
@@ -38,7 +41,9 @@ def write_query_page(
     # Query keys are absolute paths and image ids relative ones, so they never collide. The
     # query images are copied: they may lie anywhere, outside what the file server shows.
     queries = list(table["query"])
-    thumbs = write_thumbnails([*queries, *table["image_id"]], paths, out_dir, copied=queries)
+    thumbs = write_thumbnails(
+        [*queries, *table["image_id"]], paths, out_dir, copied=queries, fetching=fetching
+    )
     page = rendering.render(
         "query.html.j2",
         title=title,

@@ -13,6 +13,7 @@ from threadpoolctl import threadpool_limits
 from vasrch.atomic_files import atomic_path, finish_staging, start_staging
 from vasrch.catalog.products import FilterSpec
 from vasrch.catalog.scan import iter_image_files
+from vasrch.catalog.sources import Fetching
 from vasrch.config import FeaturesConfig
 from vasrch.errors import UsageError
 from vasrch.hashing import sha256_file
@@ -118,15 +119,17 @@ def write_query_job(
     answers: QueryAnswers,
     title: str,
     names: Mapping[str, str] | None = None,
+    fetching: Fetching | None = None,
 ) -> QueryJobLayout:
     """results.parquet (without paths) and results.html (its thumbnails made from the paths of
-    `answers`, searched with show_paths; queries called by `names`, see query_names) in a new
+    `answers`, searched with show_paths, photos at URLs read as `fetching` says; queries called
+    by `names`, see query_names) in a new
     queries/<job>/ folder, written under a staging name and renamed when complete, as runs
     are."""
     job = WorkspaceLayout(Path(workspace)).query_job(new_run_id())
     staging = QueryJobLayout(start_staging(job.root))
     with atomic_path(staging.results) as tmp:
         answers.table.drop(columns="path", errors="ignore").to_parquet(tmp, index=False)
-    write_query_page(staging.root, answers.table, answers.rejected, title, names)
+    write_query_page(staging.root, answers.table, answers.rejected, title, names, fetching)
     finish_staging(staging.root, job.root)
     return job

@@ -18,6 +18,7 @@ from prefect.logging import get_run_logger
 from pydantic import Field
 
 from vasrch.config import load_config
+from vasrch.orchestration.flows.extract import fetching
 from vasrch.orchestration.naming import run_name
 from vasrch.pages.file_server import link_to
 from vasrch.pages.query_artifact import results_markdown
@@ -78,7 +79,7 @@ def query_flow(
     for r in answers.rejected:
         logger.warning("query %s skipped: %s", r["query"], r["reason"])
     title = f"{answers.answered} queries against run {run_id}"
-    job = write_query_job(cfg.workspace, answers, title, shown)
+    job = write_query_job(cfg.workspace, answers, title, shown, fetching(cfg))
 
     heading = f"**{title}** · top {params.top_n} · {params.probes} probes"
     heading += f" · embedded by {answered.embedder}"
