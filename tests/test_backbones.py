@@ -30,6 +30,7 @@ def test_keras_application_by_name_with_pooling(pooling: str) -> None:
     assert not np.allclose(out[0], out[1])
 
 
+@pytest.mark.slow  # long: run with -m slow
 def test_random_weights_are_deterministic_across_processes() -> None:
     code = (
         "import numpy as np;from vasrch.features.backbones import BackboneSpec, load_backbone;"

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from vasrch.cli import build_parser
@@ -125,6 +126,7 @@ def test_keep_0_prunes_all_but_latest(tmp_path: Path):
     assert done.returncode == 0 and done.stdout.startswith("removed 0"), done.stderr
 
 
+@pytest.mark.slow  # long: run with -m slow
 def test_data_and_environment_errors_inside_a_flow_are_one_line(tmp_path: Path, demo_catalog):
     """An empty catalog and a workspace the process may not write: one line each, exit 2, no
     Prefect traceback."""

@@ -237,6 +237,7 @@ def formula_cells(cells: pd.DataFrame) -> pd.DataFrame:
     return text & cells.apply(lambda column: column.str.match(r"[=+\-@\t\r]"))
 
 
+@pytest.mark.slow  # long: run with -m slow
 def test_csv_exports_defuse_formulas_unless_raw(shop, demo_catalog):
     config, _, _ = shop
     queries = [str(p) for p in sorted(demo_catalog.glob("*/*"))[:3]]

@@ -110,6 +110,7 @@ def _shard_rows(cache: Path) -> dict[str, np.ndarray]:
     return rows
 
 
+@pytest.mark.slow  # long: run with -m slow
 def test_kill_minus_9_then_resume_equals_uninterrupted(tmp_path: Path, demo_catalog: Path) -> None:
     def config(ws: str) -> Path:
         data = {

@@ -115,6 +115,7 @@ def test_train_flow_reports_held_out_beside_leave_one_out(tmp_path, demo_catalog
     assert "held_out_precision_at_10" in page and "Probes calibrated on 24 held-out photos" in page
 
 
+@pytest.mark.slow  # long: run with -m slow
 @pytest.mark.realdata
 def test_calibration_without_held_out_photos_holds_for_new_photos(dataset, tmp_path):
     """A catalog where each product has four shots: its catalog photos as queries find sibling

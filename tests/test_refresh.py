@@ -249,6 +249,7 @@ def test_removal_wins_a_race_with_the_refresh(tmp_path: Path, demo_catalog: Path
     assert "tshirt/tshirt_002.jpg" not in set(catalog["image_id"])
 
 
+@pytest.mark.slow  # long: run with -m slow
 def test_nightly_after_refreshes_gives_the_run_nightly_alone_gives(
     tmp_path: Path, demo_catalog: Path
 ) -> None:

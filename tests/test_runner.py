@@ -180,6 +180,7 @@ def _untied(frame: pd.DataFrame, tol: float = 1e-4) -> np.ndarray:
     return ((gap_above > tol) & (gap_below > tol)).to_numpy()
 
 
+@pytest.mark.slow  # long: run with -m slow
 def test_dask_cluster_gives_the_same_shards_and_neighbours_as_threads(tmp_path, demo_catalog):
     from vasrch.features.backbones import _BUILT
 

@@ -73,6 +73,7 @@ def test_failed_reload_keeps_serving_the_old_run(served_workspace: Path, tmp_pat
         assert metrics[f'vasrch_served_run{{run_id="{old}"}}'] == 1
 
 
+@pytest.mark.slow  # long: run with -m slow
 def test_queries_throughout_a_retrain_all_succeed_against_complete_runs(
     served_workspace: Path, tmp_path: Path, demo_catalog: Path
 ) -> None:

@@ -208,6 +208,7 @@ def child_service(workspace: Path, log: Path, *options: str) -> Iterator[subproc
             proc.wait(30)
 
 
+@pytest.mark.slow  # long: run with -m slow
 def test_every_way_a_service_stops_leaves_a_true_record(
     served_workspace: Path, demo_catalog: Path, tmp_path: Path
 ) -> None:
