@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from catalog_vectors import fit, generate
+from benchmarks.catalog_vectors import fit, generate
 
 
 def _real(n: int = 600, dim: int = 32) -> np.ndarray:
