@@ -115,6 +115,7 @@ def test_a_compressed_run_is_queried_served_and_refreshed(
     manifest = read_manifest(trained.run_dir)
     assert manifest.vectors.method == "pca-int8" and manifest.vectors.dims == 48
     assert "max_bytes_per_photo = 112" in manifest.vectors.reason
+    assert not (trained.run_dir / "scratch").exists()  # trained streamed, its files removed
 
     searcher = open_run(tmp_path / "ws", in_memory=True)
     index = searcher.index

@@ -25,6 +25,7 @@ from vasrch.catalog.images import Decoded, Rejection, decode_image
 from vasrch.catalog.scan import DEFAULT_MAX_FILE_BYTES, Scan
 from vasrch.catalog.sources import Fetching, read_photo
 from vasrch.features.duplicate_prints import make_print
+from vasrch.features.matrices import finish_matrix, new_matrix
 from vasrch.hashing import TooLargeError
 from vasrch.layout import FeatureCacheLayout, WorkspaceLayout
 
@@ -312,11 +313,14 @@ def feature_matrix(table: pa.Table, column: str = "feature") -> np.ndarray:
     return col.values.to_numpy(zero_copy_only=False).reshape(len(col), -1)
 
 
-def load_vectors(cache_dir: Path, catalog: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+def load_vectors(
+    cache_dir: Path, catalog: pd.DataFrame, out: Path | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """(image_ids, float32 matrix) for the catalog images that have a vector, in catalog order.
-    Shards are streamed into a matrix allocated once at its final size; images with the same
+    Shards are streamed into a matrix allocated once at its final size (with `out`, a .npy
+    file there, returned memory-mapped: catalogs larger than memory); images with the same
     bytes share one vector."""
-    return _load_column(cache_dir, catalog, "feature", np.float32)
+    return _load_column(cache_dir, catalog, "feature", np.float32, out)
 
 
 def load_prints(cache_dir: Path, catalog: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -326,7 +330,7 @@ def load_prints(cache_dir: Path, catalog: pd.DataFrame) -> tuple[np.ndarray, np.
 
 
 def _load_column(
-    cache_dir: Path, catalog: pd.DataFrame, column: str, dtype: type
+    cache_dir: Path, catalog: pd.DataFrame, column: str, dtype: type, out: Path | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     done, _ = cached_hashes(cache_dir)
     has = catalog["sha256"].isin(done).to_numpy()
@@ -338,13 +342,13 @@ def _load_column(
     for table in iter_shards(cache_dir, ["sha256", column]):
         values = feature_matrix(table, column)
         if matrix is None:
-            matrix = np.zeros((len(ids), values.shape[1]), dtype=dtype)
+            matrix = new_matrix((len(ids), values.shape[1]), dtype, out)
         for j, sha in enumerate(table.column("sha256").to_pylist()):
             for slot in slots_of.get(sha, ()):
                 matrix[slot] = values[j]
     if matrix is None:
         return ids[:0], np.zeros((0, 0), dtype=dtype)
-    return ids, matrix
+    return ids, finish_matrix(matrix, out)
 
 
 def summarize(

@@ -320,6 +320,15 @@ def _spherical_kmeans(
     return model.set_params(init="k-means++", n_init=n_init, max_iter=300, random_state=seed)
 
 
+def training_rows(n: int, k: int, max_train_rows: int | None, seed: int = 0) -> np.ndarray:
+    """The sorted rows KMeans is fitted on: all n, or a seeded sample of `max_train_rows`."""
+    if max_train_rows is None or n <= max_train_rows:
+        return np.arange(n)
+    if max_train_rows < k:
+        raise ConfigError(f"max_train_rows={max_train_rows} must be at least k={k}")
+    return np.sort(np.random.default_rng(seed).choice(n, size=max_train_rows, replace=False))
+
+
 def train_kmeans(
     vectors: np.ndarray,
     k: int,
@@ -353,12 +362,10 @@ def train_kmeans(
         raise ValueError(f"k must be at least 1, got {k}")
     if k > n:
         raise DataError(f"k={k} is more than the number of vectors ({n}); choose k <= {n}")
-    if max_train_rows is not None and n > max_train_rows:
-        if max_train_rows < k:
-            raise ConfigError(f"max_train_rows={max_train_rows} must be at least k={k}")
-        rows = np.sort(np.random.default_rng(seed).choice(n, size=max_train_rows, replace=False))
+    rows = training_rows(n, k, max_train_rows, seed)
+    if len(rows) < n:
         x = x[rows]
-        n = max_train_rows
+        n = len(rows)
     n_init = 3 if n * k <= 50_000_000 else 1
     if init_centroids is not None:
         init_centroids = np.asarray(init_centroids, dtype=np.float32)

@@ -74,6 +74,12 @@ def choose_storage(n: int, dim: int, max_bytes_per_photo: int | Literal["auto"])
     return VectorStorage("pca-int8", dims, dims, budget, reason)
 
 
+def streamed(n: int, max_bytes_per_photo: int | Literal["auto"]) -> bool:
+    """Whether a run of n photos trains streamed, its full vectors in files rather than in
+    memory: whenever its budget may hold them compressed."""
+    return max_bytes_per_photo != "auto" or n >= AUTO_FULL_BELOW
+
+
 @dataclass(frozen=True, eq=False)
 class Codec:
     """PCA then one byte a dimension: code = round((z - low) / step) - 128 for the PCA

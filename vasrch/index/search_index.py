@@ -45,6 +45,7 @@ from vasrch.atomic_files import atomic_path, write_text_atomic
 from vasrch.catalog.products import Products
 from vasrch.errors import DataError, RunIntegrityError
 from vasrch.features.duplicate_prints import Prints, prepare
+from vasrch.features.matrices import finish_matrix, new_matrix
 from vasrch.index.clustering import Projection, l2_normalise
 from vasrch.index.compression import (
     RERANK_FACTOR,
@@ -62,6 +63,7 @@ FORMAT_VERSION = 1
 # argpartition's int64 indices).
 _BLOCK_ELEMENTS = 1 << 22
 _MIN_COLUMNS = 4096
+CHUNK_ROWS = 65_536  # rows grouped at once when an index is built
 AUGMENT_PROBES = 8  # clusters searched for each vector's neighbours in database augmentation
 
 
@@ -568,10 +570,14 @@ def build_index(
     expansion: int = 0,
     expansion_alpha: float = 3.0,
     prints: np.ndarray | None = None,
+    out: Path | None = None,
+    chunk_rows: int = CHUNK_ROWS,
 ) -> SearchIndex:
-    """Group `vectors` (feature space) and the optional raw `prints` (duplicate_prints, one row per
-    image) by `labels`; centroids live in the projected space; `expansion` and
-    `expansion_alpha` set the index's query expansion (0: none)."""
+    """Group `vectors` (feature space, possibly memory-mapped) and the optional raw `prints`
+    (duplicate_prints, one row per image) by `labels`; centroids live in the projected space;
+    `expansion` and `expansion_alpha` set the index's query expansion (0: none). The grouped,
+    projected vectors are made `chunk_rows` at a time, in memory or, with `out`, into that
+    .npy file (then memory-mapped), so a catalog larger than memory can be indexed."""
     ids_arr = Ids.of(ids)
     x = np.asarray(vectors, dtype=np.float32)
     labels = np.asarray(labels)
@@ -584,21 +590,20 @@ def build_index(
         duplicated = pd.Index(np.asarray(ids_arr)).duplicated()
         first = ids_arr[int(np.argmax(duplicated))]
         raise DataError(f"image ids must be unique; {first!r} appears more than once")
-    if projection is not None:
-        x = projection.transform(x)
+    dim = x.shape[1] if projection is None else projection.output_dim
     centroids = np.asarray(centroids, dtype=np.float32)
     k = centroids.shape[0]
-    if centroids.ndim != 2 or centroids.shape[1] != x.shape[1]:
+    if centroids.ndim != 2 or centroids.shape[1] != dim:
         raise ValueError(
             f"centroids {centroids.shape} must have the dimension of the "
-            f"{'projected ' if projection is not None else ''}vectors ({x.shape[1]})"
+            f"{'projected ' if projection is not None else ''}vectors ({dim})"
         )
     if len(labels) and (labels.min() < 0 or labels.max() >= k):
         raise ValueError(f"labels must lie in 0..{k - 1}; got {labels.min()}..{labels.max()}")
     order = np.argsort(labels, kind="stable")
     offsets = np.zeros(k + 1, dtype=np.int64)
     offsets[1:] = np.cumsum(np.bincount(labels, minlength=k))
-    grouped = np.ascontiguousarray(x[order])
+    grouped = _grouped_rows(x, order, projection, out, chunk_rows)
     if prints is not None and len(prints) != len(ids_arr):
         raise ValueError(f"got {len(prints)} prints for {len(ids_arr)} images")
     return SearchIndex(
@@ -613,6 +618,27 @@ def build_index(
         expansion_alpha=expansion_alpha,
         prints=None if prints is None else prepare(prints, order),
     )
+
+
+def _grouped_rows(
+    x: np.ndarray,
+    order: np.ndarray,
+    projection: Projection | None,
+    out: Path | None,
+    chunk_rows: int,
+) -> np.ndarray:
+    """The rows of `x` in `order`, projected, `chunk_rows` at a time (each chunk read in
+    ascending row order, which a memory-mapped `x` reads fastest)."""
+    dim = x.shape[1] if projection is None else projection.output_dim
+    grouped = new_matrix((len(order), dim), np.float32, out)
+    for start in range(0, len(order), chunk_rows):
+        rows = order[start : start + chunk_rows]
+        ascending = np.sort(rows)
+        block = np.asarray(x[ascending], dtype=np.float32)
+        if projection is not None:
+            block = projection.transform(block)
+        grouped[start : start + len(rows)] = block[np.searchsorted(ascending, rows)]
+    return finish_matrix(grouped, out)
 
 
 def _centroid_distances(
@@ -638,13 +664,15 @@ def augment_database(
     alpha: float = 3.0,
     probes: int = AUGMENT_PROBES,
     block_rows: int = 4096,
+    out: Path | None = None,
 ) -> SearchIndex:
     """Database-side augmentation: each stored vector replaced by the normalised sum of itself
     and its `neighbours` nearest other stored vectors weighted by similarity ** alpha (found in
-    the `probes` nearest clusters, without query expansion); clusters are kept."""
+    the `probes` nearest clusters, without query expansion); clusters are kept. The new vectors
+    are made in memory or, with `out`, into that .npy file (then memory-mapped)."""
     plain = replace(index, expansion=0, products=None)
     probes = min(probes, index.k)
-    augmented = np.empty_like(index.vectors)
+    augmented = new_matrix(index.vectors.shape, np.float32, out)
     for start in range(0, index.n, block_rows):
         rows = np.arange(start, min(index.n, start + block_rows))
         found, scores = plain.search_rows(index.vectors[rows], neighbours, probes, rows)
@@ -652,6 +680,7 @@ def augment_database(
         weights[found < 0] = 0
         folded = np.einsum("qm,qmd->qd", weights, index.vectors[np.maximum(found, 0)])
         augmented[rows] = l2_normalise(index.vectors[rows] + folded.astype(np.float32))
+    augmented = finish_matrix(augmented, out)
     return replace(
         index,
         vectors=augmented,

@@ -26,10 +26,12 @@ from vasrch.index.clustering import (
     suggest_k,
     sweep_k,
     train_kmeans,
+    training_rows,
 )
 from vasrch.index.evaluation import precision_at_k, recall_at_k, sample_queries
 from vasrch.index.figures import Evaluation, Figures
 from vasrch.index.search_index import (
+    CHUNK_ROWS,
     SearchIndex,
     SearchResult,
     augment_database,
@@ -172,35 +174,45 @@ def fit_index(
     init_centroids: np.ndarray | None = None,
     search: SearchConfig | None = None,
     prints: np.ndarray | None = None,
+    scratch: Path | None = None,
+    chunk_rows: int = CHUNK_ROWS,
 ) -> tuple[SearchIndex, object]:
     """(search index, fitted scikit-learn KMeans): PCA or centring, KMeans on the unit vectors,
     then the retrieval steps of `search` (its defaults when None): database-side augmentation
     of the stored vectors and query expansion, both kept with the index, and the vectors held
     within `search.max_bytes_per_photo`; the index keeps the images' duplicate prints when
-    given."""
+    given.
+
+    Streamed: KMeans is fitted on `cfg.max_train_rows` sampled vectors, and every other step
+    reads and writes `chunk_rows` vectors at a time; with a `scratch` folder the full-size
+    matrices (grouped, augmented) are .npy files there, memory-mapped, so with memory-mapped
+    `vectors` memory holds the sample, the chunk and what the budget keeps (the codes)."""
     search = search or SearchConfig()
     projection: Projection | None = None
-    x = vectors
     if cfg.n_components:
         projection = fit_pca(vectors, cfg.n_components, cfg.seed)
     elif search.centre:
         projection = fit_centring(vectors)
-    if projection is not None:
-        x = projection.transform(vectors)
     # one BLAS thread, as for the sweep: OpenBLAS threads spinning against each other made
     # KMeans at k=76 on clothing-small take 20-120 s on a busy 2-core machine
     progress.report("kmeans", 0, 1)
     with threadpool_limits(1):
+        sample = training_rows(len(vectors), k, cfg.max_train_rows, cfg.seed)
         model = train_kmeans(
-            x,
+            _projected(vectors[sample], projection),
             k,
             cfg.seed,
             cfg.minibatch_above,
             init_centroids=init_centroids,
-            max_train_rows=cfg.max_train_rows,
         )
-        labels = model.predict(x)
+        labels = np.concatenate(
+            [
+                model.predict(_projected(vectors[start : start + chunk_rows], projection))
+                for start in range(0, len(vectors), chunk_rows)
+            ]
+        )
     progress.report("kmeans", 1)
+    files = _ScratchFiles(scratch)
     index = build_index(
         ids,
         vectors,
@@ -211,11 +223,41 @@ def fit_index(
         expansion=search.query_expansion,
         expansion_alpha=search.expansion_alpha,
         prints=prints,
+        out=files.path("grouped.npy"),
+        chunk_rows=chunk_rows,
     )
     if search.database_augmentation:
         with threadpool_limits(1):
-            index = augment_database(index, search.database_augmentation, search.expansion_alpha)
+            index = augment_database(
+                index,
+                search.database_augmentation,
+                search.expansion_alpha,
+                out=files.path("augmented.npy"),
+            )
+        files.remove("grouped.npy")
     return compress(index, search.max_bytes_per_photo, seed=cfg.seed), model
+
+
+def _projected(rows: np.ndarray, projection: Projection | None) -> np.ndarray:
+    x = np.asarray(rows, dtype=np.float32)
+    return x if projection is None else projection.transform(x)
+
+
+@dataclass(frozen=True)
+class _ScratchFiles:
+    """Files for full-size matrices in a scratch folder (None: matrices stay in memory)."""
+
+    folder: Path | None
+
+    def path(self, name: str) -> Path | None:
+        if self.folder is None:
+            return None
+        self.folder.mkdir(parents=True, exist_ok=True)
+        return self.folder / name
+
+    def remove(self, name: str) -> None:
+        if self.folder is not None:
+            (self.folder / name).unlink(missing_ok=True)
 
 
 def catalog_labels(catalog: pd.DataFrame, labels_csv: Path | None = None) -> pd.Series | None:

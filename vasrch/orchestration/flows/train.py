@@ -18,6 +18,7 @@ from vasrch.catalog.scan import diff_catalog, write_catalog
 from vasrch.config import Config, GatesConfig, load_config
 from vasrch.features.backbones import BackboneSpec, fingerprint
 from vasrch.features.extraction import ExtractSummary, cache_dir_for
+from vasrch.index.compression import streamed
 from vasrch.index.figures import Evaluation
 from vasrch.index.search_index import SearchIndex
 from vasrch.index.training import Diagnostics, HeldOut, catalog_labels, choose_k
@@ -117,8 +118,16 @@ def train_stage(
     try:
         table = diff_catalog(previous.catalog, catalog)
         stage_inputs(staging, cfg=cfg, table=table, extract=extract)
+        # a catalog whose budget may compress it trains streamed: its vectors in files
+        scratch = None
+        if streamed(len(catalog), cfg.search.max_bytes_per_photo):
+            scratch = staging.root / "scratch"
         with timed("diagnostics_s", timings):
-            vectors = load_vectors_task(cache_dir=config_cache_dir(cfg), catalog=catalog)
+            vectors = load_vectors_task(
+                cache_dir=config_cache_dir(cfg),
+                catalog=catalog,
+                spill=None if scratch is None else str(scratch / "vectors.npy"),
+            )
             diag = diagnostics_task(
                 vectors=vectors.vectors,
                 clustering=cfg.clustering,
@@ -134,6 +143,7 @@ def train_stage(
                 run_dir=str(staging.root),
                 products=Products.from_catalog(catalog),
                 init_centroids=init_centroids,
+                scratch=None if scratch is None else str(scratch),
             )
         with timed("evaluate_s", timings):
             evaluation = _evaluate(cfg, catalog=catalog, index=index, vectors=vectors)
@@ -143,6 +153,8 @@ def train_stage(
                 bulk = bulk_into_run(
                     cfg, staging=staging, index=index, evaluation=evaluation, catalog=catalog
                 )
+        if scratch is not None:
+            shutil.rmtree(scratch)
         report_task(
             run_dir=str(staging.root),
             catalog=catalog,

@@ -24,7 +24,7 @@ from vasrch.features.extraction import load_prints, load_vectors
 from vasrch.features.shopper_photos import simulate_shopper_photos
 from vasrch.index.evaluation import sample_queries
 from vasrch.index.figures import Evaluation
-from vasrch.index.search_index import SearchIndex, save
+from vasrch.index.search_index import SearchIndex, load_index, save
 from vasrch.index.training import (
     Diagnostics,
     HeldOut,
@@ -51,9 +51,12 @@ class CatalogVectors:
 
 
 @task(name="load-vectors", cache_policy=NO_CACHE)
-def load_vectors_task(cache_dir: str, catalog: pd.DataFrame) -> CatalogVectors:
-    """The catalog's embedded images from the feature cache; fewer than 2 is an error."""
-    ids, vectors = load_vectors(Path(cache_dir), catalog)
+def load_vectors_task(
+    cache_dir: str, catalog: pd.DataFrame, spill: str | None = None
+) -> CatalogVectors:
+    """The catalog's embedded images from the feature cache (the vectors into the .npy file
+    `spill` when given, memory-mapped); fewer than 2 is an error."""
+    ids, vectors = load_vectors(Path(cache_dir), catalog, None if spill is None else Path(spill))
     get_run_logger().info("%d vectors of dimension %d", *vectors.shape)
     if len(ids) < 2:
         raise DataError(
@@ -94,9 +97,12 @@ def train_index_task(
     run_dir: str,
     products: Products,
     init_centroids: np.ndarray | None = None,
+    scratch: str | None = None,
 ) -> SearchIndex:
     """Fit the index (centring or PCA, KMeans, augmentation, expansion, duplicate prints)
-    answering with distinct products; save it and the scikit-learn model into the run."""
+    answering with distinct products; save it and the scikit-learn model into the run. With a
+    `scratch` folder the fit is streamed through files there (fit_index), and the index
+    returned is the saved one, memory-mapped from the run."""
     index, model = fit_index(
         vectors.ids,
         vectors.vectors,
@@ -106,6 +112,7 @@ def train_index_task(
         init_centroids=init_centroids,
         search=search,
         prints=vectors.prints,
+        scratch=None if scratch is None else Path(scratch),
     )
     index = index.with_products(products)
     run = RunLayout(Path(run_dir))
@@ -113,7 +120,7 @@ def train_index_task(
     with atomic_path(run.model) as tmp:
         joblib.dump(model, tmp)
     get_run_logger().info("trained k=%d on %d images", index.k, index.n)
-    return index
+    return index if scratch is None else load_index(run.index.root, fingerprint)
 
 
 @task(name="held-out-photos", cache_policy=NO_CACHE)
