@@ -10,6 +10,7 @@ between robust per-dimension bounds.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -28,7 +29,18 @@ _FIT_ROWS = 20_000  # vectors sampled to fit the PCA and the quantization bounds
 _ENCODE_ROWS = 65_536
 _BOUNDS = (0.001, 0.999)  # quantiles clipped to: a few outliers do not widen every step
 RERANK_MIN = 100  # shortlist re-ranked exactly: at least this many rows a query ...
-RERANK_FACTOR = 8  # ... or this many times top_n
+RERANK_FACTOR = 8  # ... or this many times top_n ...
+# ... or this share of the rows its probes scan: on 100,000 catalog-like photos at 32 probes
+# (5,000 rows scanned) a fixed 100 kept recall@10 at 0.87 where float32 reached 0.98; 400
+# reached 0.97, 1,000 0.98 (benchmarks/BENCHMARKS.md, issue 22)
+RERANK_SHARE = 0.1
+
+
+def shortlist_size(n: int, k: int, top_n: int, probes: int) -> int:
+    """Rows a compressed search re-ranks exactly for one query: RERANK_MIN, RERANK_FACTOR x
+    top_n or RERANK_SHARE of the rows `probes` of k clusters hold on average, the most."""
+    scanned = probes * n / max(k, 1)
+    return min(n, max(RERANK_MIN, RERANK_FACTOR * top_n, math.ceil(RERANK_SHARE * scanned)))
 
 
 @dataclass(frozen=True)

@@ -48,12 +48,11 @@ from vasrch.features.duplicate_prints import Prints, prepare
 from vasrch.features.matrices import finish_matrix, new_matrix
 from vasrch.index.clustering import Projection, l2_normalise
 from vasrch.index.compression import (
-    RERANK_FACTOR,
-    RERANK_MIN,
     Codec,
     VectorStorage,
     choose_storage,
     fit_codec,
+    shortlist_size,
 )
 from vasrch.index.ids import Ids
 from vasrch.layout import IndexLayout
@@ -390,7 +389,7 @@ class SearchIndex:
         shortlist from the codes re-ranked exactly from the vectors."""
         if self.codes is None or self.codec is None:
             return self._scan(queries, queries, self.vectors, top_n, probes, exclude_rows, allowed)
-        wide = min(self.n, max(RERANK_MIN, RERANK_FACTOR * top_n))
+        wide = shortlist_size(self.n, self.k, top_n, probes)
         scored = self.codec.queries(queries)
         rows, _ = self._scan(queries, scored, self.codes, wide, probes, exclude_rows, allowed)
         return self._rerank(queries, rows, top_n)
