@@ -28,7 +28,7 @@ def main() -> None:
 
     cfg = load_config(args.config)
     searcher = open_run(cfg.workspace)
-    image = searcher.paths.iloc[0]
+    image = searcher.paths[0]
     cmd = [
         sys.executable,
         "-m",

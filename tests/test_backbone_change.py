@@ -47,6 +47,6 @@ def test_new_backbone_extracts_once_says_so_and_old_runs_keep_answering(
     backbone = searcher.backbone()
     assert backbone.spec.name == "efficientnet_lite0" and backbone.spec.input_size == 224
     image_id = str(searcher.index.ids[0])
-    vectors, ok, _ = embed_files([searcher.paths[image_id]], backbone)
+    vectors, ok, _ = embed_files(searcher.path_of([image_id]), backbone)
     answer = searcher.index.search(vectors, 1, searcher.index.k)
     assert ok == [0] and answer.ids[0, 0] == image_id and answer.scores[0, 0] > 0.9

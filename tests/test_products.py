@@ -318,7 +318,7 @@ def test_a_manifest_run_answers_with_products_and_filters(manifest_run, tmp_path
         text=True,
     )
     assert out.returncode == 2 and "not found" in out.stderr
-    photo = str(Path(searcher.paths[image_id]))
+    photo = str(Path(searcher.path_of([image_id])[0]))
     cli = subprocess.run(
         [
             sys.executable,

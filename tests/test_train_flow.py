@@ -126,7 +126,7 @@ def test_cli_query_json_names_products_and_leaves_out_the_query_photo(
     searcher = open_run(result.run_dir.parents[1])
     image_id = searcher.index.ids[0]
     copy = tmp_path / "renamed-copy.png"
-    copy.write_bytes(Path(searcher.paths[image_id]).read_bytes())
+    copy.write_bytes(Path(searcher.path_of([image_id])[0]).read_bytes())
     rows = _cli_query(str(copy), cfg, "--top-n", "3")
     assert [r["rank"] for r in rows] == [1, 2, 3]
     assert list(rows[0]) == ["query", "rank", "product_id", "score", "image_id", "category"]

@@ -31,12 +31,13 @@ from vasrch.workspace.runs import RunError, read_manifest, resolve_run
 class Searcher:
     """A loaded run: its manifest, its index, its catalog's paths and products, and the
     config's `search` section that sets top_n and probes when a call does not. Answers are
-    distinct products, each by its best photo."""
+    distinct products, each by its best photo. The catalog's columns are held compactly (Arrow
+    strings, hashed lookups), not as Python objects."""
 
     run_folder: Path
     manifest: RunManifest
     index: SearchIndex
-    paths: pd.Series = field(repr=False)
+    paths: Ids = field(repr=False)  # each catalog photo's path, in catalog_photos' order
     products: Products = field(repr=False)
     search: SearchConfig = field(default_factory=SearchConfig)
     # the catalog's sha256 digests and the photo of each, held compactly
@@ -164,6 +165,11 @@ class Searcher:
         rows = self.catalog_hashes.positions(list(sha256))
         return [self.catalog_photos[int(r)] if r >= 0 else None for r in rows]
 
+    def path_of(self, image_ids: Sequence[str]) -> list[str | None]:
+        """The path of each of these catalog photos (None for an id the catalog lacks)."""
+        rows = self.catalog_photos.positions(list(image_ids))
+        return [self.paths[int(r)] if r >= 0 else None for r in rows]
+
     def to_table(
         self, result: SearchResult, queries: Sequence[str], show_paths: bool = False
     ) -> pd.DataFrame:
@@ -183,7 +189,7 @@ class Searcher:
             axis=1,
         )
         if show_paths:
-            table["path"] = frame["image_id"].map(self.paths)
+            table["path"] = self.path_of(frame["image_id"].to_numpy())
         return typed(table)
 
     def answer_rows(self, result: SearchResult, show_paths: bool = False) -> list[dict[str, Any]]:
@@ -193,13 +199,14 @@ class Searcher:
         found = np.isfinite(result.scores[0])
         ids, scores = result.ids[0][found], result.scores[0][found]
         described = self.products.columns_of(ids)
+        paths = self.path_of(ids) if show_paths else []
         rows = []
         for i, (image_id, score) in enumerate(zip(ids, scores, strict=True)):
             row = {"rank": i + 1, "product_id": described["product_id"][i], "score": float(score)}
             row["image_id"] = image_id
             row.update({c: v[i] for c, v in described.items() if c != "product_id"})
             if show_paths:
-                row["path"] = self.paths.get(image_id)
+                row["path"] = paths[i]
             rows.append(row)
         return rows
 
@@ -223,14 +230,13 @@ def open_run(
         layout.index.root, expected_fingerprint=manifest.fingerprint, mmap=not in_memory
     )
     catalog = pd.read_parquet(layout.catalog).drop(columns="status", errors="ignore")
-    paths = catalog.set_index("image_id")["path"]
     if in_memory and read_manifest(folder, verify=True) != manifest:
         raise RunError(f"run {folder.name}: manifest.json changed while the run was loading")
     return Searcher(
         folder,
         manifest,
         index,
-        paths,
+        Ids.of(catalog["path"].astype(str).to_numpy()),
         Products.from_catalog(catalog),
         search or SearchConfig(),
         Ids(pa.array(catalog["sha256"])),
