@@ -5,11 +5,12 @@
 The vectors come from the generator fitted on clothing-small's real features
 (catalog_vectors; bench_quality's extraction, cached in --workspace), streamed in chunks into a
 float32 .npy under bench-work/scale-N/ (N x 1,280 x 4 bytes: 5.1 GB at 1M), with fresh
-held-out queries from another seed. The index is built the way a run holds it, in bounded
-memory: spherical k-means (vasrch's train_kmeans) on a sample, every photo assigned to its
-nearest centroid, the full vectors grouped by cluster on disk, and the vectors held as
-`search.max_bytes_per_photo: auto` chooses (compressed above 200,000 photos: PCA int8 codes in
-memory, shortlists re-ranked from the memory-mapped float32 file). Centring, augmentation and
+held-out queries from another seed. The index is built by vasrch's own streamed train
+(fit_index with a scratch folder): spherical k-means on a sample of 100,000, every photo
+assigned to its nearest centroid a chunk at a time, the full vectors grouped by cluster into a
+file on disk, and the vectors held as `search.max_bytes_per_photo: auto` chooses (compressed
+above 200,000 photos: PCA int8 codes in memory, shortlists re-ranked from the memory-mapped
+float32 file). Centring, augmentation and
 expansion are left out here (they are quality steps, measured on real photos by bench_heldout).
 
 Printed and written as JSON:
@@ -19,9 +20,11 @@ Printed and written as JSON:
   the file pages the re-ranking touched, which the kernel may drop);
 - train_s: sampling + k-means + assignment + grouping + codec + codes + probe calibration
   (fewest probes reaching recall@10 0.95 on the held-out queries, as a run calibrates);
-- recall_at_10 at those probes against exact float32 search; search_p95_ms: one query at a
-  time, one thread; bulk_s: top-10 of every photo (as a bulk job, no prints), timed on a sample
-  of the clusters and scaled to N (bulk_measured_rows says how many were timed);
+- recall_at_10 at those probes against exact float32 search (float32_recall_at_10: the same
+  IVF at the same probes searching the float32 vectors, what compression costs apart);
+  search_p95_ms: one query at a time, one thread; bulk_s: top-10 of every photo (as a bulk
+  job, no prints), timed on a sample of the clusters and scaled to N (bulk_measured_rows says
+  how many were timed);
 - faiss: IVF-PQ (320 bytes, 8-bit) and IVF-SQ8 on the same vectors, k and probes: build
   seconds, resident bytes per photo (serialized size), p95, recall@10.
 """
@@ -33,6 +36,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +51,7 @@ TOP = 10
 TARGET = 0.95
 MAX_PROBES = 64
 SAMPLE_ROWS = 100_000
-ASSIGN_ROWS = 65_536
+ASSIGN_ROWS = 65_536  # rows FAISS adds at once
 
 
 def parse_args() -> argparse.Namespace:
@@ -80,53 +84,19 @@ def write_vectors(path: Path, model, n: int, seed: int) -> np.ndarray:
     return np.load(path, mmap_mode="r")
 
 
-def assign(vectors: np.ndarray, centroids: np.ndarray) -> np.ndarray:
-    """Nearest centroid of each row, in chunks."""
-    half = 0.5 * np.einsum("ij,ij->i", centroids, centroids)
-    labels = np.empty(len(vectors), dtype=np.int32)
-    for s in range(0, len(vectors), ASSIGN_ROWS):
-        block = np.asarray(vectors[s : s + ASSIGN_ROWS])
-        labels[s : s + len(block)] = np.argmax(block @ centroids.T - half, 1)
-    return labels
-
-
 def build(vectors: np.ndarray, folder: Path, k: int, budget: int | str, seed: int = 0):
-    """The index of `vectors` held within `budget` (see the module docstring)."""
-    from vasrch.index.clustering import train_kmeans
-    from vasrch.index.compression import choose_storage, fit_codec
-    from vasrch.index.search_index import SearchIndex
+    """The index of `vectors` held within `budget`, trained as a run trains a catalog of this
+    size (fit_index streamed through scratch files; see the module docstring)."""
+    from vasrch.config import ClusteringConfig, SearchConfig
+    from vasrch.index.training import fit_index
 
-    n, dim = vectors.shape
-    rng = np.random.default_rng(seed)
-    sample = np.sort(rng.choice(n, min(n, SAMPLE_ROWS), replace=False))
-    with threadpool_limits(1):
-        model = train_kmeans(np.asarray(vectors[sample]), k, seed, minibatch_above=20_000)
-    centroids = model.cluster_centers_.astype(np.float32)
-    labels = assign(vectors, centroids)
-    order = np.argsort(labels, kind="stable")
-    offsets = np.zeros(k + 1, dtype=np.int64)
-    offsets[1:] = np.cumsum(np.bincount(labels, minlength=k))
-    grouped_path = folder / "index-vectors.npy"
-    grouped = np.lib.format.open_memmap(grouped_path, mode="w+", dtype=np.float32, shape=(n, dim))
-    for s in range(0, n, ASSIGN_ROWS):
-        rows = order[s : s + ASSIGN_ROWS]
-        grouped[s : s + len(rows)] = vectors[np.sort(rows)][np.argsort(np.argsort(rows))]
-    grouped.flush()
-    del grouped
-    full = np.load(grouped_path, mmap_mode="r")
-    storage = choose_storage(n, dim, budget)
-    codec = fit_codec(full, storage.dims, seed) if storage.compressed else None
-    ids = np.array([f"img{i:09d}" for i in order], dtype=object)
-    index = SearchIndex(
-        centroids=centroids,
-        vectors=full if codec is not None else np.array(full),
-        ids=ids,
-        offsets=offsets,
-        distances=np.zeros(n, dtype=np.float32),
-        fingerprint="bench",
-        codes=None if codec is None else codec.encode(full),
-        codec=codec,
-        storage=storage,
+    ids = np.array([f"img{i:09d}" for i in range(len(vectors))], dtype=object)
+    search = SearchConfig(
+        centre=False, database_augmentation=0, query_expansion=0, max_bytes_per_photo=budget
+    )
+    clustering = ClusteringConfig(max_train_rows=SAMPLE_ROWS, seed=seed)
+    index, _ = fit_index(
+        ids, vectors, k, "bench", clustering, search=search, scratch=folder / "scratch"
     )
     return index
 
@@ -210,6 +180,7 @@ def faiss_side(kind: str, grouped: np.ndarray, centroids, queries, exact_rows, p
 def main() -> int:
     args = parse_args()
     from vasrch.bulk.neighbours import bulk_neighbours_for_clusters
+    from vasrch.index.compression import shortlist_size
 
     folder = args.work / f"scale-{args.n}"
     folder.mkdir(parents=True, exist_ok=True)
@@ -220,6 +191,7 @@ def main() -> int:
     generate_s = time.perf_counter() - start
     queries = np.concatenate(list(generate(model, args.queries, seed=2)))
     k = max(1, round(2 * np.sqrt(args.n)))
+    load_start = os.getloadavg()[0]
     rss0 = psutil.Process().memory_info().rss
     start = time.perf_counter()
     budget = "auto" if args.max_bytes_per_photo == "auto" else int(args.max_bytes_per_photo)
@@ -228,6 +200,8 @@ def main() -> int:
     exact_rows, _ = index.exact().search_rows(queries, TOP, 1)
     probes, recall = calibrate(index, queries, exact_rows)
     train_s = time.perf_counter() - start
+    plain = replace(index, codes=None, codec=None)  # the same IVF, float32 (the file, mapped)
+    float32_recall = overlap(plain.search_rows(queries, TOP, probes)[0], exact_rows)
     with threadpool_limits(1):
         search_p95 = p95_ms(lambda q: index.search_rows(q, TOP, probes), queries)
         sizes = index.cluster_sizes
@@ -250,18 +224,21 @@ def main() -> int:
         "index_bytes_measured_as": "sum of resident arrays' nbytes",
         "rss_bytes_per_photo": rss / args.n,
         "probes": probes,
+        "shortlist": shortlist_size(index.n, index.k, TOP, probes)
+        if index.codes is not None
+        else 0,
         "recall_at_10": recall,
+        "float32_recall_at_10": float32_recall,
         "search_p95_ms": search_p95,
         "train_s": train_s,
         "bulk_s": bulk_s,
         "bulk_measured_rows": bulk_rows,
         "generate_s": generate_s,
-        "load_average": os.getloadavg()[0],
+        "load_average": [load_start, os.getloadavg()[0]],
     }
     if not args.no_faiss:
-        grouped = np.load(folder / "index-vectors.npy", mmap_mode="r")
         figures["faiss"] = {
-            kind: faiss_side(kind, grouped, index.centroids, queries, exact_rows, probes)
+            kind: faiss_side(kind, index.vectors, index.centroids, queries, exact_rows, probes)
             for kind in ("IVF-PQ320", "IVF-SQ8")
         }
     print(json.dumps(figures, indent=2))
