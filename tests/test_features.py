@@ -50,6 +50,9 @@ def test_good_extracted_bad_rejected_with_reasons(tmp_path: Path, backbone) -> N
     assert sorted(ids) == sorted(p.relative_to(root).as_posix() for p in good)
     assert vectors.shape == (len(good), 1280)
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
+    spilled_ids, spilled = load_vectors(cache, catalog, out=tmp_path / "spill" / "vectors.npy")
+    assert isinstance(spilled, np.memmap) and list(spilled_ids) == list(ids)
+    np.testing.assert_array_equal(spilled, vectors)  # shards streamed into the file instead
     reasons = dict(
         zip(read_rejections(cache)["image_id"], read_rejections(cache)["reason"], strict=True)
     )
