@@ -104,7 +104,7 @@ class WorkspaceStore:
         storage_options' config_kwargs say otherwise."""
         options = {**self.storage_options, "skip_instance_cache": True}
         if url_scheme(self.url) in CONDITIONAL_PROTOCOLS:
-            config = {"retries": {"max_attempts": 1}, **options.get("config_kwargs", {})}
+            config = {"retries": {"total_max_attempts": 1}, **options.get("config_kwargs", {})}
             timeouts = {"connect_timeout": self.connect_timeout_s}
             timeouts["read_timeout"] = self.read_timeout_s
             config.update({k: v for k, v in timeouts.items() if v is not None})
