@@ -17,6 +17,7 @@ from pathlib import Path
 from vasrch.config import Config
 from vasrch.layout import STAGING_PREFIX, RunLayout, WorkspaceLayout
 from vasrch.workspace import runs
+from vasrch.workspace.hidden import pull_hidden
 from vasrch.workspace.lease import workspace_lease
 from vasrch.workspace.lock import workspace_lock
 from vasrch.workspace.remote_runs import (
@@ -92,8 +93,10 @@ def _complete_runs(workspace: Path) -> set[str]:
 
 
 def pull_latest(store: WorkspaceStore, workspace: Path) -> StoreLatest:
-    """Make the cache's LATEST the store's (its run fetched, verified); what the store held."""
+    """Make the cache's LATEST the store's (its run fetched, verified) and its hidden-products
+    record the store's; what the store held."""
     seen = read_latest(store)
+    pull_hidden(store, workspace)
     local = WorkspaceLayout(Path(workspace)).latest
     if seen.run_id is None:
         local.unlink(missing_ok=True)
