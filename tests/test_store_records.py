@@ -146,6 +146,6 @@ def test_a_cli_with_a_cached_latest_gives_up_on_a_hung_store_in_seconds(
     _follow(hung, cache, None)
     took = time.monotonic() - start
     bound = (QUICK_READS["retries"] + 1) * QUICK_READS["read_timeout_s"] + 0.2
-    assert took < bound + 1.5, f"{took:.1f} s against a bound of {bound:.1f} s"
+    assert took < bound + 3, f"{took:.1f} s against a bound of {bound:.1f} s + client set-up"
     assert "warning: using the cached runs in" in capsys.readouterr().err
     assert runs.latest_run_id(cache) == run.name
