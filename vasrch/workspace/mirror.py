@@ -17,8 +17,10 @@ from pathlib import Path
 from vasrch.config import Config
 from vasrch.layout import STAGING_PREFIX, RunLayout, WorkspaceLayout
 from vasrch.workspace import runs
+from vasrch.workspace.hidden import pull_hidden
 from vasrch.workspace.lease import workspace_lease
 from vasrch.workspace.lock import workspace_lock
+from vasrch.workspace.remote_prune import prune_store_runs
 from vasrch.workspace.remote_runs import (
     StoreLatest,
     fetch_run,
@@ -92,8 +94,10 @@ def _complete_runs(workspace: Path) -> set[str]:
 
 
 def pull_latest(store: WorkspaceStore, workspace: Path) -> StoreLatest:
-    """Make the cache's LATEST the store's (its run fetched, verified); what the store held."""
+    """Make the cache's LATEST the store's (its run fetched, verified) and its hidden-products
+    record the store's; what the store held."""
     seen = read_latest(store)
+    pull_hidden(store, workspace)
     local = WorkspaceLayout(Path(workspace)).latest
     if seen.run_id is None:
         local.unlink(missing_ok=True)
@@ -119,10 +123,11 @@ def publish_new_runs(
 
 
 @contextlib.contextmanager
-def workspace_writer(cfg: Config, command: str) -> Iterator[None]:
+def workspace_writer(cfg: Config, command: str, prune: bool = False) -> Iterator[None]:
     """Hold the workspace for `command`: the local lock, and on a workspace in object storage
     the store's lease too, with the cache brought up to date first and what the block made
-    published after it (only when it succeeds)."""
+    published after it (only when it succeeds), then with `prune` the store's runs pruned to
+    runs.keep_last."""
     store = store_of(cfg)
     with workspace_lock(cfg.workspace, command, cfg.runs.lock_timeout_s):
         if store is None:
@@ -139,3 +144,5 @@ def workspace_writer(cfg: Config, command: str) -> Iterator[None]:
             lease.check()
             push_features(store, cfg.workspace, started_ns)
             publish_new_runs(store, cfg.workspace, before, seen)
+            if prune:
+                prune_store_runs(store, cfg.runs.keep_last)

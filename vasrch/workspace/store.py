@@ -94,6 +94,8 @@ class WorkspaceStore:
     retries: int = 5
     backoff_s: float = 0.2
     max_backoff_s: float = 5.0
+    connect_timeout_s: float | None = None  # None: the client's own (botocore: 60 s)
+    read_timeout_s: float | None = None
 
     @cached_property
     def fs(self) -> Any:
@@ -102,7 +104,10 @@ class WorkspaceStore:
         storage_options' config_kwargs say otherwise."""
         options = {**self.storage_options, "skip_instance_cache": True}
         if url_scheme(self.url) in CONDITIONAL_PROTOCOLS:
-            config = {"retries": {"max_attempts": 1}, **options.get("config_kwargs", {})}
+            config = {"retries": {"total_max_attempts": 1}, **options.get("config_kwargs", {})}
+            timeouts = {"connect_timeout": self.connect_timeout_s}
+            timeouts["read_timeout"] = self.read_timeout_s
+            config.update({k: v for k, v in timeouts.items() if v is not None})
             options["config_kwargs"] = config
         fs = filesystem(self.url, options)
         if hasattr(fs, "retries"):  # s3fs's loop around each request
@@ -207,6 +212,15 @@ class WorkspaceStore:
             if self.etag(key) == before:
                 return Versioned(data, before)
         raise StoreUnavailable(f"{self.url}/{key} kept changing while it was read")
+
+    def delete(self, keys: list[str]) -> None:
+        """Delete `keys` (in this order; those already gone are skipped)."""
+        for key in keys:
+            try:
+                self._retried(f"deleting {key}", lambda key=key: self.fs.rm_file(self.path(key)))
+            except Exception as err:
+                if not _is_missing(err):
+                    raise
 
     def keys(self, prefix: str) -> list[str]:
         """Every key under `prefix` (recursively), relative to the workspace, sorted."""

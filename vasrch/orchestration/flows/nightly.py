@@ -97,7 +97,7 @@ def nightly_flow(
     cfg = load_config(config_path, overrides)
     logger = get_run_logger()
     fp = fingerprint(BackboneSpec.from_config(cfg.features))
-    with workspace_writer(cfg, "nightly flow"):
+    with workspace_writer(cfg, "nightly flow", prune=True):
         start = warm_start(cfg.workspace, fp, cfg.clustering, cfg.search.centre)
         if start.problem:
             logger.warning("cold start: %s", start.problem)

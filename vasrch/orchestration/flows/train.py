@@ -47,7 +47,7 @@ from vasrch.orchestration.timing import timed
 from vasrch.search.parameters import resolve_search_params
 from vasrch.workspace import runs
 from vasrch.workspace.hidden import read_hidden, settle
-from vasrch.workspace.mirror import workspace_writer
+from vasrch.workspace.mirror import store_of, workspace_writer
 from vasrch.workspace.promotion import gate_failure
 from vasrch.workspace.rejections import write_rejections
 from vasrch.workspace.run_manifest import (
@@ -172,7 +172,7 @@ def train_stage(
         shutil.rmtree(staging.root, ignore_errors=True)
         raise
     if manifest.promoted:
-        settle(cfg.workspace, catalog["product_id"].astype(str))
+        settle(cfg.workspace, catalog["product_id"].astype(str), store_of(cfg))
     run_dir = runs.runs_dir(cfg.workspace) / run_id
     run_artifacts_task(run_dir=str(run_dir), diag=diag)
     return TrainResult(run_dir=run_dir, manifest=manifest, extract=extract, backbone_note=note)
