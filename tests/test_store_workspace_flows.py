@@ -1,7 +1,7 @@
 """Flows on a workspace in object storage (SeaweedFS on loopback): two machines (two cache
 folders) train in turn; the second reuses the first's feature shards and follows its run; a
 product hidden on one machine is left out of the other's query job, whose page lands on the
-store; the CLI prunes the store's runs."""
+store; the CLI and the nightly flow prune the store's runs."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import pytest
 from tests.configs import write_config
 from tests.imagefactory import picture
 from vasrch.cli import main
+from vasrch.orchestration.flows.nightly import nightly_flow
 from vasrch.orchestration.flows.products import hide_products_flow
 from vasrch.orchestration.flows.query import query_flow
 from vasrch.orchestration.flows.refresh import refresh_flow
@@ -53,7 +54,7 @@ def machine_config(root: Path, catalog: Path, store, cache: str) -> Path:
     )
 
 
-@pytest.mark.slow  # five flows: about 150 s on 2 busy cores
+@pytest.mark.slow  # six flows: about 180 s on 2 busy cores
 def test_a_second_machine_reuses_the_store_and_publishes_after_the_first(store, catalog, tmp_path):
     first = train_flow(str(machine_config(tmp_path, catalog, store, "machine-a")))
     assert first.manifest.counts.extracted_new == PHOTOS
@@ -95,3 +96,10 @@ def test_a_second_machine_reuses_the_store_and_publishes_after_the_first(store, 
     assert main(["runs", "prune", config_b, "--keep", "1"]) == 0
     assert set(store_runs(store)) == {refreshed.manifest.run_id}
     assert store.get(run_key(first.run_id, "manifest.json")) is None
+
+    # a nightly keeping one run publishes its run and names the run it pruned from the store
+    gates = {"nightly.gates.min_recall_at_10": 0.0, "nightly.gates.max_rejected_fraction": 1.0}
+    nightly = nightly_flow(config_b, {"runs.keep_last": 1, **gates})
+    assert nightly.train.manifest.promoted
+    assert nightly.pruned == (refreshed.manifest.run_id,)
+    assert set(store_runs(store)) == {nightly.train.run_id}

@@ -123,15 +123,19 @@ def publish_new_runs(
 
 
 @contextlib.contextmanager
-def workspace_writer(cfg: Config, command: str, prune: bool = False) -> Iterator[None]:
+def workspace_writer(cfg: Config, command: str, prune: bool = False) -> Iterator[list[str]]:
     """Hold the workspace for `command`: the local lock, and on a workspace in object storage
     the store's lease too, with the cache brought up to date first and what the block made
-    published after it (only when it succeeds), then with `prune` the store's runs pruned to
-    runs.keep_last."""
+    published after it (only when it succeeds). With `prune`, the runs beyond runs.keep_last
+    are pruned after the block (the store's and the cache's) and the list it yields is filled
+    with the ids of the runs deleted from the workspace (the store's, on a store)."""
     store = store_of(cfg)
+    pruned: list[str] = []
     with workspace_lock(cfg.workspace, command, cfg.runs.lock_timeout_s):
         if store is None:
-            yield
+            yield pruned
+            if prune:
+                pruned.extend(runs.prune_runs(cfg.workspace, cfg.runs.keep_last))
             return
         with workspace_lease(
             store, command, cfg.runs.lock_timeout_s, cfg.runs.lease_ttl_s
@@ -140,9 +144,10 @@ def workspace_writer(cfg: Config, command: str, prune: bool = False) -> Iterator
             pull_features(store, cfg.workspace)
             before = _complete_runs(cfg.workspace)
             started_ns = time.time_ns()
-            yield
+            yield pruned
             lease.check()
             push_features(store, cfg.workspace, started_ns)
             publish_new_runs(store, cfg.workspace, before, seen)
             if prune:
-                prune_store_runs(store, cfg.runs.keep_last)
+                runs.prune_runs(cfg.workspace, cfg.runs.keep_last)
+                pruned.extend(prune_store_runs(store, cfg.runs.keep_last))
