@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from vasrch.config import Config
-from vasrch.layout import STAGING_PREFIX, RunLayout, WorkspaceLayout
+from vasrch.layout import STAGING_PREFIX, BulkLayout, RunLayout, WorkspaceLayout
 from vasrch.workspace import runs
 from vasrch.workspace.hidden import pull_hidden
 from vasrch.workspace.lease import workspace_lease
@@ -29,6 +29,7 @@ from vasrch.workspace.remote_runs import (
     upload_run,
 )
 from vasrch.workspace.store import WorkspaceStore
+from vasrch.workspace.store_folders import StoreFolder, local_files
 
 FEATURES = "features"
 
@@ -40,44 +41,42 @@ def store_of(cfg: Config) -> WorkspaceStore | None:
     return WorkspaceStore(cfg.workspace_url, cfg.workspace_storage_options)
 
 
-def _feature_files(workspace: Path) -> dict[str, Path]:
-    """Every file of the local feature cache by its key (temporary files left out)."""
-    root = Path(workspace) / FEATURES
-    if not root.is_dir():
-        return {}
-    return {
-        p.relative_to(workspace).as_posix(): p
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and not p.name.startswith(".")
-    }
+def _features(store: WorkspaceStore, workspace: Path) -> tuple[StoreFolder, Path]:
+    """The store's feature cache and the local one."""
+    local = Path(workspace) / FEATURES
+    return StoreFolder.mirroring(store, workspace, local), local
 
 
 def pull_features(store: WorkspaceStore, workspace: Path) -> int:
     """Download the store's feature files the cache lacks (shards are named by content, so one
     present is the same); how many."""
-    have = _feature_files(workspace)
-    missing = [key for key in store.keys(FEATURES) if key not in have]
-    for key in missing:
-        data = store.get(key)
-        if data is not None:  # pruned meanwhile
-            target = Path(workspace) / key
-            target.parent.mkdir(parents=True, exist_ok=True)
-            staged = target.with_name(f".{target.name}.part")
-            staged.write_bytes(data)
-            staged.replace(target)
-    return len(missing)
+    folder, local = _features(store, workspace)
+    return folder.gather(local)
 
 
 def push_features(store: WorkspaceStore, workspace: Path, changed_since_ns: int) -> int:
-    """Upload the cache's feature files the store lacks, and those changed since
-    `changed_since_ns` (a catalog's listing record is rewritten in place); how many."""
-    on_store = set(store.keys(FEATURES))
-    sent = 0
-    for key, path in _feature_files(workspace).items():
-        if key not in on_store or path.stat().st_mtime_ns >= changed_since_ns:
-            store.upload(key, path)
-            sent += 1
-    return sent
+    """Upload the cache's feature files the store lacks, and the listing records changed since
+    `changed_since_ns` (rewritten in place; shards and rejection files are named by what they
+    hold, so one on the store is never sent again); how many."""
+    folder, local = _features(store, workspace)
+    on_store = set(folder.names())
+    listings = WorkspaceLayout(Path(workspace)).listing("").parent
+    kept = frozenset(
+        name
+        for name, path in local_files(local).items()
+        if name in on_store
+        and (path.parent != listings or path.stat().st_mtime_ns < changed_since_ns)
+    )
+    return len(folder.upload_files(local, skip=kept))
+
+
+def publish_bulk_job(store: WorkspaceStore, workspace: Path, out: BulkLayout) -> None:
+    """Upload a complete bulk job's files the store lacks (its tasks may have written their
+    shards there already), its COMPLETE mark last: a job without it is not finished."""
+    folder = StoreFolder.mirroring(store, workspace, out.root)
+    done = out.complete.relative_to(out.root).as_posix()
+    folder.upload_files(out.root, skip=frozenset([*folder.names(), done]))
+    store.upload(folder.key(done), out.complete)
 
 
 def _complete_runs(workspace: Path) -> set[str]:

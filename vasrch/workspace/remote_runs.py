@@ -90,15 +90,15 @@ def publish_run(store: WorkspaceStore, run_folder: Path, seen: StoreLatest) -> s
     return run_id
 
 
-def _inside(name: str) -> PurePosixPath:
-    """A manifest's artifact name, which must stay inside the run's folder."""
+def inside_folder(name: str) -> PurePosixPath:
+    """A manifest's artifact name, which must stay inside its folder; else RunError."""
     rel = PurePosixPath(name)
     if not rel.parts or rel.is_absolute() or ".." in rel.parts:
         raise RunError(f"artifact {name!r} lies outside the run's folder")
     return rel
 
 
-def _fetch_file(store: WorkspaceStore, key: str, target: Path, digest: str) -> None:
+def fetch_file(store: WorkspaceStore, key: str, target: Path, digest: str) -> None:
     """Download `key` to `target` if its bytes have the sha256 `digest`, else RunError."""
     data = store.get(key)
     if data is None:
@@ -130,7 +130,7 @@ def fetch_run(store: WorkspaceStore, run_id: str, workspace: Path) -> Path:
         layout.manifest.write_bytes(data)
         manifest = read_manifest(staging, verify=False)
         for name, digest in manifest.artifacts.items():
-            _fetch_file(store, run_key(run_id, name), staging / _inside(name), digest)
+            fetch_file(store, run_key(run_id, name), staging / inside_folder(name), digest)
         try:
             os.rename(staging, final)
         except OSError:

@@ -114,6 +114,11 @@ class WorkspaceStore:
             fs.retries = 1
         return fs
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (sent to a Dask worker) without its client: the worker makes its own, from
+        the storage options and its own environment."""
+        return {k: v for k, v in self.__dict__.items() if k != "fs"}
+
     def path(self, key: str) -> str:
         """The store path of `key` (bucket/prefix/key, no protocol)."""
         root = self.fs._strip_protocol(self.url).rstrip("/")

@@ -35,6 +35,7 @@ from vasrch.orchestration.flows.train import (
     bulk_into_run,
     config_cache_dir,
     config_fingerprint,
+    share_staged_index,
     stage_inputs,
 )
 from vasrch.orchestration.naming import run_name
@@ -156,6 +157,7 @@ def refresh_stage(cfg: Config) -> RefreshResult:
                     index=index,
                     evaluation=parent.manifest.evaluation,
                     catalog=catalog,
+                    shared=share_staged_index(cfg, staging, run_id),
                 )
         report_task(
             run_dir=str(staging.root),

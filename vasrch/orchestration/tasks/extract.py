@@ -17,6 +17,7 @@ from vasrch.config import FeaturesConfig
 from vasrch.errors import DataError
 from vasrch.features.backbones import BackboneSpec, load_backbone
 from vasrch.features.extraction import ChunkResult, ExtractSummary, extract_chunk, plan_chunks
+from vasrch.workspace.store_folders import StoreFolder, writing_into
 
 
 @task(name="scan-catalog", cache_policy=NO_CACHE)
@@ -69,21 +70,24 @@ def extract_chunk_task(
     rows: pd.DataFrame,
     spec: BackboneSpec,
     features: FeaturesConfig,
-    cache_dir: str,
+    cache: str | StoreFolder,
     fetching: Fetching | None = None,
 ) -> ChunkResult:
-    """Embed one chunk into one shard; the backbone stays warm across chunks in a worker."""
+    """Embed one chunk into one shard of the feature cache `cache` (a local folder, or a folder
+    of the workspace's store, written through a temporary folder of this worker); the backbone
+    stays warm across chunks in a worker."""
     backbone = load_backbone(spec, features.batch_size, features.device)
-    result = extract_chunk(
-        rows,
-        backbone,
-        cache_dir,
-        None if features.decode_workers == "auto" else features.decode_workers,
-        features.max_pixels,
-        on_batch=lambda n: progress.report("extract", n),
-        max_file_bytes=features.max_file_bytes,
-        fetching=fetching,
-    )
+    with writing_into(cache) as folder:
+        result = extract_chunk(
+            rows,
+            backbone,
+            folder,
+            None if features.decode_workers == "auto" else features.decode_workers,
+            features.max_pixels,
+            on_batch=lambda n: progress.report("extract", n),
+            max_file_bytes=features.max_file_bytes,
+            fetching=fetching,
+        )
     get_run_logger().info(
         "shard %s: %d vectors, %d rejected, %.1f images/s",
         result.shard,
