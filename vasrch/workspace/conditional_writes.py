@@ -19,10 +19,10 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-S3 = ("s3", "s3a")
-GCS = ("gs", "gcs")
-AZURE = ("az", "abfs", "abfss")
-CONDITIONAL_PROTOCOLS = (*S3, *GCS, *AZURE)
+from vasrch.addresses import AZURE_SCHEMES as AZURE
+from vasrch.addresses import GCS_SCHEMES as GCS
+from vasrch.addresses import S3_SCHEMES as S3
+
 _BOUNDARY = "==vasrch=="
 
 

@@ -16,10 +16,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, TypeVar
 
-from vasrch.addresses import url_scheme
+from vasrch.addresses import S3_SCHEMES, WORKSPACE_STORE_SCHEMES, url_scheme
 from vasrch.catalog.object_store import filesystem
 from vasrch.errors import BusyError, ConfigError, VasrchError
-from vasrch.workspace.conditional_writes import CONDITIONAL_PROTOCOLS, S3, version, write_if
+from vasrch.workspace.conditional_writes import version, write_if
 
 T = TypeVar("T")
 
@@ -100,7 +100,7 @@ class WorkspaceStore:
         retry on its own (the store's retries and backoff are the only ones) unless
         storage_options' config_kwargs say otherwise."""
         options = {**self.storage_options, "skip_instance_cache": True}
-        if url_scheme(self.url) in S3:
+        if url_scheme(self.url) in S3_SCHEMES:
             config = {"retries": {"max_attempts": 1}, **options.get("config_kwargs", {})}
             options["config_kwargs"] = config
         fs = filesystem(self.url, options)
@@ -132,7 +132,7 @@ class WorkspaceStore:
 
     def _require_conditional(self) -> None:
         protocol = url_scheme(self.url)
-        if protocol not in CONDITIONAL_PROTOCOLS:
+        if protocol not in WORKSPACE_STORE_SCHEMES:
             raise ConfigError(
                 f"workspace {self.url}: conditional writes are implemented for s3://, gs:// and "
                 f"az:// only, not {protocol}://"
