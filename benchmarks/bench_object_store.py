@@ -7,10 +7,11 @@ the listing record written), then times rescans of the unchanged bucket: listing
 detection against the record (target: 100,000 objects < 30 s).
 
 `extraction` takes the first N photos of clothing-small and runs scan + extraction (the same
-calls the extract flow makes: scan_catalog, plan_chunks, extract_chunk) into a fresh cache three
-times: from the local folder, from a bucket holding the same files, and from a manifest of
-their URLs on a local web server; it prints images/s of each and the ratio to the folder
-(target >= 0.9). The order is repeated (folder, bucket, feed, folder) so a busy machine shows.
+calls the extract flow makes on the thread runner: scan_catalog feeding a StreamedExtraction,
+then plan_chunks and extract_chunk for what is left) into a fresh cache three times: from the
+local folder, from a bucket holding the same files, and from a manifest of their URLs on a
+local web server; it prints images/s of each and the ratio to the folder (target >= 0.9). The
+order is repeated (folder, bucket, feed, folder) so a busy machine shows.
 
     python benchmarks/bench_object_store.py listing --objects 100000
     python benchmarks/bench_object_store.py extraction --limit 512
@@ -135,6 +136,7 @@ def extraction(args: argparse.Namespace) -> None:
     from vasrch.catalog.sources import Fetching
     from vasrch.features.backbones import BackboneSpec, load_backbone
     from vasrch.features.extraction import extract_chunk, plan_chunks
+    from vasrch.features.streamed import StreamedExtraction
 
     if not args.dataset.is_dir():
         sys.exit(f"dataset folder not found: {args.dataset}")
@@ -164,8 +166,9 @@ def extraction(args: argparse.Namespace) -> None:
             root, options = sources[name]
             cache = tmp / f"cache-{name}-{time.monotonic_ns()}"
             start = time.perf_counter()
-            scan = scan_catalog(root, options=options)
-            done = 0
+            with StreamedExtraction(backbone, cache, 1024) as stream:
+                scan = scan_catalog(root, options=options, on_bytes=stream.offer)
+            done = sum(r.extracted for r in stream.results)
             for rows in plan_chunks(scan.table, cache, 1024):
                 done += extract_chunk(rows, backbone, cache, fetching=fetching).extracted
             assert done == len(ids), (name, done)

@@ -56,10 +56,19 @@ def embed_folder(
     options: ScanOptions,
     demo: bool = False,
     previous: pd.DataFrame | None = None,
+    streamed: bool = False,
 ) -> tuple[Scan, list[ChunkResult]]:
     """Scan a folder (or store, or manifest), then extract what the feature cache lacks,
-    chunks mapped as tasks."""
-    scan = scan_catalog_task(folder=folder, options=options, demo=demo, previous=previous)
+    chunks mapped as tasks; `streamed`: photos the scan downloads are embedded as they arrive,
+    in this process (scan_catalog_task)."""
+    scan, done = scan_catalog_task(
+        folder=folder,
+        options=options,
+        demo=demo,
+        previous=previous,
+        features=features if streamed else None,
+        cache_dir=cache_dir if streamed else None,
+    )
     chunks = plan_chunks_task(
         catalog=scan.table, cache_dir=cache_dir, shard_size=features.shard_size
     )
@@ -70,14 +79,15 @@ def embed_folder(
         cache_dir=unmapped(cache_dir),
         fetching=unmapped(options.fetching),
     )
-    return scan, futures.result()
+    return scan, [*done, *futures.result()]
 
 
 def extract_stage(
     cfg: Config, *, previous: pd.DataFrame | None = None
 ) -> tuple[pd.DataFrame, ExtractSummary]:
     """Scan, then extract what is missing, chunks mapped as tasks; returns (catalog table of
-    the scanned images, summary)."""
+    the scanned images, summary). On the thread runner, photos the scan downloads are embedded
+    as they arrive (one download each); on Dask, the workers' chunks download them again."""
     fp = fingerprint(BackboneSpec.from_config(cfg.features))
     cache_dir = str(cache_dir_for(cfg.workspace, fp))
     timings: dict[str, float] = {}
@@ -89,6 +99,7 @@ def extract_stage(
             options=scan_options(cfg),
             demo=cfg.catalog.demo,
             previous=previous,
+            streamed=cfg.runner.type == "thread",
         )
     summary = summarize(scan, results, cache_dir, fp, timings["extract"])
     publish_extract_summary(summary)
