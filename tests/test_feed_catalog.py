@@ -183,3 +183,18 @@ def test_report_thumbnails_of_feed_photos_link_their_urls(feed, tmp_path: Path) 
             continue
         assert thumbs[image_id].problem is None and thumbs[image_id].href == url
         assert (tmp_path / thumbs[image_id].src).is_file()
+
+
+def test_a_failing_streamed_extraction_stops_the_scan_with_its_error(
+    feed, tmp_path: Path, backbone
+) -> None:
+    names = sorted(feed.photos)
+    manifest = _manifest(tmp_path, [feed.url("ok", n) for n in names])
+    not_a_folder = tmp_path / "features"
+    not_a_folder.write_text("a file where the feature cache should be")
+    with (
+        pytest.raises(FileExistsError),
+        StreamedExtraction(backbone, not_a_folder, shard_size=2, capacity=1) as stream,
+    ):
+        scan_catalog(tmp_path, options=_options(manifest, tmp_path), on_bytes=stream.offer)
+    assert sum(feed.requests.values()) == len(names)  # the scan went on, nothing hung
