@@ -59,12 +59,21 @@ def embed_folder(
     demo: bool = False,
     previous: pd.DataFrame | None = None,
     shared: StoreFolder | None = None,
+    streamed: bool = False,
 ) -> tuple[Scan, list[ChunkResult]]:
     """Scan a folder (or store, or manifest), then extract what the feature cache lacks,
-    chunks mapped as tasks; with `shared`, the tasks write their shards to that folder of the
-    workspace's store (read nothing from this machine's disk), then they are gathered into
-    `cache_dir`."""
-    scan = scan_catalog_task(folder=folder, options=options, demo=demo, previous=previous)
+    chunks mapped as tasks. `streamed`: photos the scan downloads are embedded as they arrive,
+    in this process (scan_catalog_task). With `shared`, the tasks write their shards to that
+    folder of the workspace's store (read nothing from this machine's disk), then they are
+    gathered into `cache_dir`."""
+    scan, done = scan_catalog_task(
+        folder=folder,
+        options=options,
+        demo=demo,
+        previous=previous,
+        features=features if streamed else None,
+        cache_dir=cache_dir if streamed else None,
+    )
     chunks = plan_chunks_task(
         catalog=scan.table, cache_dir=cache_dir, shard_size=features.shard_size
     )
@@ -80,7 +89,7 @@ def embed_folder(
     results = futures.result()
     if shared is not None:
         shared.gather(Path(cache_dir))
-    return scan, results
+    return scan, [*done, *results]
 
 
 def shared_features(cfg: Config, cache_dir: str) -> StoreFolder | None:
@@ -94,7 +103,8 @@ def extract_stage(
     cfg: Config, *, previous: pd.DataFrame | None = None
 ) -> tuple[pd.DataFrame, ExtractSummary]:
     """Scan, then extract what is missing, chunks mapped as tasks; returns (catalog table of
-    the scanned images, summary)."""
+    the scanned images, summary). On the thread runner, photos the scan downloads are embedded
+    as they arrive (one download each); on Dask, the workers' chunks download them again."""
     fp = fingerprint(BackboneSpec.from_config(cfg.features))
     cache_dir = str(cache_dir_for(cfg.workspace, fp))
     timings: dict[str, float] = {}
@@ -107,6 +117,7 @@ def extract_stage(
             demo=cfg.catalog.demo,
             previous=previous,
             shared=shared_features(cfg, cache_dir),
+            streamed=cfg.runner.type == "thread",
         )
     summary = summarize(scan, results, cache_dir, fp, timings["extract"])
     publish_extract_summary(summary)
