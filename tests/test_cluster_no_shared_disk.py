@@ -17,7 +17,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from tests.configs import write_config
 from tests.dask_cluster import dask_cluster
 from tests.object_store import s3_environment, upload_folder
-from tests.run_compare import assert_same_neighbours, assert_same_shards
+from tests.run_compare import assert_same_features, assert_same_neighbours
 from vasrch.config import load_config
 from vasrch.features.backbones import _BUILT, BackboneSpec, fingerprint
 from vasrch.features.extraction import cache_dir_for
@@ -106,7 +106,7 @@ def test_workers_sharing_no_disk_train_and_bulk_as_threads_do(
         p.name for p in cache_dir_for(config.workspace, fp).iterdir()
     )
     thread_cache = cache_dir_for(load_config(tmp_path / "thread.yaml").workspace, fp)
-    assert_same_shards(thread_cache, on_store, images=48, shards=6)
+    assert_same_features(thread_cache, on_store, images=48)
 
     run_bulk = f"runs/{on_dask.run_id}/bulk"
     dask_bulk = _download(dask_store, run_bulk, tmp_path / "dask-run-bulk")

@@ -16,7 +16,7 @@ from prefect import flow, task
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from tests.configs import write_config
-from tests.run_compare import assert_same_neighbours, assert_same_shards
+from tests.run_compare import assert_same_features, assert_same_neighbours
 from vasrch.catalog.scan import scan_catalog
 from vasrch.config import ConfigError, FeaturesConfig, RunnerConfig, load_config
 from vasrch.features.backbones import BackboneSpec, fingerprint
@@ -166,6 +166,6 @@ def test_dask_cluster_gives_the_same_shards_and_neighbours_as_threads(tmp_path, 
     # ... which the thread runner does
     assert [key for key in _BUILT if key.startswith(f"{fp}:7:")]
 
-    assert_same_shards(thread_cache, dask_cache, images=48, shards=6)
+    assert_same_features(thread_cache, dask_cache, images=48)
     assert len(list((thread_run / "bulk").glob("neighbours-*.parquet"))) > 1
     assert_same_neighbours(thread_run / "bulk", dask_run / "bulk", rows=48 * 5)
