@@ -48,7 +48,6 @@ WORK = ROOT / "bench-work" / "ladder"
 BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 GEM_PS = (1.5, 2.0, 2.5, 3.0, 4.0)
 POOLINGS = ("avg", *(f"gem{p:g}" for p in GEM_PS), "rmac", "rgem3")
-RMAC_LEVELS = (2, 3)
 SCALES = {"s1": 1.0, "s0.71": 2**-0.5}
 VALIDATION_QUERIES = 600
 BATCH = 32
@@ -73,25 +72,16 @@ def photos(folder: Path) -> list[str]:
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*.jpg"))
 
 
-def regions(h: int, w: int) -> list[tuple[int, int, int, int]]:
-    """R-MAC regions (Tolias et al.) of an h x w map: the whole map, then at levels l = 2, 3
-    l x l squares of side 2 * min(h, w) / (l + 1) spread evenly (y0, y1, x0, x1)."""
-    out = [(0, h, 0, w)]
-    for level in RMAC_LEVELS:
-        side = max(1, round(2 * min(h, w) / (level + 1)))
-        ys = np.linspace(0, h - side, level).round().astype(int)
-        xs = np.linspace(0, w - side, level).round().astype(int)
-        out += [(y, y + side, x, x + side) for y in ys for x in xs]
-    return out
-
-
 def pooled(fmap: np.ndarray) -> dict[str, np.ndarray]:
     """avg, GeM-p, R-MAC (regional max) and R-GeM (regional GeM 3) pooling of (n, h, w, c)
-    feature maps; regional vectors are normalised, summed, and the sum normalised."""
+    feature maps, as `features.pooling` avg, gem, rmac and rgem pool them (the regions of
+    vasrch.features.backbones.pooling; regional vectors normalised, summed, the sum normalised)."""
     out = {"avg": fmap.mean(axis=(1, 2))}
     clipped = np.maximum(fmap, 1e-6).astype(np.float64)
     for p in GEM_PS:
         out[f"gem{p:g}"] = (clipped**p).mean(axis=(1, 2)) ** (1 / p)
+    from vasrch.features.backbones.pooling import regions
+
     boxes = regions(*fmap.shape[1:3])
     rmac = sum(unit(fmap[:, y0:y1, x0:x1].max(axis=(1, 2))) for y0, y1, x0, x1 in boxes)
     cube = clipped**3

@@ -50,6 +50,8 @@ def test_fingerprint_covers_what_changes_vectors() -> None:
     base = BackboneSpec()
     variants = [
         BackboneSpec(pooling="gem"),
+        BackboneSpec(pooling="rmac"),
+        BackboneSpec(pooling="rgem"),
         BackboneSpec(image_size=256),
         BackboneSpec(weights="none"),
         BackboneSpec(mixed_precision=True),
@@ -119,3 +121,36 @@ print("ok")
 """
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+def test_rmac_regions_of_a_7x7_map() -> None:
+    from vasrch.features.backbones.pooling import regions
+
+    level2 = [(y, y + 5, x, x + 5) for y in (0, 2) for x in (0, 2)]
+    level3 = [(y, y + 4, x, x + 4) for y in (0, 2, 3) for x in (0, 2, 3)]
+    assert regions(7, 7) == [(0, 7, 0, 7), *level2, *level3]
+
+
+@pytest.mark.parametrize("pooling", ["rmac", "rgem"])
+def test_regional_pooling_sums_normalised_region_vectors(pooling: str) -> None:
+    from vasrch.features.backbones.efficientnet_lite import build_efficientnet_lite
+    from vasrch.features.backbones.pooling import regions
+
+    pixels = np.random.default_rng(2).integers(0, 255, (2, 224, 224, 3), np.uint8)
+    fmap = np.asarray(build_efficientnet_lite(weights="imagenet")(pixels.astype(np.float32)))
+    expected = np.zeros((2, fmap.shape[-1]))
+    for y0, y1, x0, x1 in regions(*fmap.shape[1:3]):
+        part = fmap[:, y0:y1, x0:x1].astype(np.float64)
+        if pooling == "rmac":
+            v = part.max(axis=(1, 2))
+        else:
+            v = (np.maximum(part, 1e-6) ** 2.5).mean(axis=(1, 2)) ** (1 / 2.5)
+        expected += v / np.linalg.norm(v, axis=1, keepdims=True)
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    spec = BackboneSpec(pooling=pooling, gem_p=2.5)
+    got = load_backbone(spec, batch_size=2).embed(pixels)
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+    avg = load_backbone(BackboneSpec(), batch_size=2).embed(pixels)
+    assert not np.allclose(got, avg, atol=1e-3)
+    uses_p = fingerprint(spec) != fingerprint(BackboneSpec(pooling=pooling))
+    assert uses_p == (pooling == "rgem")

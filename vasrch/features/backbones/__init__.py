@@ -88,7 +88,7 @@ def fingerprint(spec: BackboneSpec) -> str:
         "name": spec.name.lower().replace("-", "_"),
         "weights": weights_identity(spec),
         "image_size": spec.input_size,
-        "gem_p": spec.gem_p if spec.pooling == "gem" else None,
+        "gem_p": spec.gem_p if spec.pooling in ("gem", "rgem") else None,
         "preprocessing": PREPROCESSING_VERSION,
         "prints": PRINT_VERSION,
     }
