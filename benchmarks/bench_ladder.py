@@ -42,6 +42,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from vasrch.features.backbones import BackboneSpec
+
 ROOT = Path(__file__).resolve().parents[1]
 DATASET = ROOT.parent / "shared" / "datasets" / "clothing-small"
 WORK = ROOT / "bench-work" / "ladder"
@@ -53,6 +55,11 @@ VALIDATION_QUERIES = 600
 BATCH = 32
 THROUGHPUT_IMAGES = 256
 LATENCY_QUERIES = 100
+SPEED = (
+    BackboneSpec("efficientnet_lite0"),
+    BackboneSpec("efficientnet_lite0", pooling="rgem"),
+    BackboneSpec("efficientnet_lite2", pooling="rgem"),
+)
 
 
 def parse_args() -> argparse.Namespace:
@@ -61,6 +68,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--work", type=Path, default=WORK, help="descriptor cache (kept)")
     p.add_argument("--only-embed", action="store_true", help="compute the descriptors and stop")
     p.add_argument("--skip-speed", action="store_true", help="no throughput or latency")
+    p.add_argument("--speed-only", action="store_true", help="throughput and latency only")
+    p.add_argument("--mirror-latency", action="store_true", help="also time mirrored queries")
     p.add_argument(
         "--backbones", nargs="+", default=list(BACKBONES), help="backbones of the quality rows"
     )
@@ -247,12 +256,12 @@ def test_figures(data: Data, setting: Setting) -> dict[str, float]:
     }
 
 
-def pipeline_rate(backbone: str, dataset: Path, ids: list[str]) -> float:
+def pipeline_rate(spec: BackboneSpec, dataset: Path, ids: list[str]) -> float:
     """Images/s of the extraction pipeline (fresh cache) on `ids`."""
     import shutil
 
     from vasrch.catalog.scan import scan_catalog
-    from vasrch.features.backbones import BackboneSpec, fingerprint, load_backbone
+    from vasrch.features.backbones import fingerprint, load_backbone
     from vasrch.features.extraction import cache_dir_for, extract_chunk, plan_chunks
 
     with tempfile.TemporaryDirectory(dir=WORK) as tmp:
@@ -260,7 +269,6 @@ def pipeline_rate(backbone: str, dataset: Path, ids: list[str]) -> float:
         for i in ids:
             (folder / i).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(dataset / "train" / i, folder / i)
-        spec = BackboneSpec(name=backbone)
         backbone_ = load_backbone(spec)
         catalog = scan_catalog(folder).table
         cache = cache_dir_for(Path(tmp) / "ws", fingerprint(spec))
@@ -270,21 +278,21 @@ def pipeline_rate(backbone: str, dataset: Path, ids: list[str]) -> float:
         return len(ids) / (time.perf_counter() - start)
 
 
-def latency_ms(backbone: str, dataset: Path, probes: int, mirror: bool) -> np.ndarray:
+def latency_ms(spec: BackboneSpec, dataset: Path, probes: int, mirror: bool) -> np.ndarray:
     """Warm single-query times (decode + embed, mirrored too when asked, + search) against an
     index of random unit vectors as large as the catalog (k = 76, as the sweep suggests)."""
     from threadpoolctl import threadpool_limits
 
     from vasrch.catalog.images import decode_image
     from vasrch.config import ClusteringConfig
-    from vasrch.features.backbones import BackboneSpec, load_backbone
+    from vasrch.features.backbones import load_backbone
     from vasrch.index.training import fit_index
 
     test_ids = photos(dataset / "test")
     ids = np.array(photos(dataset / "train"), dtype=object)
     catalog = unit(np.random.default_rng(0).normal(size=(len(ids), 1280)).astype(np.float32))
     index, _ = fit_index(ids, catalog, 76, "bench", ClusteringConfig())
-    model = load_backbone(BackboneSpec(name=backbone), batch_size=2 if mirror else 1)
+    model = load_backbone(spec, batch_size=2 if mirror else 1)
     size = model.spec.input_size
     times = []
     with threadpool_limits(1, "blas"):
@@ -312,14 +320,11 @@ def one_step_settings(best_gem: str) -> list[Setting]:
     ]
 
 
-def main() -> int:
-    args = parse_args()
-    if not args.dataset.is_dir():
-        print(f"dataset not found: {args.dataset}", file=sys.stderr)
-        return 2
+def quality(args: argparse.Namespace) -> None:
+    """Descriptors, the validation grid, and the held-out figures of the chosen settings."""
     datas = {b: Data(args.work, b, args.dataset) for b in args.backbones}
     if args.only_embed:
-        return 0
+        return
     rows = [
         {"backbone": b, "setting": st, "label": st.label(), "val p@10": validation_p10(d, st)}
         for b, d in datas.items()
@@ -350,21 +355,37 @@ def main() -> int:
         print(f"  tested {backbone} {setting.label()}", file=sys.stderr, flush=True)
     print("held-out test photos (372), index at the suggested k")
     print(pd.DataFrame(test_rows).to_string(**fmt))
-    if args.skip_speed:
-        return 0
+
+
+def speed(dataset: Path, mirror: bool) -> None:
+    """Pipeline images/s of each SPEED setting (the first measured first and last), then warm
+    single-query times."""
     print(f"load average before speed {os.getloadavg()}")
-    train_ids = photos(args.dataset / "train")
+    train_ids = photos(dataset / "train")
     sample = train_ids[:: len(train_ids) // THROUGHPUT_IMAGES][:THROUGHPUT_IMAGES]
-    for backbone in (*BACKBONES, BACKBONES[0]):
-        rate = pipeline_rate(backbone, args.dataset, sample)
-        print(f"pipeline {backbone}: {rate:.1f} images/s (load {os.getloadavg()[0]:.2f})")
-    for backbone in BACKBONES:
-        for mirror in (False, True):
-            t = latency_ms(backbone, args.dataset, 8, mirror)
+    for spec in (*SPEED, SPEED[0]):
+        rate = pipeline_rate(spec, dataset, sample)
+        print(f"pipeline {spec.name} {spec.pooling}: {rate:.1f} images/s "
+              f"(load {os.getloadavg()[0]:.2f})")  # fmt: skip
+    for spec in SPEED:
+        for mirrored in (False, True) if mirror else (False,):
+            t = latency_ms(spec, dataset, 8, mirrored)
             print(
-                f"warm query {backbone} mirrored={mirror}: p50 {np.percentile(t, 50):.1f} ms, "
-                f"p95 {np.percentile(t, 95):.1f} ms (load {os.getloadavg()[0]:.2f})"
+                f"warm query {spec.name} {spec.pooling} mirrored={mirrored}: "
+                f"p50 {np.percentile(t, 50):.1f} ms, p95 {np.percentile(t, 95):.1f} ms "
+                f"(load {os.getloadavg()[0]:.2f})"
             )
+
+
+def main() -> int:
+    args = parse_args()
+    if not args.dataset.is_dir():
+        print(f"dataset not found: {args.dataset}", file=sys.stderr)
+        return 2
+    if not args.speed_only:
+        quality(args)
+    if not (args.skip_speed or args.only_embed):
+        speed(args.dataset, args.mirror_latency)
     return 0
 
 

@@ -122,7 +122,7 @@ class FeaturesConfig(_Section):
         "the original); null: its last feature map. Not for the efficientnet_lite backbones.",
     )
     pooling: Literal["avg", "max", "gem", "rmac", "rgem", "flatten"] = Field(
-        "avg",
+        "rgem",
         description="How the feature map becomes one vector: avg, max, gem, rmac (regional max, "
         "Tolias et al.), rgem (regional GeM) or flatten (flatten + VGG16 block5_pool = 25,088-d).",
     )

@@ -30,7 +30,7 @@ class BackboneSpec:
     name: str = DEFAULT_BACKBONE
     weights: str = "imagenet"
     layer: str | None = None
-    pooling: str = "avg"
+    pooling: str = "rgem"
     gem_p: float = 3.0
     image_size: int | None = None
     mixed_precision: bool = False
