@@ -121,12 +121,12 @@ class FeaturesConfig(_Section):
         description="Cut a keras.applications network at this layer (VGG16: block5_pool, as "
         "the original); null: its last feature map. Not for the efficientnet_lite backbones.",
     )
-    pooling: Literal["avg", "max", "gem", "flatten"] = Field(
-        "avg",
-        description="How the feature map becomes one vector: avg, max, gem or flatten "
-        "(flatten + VGG16 block5_pool = 25,088-d).",
+    pooling: Literal["avg", "max", "gem", "rmac", "rgem", "flatten"] = Field(
+        "rgem",
+        description="How the feature map becomes one vector: avg, max, gem, rmac (regional max, "
+        "Tolias et al.), rgem (regional GeM) or flatten (flatten + VGG16 block5_pool = 25,088-d).",
     )
-    gem_p: float = Field(3.0, gt=0, description="Exponent of GeM pooling.")
+    gem_p: float = Field(3.0, gt=0, description="Exponent of GeM pooling (gem and rgem).")
     image_size: int | None = Field(
         None,
         ge=32,
