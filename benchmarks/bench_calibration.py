@@ -82,13 +82,15 @@ class Embedder:
 
     def files(self, name: str, paths: list[Path]) -> np.ndarray:
         """The photos' vectors; those bench_ladder.py computed already (same decoding, same
-        network, average pooling) when its cache has them."""
+        network, pooling as the backbone's) when its cache has them."""
         from vasrch.catalog.images import decode_image
 
-        ladder = LADDER / f"{self.backbone.spec.name}-{name}-plain.npz"
-        if ladder.is_file():
+        spec = self.backbone.spec
+        key = spec.pooling + (f"{spec.gem_p:g}" if spec.pooling in ("gem", "rgem") else "")
+        ladder = LADDER / f"{spec.name}-{name}-plain-s1.npz"
+        if ladder.is_file() and key in np.load(ladder).files:
             with np.load(ladder) as data:
-                vectors = data["avg"]
+                vectors = data[key]
             return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
         size = self.backbone.spec.input_size
         return self.cached(name, lambda: np.stack([decode_image(p, size).pixels for p in paths]))

@@ -25,6 +25,8 @@ for _key, _value in {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "PREFECT_LOGGING_LEVEL": "WARNING",
     "TF_CPP_MIN_LOG_LEVEL": "3",
+    # gcsfs asks a gRPC endpoint whether a bucket is zonal (60 s against an emulator)
+    "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false",
 }.items():
     os.environ[_key] = _value
 
@@ -148,9 +150,39 @@ def bucket(object_store) -> str:
     return BUCKET
 
 
-@pytest.fixture
-def store(object_store, bucket):
-    """A workspace store of its own (a fresh prefix) on the session's S3 store."""
-    from tests.workspace_stores import new_store
+@pytest.fixture(scope="session")
+def gcs_emulator(tmp_path_factory: pytest.TempPathFactory):
+    """One fake-gcs-server for the session (tests/cloud_emulators.py), with the workspace
+    bucket; skips when it cannot start."""
+    from tests.cloud_emulators import fake_gcs
+    from tests.workspace_stores import BUCKET
 
-    return new_store(object_store.endpoint, bucket)
+    with fake_gcs(tmp_path_factory.mktemp("fake-gcs")) as emulator:
+        emulator.filesystem().mkdir(BUCKET)
+        yield emulator
+
+
+@pytest.fixture(scope="session")
+def azure_emulator(tmp_path_factory: pytest.TempPathFactory):
+    """One Azurite blob service for the session (tests/cloud_emulators.py), with the workspace
+    container; skips when it cannot be installed or started."""
+    from tests.cloud_emulators import azurite
+    from tests.workspace_stores import BUCKET
+
+    with azurite(tmp_path_factory.mktemp("azurite")) as emulator:
+        emulator.filesystem().mkdir(BUCKET)
+        yield emulator
+
+
+@pytest.fixture
+def store(request: pytest.FixtureRequest):
+    """A workspace store of its own (a fresh prefix) on the session's S3 store, or on the store
+    a test names with `@ALL_STORES` (tests/workspace_stores.py): s3, gs or az."""
+    from tests.workspace_stores import BUCKET, new_store, store_on
+
+    kind = getattr(request, "param", "s3")
+    if kind == "s3":
+        request.getfixturevalue("bucket")
+        return new_store(request.getfixturevalue("object_store").endpoint, BUCKET)
+    emulator = request.getfixturevalue({"gs": "gcs_emulator", "az": "azure_emulator"}[kind])
+    return store_on(emulator)

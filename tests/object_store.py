@@ -21,7 +21,6 @@ import pytest
 START_TIMEOUT_S = 60
 # weed also listens on each port + 10000 (gRPC): every port and its twin must be free.
 _GRPC_OFFSET = 10000
-_S3_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_REGION")
 
 
 @dataclass(frozen=True)
@@ -111,25 +110,25 @@ def seaweedfs(folder: Path) -> Iterator[ObjectStore]:
             time.sleep(0.3)
         yield ObjectStore(endpoint)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=3)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
         log.close()
 
 
+def stop(process: subprocess.Popen, wait_s: float = 5) -> None:
+    """Terminate a server this test started; kill it when it does not exit within `wait_s`."""
+    process.terminate()
+    try:
+        process.wait(timeout=wait_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 @contextlib.contextmanager
-def s3_environment(store: ObjectStore) -> Iterator[None]:
-    """The standard AWS_* variables pointing at `store`, restored afterwards."""
-    saved = {k: os.environ.get(k) for k in _S3_ENV}
-    os.environ.update(
-        AWS_ACCESS_KEY_ID="vasrch-test",
-        AWS_SECRET_ACCESS_KEY="vasrch-test",
-        AWS_ENDPOINT_URL=store.endpoint,
-        AWS_REGION="us-east-1",
-    )
+def environment(**values: str) -> Iterator[None]:
+    """Environment variables set to `values`, restored afterwards."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
     try:
         yield
     finally:
@@ -138,6 +137,16 @@ def s3_environment(store: ObjectStore) -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def s3_environment(store: ObjectStore) -> contextlib.AbstractContextManager[None]:
+    """The standard AWS_* variables pointing at `store`, restored afterwards."""
+    return environment(
+        AWS_ACCESS_KEY_ID="vasrch-test",
+        AWS_SECRET_ACCESS_KEY="vasrch-test",
+        AWS_ENDPOINT_URL=store.endpoint,
+        AWS_REGION="us-east-1",
+    )
 
 
 def upload_folder(store: ObjectStore, folder: Path, url: str) -> int:

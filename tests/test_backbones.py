@@ -50,6 +50,9 @@ def test_fingerprint_covers_what_changes_vectors() -> None:
     base = BackboneSpec()
     variants = [
         BackboneSpec(pooling="gem"),
+        BackboneSpec(pooling="rmac"),
+        BackboneSpec(pooling="avg"),
+        BackboneSpec(gem_p=2.5),
         BackboneSpec(image_size=256),
         BackboneSpec(weights="none"),
         BackboneSpec(mixed_precision=True),
@@ -58,7 +61,7 @@ def test_fingerprint_covers_what_changes_vectors() -> None:
     prints = {fingerprint(s) for s in [base, *variants]}
     assert len(prints) == 1 + len(variants)
     assert fingerprint(BackboneSpec()) == fingerprint(base)
-    assert fingerprint(base).startswith("efficientnet_lite0-avg-224-")
+    assert fingerprint(base).startswith("efficientnet_lite0-rgem-224-")
 
 
 def test_unknown_backbone_and_layer_are_clear_errors() -> None:
@@ -75,7 +78,7 @@ def test_local_weights_file(tmp_path: Path) -> None:
     model = keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(64, 64, 3))
     path = tmp_path / "mine.weights.h5"
     model.save_weights(path)
-    spec = BackboneSpec(name="MobileNetV2", weights=str(path), image_size=64)
+    spec = BackboneSpec(name="MobileNetV2", weights=str(path), pooling="avg", image_size=64)
     assert fingerprint(spec) != fingerprint(BackboneSpec(name="MobileNetV2", image_size=64))
     got = load_backbone(spec).embed(np.full((1, 64, 64, 3), 90, np.uint8))
     from keras.applications.mobilenet_v2 import preprocess_input
@@ -119,3 +122,34 @@ print("ok")
 """
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+def test_rmac_regions_of_a_7x7_map() -> None:
+    from vasrch.features.backbones.pooling import regions
+
+    level2 = [(y, y + 5, x, x + 5) for y in (0, 2) for x in (0, 2)]
+    level3 = [(y, y + 4, x, x + 4) for y in (0, 2, 3) for x in (0, 2, 3)]
+    assert regions(7, 7) == [(0, 7, 0, 7), *level2, *level3]
+
+
+@pytest.mark.parametrize("pooling", ["rmac", "rgem"])
+def test_regional_pooling_sums_normalised_region_vectors(pooling: str) -> None:
+    from vasrch.features.backbones.efficientnet_lite import build_efficientnet_lite
+    from vasrch.features.backbones.pooling import regions
+
+    pixels = np.random.default_rng(2).integers(0, 255, (2, 224, 224, 3), np.uint8)
+    fmap = np.asarray(build_efficientnet_lite(weights="imagenet")(pixels.astype(np.float32)))
+    expected = np.zeros((2, fmap.shape[-1]))
+    for y0, y1, x0, x1 in regions(*fmap.shape[1:3]):
+        part = fmap[:, y0:y1, x0:x1].astype(np.float64)
+        if pooling == "rmac":
+            v = part.max(axis=(1, 2))
+        else:
+            v = (np.maximum(part, 1e-6) ** 2.5).mean(axis=(1, 2)) ** (1 / 2.5)
+        expected += v / np.linalg.norm(v, axis=1, keepdims=True)
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    spec = BackboneSpec(pooling=pooling, gem_p=2.5)
+    got = load_backbone(spec, batch_size=2).embed(pixels)
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+    avg = load_backbone(BackboneSpec(pooling="avg"), batch_size=2).embed(pixels)
+    assert not np.allclose(got, avg, atol=1e-3)

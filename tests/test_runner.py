@@ -10,18 +10,17 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 import pytest
 from prefect import flow, task
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from tests.configs import write_config
+from tests.run_compare import assert_same_features, assert_same_neighbours
 from vasrch.catalog.scan import scan_catalog
 from vasrch.config import ConfigError, FeaturesConfig, RunnerConfig, load_config
 from vasrch.features.backbones import BackboneSpec, fingerprint
-from vasrch.features.extraction import ChunkResult, cache_dir_for, feature_matrix, plan_chunks
+from vasrch.features.extraction import ChunkResult, cache_dir_for, plan_chunks
 from vasrch.orchestration.task_runners import (
     DASK_EXTRA_HINT,
     local_cluster_kwargs,
@@ -154,32 +153,6 @@ def _train(root: Path, catalog: Path, runner: RunnerConfig) -> tuple[Path, Path]
     return cache_dir_for(cfg.workspace, fp), result.run_dir
 
 
-def _shards(cache_dir: Path) -> tuple[list[str], pd.DataFrame, np.ndarray]:
-    """(shard file names, rows sorted by sha256, their vectors in that order)."""
-    paths = sorted(cache_dir.glob("part-*.parquet"))
-    tables = [pq.read_table(p) for p in paths]
-    rows = pd.concat(
-        [t.drop(["feature"]).to_pandas() for t in tables], ignore_index=True
-    ).sort_values("sha256")
-    vectors = np.concatenate([feature_matrix(t) for t in tables])[rows.index]
-    return [p.name for p in paths], rows.reset_index(drop=True), vectors
-
-
-def _neighbours(run_dir: Path) -> pd.DataFrame:
-    shards = sorted((run_dir / "bulk").glob("neighbours-*.parquet"))
-    frame = pd.concat([pd.read_parquet(p) for p in shards], ignore_index=True)
-    return frame.sort_values(["image_id", "rank"]).reset_index(drop=True)
-
-
-def _untied(frame: pd.DataFrame, tol: float = 1e-4) -> np.ndarray:
-    """Rows whose score is apart from the scores ranked just above and below it."""
-    same_query = frame["image_id"].eq(frame["image_id"].shift())
-    gap_above = (frame["score"].shift() - frame["score"]).abs().where(same_query, np.inf)
-    next_same = frame["image_id"].eq(frame["image_id"].shift(-1))
-    gap_below = (frame["score"] - frame["score"].shift(-1)).abs().where(next_same, np.inf)
-    return ((gap_above > tol) & (gap_below > tol)).to_numpy()
-
-
 @pytest.mark.slow  # long: run with -m slow
 def test_dask_cluster_gives_the_same_shards_and_neighbours_as_threads(tmp_path, demo_catalog):
     from vasrch.features.backbones import _BUILT
@@ -193,20 +166,6 @@ def test_dask_cluster_gives_the_same_shards_and_neighbours_as_threads(tmp_path, 
     # ... which the thread runner does
     assert [key for key in _BUILT if key.startswith(f"{fp}:7:")]
 
-    names_t, rows_t, vectors_t = _shards(thread_cache)
-    names_d, rows_d, vectors_d = _shards(dask_cache)
-    assert len(names_t) == 6
-    assert names_d == names_t
-    assert len(rows_t) == 48 and rows_t["sha256"].is_unique
-    pd.testing.assert_frame_equal(rows_d, rows_t)
-    np.testing.assert_allclose(vectors_d, vectors_t, atol=1e-4)
-
+    assert_same_features(thread_cache, dask_cache, images=48)
     assert len(list((thread_run / "bulk").glob("neighbours-*.parquet"))) > 1
-    nb_t, nb_d = _neighbours(thread_run), _neighbours(dask_run)
-    assert len(nb_t) == 48 * 5
-    assert (nb_d["image_id"] == nb_t["image_id"]).all()
-    assert (nb_d["rank"] == nb_t["rank"]).all()
-    np.testing.assert_allclose(nb_d["score"], nb_t["score"], atol=1e-4)
-    untied = _untied(nb_t) & _untied(nb_d)
-    assert untied.mean() > 0.5
-    assert (nb_d["neighbour_id"][untied] == nb_t["neighbour_id"][untied]).all()
+    assert_same_neighbours(thread_run / "bulk", dask_run / "bulk", rows=48 * 5)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -103,14 +104,10 @@ def test_credentials_and_endpoint_come_from_the_aws_variables(
     )
 
 
-def test_a_missing_extra_is_named() -> None:
+def test_a_missing_extra_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("fsspec")
-    try:
-        import gcsfs  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        pytest.skip("gcsfs is installed here")
+    monkeypatch.setitem(sys.modules, "gcsfs", None)  # as if it were not installed
+    monkeypatch.delitem(sys.modules["fsspec.registry"]._registry, "gs", raising=False)
     with pytest.raises(ConfigError, match=r'pip install "vasrch\[gcs\]"'):
         filesystem("gs://shop/photos")
 

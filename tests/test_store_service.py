@@ -18,6 +18,7 @@ from tests.service_helpers import catalog_image, free_port, request, serving, up
 from tests.store_proxy import fault_proxy
 from tests.workspace_stores import make_run, new_store
 from vasrch.workspace import runs
+from vasrch.workspace.hidden import hide
 from vasrch.workspace.remote_runs import publish_run, read_latest
 from vasrch.workspace.run_manifest import RunRecord
 
@@ -41,6 +42,11 @@ def health(server) -> dict:
     status, body = request(server, "GET", "/health")
     assert status == 200
     return body
+
+
+def products(answer: tuple[int, dict]) -> list[str]:
+    assert answer[0] == 200, answer
+    return [row["product_id"] for row in answer[1]["results"]]
 
 
 def wait_for(check, what: str) -> None:
@@ -82,7 +88,7 @@ def test_cli_reads_runs_from_the_store_and_its_cache_when_unreachable(store, tmp
     assert refused.returncode == 2 and "object storage" in refused.stderr
 
 
-@pytest.mark.slow  # about 30 s beyond the shared served workspace on 2 busy cores
+@pytest.mark.slow  # about 35 s beyond the shared served workspace on 2 busy cores
 def test_serves_the_stores_latest_and_rides_out_an_outage(
     object_store, bucket, served_workspace, demo_catalog, tmp_path
 ):
@@ -108,4 +114,11 @@ def test_serves_the_stores_latest_and_rides_out_an_outage(
             publish_run(store, second, read_latest(store))
             wait_for(lambda: health(server)["run_id"] == second.name, "new run served")
             assert health(server)["store_error"] is None
+
+            # another machine hides the best answer's product on the store: the service's next
+            # check copies the record and its answers leave the product out
+            photo = catalog_image(demo_catalog, "hat/hat_001.jpg")
+            best = upload(server, photo)[1]["results"][0]["product_id"]
+            hide(tmp_path / "other-machine", [best], by="test", store=store)
+            wait_for(lambda: best not in products(upload(server, photo)), "hidden product gone")
     assert runs.latest_run_id(tmp_path / "cache") == second.name

@@ -1,4 +1,5 @@
-"""One writer per workspace on an object store: the lease (SeaweedFS on loopback, short ttls)."""
+"""One writer per workspace on an object store: the lease (SeaweedFS, fake-gcs-server and Azurite
+on loopback, short ttls)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,14 @@ import time
 
 import pytest
 
+from tests.workspace_stores import ALL_STORES_SLOW_EMULATORS
 from vasrch.workspace.lease import LEASE_KEY, LeaseLost, take_lease, workspace_lease
 from vasrch.workspace.lock import WorkspaceBusy
 
 TTL_S = 1.5
 
 
+@ALL_STORES_SLOW_EMULATORS
 def test_a_heartbeating_holder_keeps_the_lease_past_its_ttl(store):
     with workspace_lease(store, "train flow", timeout_s=1, ttl_s=TTL_S) as held:
         started = time.monotonic()
@@ -27,6 +30,7 @@ def test_a_heartbeating_holder_keeps_the_lease_past_its_ttl(store):
         held.check()
 
 
+@ALL_STORES_SLOW_EMULATORS
 def test_a_released_lease_is_taken_at_once(store):
     with workspace_lease(store, "train flow", timeout_s=1, ttl_s=TTL_S):
         pass
@@ -36,6 +40,7 @@ def test_a_released_lease_is_taken_at_once(store):
         assert second.record.command == "nightly flow"
 
 
+@ALL_STORES_SLOW_EMULATORS
 def test_a_killed_holder_releases_the_lease_by_expiry(store):
     holder = textwrap.dedent(
         f"""
@@ -62,6 +67,7 @@ def test_a_killed_holder_releases_the_lease_by_expiry(store):
         assert lease.record.command == "next writer"
 
 
+@ALL_STORES_SLOW_EMULATORS
 def test_a_holder_whose_lease_was_taken_knows_it(store):
     with workspace_lease(store, "train flow", timeout_s=1, ttl_s=TTL_S) as held:
         store.put(LEASE_KEY, b'{"owner": "someone else"}')

@@ -1,5 +1,6 @@
-"""A workspace in object storage (SeaweedFS on loopback): conditional writes, retries through a
-fault-injecting proxy, atomic publication of runs and verified fetches."""
+"""A workspace in object storage (SeaweedFS on loopback; fake-gcs-server and Azurite too where
+marked ALL_STORES): conditional writes, retries through a fault-injecting proxy, atomic
+publication of runs and verified fetches."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.store_proxy import Fault, fault_proxy
-from tests.workspace_stores import make_run, new_store
+from tests.workspace_stores import ALL_STORES, make_run, new_store
 from vasrch.layout import RunLayout
 from vasrch.workspace import runs
 from vasrch.workspace.remote_runs import (
@@ -23,6 +24,7 @@ from vasrch.workspace.remote_runs import (
 from vasrch.workspace.store import StoreConflict, StoreUnavailable
 
 
+@ALL_STORES
 def test_create_once_and_compare_and_swap(store):
     first = store.create("runs/LATEST", b"a\n")
     with pytest.raises(StoreConflict):
@@ -35,6 +37,7 @@ def test_create_once_and_compare_and_swap(store):
     assert store.get("runs/none") is None and store.etag("runs/none") is None
 
 
+@ALL_STORES
 def test_keys_lists_recursively_relative_to_the_workspace(store):
     for key in ("features/fp/part-1.parquet", "features/fp/part-2.parquet", "runs/LATEST"):
         store.put(key, b"x")
@@ -53,6 +56,7 @@ def test_throttling_and_5xx_are_retried_then_reported(object_store, bucket):
             store.get("a")
 
 
+@ALL_STORES
 def test_two_concurrent_publishers_exactly_one_wins(store, tmp_path):
     old = make_run(tmp_path / "w0", b"old")
     publish_run(store, old, read_latest(store))
@@ -95,6 +99,7 @@ def test_a_failed_upload_midway_leaves_latest_on_the_old_run(object_store, bucke
         assert not (tmp_path / "reader" / "runs" / new.name).exists()
 
 
+@ALL_STORES
 def test_fetch_verifies_every_file_and_follows_latest(store, tmp_path):
     published = make_run(tmp_path / "writer", b"served")
     publish_run(store, published, read_latest(store))
@@ -114,6 +119,7 @@ def test_fetch_verifies_every_file_and_follows_latest(store, tmp_path):
     assert not (reader / "runs" / tampered.name).exists()
 
 
+@ALL_STORES
 def test_latest_naming_no_run_id_is_refused(store):
     store.put(LATEST_KEY, b"../elsewhere\n")
     with pytest.raises(runs.RunError, match="not a run id"):

@@ -10,6 +10,11 @@ from urllib.parse import urlsplit
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+://")
 HTTP_SCHEMES = frozenset({"http", "https"})
+# Object stores by their URL schemes; a workspace may live in any of them (conditional writes).
+S3_SCHEMES = ("s3", "s3a")
+GCS_SCHEMES = ("gs", "gcs")
+AZURE_SCHEMES = ("az", "abfs", "abfss")
+WORKSPACE_STORE_SCHEMES = (*S3_SCHEMES, *GCS_SCHEMES, *AZURE_SCHEMES)
 
 
 def is_url(text: object) -> bool:

@@ -18,7 +18,7 @@ from pydantic import (
     model_validator,
 )
 
-from vasrch.addresses import is_url, url_scheme
+from vasrch.addresses import WORKSPACE_STORE_SCHEMES, is_url, url_scheme
 from vasrch.errors import ConfigError
 
 IntOrAuto = Annotated[int, Field(ge=1)] | Literal["auto"]
@@ -121,12 +121,12 @@ class FeaturesConfig(_Section):
         description="Cut a keras.applications network at this layer (VGG16: block5_pool, as "
         "the original); null: its last feature map. Not for the efficientnet_lite backbones.",
     )
-    pooling: Literal["avg", "max", "gem", "flatten"] = Field(
-        "avg",
-        description="How the feature map becomes one vector: avg, max, gem or flatten "
-        "(flatten + VGG16 block5_pool = 25,088-d).",
+    pooling: Literal["avg", "max", "gem", "rmac", "rgem", "flatten"] = Field(
+        "rgem",
+        description="How the feature map becomes one vector: avg, max, gem, rmac (regional max, "
+        "Tolias et al.), rgem (regional GeM) or flatten (flatten + VGG16 block5_pool = 25,088-d).",
     )
-    gem_p: float = Field(3.0, gt=0, description="Exponent of GeM pooling.")
+    gem_p: float = Field(3.0, gt=0, description="Exponent of GeM pooling (gem and rgem).")
     image_size: int | None = Field(
         None,
         ge=32,
@@ -463,14 +463,15 @@ class Config(_Section):
 
     catalog: CatalogConfig = Field(description="The product images and how they are read.")
     workspace: Path = Field(
-        description="Folder for the feature cache and the runs, or an S3 prefix (s3://bucket/"
-        "prefix; see Workspace in object storage): then runs are published there and this "
+        description="Folder for the feature cache and the runs, or an object store prefix "
+        "(s3://bucket/prefix, gs://..., az://...; see Workspace in object storage): then runs "
+        "are published there and this "
         "machine works in `workspace_cache`.",
         examples=["./workspace", "s3://shop-vasrch/workspace"],
     )
     workspace_url: str | None = Field(
         None,
-        description="The S3 prefix the workspace lives in; set by giving `workspace` as a URL "
+        description="The store prefix the workspace lives in; set by giving `workspace` as a URL "
         "(`workspace` then holds the local cache folder).",
     )
     workspace_cache: Path | None = Field(
@@ -481,8 +482,9 @@ class Config(_Section):
     workspace_storage_options: dict[str, Any] = Field(
         {},
         description="Options for the workspace store's fsspec filesystem (endpoint_url, key, "
-        "client_kwargs, ...); credentials otherwise come from the AWS_* variables, profiles "
-        "and roles.",
+        "client_kwargs, token, connection_string, ...); credentials otherwise come from each "
+        "cloud's standard sources (AWS_* variables, profiles and roles; Google application "
+        "default credentials; AZURE_STORAGE_* variables).",
     )
     features: FeaturesConfig = Field(
         FeaturesConfig(), description="The network that turns an image into a vector."
@@ -518,10 +520,12 @@ class Config(_Section):
 
     @field_validator("workspace_url")
     @classmethod
-    def _s3_only(cls, value: str | None) -> str | None:
-        """Conditional writes (which publication and the lease need) are S3's."""
-        if value is not None and url_scheme(value) not in ("s3", "s3a"):
-            raise ValueError("a workspace in object storage must be s3:// (S3 or compatible)")
+    def _conditional_store(cls, value: str | None) -> str | None:
+        """Publication and the lease need conditional writes: S3, GCS or Azure Blob."""
+        if value is not None and url_scheme(value) not in WORKSPACE_STORE_SCHEMES:
+            raise ValueError(
+                "a workspace in object storage must be s3:// (S3 or compatible), gs:// or az://"
+            )
         return value
 
     def to_yaml(self) -> str:

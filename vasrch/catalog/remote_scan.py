@@ -4,14 +4,15 @@ The listing record (a Parquet table in the workspace: path, etag, bytes, modifie
 remembers what each URL held. An object store's object whose (path, validator, size) is
 recorded keeps its sha256 without a byte read; a web server is asked conditionally
 (If-None-Match / If-Modified-Since) and a 304 keeps it too. Everything else is downloaded (in
-`Fetching.workers` threads), hashed and, with a cache_dir, kept. Each failure is a rejection
-with the URL and the reason; the next scan tries it again.
+`Fetching.workers` threads), hashed and, with a cache_dir, kept; `on_bytes`, when given, gets
+the bytes too (extraction embeds them at once, so a new photo is downloaded only once). Each
+failure is a rejection with the URL and the reason; the next scan tries it again.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,8 @@ from vasrch.catalog.sources import Fetching, keep
 
 RECORD_COLUMNS = ["path", "etag", "bytes", "modified", "sha256"]
 RemoteItem = tuple[str, str, StoredObject | None]  # image_id, URL, the object as listed
+# Called with (image_id, URL, sha256, bytes) for each photo the scan downloads.
+BytesSink = Callable[[str, str, str, bytes], None]
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,9 @@ class Hashed:
     size: int
     modified_ns: int
     record: Recorded
+
+
+Read = tuple[Hashed, bytes | None]  # a photo hashed, with its bytes when it was downloaded
 
 
 def read_record(path: Path | None) -> dict[str, Recorded]:
@@ -97,32 +103,30 @@ def _from_store(
     known: Recorded | None,
     max_bytes: int | None,
     fetching: Fetching,
-) -> Hashed | str:
+) -> Read | str:
     obj = obj or stat_object(path, fetching.storage_options)
     if max_bytes is not None and obj.size > max_bytes:
         return _too_large(obj.size, max_bytes)
     reused = _reused((image_id, path, obj), known)
     if reused is not None:
-        return reused
+        return reused, None
     data = read_object(path, max_bytes, fetching.storage_options)
     sha = hashlib.sha256(data).hexdigest()
-    keep(fetching, sha, data)
     record = Recorded(obj.etag, len(data), str(obj.modified_ns), sha)
-    return Hashed(image_id, path, sha, len(data), obj.modified_ns, record)
+    return Hashed(image_id, path, sha, len(data), obj.modified_ns, record), data
 
 
 def _from_web(
     image_id: str, path: str, known: Recorded | None, max_bytes: int | None, fetching: Fetching
-) -> Hashed:
+) -> Read:
     etag, modified = (known.etag, known.modified) if known else ("", "")
     fetched = fetch_url(path, max_bytes, fetching.policy, etag, modified)
     if fetched.data is None and known is not None:
-        return Hashed(image_id, path, known.sha256, known.size, 0, known)
+        return Hashed(image_id, path, known.sha256, known.size, 0, known), None
     data = fetched.data or b""
     sha = hashlib.sha256(data).hexdigest()
-    keep(fetching, sha, data)
     record = Recorded(fetched.etag, len(data), fetched.last_modified, sha)
-    return Hashed(image_id, path, sha, len(data), 0, record)
+    return Hashed(image_id, path, sha, len(data), 0, record), data
 
 
 def _hash_one(
@@ -130,14 +134,24 @@ def _hash_one(
     record: dict[str, Recorded],
     max_bytes: int | None,
     fetching: Fetching,
+    on_bytes: BytesSink | None,
 ) -> Hashed | str:
     image_id, path, obj = item
     try:
         if url_scheme(path) in HTTP_SCHEMES:
-            return _from_web(image_id, path, record.get(path), max_bytes, fetching)
-        return _from_store(image_id, obj, path, record.get(path), max_bytes, fetching)
+            found = _from_web(image_id, path, record.get(path), max_bytes, fetching)
+        else:
+            found = _from_store(image_id, obj, path, record.get(path), max_bytes, fetching)
     except OSError as err:
         return str(err) or type(err).__name__
+    if isinstance(found, str):
+        return found
+    hashed, data = found
+    if data is not None:
+        keep(fetching, hashed.sha256, data)
+        if on_bytes is not None:
+            on_bytes(image_id, path, hashed.sha256, data)
+    return hashed
 
 
 def hash_remote(
@@ -145,10 +159,12 @@ def hash_remote(
     record: dict[str, Recorded],
     max_bytes: int | None,
     fetching: Fetching,
+    on_bytes: BytesSink | None = None,
 ) -> tuple[list[Hashed], list[tuple[str, str, str]]]:
     """(photos hashed, rejections (image_id, URL, reason)) for `items` (image_id, URL, the
     object as listed or None): listed objects the record holds unchanged (and under the cap)
-    at once, the others read `fetching.workers` at a time."""
+    at once, the others read `fetching.workers` at a time, each one read handed to
+    `on_bytes`."""
     found: list[Hashed | str | None] = [
         _reused(item, record.get(item[1]))
         if item[2] is None or max_bytes is None or item[2].size <= max_bytes
@@ -157,7 +173,7 @@ def hash_remote(
     ]
     todo = [i for i, f in enumerate(found) if f is None]
     with ThreadPoolExecutor(max(1, fetching.workers), thread_name_prefix="vasrch-fetch") as pool:
-        done = pool.map(lambda i: _hash_one(items[i], record, max_bytes, fetching), todo)
+        done = pool.map(lambda i: _hash_one(items[i], record, max_bytes, fetching, on_bytes), todo)
         for i, result in zip(todo, done, strict=True):
             found[i] = result
     hashed = [f for f in found if isinstance(f, Hashed)]

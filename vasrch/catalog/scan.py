@@ -40,6 +40,7 @@ from vasrch.catalog.object_store import list_objects
 from vasrch.catalog.product_manifest import load_manifest
 from vasrch.catalog.products import folder_products
 from vasrch.catalog.remote_scan import (
+    BytesSink,
     RemoteItem,
     hash_remote,
     read_record,
@@ -341,12 +342,16 @@ def _walk_manifest(
     return walk_listed(Path(root), local, options.follow_external_symlinks), items
 
 
-def _scan_remote(items: list[RemoteItem], options: ScanOptions) -> tuple[list, list]:
+def _scan_remote(
+    items: list[RemoteItem], options: ScanOptions, on_bytes: BytesSink | None
+) -> tuple[list, list]:
     """(catalog rows, rejections) of remote photos; the listing record is rewritten."""
     if not items:
         return [], []
     record = read_record(options.record)
-    hashed, rejected = hash_remote(items, record, options.max_file_bytes, options.fetching)
+    hashed, rejected = hash_remote(
+        items, record, options.max_file_bytes, options.fetching, on_bytes
+    )
     if options.record is not None and not same_record(record, hashed):
         write_record(options.record, hashed)
     rows = [(h.image_id, h.path, h.sha256, h.size, h.modified_ns, 0, 0, 0) for h in hashed]
@@ -354,7 +359,10 @@ def _scan_remote(items: list[RemoteItem], options: ScanOptions) -> tuple[list, l
 
 
 def scan_catalog(
-    root: str | Path, previous: pd.DataFrame | None = None, options: ScanOptions | None = None
+    root: str | Path,
+    previous: pd.DataFrame | None = None,
+    options: ScanOptions | None = None,
+    on_bytes: BytesSink | None = None,
 ) -> Scan:
     """Every image under `root` (a folder or an object store prefix; with `options.manifest`,
     every photo the manifest lists, local or URL): a table of image_id (POSIX path relative to
@@ -362,7 +370,8 @@ def scan_catalog(
     product_id and the product metadata; the images that cannot be scanned, each with its
     reason; and warnings about folders left out. Hashes from `previous` are reused when path,
     size, mtime, ctime, inode and device are all unchanged (remote ones: see remote_scan).
-    Without a manifest each image is its own product, its class folder its `category`."""
+    Without a manifest each image is its own product, its class folder its `category`. Each
+    remote photo downloaded is handed to `on_bytes` (image_id, URL, sha256, bytes)."""
     options = options or ScanOptions()
     root = str(root) if is_url(str(root)) else Path(root).resolve()
     row_of: dict[str, int] = {}
@@ -383,7 +392,7 @@ def scan_catalog(
         return shown(image_id), shown(path), row, row_reason(label, row, reason)
 
     known = _known(previous)
-    rows, fetch_rejected = _scan_remote(remote, options)
+    rows, fetch_rejected = _scan_remote(remote, options, on_bytes)
     rejected = [rejection(*found) for found in [*walk.rejected, *fetch_rejected]]
     if options.manifest is not None:
         rejected += [

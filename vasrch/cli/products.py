@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import getpass
 
-from vasrch.cli.options import Subparsers, add_workspace, workspace_and_search
+from vasrch.cli.options import Subparsers, add_workspace, workspace_and_search, workspace_store
 from vasrch.cli.output import print_line, print_table
 from vasrch.errors import UsageError
 
@@ -28,10 +28,15 @@ def register(sub: Subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Hide or unhide the named products in the workspace (every searcher of its runs leaves
-    hidden products out of its next answer), or list the hidden ones; returns 0."""
+    hidden products out of its next answer), or list the hidden ones; returns 0. On a workspace
+    in object storage the store's record changes (by compare-and-swap)."""
     from vasrch.workspace.hidden import hide, read_hidden, unhide
 
-    workspace = workspace_and_search(args)[0]
+    store = workspace_store(args)
+    if store is not None and args.action != "hidden":
+        workspace = args.local_workspace  # the store's record changes: no run is needed
+    else:
+        workspace = workspace_and_search(args)[0]
     if args.action == "hidden":
         entries = read_hidden(workspace).entries
         rows = [{"product_id": p, **entry} for p, entry in sorted(entries.items())]
@@ -43,9 +48,10 @@ def run(args: argparse.Namespace) -> int:
     if not args.targets:
         raise UsageError(f"products {args.action} needs the product ids")
     if args.action == "hide":
-        changed = hide(workspace, args.targets, by=f"vasrch products hide ({getpass.getuser()})")
+        by = f"vasrch products hide ({getpass.getuser()})"
+        changed = hide(workspace, args.targets, by=by, store=store)
         print_line(f"hidden: {len(changed)} ({len(args.targets) - len(changed)} already hidden)")
     else:
-        changed = unhide(workspace, args.targets)
+        changed = unhide(workspace, args.targets, store)
         print_line(f"shown again: {len(changed)} ({len(args.targets) - len(changed)} not hidden)")
     return 0

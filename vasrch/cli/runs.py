@@ -5,13 +5,21 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from vasrch.cli.options import Subparsers, add_workspace, count, workspace_and_search
+from vasrch.cli.options import (
+    Subparsers,
+    add_workspace,
+    count,
+    workspace_and_search,
+    workspace_store,
+)
 from vasrch.cli.output import print_line, print_table
 from vasrch.errors import UsageError
 from vasrch.layout import RunLayout
 
 if TYPE_CHECKING:
+    from vasrch.config import RunsConfig
     from vasrch.workspace.run_manifest import RunManifest
+    from vasrch.workspace.store import WorkspaceStore
 
 SHOWN_REJECTIONS = 20  # rows of the rejections table `runs show` prints
 
@@ -37,18 +45,23 @@ def register(sub: Subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """List the runs, show one's manifest after verifying its artifacts, promote one to LATEST
-    (after verifying it), or prune to --keep (else the config's runs.keep_last); returns 0."""
+    (after verifying it), or prune to --keep (else the config's runs.keep_last; on a workspace
+    in object storage, the store's runs, holding its lease); returns 0."""
     from vasrch.workspace import runs
     from vasrch.workspace.lock import workspace_lock
 
     if len(args.targets) > 1:
         raise UsageError(f"give one run id, got {', '.join(args.targets)}")
     run_id = args.targets[0] if args.targets else None
+    store = workspace_store(args)
+    if args.action == "prune" and store is not None:
+        _prune_store(store, _keep(args), _runs_config(args))
+        return 0
     workspace = workspace_and_search(args)[0]
-    if args.action in ("promote", "prune") and args.local_workspace is not None:
+    if args.action == "promote" and args.local_workspace is not None:
         raise UsageError(
-            f"runs {args.action} works on a workspace folder; a workspace in object storage "
-            "moves LATEST only by publishing a run (train, nightly, refresh)"
+            "runs promote works on a workspace folder; a workspace in object storage moves "
+            "LATEST only by publishing a run (train, nightly, refresh)"
         )
     if args.action == "list":
         rows = runs.list_runs(workspace)
@@ -70,17 +83,37 @@ def run(args: argparse.Namespace) -> int:
             runs.promote(workspace, run_id)
         print_line(f"LATEST: {run_id} (was {before or '-'})")
     else:
-        from vasrch.config import load_config
-
-        keep = args.keep
-        if keep is None and args.config:
-            keep = load_config(args.config).runs.keep_last
-        if keep is None:
-            raise UsageError("runs prune needs --keep N or a config")
         with workspace_lock(workspace, "vasrch runs prune"):
-            removed = runs.prune_runs(workspace, keep)
+            removed = runs.prune_runs(workspace, _keep(args))
         print_line(f"removed {len(removed)}: {', '.join(removed) or '-'}")
     return 0
+
+
+def _runs_config(args: argparse.Namespace) -> RunsConfig:
+    """The config's `runs` section, its defaults without a config."""
+    from vasrch.config import RunsConfig, load_config
+
+    return load_config(args.config).runs if args.config else RunsConfig()
+
+
+def _keep(args: argparse.Namespace) -> int:
+    """How many runs prune keeps: --keep, else the config's runs.keep_last."""
+    if args.keep is not None:
+        return int(args.keep)
+    if not args.config:
+        raise UsageError("runs prune needs --keep N or a config")
+    return _runs_config(args).keep_last
+
+
+def _prune_store(store: WorkspaceStore, keep: int, cfg: RunsConfig) -> None:
+    """Prune the store's runs to `keep` holding the workspace's lease (no run is being
+    published meanwhile)."""
+    from vasrch.workspace.lease import workspace_lease
+    from vasrch.workspace.remote_prune import prune_store_runs
+
+    with workspace_lease(store, "vasrch runs prune", cfg.lock_timeout_s, cfg.lease_ttl_s):
+        removed = prune_store_runs(store, keep)
+    print_line(f"removed {len(removed)} from {store.url}: {', '.join(removed) or '-'}")
 
 
 def _print_rejections(run: RunLayout, manifest: RunManifest) -> None:

@@ -157,34 +157,33 @@ def _decode_printed(data: bytes | Rejection, size: int, max_pixels: int) -> Load
     return decoded, make_print(decoded.pixels, decoded.width, decoded.height)
 
 
+Item = tuple[str, str, str]  # image_id, path, sha256
+Reader = Callable[[str, str], bytes | Rejection]  # (path, sha256) -> bytes, or why not
+
+
 def _decoded_batches(
-    rows: pd.DataFrame,
+    items: Iterable[Item],
+    read: Reader,
+    fetch_workers: int | None,
     size: int,
     batch_size: int,
     workers: int,
     max_pixels: int,
-    max_file_bytes: int,
-    fetching: Fetching,
-) -> Iterator[list[tuple[tuple[str, str, str], Loaded]]]:
+) -> Iterator[list[tuple[Item, Loaded]]]:
     """Read, decode and print in a thread pool, up to two batches ahead of the consumer (the
-    model); when the rows hold URLs, `fetching.workers` more threads download them ahead of
-    the decoders."""
-    items: Iterable[tuple[str, str, str]] = rows[["image_id", "path", "sha256"]].itertuples(
-        index=False, name=None
-    )
+    model); with `fetch_workers` (the items are URLs), that many more threads read them ahead
+    of the decoders."""
     it = iter(items)
-    remote = bool(rows["path"].map(is_url).any())
     with ExitStack() as stack:
         pool = stack.enter_context(ThreadPoolExecutor(workers, thread_name_prefix="vasrch-decode"))
         fetch_pool = (
             stack.enter_context(
-                ThreadPoolExecutor(fetching.workers, thread_name_prefix="vasrch-fetch")
+                ThreadPoolExecutor(fetch_workers, thread_name_prefix="vasrch-fetch")
             )
-            if remote
+            if fetch_workers
             else None
         )
-        pending: deque[tuple[tuple[str, str, str], Future[Loaded]]] = deque()
-        read = functools.partial(_read_checked, max_file_bytes=max_file_bytes, fetching=fetching)
+        pending: deque[tuple[Item, Future[Loaded]]] = deque()
 
         def load(path: str, sha256: str) -> Future[Loaded]:
             """Read and decode in the decode pool; a URL is downloaded by the fetch pool
@@ -254,6 +253,35 @@ def extract_chunk(
     (duplicate_prints) and write one shard (plus its permanent rejections) atomically; rows that
     could not be read this time come back in `retry` and are not cached. URL rows are read as
     `fetching` says."""
+    fetching = fetching or Fetching()
+    items = rows[["image_id", "path", "sha256"]].itertuples(index=False, name=None)
+    remote = bool(rows["path"].map(is_url).any())
+    read = functools.partial(_read_checked, max_file_bytes=max_file_bytes, fetching=fetching)
+    return extract_items(
+        items,
+        read,
+        backbone,
+        cache_dir,
+        decode_workers,
+        max_pixels,
+        on_batch,
+        fetching.workers if remote else None,
+    )
+
+
+def extract_items(
+    items: Iterable[Item],
+    read: Reader,
+    backbone: Backbone,
+    cache_dir: Path,
+    decode_workers: int | None = None,
+    max_pixels: int = 89_478_485,
+    on_batch: ProgressFn | None = None,
+    fetch_workers: int | None = None,
+) -> ChunkResult:
+    """extract_chunk's work on `items` (image_id, path, sha256), each read by `read` (in
+    `fetch_workers` threads of its own when given): one shard, named after every item's
+    sha256."""
     start = time.perf_counter()
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -264,12 +292,14 @@ def extract_chunk(
     prints: list[np.ndarray] = []
     rejected: list[tuple[str, str, str]] = []
     retry: list[tuple[str, str, str]] = []
+    members: list[str] = []
     size = backbone.spec.input_size
     workers = decode_workers or auto_decode_workers()
     batches = _decoded_batches(
-        rows, size, backbone.batch_size, workers, max_pixels, max_file_bytes, fetching or Fetching()
+        items, read, fetch_workers, size, backbone.batch_size, workers, max_pixels
     )
     for batch in batches:
+        members += [item[2] for item, _ in batch]
         good = [(item, *d) for item, d in batch if not isinstance(d, Rejection)]
         for item, d in batch:
             if isinstance(d, Rejection):
@@ -282,7 +312,7 @@ def extract_chunk(
             sizes += [(d.width, d.height) for _, d, _ in good]
         if on_batch:
             on_batch(len(batch))
-    stem = shard_name(rows["sha256"])
+    stem = shard_name(members)
     if rejected:
         with atomic_path(FeatureCacheLayout(cache_dir).rejected(stem)) as tmp:
             pd.DataFrame(rejected, columns=REJECTION_COLUMNS).to_parquet(tmp, index=False)

@@ -10,8 +10,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from vasrch.config import RunnerConfig
+from vasrch.config import Config, RunnerConfig
 from vasrch.errors import ConfigError
+from vasrch.workspace.mirror import store_of
+from vasrch.workspace.store import WorkspaceStore
 
 if TYPE_CHECKING:
     from prefect.task_runners import TaskRunner
@@ -111,3 +113,10 @@ def use_runner(runner: RunnerConfig) -> Iterator[TaskRunner]:
         raise RuntimeError("use_runner() works inside a flow run only; call it from a flow")
     with task_runner(runner) as started, context.model_copy(update={"task_runner": started}):
         yield started
+
+
+def task_store(cfg: Config) -> WorkspaceStore | None:
+    """The workspace's store when mapped tasks go through it: on Dask with the workspace in
+    object storage, whose workers share no disk with the flow (they read and write the store,
+    the flow gathers); None when tasks use the flow's disk (threads, or a local workspace)."""
+    return store_of(cfg) if cfg.runner.type == "dask" else None

@@ -22,6 +22,7 @@ from vasrch.pages.query_page import write_query_page
 from vasrch.search.parameters import SearchParams
 from vasrch.search.results import RESULT_COLUMNS
 from vasrch.workspace.runs import new_run_id
+from vasrch.workspace.store import WorkspaceStore
 
 if TYPE_CHECKING:
     from vasrch.search.searcher import Searcher
@@ -133,3 +134,14 @@ def write_query_job(
     write_query_page(staging.root, answers.table, answers.rejected, title, names, fetching)
     finish_staging(staging.root, job.root)
     return job
+
+
+def upload_query_job(store: WorkspaceStore, workspace: Path, job: QueryJobLayout) -> str:
+    """Copy a query job's folder to the same place on the workspace's store (photos the page
+    links to as their bytes), its page last: a job whose page is on the store is whole. The
+    page's URL."""
+    files = sorted(p for p in job.root.rglob("*") if p.is_file())
+    files.sort(key=lambda p: p == job.page)
+    for path in files:
+        store.upload(path.relative_to(workspace).as_posix(), path)
+    return f"{store.url}/{job.page.relative_to(workspace).as_posix()}"

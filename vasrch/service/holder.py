@@ -72,6 +72,7 @@ class RunHolder:
     ) -> None:
         self.workspace = Path(workspace)
         self.search = search
+        self.run = run
         self.pinned = run is not None
         self.store = store
         self.store_error: str | None = None
@@ -91,12 +92,13 @@ class RunHolder:
 
     def follow_store(self) -> None:
         """On a workspace in object storage, bring the store's LATEST run into the local cache
-        (verified) and point the cache's LATEST at it. A store that cannot be reached, or a run
+        (verified) and point the cache's LATEST at it (a pinned run: fetch that one), and copy
+        the store's hidden-products record. A store that cannot be reached, or a run
         on it that fails its hashes, is logged and kept in `store_error`; what the cache holds
         keeps serving, and the next check tries again."""
-        if self.store is None or self.pinned:
+        if self.store is None:
             return
-        problem = follow_or_why(self.store, self.workspace)
+        problem = follow_or_why(self.store, self.workspace, self.run)
         if problem is not None and problem != self.store_error:
             log.warning("cannot follow the store's LATEST: %s", problem)
         elif problem is None and self.store_error is not None:

@@ -15,10 +15,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from vasrch.config import Config
-from vasrch.layout import STAGING_PREFIX, RunLayout, WorkspaceLayout
+from vasrch.layout import STAGING_PREFIX, BulkLayout, RunLayout, WorkspaceLayout
 from vasrch.workspace import runs
+from vasrch.workspace.hidden import pull_hidden
 from vasrch.workspace.lease import workspace_lease
 from vasrch.workspace.lock import workspace_lock
+from vasrch.workspace.remote_prune import prune_store_runs
 from vasrch.workspace.remote_runs import (
     StoreLatest,
     fetch_run,
@@ -27,6 +29,7 @@ from vasrch.workspace.remote_runs import (
     upload_run,
 )
 from vasrch.workspace.store import WorkspaceStore
+from vasrch.workspace.store_folders import StoreFolder, local_files
 
 FEATURES = "features"
 
@@ -38,44 +41,42 @@ def store_of(cfg: Config) -> WorkspaceStore | None:
     return WorkspaceStore(cfg.workspace_url, cfg.workspace_storage_options)
 
 
-def _feature_files(workspace: Path) -> dict[str, Path]:
-    """Every file of the local feature cache by its key (temporary files left out)."""
-    root = Path(workspace) / FEATURES
-    if not root.is_dir():
-        return {}
-    return {
-        p.relative_to(workspace).as_posix(): p
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and not p.name.startswith(".")
-    }
+def _features(store: WorkspaceStore, workspace: Path) -> tuple[StoreFolder, Path]:
+    """The store's feature cache and the local one."""
+    local = Path(workspace) / FEATURES
+    return StoreFolder.mirroring(store, workspace, local), local
 
 
 def pull_features(store: WorkspaceStore, workspace: Path) -> int:
     """Download the store's feature files the cache lacks (shards are named by content, so one
     present is the same); how many."""
-    have = _feature_files(workspace)
-    missing = [key for key in store.keys(FEATURES) if key not in have]
-    for key in missing:
-        data = store.get(key)
-        if data is not None:  # pruned meanwhile
-            target = Path(workspace) / key
-            target.parent.mkdir(parents=True, exist_ok=True)
-            staged = target.with_name(f".{target.name}.part")
-            staged.write_bytes(data)
-            staged.replace(target)
-    return len(missing)
+    folder, local = _features(store, workspace)
+    return folder.gather(local)
 
 
 def push_features(store: WorkspaceStore, workspace: Path, changed_since_ns: int) -> int:
-    """Upload the cache's feature files the store lacks, and those changed since
-    `changed_since_ns` (a catalog's listing record is rewritten in place); how many."""
-    on_store = set(store.keys(FEATURES))
-    sent = 0
-    for key, path in _feature_files(workspace).items():
-        if key not in on_store or path.stat().st_mtime_ns >= changed_since_ns:
-            store.upload(key, path)
-            sent += 1
-    return sent
+    """Upload the cache's feature files the store lacks, and the listing records changed since
+    `changed_since_ns` (rewritten in place; shards and rejection files are named by what they
+    hold, so one on the store is never sent again); how many."""
+    folder, local = _features(store, workspace)
+    on_store = set(folder.names())
+    listings = WorkspaceLayout(Path(workspace)).listing("").parent
+    kept = frozenset(
+        name
+        for name, path in local_files(local).items()
+        if name in on_store
+        and (path.parent != listings or path.stat().st_mtime_ns < changed_since_ns)
+    )
+    return len(folder.upload_files(local, skip=kept))
+
+
+def publish_bulk_job(store: WorkspaceStore, workspace: Path, out: BulkLayout) -> None:
+    """Upload a complete bulk job's files the store lacks (its tasks may have written their
+    shards there already), its COMPLETE mark last: a job without it is not finished."""
+    folder = StoreFolder.mirroring(store, workspace, out.root)
+    done = out.complete.relative_to(out.root).as_posix()
+    folder.upload_files(out.root, skip=frozenset([*folder.names(), done]))
+    store.upload(folder.key(done), out.complete)
 
 
 def _complete_runs(workspace: Path) -> set[str]:
@@ -92,8 +93,10 @@ def _complete_runs(workspace: Path) -> set[str]:
 
 
 def pull_latest(store: WorkspaceStore, workspace: Path) -> StoreLatest:
-    """Make the cache's LATEST the store's (its run fetched, verified); what the store held."""
+    """Make the cache's LATEST the store's (its run fetched, verified) and its hidden-products
+    record the store's; what the store held."""
     seen = read_latest(store)
+    pull_hidden(store, workspace)
     local = WorkspaceLayout(Path(workspace)).latest
     if seen.run_id is None:
         local.unlink(missing_ok=True)
@@ -119,14 +122,19 @@ def publish_new_runs(
 
 
 @contextlib.contextmanager
-def workspace_writer(cfg: Config, command: str) -> Iterator[None]:
+def workspace_writer(cfg: Config, command: str, prune: bool = False) -> Iterator[list[str]]:
     """Hold the workspace for `command`: the local lock, and on a workspace in object storage
     the store's lease too, with the cache brought up to date first and what the block made
-    published after it (only when it succeeds)."""
+    published after it (only when it succeeds). With `prune`, the runs beyond runs.keep_last
+    are pruned after the block (the store's and the cache's) and the list it yields is filled
+    with the ids of the runs deleted from the workspace (the store's, on a store)."""
     store = store_of(cfg)
+    pruned: list[str] = []
     with workspace_lock(cfg.workspace, command, cfg.runs.lock_timeout_s):
         if store is None:
-            yield
+            yield pruned
+            if prune:
+                pruned.extend(runs.prune_runs(cfg.workspace, cfg.runs.keep_last))
             return
         with workspace_lease(
             store, command, cfg.runs.lock_timeout_s, cfg.runs.lease_ttl_s
@@ -135,7 +143,10 @@ def workspace_writer(cfg: Config, command: str) -> Iterator[None]:
             pull_features(store, cfg.workspace)
             before = _complete_runs(cfg.workspace)
             started_ns = time.time_ns()
-            yield
+            yield pruned
             lease.check()
             push_features(store, cfg.workspace, started_ns)
             publish_new_runs(store, cfg.workspace, before, seen)
+            if prune:
+                runs.prune_runs(cfg.workspace, cfg.runs.keep_last)
+                pruned.extend(prune_store_runs(store, cfg.runs.keep_last))

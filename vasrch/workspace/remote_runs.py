@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from vasrch.layout import RunLayout, WorkspaceLayout
+from vasrch.workspace.hidden import pull_hidden
 from vasrch.workspace.runs import (
     RUN_ID,
     RunError,
@@ -89,15 +90,15 @@ def publish_run(store: WorkspaceStore, run_folder: Path, seen: StoreLatest) -> s
     return run_id
 
 
-def _inside(name: str) -> PurePosixPath:
-    """A manifest's artifact name, which must stay inside the run's folder."""
+def inside_folder(name: str) -> PurePosixPath:
+    """A manifest's artifact name, which must stay inside its folder; else RunError."""
     rel = PurePosixPath(name)
     if not rel.parts or rel.is_absolute() or ".." in rel.parts:
         raise RunError(f"artifact {name!r} lies outside the run's folder")
     return rel
 
 
-def _fetch_file(store: WorkspaceStore, key: str, target: Path, digest: str) -> None:
+def fetch_file(store: WorkspaceStore, key: str, target: Path, digest: str) -> None:
     """Download `key` to `target` if its bytes have the sha256 `digest`, else RunError."""
     data = store.get(key)
     if data is None:
@@ -129,7 +130,7 @@ def fetch_run(store: WorkspaceStore, run_id: str, workspace: Path) -> Path:
         layout.manifest.write_bytes(data)
         manifest = read_manifest(staging, verify=False)
         for name, digest in manifest.artifacts.items():
-            _fetch_file(store, run_key(run_id, name), staging / _inside(name), digest)
+            fetch_file(store, run_key(run_id, name), staging / inside_folder(name), digest)
         try:
             os.rename(staging, final)
         except OSError:
@@ -140,20 +141,27 @@ def fetch_run(store: WorkspaceStore, run_id: str, workspace: Path) -> Path:
     return final
 
 
-def follow_or_why(store: WorkspaceStore, workspace: Path) -> str | None:
-    """`follow_latest`, or why it could not (the store unreachable, a run failing its hashes):
-    the local workspace then keeps what it had."""
+def follow_or_why(store: WorkspaceStore, workspace: Path, run: str | None = None) -> str | None:
+    """`follow_latest`, or with `run` (a run id) the store's hidden-products record and that
+    run fetched unless the cache holds it; else why it could not (the store unreachable, a run
+    failing its hashes): the local workspace then keeps what it had."""
     try:
-        follow_latest(store, workspace)
+        if run is None or not RUN_ID.fullmatch(run):  # a run given as a folder is local
+            follow_latest(store, workspace)
+        else:
+            pull_hidden(store, workspace)
+            if not WorkspaceLayout(Path(workspace)).run(run).manifest.is_file():
+                fetch_run(store, run, workspace)
     except Exception as err:  # the store's client raises its own errors
         return f"{store.url}: {type(err).__name__}: {err}"
     return None
 
 
 def follow_latest(store: WorkspaceStore, workspace: Path) -> str | None:
-    """Fetch the store's LATEST run into the local workspace and point its LATEST there; the
-    run id (None when the store has no run yet)."""
+    """Fetch the store's LATEST run into the local workspace and point its LATEST there, and
+    copy the store's hidden-products record; the run id (None when the store has no run yet)."""
     latest = read_latest(store)
+    pull_hidden(store, workspace)
     if latest.run_id is None:
         return None
     fetch_run(store, latest.run_id, workspace)

@@ -2,8 +2,9 @@
 conditional writes (create-once and compare-and-swap on an ETag) and retries of throttling,
 5xx answers and lost connections.
 
-Conditional writes are S3's `If-None-Match: *` and `If-Match: <etag>` on PutObject, which s3fs
-passes to botocore as given; other stores are refused by name until they get theirs.
+Conditional writes (vasrch.workspace.conditional_writes) work on S3, GCS and Azure Blob; an
+"ETag" here is the version each store's compare-and-swap names (GCS: the generation). Other
+stores are refused by name.
 """
 
 from __future__ import annotations
@@ -15,18 +16,18 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, TypeVar
 
-from vasrch.addresses import url_scheme
+from vasrch.addresses import S3_SCHEMES, WORKSPACE_STORE_SCHEMES, url_scheme
 from vasrch.catalog.object_store import filesystem
 from vasrch.errors import BusyError, ConfigError, VasrchError
+from vasrch.workspace.conditional_writes import version, write_if
 
 T = TypeVar("T")
 
-CONDITIONAL_PROTOCOLS = ("s3", "s3a")
 # S3's codes for a conditional write that lost: the condition failed, or a concurrent
 # conditional write on the same key was in flight (AWS answers 409 then).
 _CONFLICT_CODES = {"PreconditionFailed", "ConditionalRequestConflict"}
 _THROTTLE_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded"}
-_MISSING_CODES = {"NoSuchKey", "404", "NotFound"}
+_MISSING_CODES = {"NoSuchKey", "404", "NotFound", "BlobNotFound", "ContainerNotFound"}
 
 
 class StoreUnavailable(VasrchError, ConnectionError):
@@ -37,23 +38,21 @@ class StoreConflict(BusyError):
     """A conditional write the store refused: another writer changed the object first."""
 
 
-def _client_error(err: BaseException) -> Any:
-    """The botocore ClientError behind an s3fs error, if there is one."""
-    seen = err
-    while seen is not None:
-        if hasattr(seen, "response") and isinstance(getattr(seen, "response", None), dict):
-            return seen
-        seen = seen.__cause__
-    return None
-
-
 def _code_and_status(err: BaseException) -> tuple[str, int]:
-    found = _client_error(err)
-    if found is None:
-        return "", 0
-    error = found.response.get("Error", {})
-    status = found.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-    return str(error.get("Code", "")), int(status or 0)
+    """The store's error code and HTTP status behind `err` (or its causes): botocore's
+    ClientError (s3fs), azure-core's HttpResponseError (adlfs), gcsfs's HttpError."""
+    seen: BaseException | None = err
+    while seen is not None:
+        response = getattr(seen, "response", None)
+        if isinstance(response, dict):
+            error = response.get("Error", {})
+            status = response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+            return str(error.get("Code", "")), int(status or 0)
+        status = getattr(seen, "status_code", None) or getattr(seen, "code", None)
+        if isinstance(status, int):
+            return str(getattr(seen, "error_code", "") or ""), status
+        seen = seen.__cause__
+    return "", 0
 
 
 def is_conflict(err: BaseException) -> bool:
@@ -64,7 +63,7 @@ def is_conflict(err: BaseException) -> bool:
 
 def is_transient(err: BaseException) -> bool:
     """Whether retrying may help: throttling, a 5xx answer, a timeout or a lost connection."""
-    if is_conflict(err) or isinstance(err, FileNotFoundError | PermissionError):
+    if is_conflict(err) or isinstance(err, FileNotFoundError | FileExistsError | PermissionError):
         return False
     code, status = _code_and_status(err)
     if code or status:
@@ -94,6 +93,8 @@ class WorkspaceStore:
     retries: int = 5
     backoff_s: float = 0.2
     max_backoff_s: float = 5.0
+    connect_timeout_s: float | None = None  # None: the client's own (botocore: 60 s)
+    read_timeout_s: float | None = None
 
     @cached_property
     def fs(self) -> Any:
@@ -101,13 +102,21 @@ class WorkspaceStore:
         retry on its own (the store's retries and backoff are the only ones) unless
         storage_options' config_kwargs say otherwise."""
         options = {**self.storage_options, "skip_instance_cache": True}
-        if url_scheme(self.url) in CONDITIONAL_PROTOCOLS:
-            config = {"retries": {"max_attempts": 1}, **options.get("config_kwargs", {})}
+        if url_scheme(self.url) in S3_SCHEMES:
+            config = {"retries": {"total_max_attempts": 1}, **options.get("config_kwargs", {})}
+            timeouts = {"connect_timeout": self.connect_timeout_s}
+            timeouts["read_timeout"] = self.read_timeout_s
+            config.update({k: v for k, v in timeouts.items() if v is not None})
             options["config_kwargs"] = config
         fs = filesystem(self.url, options)
         if hasattr(fs, "retries"):  # s3fs's loop around each request
             fs.retries = 1
         return fs
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (sent to a Dask worker) without its client: the worker makes its own, from
+        the storage options and its own environment."""
+        return {k: v for k, v in self.__dict__.items() if k != "fs"}
 
     def path(self, key: str) -> str:
         """The store path of `key` (bucket/prefix/key, no protocol)."""
@@ -133,10 +142,10 @@ class WorkspaceStore:
 
     def _require_conditional(self) -> None:
         protocol = url_scheme(self.url)
-        if protocol not in CONDITIONAL_PROTOCOLS:
+        if protocol not in WORKSPACE_STORE_SCHEMES:
             raise ConfigError(
-                f"workspace {self.url}: conditional writes are implemented for s3:// only "
-                f"(S3 and S3-compatible stores), not {protocol}://"
+                f"workspace {self.url}: conditional writes are implemented for s3://, gs:// and "
+                f"az:// only, not {protocol}://"
             )
 
     def put(self, key: str, data: bytes) -> None:
@@ -147,11 +156,13 @@ class WorkspaceStore:
         """Write the local file `source` to `key`."""
         self.put(key, Path(source).read_bytes())
 
-    def _conditional(self, key: str, data: bytes, condition: dict[str, str]) -> str:
+    def _conditional(self, key: str, data: bytes, expected: str | None) -> str:
         self._require_conditional()
+        protocol = url_scheme(self.url)
         try:
-            answer = self._retried(
-                f"writing {key}", lambda: self.fs.pipe_file(self.path(key), data, **condition)
+            return self._retried(
+                f"writing {key}",
+                lambda: write_if(self.fs, protocol, self.path(key), data, expected),
             )
         except (StoreUnavailable, ConfigError):
             raise
@@ -161,19 +172,19 @@ class WorkspaceStore:
             now = self.get_versioned(key)
             if now is not None and now.data == data:  # a retry of a write that had landed
                 return now.etag
+            refused = "If-None-Match" if expected is None else "If-Match"
             raise StoreConflict(
-                f"{self.url}/{key} was changed by another writer ({next(iter(condition))} refused)"
+                f"{self.url}/{key} was changed by another writer ({refused} refused)"
             ) from None
-        return str((answer or {}).get("ETag", ""))
 
     def create(self, key: str, data: bytes) -> str:
         """Write `key` only if it does not exist (If-None-Match: *); its new ETag, or
         StoreConflict."""
-        return self._conditional(key, data, {"IfNoneMatch": "*"})
+        return self._conditional(key, data, None)
 
     def replace(self, key: str, data: bytes, etag: str) -> str:
         """Write `key` only if it still has `etag` (If-Match); its new ETag, or StoreConflict."""
-        return self._conditional(key, data, {"IfMatch": etag})
+        return self._conditional(key, data, etag)
 
     def get(self, key: str) -> bytes | None:
         """The bytes of `key`, None when it does not exist."""
@@ -194,7 +205,7 @@ class WorkspaceStore:
             if _is_missing(err):
                 return None
             raise
-        return str(info.get("ETag") or info.get("etag") or "")
+        return version(url_scheme(self.url), info)
 
     def get_versioned(self, key: str) -> Versioned | None:
         """The bytes of `key` with the ETag they belong to (its ETag read before and after the
@@ -207,6 +218,15 @@ class WorkspaceStore:
             if self.etag(key) == before:
                 return Versioned(data, before)
         raise StoreUnavailable(f"{self.url}/{key} kept changing while it was read")
+
+    def delete(self, keys: list[str]) -> None:
+        """Delete `keys` (in this order; those already gone are skipped)."""
+        for key in keys:
+            try:
+                self._retried(f"deleting {key}", lambda key=key: self.fs.rm_file(self.path(key)))
+            except Exception as err:
+                if not _is_missing(err):
+                    raise
 
     def keys(self, prefix: str) -> list[str]:
         """Every key under `prefix` (recursively), relative to the workspace, sorted."""

@@ -30,7 +30,7 @@ class BackboneSpec:
     name: str = DEFAULT_BACKBONE
     weights: str = "imagenet"
     layer: str | None = None
-    pooling: str = "avg"
+    pooling: str = "rgem"
     gem_p: float = 3.0
     image_size: int | None = None
     mixed_precision: bool = False
@@ -88,7 +88,7 @@ def fingerprint(spec: BackboneSpec) -> str:
         "name": spec.name.lower().replace("-", "_"),
         "weights": weights_identity(spec),
         "image_size": spec.input_size,
-        "gem_p": spec.gem_p if spec.pooling == "gem" else None,
+        "gem_p": spec.gem_p if spec.pooling in ("gem", "rgem") else None,
         "preprocessing": PREPROCESSING_VERSION,
         "prints": PRINT_VERSION,
     }

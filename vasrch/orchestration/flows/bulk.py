@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -14,12 +15,12 @@ from pydantic import Field
 from vasrch import progress
 from vasrch.atomic_files import write_text_atomic
 from vasrch.bulk.neighbours import plan_cluster_chunks
-from vasrch.config import BulkConfig, load_config
+from vasrch.config import BulkConfig, Config, load_config
 from vasrch.features.backbones import BackboneSpec, fingerprint
 from vasrch.index.search_index import load_index
 from vasrch.layout import BulkLayout, RunLayout, WorkspaceLayout
 from vasrch.orchestration.naming import run_name
-from vasrch.orchestration.task_runners import use_runner
+from vasrch.orchestration.task_runners import task_store, use_runner
 from vasrch.orchestration.tasks.bulk import (
     bulk_chunk_task,
     duplicates_task,
@@ -30,8 +31,20 @@ from vasrch.pages.file_server import link_to
 from vasrch.search.parameters import SearchParams, resolve_search_params
 from vasrch.workspace.hidden import read_hidden
 from vasrch.workspace.lock import workspace_lock
+from vasrch.workspace.mirror import publish_bulk_job, store_of
+from vasrch.workspace.remote_runs import fetch_run, follow_latest
 from vasrch.workspace.run_manifest import BulkSummary
 from vasrch.workspace.runs import new_run_id, read_manifest, require_backbone, resolve_run
+from vasrch.workspace.store_folders import StoreFiles, StoreFolder
+
+
+@dataclass(frozen=True)
+class SharedBulk:
+    """Where bulk tasks on machines that share no disk with the flow read the index and write
+    their neighbour shards: folders of the workspace's store (task_store)."""
+
+    index: StoreFiles
+    out: StoreFolder
 
 
 @dataclass(frozen=True)
@@ -52,25 +65,30 @@ def bulk_stage(
     csv: bool,
     catalog: pd.DataFrame,
     hidden: frozenset[str],
+    shared: SharedBulk | None = None,
 ) -> BulkSummary:
     """Map bulk tasks over cluster chunks of `bulk.chunk_rows` into `out` (each neighbour pair
     with its duplicate score for the first `bulk.duplicate_candidates`); then the product
     neighbours (when products have several photos), the near-duplicate groups at
     `bulk.duplicate_threshold` (representatives preferred in catalog order) and the CSV;
-    `hidden` products are nobody's neighbour."""
+    `hidden` products are nobody's neighbour. With `shared`, the tasks read the index from the
+    store and write their shards there, and the shards are then gathered into `out`."""
     index = load_index(index_dir)
     chunks = plan_cluster_chunks(index, bulk.chunk_rows)
     out.root.mkdir(parents=True, exist_ok=True)
     progress.report("bulk", 0, index.n)
     rows = bulk_chunk_task.map(
-        index_dir=unmapped(str(index_dir)),
+        index_dir=unmapped(str(index_dir) if shared is None else shared.index),
         clusters=chunks,
         top_n=unmapped(params.top_n),
         probes=unmapped(params.probes),
-        out_path=[str(out.neighbours(i)) for i in range(len(chunks))],
+        out=unmapped(str(out.root) if shared is None else shared.out),
+        name=[out.neighbours(i).name for i in range(len(chunks))],
         candidates=unmapped(bulk.duplicate_candidates),
         hidden=unmapped(hidden),
     ).result()
+    if shared is not None:
+        shared.out.gather(out.root)
     if index.products is not None:
         product_neighbours_task(out_dir=str(out.root), top_n=params.top_n)
     groups = duplicates_task(
@@ -108,6 +126,11 @@ def bulk_flow(
         csv: Also write neighbours.csv beside the Parquet shards.
     """
     cfg = load_config(config_path)
+    store = store_of(cfg)
+    if store is not None and run is None:  # the run comes from the store, verified
+        follow_latest(store, cfg.workspace)
+    elif store is not None:
+        fetch_run(store, run, cfg.workspace)
     folder = resolve_run(cfg.workspace, run)
     manifest = read_manifest(folder, verify=True)
     require_backbone(manifest, fingerprint(BackboneSpec.from_config(cfg.features)))
@@ -132,10 +155,29 @@ def bulk_flow(
             csv=csv or cfg.bulk.csv,
             catalog=catalog,
             hidden=read_hidden(cfg.workspace).ids,
+            shared=_shared_run_index(cfg, run_files, manifest.artifacts, out),
         )
     write_text_atomic(out.complete, f"run {folder.name}\n")
+    if store is not None:
+        publish_bulk_job(store, cfg.workspace, out)
     publish_outputs(out, folder.name)
     return BulkJob(run_id=folder.name, out_dir=out.root, summary=summary)
+
+
+def _shared_run_index(
+    cfg: Config, run_files: RunLayout, artifacts: Mapping[str, str], out: BulkLayout
+) -> SharedBulk | None:
+    """A published run's index on the store (its files' sha256s from the verified manifest)
+    and the job's folder there, when bulk tasks go through the store (task_store)."""
+    store = task_store(cfg)
+    if store is None:
+        return None
+    index = StoreFolder.mirroring(store, cfg.workspace, run_files.index.root)
+    under = run_files.index.root.relative_to(run_files.root).as_posix() + "/"
+    files = {n.removeprefix(under): d for n, d in artifacts.items() if n.startswith(under)}
+    return SharedBulk(
+        StoreFiles.of(index, files), StoreFolder.mirroring(store, cfg.workspace, out.root)
+    )
 
 
 def publish_outputs(out: BulkLayout, run_id: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from vasrch.features.backbones import BackboneSpec, fingerprint
 from vasrch.features.extraction import ChunkResult, ExtractSummary, cache_dir_for, summarize
 from vasrch.layout import WorkspaceLayout
 from vasrch.orchestration.naming import run_name
-from vasrch.orchestration.task_runners import use_runner
+from vasrch.orchestration.task_runners import task_store, use_runner
 from vasrch.orchestration.tasks.extract import (
     extract_chunk_task,
     plan_chunks_task,
@@ -25,6 +26,7 @@ from vasrch.orchestration.tasks.extract import (
 )
 from vasrch.orchestration.timing import timed
 from vasrch.workspace.mirror import workspace_writer
+from vasrch.workspace.store_folders import StoreFolder
 
 
 def fetching(cfg: Config) -> Fetching:
@@ -56,10 +58,22 @@ def embed_folder(
     options: ScanOptions,
     demo: bool = False,
     previous: pd.DataFrame | None = None,
+    shared: StoreFolder | None = None,
+    streamed: bool = False,
 ) -> tuple[Scan, list[ChunkResult]]:
     """Scan a folder (or store, or manifest), then extract what the feature cache lacks,
-    chunks mapped as tasks."""
-    scan = scan_catalog_task(folder=folder, options=options, demo=demo, previous=previous)
+    chunks mapped as tasks. `streamed`: photos the scan downloads are embedded as they arrive,
+    in this process (scan_catalog_task). With `shared`, the tasks write their shards to that
+    folder of the workspace's store (read nothing from this machine's disk), then they are
+    gathered into `cache_dir`."""
+    scan, done = scan_catalog_task(
+        folder=folder,
+        options=options,
+        demo=demo,
+        previous=previous,
+        features=features if streamed else None,
+        cache_dir=cache_dir if streamed else None,
+    )
     chunks = plan_chunks_task(
         catalog=scan.table, cache_dir=cache_dir, shard_size=features.shard_size
     )
@@ -67,17 +81,30 @@ def embed_folder(
         rows=chunks,
         spec=unmapped(BackboneSpec.from_config(features)),
         features=unmapped(features),
-        cache_dir=unmapped(cache_dir),
-        fetching=unmapped(options.fetching),
+        cache=unmapped(cache_dir if shared is None else shared),
+        fetching=unmapped(
+            options.fetching if shared is None else replace(options.fetching, cache_dir=None)
+        ),
     )
-    return scan, futures.result()
+    results = futures.result()
+    if shared is not None:
+        shared.gather(Path(cache_dir))
+    return scan, [*done, *results]
+
+
+def shared_features(cfg: Config, cache_dir: str) -> StoreFolder | None:
+    """The store folder of the feature cache `cache_dir` when extraction tasks write there
+    (task_store)."""
+    store = task_store(cfg)
+    return None if store is None else StoreFolder.mirroring(store, cfg.workspace, Path(cache_dir))
 
 
 def extract_stage(
     cfg: Config, *, previous: pd.DataFrame | None = None
 ) -> tuple[pd.DataFrame, ExtractSummary]:
     """Scan, then extract what is missing, chunks mapped as tasks; returns (catalog table of
-    the scanned images, summary)."""
+    the scanned images, summary). On the thread runner, photos the scan downloads are embedded
+    as they arrive (one download each); on Dask, the workers' chunks download them again."""
     fp = fingerprint(BackboneSpec.from_config(cfg.features))
     cache_dir = str(cache_dir_for(cfg.workspace, fp))
     timings: dict[str, float] = {}
@@ -89,6 +116,8 @@ def extract_stage(
             options=scan_options(cfg),
             demo=cfg.catalog.demo,
             previous=previous,
+            shared=shared_features(cfg, cache_dir),
+            streamed=cfg.runner.type == "thread",
         )
     summary = summarize(scan, results, cache_dir, fp, timings["extract"])
     publish_extract_summary(summary)

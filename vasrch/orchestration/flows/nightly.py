@@ -17,7 +17,6 @@ from vasrch.orchestration.flows.train import TrainResult, train_stage
 from vasrch.orchestration.naming import run_name
 from vasrch.orchestration.task_runners import use_runner
 from vasrch.pages.file_server import link_to
-from vasrch.workspace import runs
 from vasrch.workspace.mirror import workspace_writer
 from vasrch.workspace.promotion import warm_start
 from vasrch.workspace.rejections import SHOWN, first_rejections, rejection_line
@@ -97,17 +96,15 @@ def nightly_flow(
     cfg = load_config(config_path, overrides)
     logger = get_run_logger()
     fp = fingerprint(BackboneSpec.from_config(cfg.features))
-    with workspace_writer(cfg, "nightly flow"):
+    with workspace_writer(cfg, "nightly flow", prune=True) as pruned:
         start = warm_start(cfg.workspace, fp, cfg.clustering, cfg.search.centre)
         if start.problem:
             logger.warning("cold start: %s", start.problem)
         with use_runner(cfg.runner):
             trained = train_stage(cfg, init_centroids=start.centroids, gates=cfg.nightly.gates)
-        result = NightlyResult(
-            train=trained,
-            warm_start=start.applied(trained.manifest.k),
-            pruned=tuple(runs.prune_runs(cfg.workspace, cfg.runs.keep_last)),
-        )
+    result = NightlyResult(
+        train=trained, warm_start=start.applied(trained.manifest.k), pruned=tuple(pruned)
+    )
     manifest = trained.manifest
     for line in first_rejections(trained.extract.rejections, RunLayout(trained.run_dir).rejections):
         logger.warning("rejected: %s", line)

@@ -12,6 +12,7 @@ from pydantic import Field
 from vasrch.config import load_config
 from vasrch.orchestration.naming import run_name
 from vasrch.workspace.hidden import hide, read_hidden, unhide
+from vasrch.workspace.mirror import store_of
 
 ProductIds = Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]
 
@@ -27,11 +28,12 @@ def hide_products_flow(config_path: str, product_ids: ProductIds, show: bool = F
         product_ids: The products to hide (or to show again).
         show: Show the products again instead of hiding them.
     """
-    workspace = load_config(config_path).workspace
+    cfg = load_config(config_path)
+    workspace, store = cfg.workspace, store_of(cfg)
     if show:
-        changed = unhide(workspace, product_ids)
+        changed = unhide(workspace, product_ids, store)
     else:
-        changed = hide(workspace, product_ids, by="hide-products flow")
+        changed = hide(workspace, product_ids, by="hide-products flow", store=store)
     verb = "shown again" if show else "hidden"
     get_run_logger().info("%s: %s", verb, ", ".join(changed) or "none (no change)")
     hidden = sorted(read_hidden(workspace).ids)

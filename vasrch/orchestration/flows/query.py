@@ -22,22 +22,26 @@ from vasrch.orchestration.flows.extract import fetching
 from vasrch.orchestration.naming import run_name
 from vasrch.pages.file_server import link_to
 from vasrch.pages.query_artifact import results_markdown
-from vasrch.query_jobs.job import query_files, query_names, write_query_job
+from vasrch.query_jobs.job import query_files, query_names, upload_query_job, write_query_job
 from vasrch.query_jobs.routing import QuerySetup, answer_queries
 from vasrch.search.parameters import SearchParams
 from vasrch.search.run_products import check_run_filters
+from vasrch.workspace.mirror import store_of
+from vasrch.workspace.remote_runs import follow_or_why
 
 
 @dataclass(frozen=True)
 class QueryJob:
     """A query job: the run that answered, the job's folder, how many queries were answered,
-    the rejected ones (query, reason), and the top_n and probes used."""
+    the rejected ones (query, reason), the top_n and probes used, and on a workspace in object
+    storage the URL of the job's page there."""
 
     run_id: str
     out_dir: Path
     queries: int
     rejected: tuple[dict[str, str], ...]
     params: SearchParams
+    stored_page: str | None = None
 
 
 @flow(name="query", flow_run_name=run_name("query"))
@@ -52,7 +56,9 @@ def query_flow(
 ) -> QueryJob:
     """Rank the catalog products most similar to query images (files or folders) with a
     complete run (LATEST by default); write results.parquet and results.html under
-    <workspace>/queries/<job>/. Images that cannot be decoded are listed, not fatal.
+    <workspace>/queries/<job>/. Images that cannot be decoded are listed, not fatal. On a
+    workspace in object storage the run is read from the store (through the local cache) and
+    the job's folder is copied there.
 
     Args:
         config_path: YAML config file, as a path on the machine that runs the flow.
@@ -72,6 +78,10 @@ def query_flow(
     logger = get_run_logger()
     files = query_files(images)
     shown = query_names(names, files)
+    store = store_of(cfg)
+    problem = None if store is None else follow_or_why(store, cfg.workspace, run)
+    if problem is not None:
+        logger.warning("using the cached runs in %s: %s", cfg.workspace, problem)
     check_run_filters(cfg.workspace, run, filters)  # before any image is sent or embedded
     setup = QuerySetup(cfg.workspace, cfg.search, cfg.features)
     answered = answer_queries(setup, files, run, top_n, probes, logger, filters)
@@ -80,6 +90,7 @@ def query_flow(
         logger.warning("query %s skipped: %s", r["query"], r["reason"])
     title = f"{answers.answered} queries against run {run_id}"
     job = write_query_job(cfg.workspace, answers, title, shown, fetching(cfg))
+    stored = None if store is None else upload_query_job(store, cfg.workspace, job)
 
     heading = f"**{title}** · top {params.top_n} · {params.probes} probes"
     heading += f" · embedded by {answered.embedder}"
@@ -94,10 +105,13 @@ def query_flow(
     logger.info(
         "%d queries answered, %d rejected: %s", answers.answered, len(answers.rejected), job.page
     )
+    if stored is not None:
+        logger.info("the job's page on the workspace's store: %s", stored)
     return QueryJob(
         run_id=run_id,
         out_dir=job.root,
         queries=answers.answered,
         rejected=tuple(answers.rejected),
         params=params,
+        stored_page=stored,
     )

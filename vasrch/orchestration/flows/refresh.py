@@ -35,6 +35,7 @@ from vasrch.orchestration.flows.train import (
     bulk_into_run,
     config_cache_dir,
     config_fingerprint,
+    share_staged_index,
     stage_inputs,
 )
 from vasrch.orchestration.naming import run_name
@@ -54,7 +55,7 @@ from vasrch.orchestration.tasks.train import (
 from vasrch.orchestration.timing import timed
 from vasrch.workspace import runs
 from vasrch.workspace.hidden import settle
-from vasrch.workspace.mirror import workspace_writer
+from vasrch.workspace.mirror import store_of, workspace_writer
 from vasrch.workspace.run_manifest import (
     BulkSummary,
     Counts,
@@ -126,7 +127,7 @@ def refresh_stage(cfg: Config) -> RefreshResult:
         catalog, extract = extract_stage(cfg, previous=parent.catalog)
     vectors = load_vectors_task(cache_dir=config_cache_dir(cfg), catalog=catalog)
     changes = catalog_changes(parent.catalog, parent.indexed, catalog, list(vectors.ids))
-    forgotten = settle(cfg.workspace, catalog["product_id"].astype(str))
+    forgotten = settle(cfg.workspace, catalog["product_id"].astype(str), store_of(cfg))
     log = get_run_logger()
     if forgotten:
         log.info("no longer hidden, as the catalog dropped them: %s", ", ".join(forgotten))
@@ -156,6 +157,7 @@ def refresh_stage(cfg: Config) -> RefreshResult:
                     index=index,
                     evaluation=parent.manifest.evaluation,
                     catalog=catalog,
+                    shared=share_staged_index(cfg, staging, run_id),
                 )
         report_task(
             run_dir=str(staging.root),

@@ -22,16 +22,17 @@ from vasrch.index.compression import streamed
 from vasrch.index.figures import Evaluation
 from vasrch.index.search_index import SearchIndex
 from vasrch.index.training import Diagnostics, HeldOut, catalog_labels, choose_k
-from vasrch.layout import RunLayout
-from vasrch.orchestration.flows.bulk import bulk_stage
+from vasrch.layout import RunLayout, WorkspaceLayout
+from vasrch.orchestration.flows.bulk import SharedBulk, bulk_stage
 from vasrch.orchestration.flows.extract import (
     embed_folder,
     extract_stage,
     fetching,
     scan_options,
+    shared_features,
 )
 from vasrch.orchestration.naming import run_name
-from vasrch.orchestration.task_runners import use_runner
+from vasrch.orchestration.task_runners import task_store, use_runner
 from vasrch.orchestration.tasks.train import (
     CatalogVectors,
     diagnostics_task,
@@ -48,7 +49,7 @@ from vasrch.orchestration.timing import timed
 from vasrch.search.parameters import resolve_search_params
 from vasrch.workspace import runs
 from vasrch.workspace.hidden import read_hidden, settle
-from vasrch.workspace.mirror import workspace_writer
+from vasrch.workspace.mirror import store_of, workspace_writer
 from vasrch.workspace.promotion import gate_failure
 from vasrch.workspace.rejections import write_rejections
 from vasrch.workspace.run_manifest import (
@@ -60,6 +61,7 @@ from vasrch.workspace.run_manifest import (
     RunRecord,
     Timings,
 )
+from vasrch.workspace.store_folders import StoreFiles, StoreFolder
 
 
 @dataclass(frozen=True)
@@ -151,7 +153,12 @@ def train_stage(
         if cfg.bulk.enabled:
             with timed("bulk_s", timings):
                 bulk = bulk_into_run(
-                    cfg, staging=staging, index=index, evaluation=evaluation, catalog=catalog
+                    cfg,
+                    staging=staging,
+                    index=index,
+                    evaluation=evaluation,
+                    catalog=catalog,
+                    shared=share_staged_index(cfg, staging, run_id),
                 )
         if scratch is not None:
             shutil.rmtree(scratch)
@@ -184,7 +191,7 @@ def train_stage(
         shutil.rmtree(staging.root, ignore_errors=True)
         raise
     if manifest.promoted:
-        settle(cfg.workspace, catalog["product_id"].astype(str))
+        settle(cfg.workspace, catalog["product_id"].astype(str), store_of(cfg))
     run_dir = runs.runs_dir(cfg.workspace) / run_id
     run_artifacts_task(run_dir=str(run_dir), diag=diag)
     return TrainResult(run_dir=run_dir, manifest=manifest, extract=extract, backbone_note=note)
@@ -239,6 +246,7 @@ def _held_out(cfg: Config, *, catalog: pd.DataFrame) -> HeldOut | None:
         features=cfg.features,
         cache_dir=cache_dir,
         options=scan_options(cfg, catalog=False),
+        shared=shared_features(cfg, cache_dir),
     )
     return held_out_task(
         queries=queries.table,
@@ -278,8 +286,10 @@ def bulk_into_run(
     index: SearchIndex,
     evaluation: Evaluation,
     catalog: pd.DataFrame,
+    shared: SharedBulk | None = None,
 ) -> BulkSummary:
-    """Every image's neighbours and the near-duplicate groups, written into the run."""
+    """Every image's neighbours and the near-duplicate groups, written into the run (by tasks
+    reading and writing the store, with `shared`)."""
     params = resolve_search_params(
         k=index.k, n=index.n, configured=cfg.bulk, calibrated=evaluation.probes
     )
@@ -291,6 +301,22 @@ def bulk_into_run(
         csv=cfg.bulk.csv,
         catalog=catalog,
         hidden=read_hidden(cfg.workspace).ids,
+        shared=shared,
+    )
+
+
+def share_staged_index(cfg: Config, staging: RunLayout, run_id: str) -> SharedBulk | None:
+    """When bulk tasks go through the store (task_store): the staged run's index uploaded to
+    the run's folder there (read by no one else before the run's manifest is published, which
+    uploads it again), and the run's bulk folder there for the tasks' shards."""
+    store = task_store(cfg)
+    if store is None:
+        return None
+    final = WorkspaceLayout(cfg.workspace).run(run_id)
+    index = StoreFolder.mirroring(store, cfg.workspace, final.index.root)
+    return SharedBulk(
+        StoreFiles.of(index, index.upload_files(staging.index.root)),
+        StoreFolder.mirroring(store, cfg.workspace, final.bulk.root),
     )
 
 

@@ -23,6 +23,7 @@ from vasrch.duplicates.groups import group_summary, groups_of_folder
 from vasrch.index.search_index import SearchIndex, load_index
 from vasrch.layout import BulkLayout
 from vasrch.pages.spreadsheets import defuse_formulas
+from vasrch.workspace.store_folders import StoreFiles, StoreFolder, writing_into
 
 
 @functools.lru_cache(maxsize=2)
@@ -33,27 +34,30 @@ def _index(folder: str) -> SearchIndex:
 
 @task(name="bulk-chunk", cache_policy=NO_CACHE, retries=1)
 def bulk_chunk_task(
-    index_dir: str,
+    index_dir: str | StoreFiles,
     clusters: list[int],
     top_n: int,
     probes: int,
-    out_path: str,
+    out: str | StoreFolder,
+    name: str,
     candidates: int | None = None,
     hidden: frozenset[str] = frozenset(),
 ) -> int:
     """Neighbours of every member of `clusters` (top_n and probes already resolved against the
     index; the first `candidates` with their duplicate score; `hidden` products never among
-    them), written as one Parquet shard. BLAS runs one
+    them), written as the Parquet shard `name` of `out`. The index is a local folder, or files
+    of the workspace's store copied (verified) into this worker once; `out` a local folder, or
+    a folder of the store written through a temporary folder of this worker. BLAS runs one
     thread per task: concurrent chunks already fill the cores, and OpenBLAS threads spinning
     against each other made bulk several times slower on a busy 2-core machine."""
-    index = _index(index_dir)
+    index = _index(index_dir if isinstance(index_dir, str) else str(index_dir.local_copy()))
     owners = index.ids if index.products is None else index.products
     allowed = ~np.isin(owners, list(hidden)) if hidden else None
     with threadpool_limits(1, "blas"):
         frame = bulk_neighbours_for_clusters(
             index, clusters, top_n, probes, candidates=candidates, allowed=allowed
         )
-    with atomic_path(out_path) as tmp:
+    with writing_into(out) as folder, atomic_path(folder / name) as tmp:
         frame.to_parquet(tmp, index=False)
     progress.report("bulk", int(sum(index.cluster_sizes[c] for c in clusters)))
     return len(frame)

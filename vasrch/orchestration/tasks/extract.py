@@ -17,6 +17,8 @@ from vasrch.config import FeaturesConfig
 from vasrch.errors import DataError
 from vasrch.features.backbones import BackboneSpec, load_backbone
 from vasrch.features.extraction import ChunkResult, ExtractSummary, extract_chunk, plan_chunks
+from vasrch.features.streamed import StreamedExtraction
+from vasrch.workspace.store_folders import StoreFolder, writing_into
 
 
 @task(name="scan-catalog", cache_policy=NO_CACHE)
@@ -25,16 +27,40 @@ def scan_catalog_task(
     options: ScanOptions,
     demo: bool = False,
     previous: pd.DataFrame | None = None,
-) -> Scan:
+    features: FeaturesConfig | None = None,
+    cache_dir: str | None = None,
+) -> tuple[Scan, list[ChunkResult]]:
     """Generate the demo catalog when asked and missing, then scan and hash the folder; logs
-    each image the scan rejects and each folder it leaves out."""
+    each image the scan rejects and each folder it leaves out. With `features` and `cache_dir`,
+    the remote photos the scan downloads are embedded as they arrive (StreamedExtraction:
+    downloaded once); returns the scan and the shards written so."""
     logger = get_run_logger()
     if demo:
         from vasrch.catalog.demo import generate_demo_catalog
 
         count = generate_demo_catalog(folder)
         logger.info("demo catalog ready: %d images in %s", count, folder)
-    scan = scan_catalog(folder, previous, options)
+    streamed: list[ChunkResult] = []
+    if features is None or cache_dir is None:
+        scan = scan_catalog(folder, previous, options)
+    else:
+        spec = BackboneSpec.from_config(features)
+        stream = StreamedExtraction(
+            load_backbone(spec, features.batch_size, features.device),
+            Path(cache_dir),
+            features.shard_size,
+            None if features.decode_workers == "auto" else features.decode_workers,
+            features.max_pixels,
+            on_batch=lambda n: progress.report("extract", n),
+        )
+        with stream:
+            scan = scan_catalog(folder, previous, options, on_bytes=stream.offer)
+        streamed = stream.results
+        if streamed:
+            logger.info(
+                "%d downloaded photos embedded as the scan read them",
+                sum(r.extracted for r in streamed),
+            )
     for warning in scan.warnings:
         logger.warning("%s", warning)
     for row in scan.rejected.itertuples(index=False):
@@ -46,7 +72,7 @@ def scan_catalog_task(
             first = scan.rejected.iloc[0]
             found += f"; {len(scan.rejected)} rejected, e.g. {first.image_id}: {first.reason}"
         raise DataError(found)
-    return scan
+    return scan, streamed
 
 
 @task(name="plan-extraction", cache_policy=NO_CACHE)
@@ -69,21 +95,24 @@ def extract_chunk_task(
     rows: pd.DataFrame,
     spec: BackboneSpec,
     features: FeaturesConfig,
-    cache_dir: str,
+    cache: str | StoreFolder,
     fetching: Fetching | None = None,
 ) -> ChunkResult:
-    """Embed one chunk into one shard; the backbone stays warm across chunks in a worker."""
+    """Embed one chunk into one shard of the feature cache `cache` (a local folder, or a folder
+    of the workspace's store, written through a temporary folder of this worker); the backbone
+    stays warm across chunks in a worker."""
     backbone = load_backbone(spec, features.batch_size, features.device)
-    result = extract_chunk(
-        rows,
-        backbone,
-        cache_dir,
-        None if features.decode_workers == "auto" else features.decode_workers,
-        features.max_pixels,
-        on_batch=lambda n: progress.report("extract", n),
-        max_file_bytes=features.max_file_bytes,
-        fetching=fetching,
-    )
+    with writing_into(cache) as folder:
+        result = extract_chunk(
+            rows,
+            backbone,
+            folder,
+            None if features.decode_workers == "auto" else features.decode_workers,
+            features.max_pixels,
+            on_batch=lambda n: progress.report("extract", n),
+            max_file_bytes=features.max_file_bytes,
+            fetching=fetching,
+        )
     get_run_logger().info(
         "shard %s: %d vectors, %d rejected, %.1f images/s",
         result.shard,

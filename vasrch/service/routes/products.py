@@ -55,13 +55,13 @@ router = APIRouter(tags=["products"], dependencies=[Depends(require_configured_t
 
 @router.post("/products/hide", response_model=Changed, summary="Hide products from every answer")
 def hide_products(body: Annotated[ProductIds, Body()], holder: Holder) -> Changed:
-    new = hide(holder.workspace, body.product_ids, by="query service")
+    new = hide(holder.workspace, body.product_ids, by="query service", store=holder.store)
     return Changed(changed=new, unchanged=len(set(body.product_ids)) - len(new))
 
 
 @router.post("/products/unhide", response_model=Changed, summary="Show hidden products again")
 def unhide_products(body: Annotated[ProductIds, Body()], holder: Holder) -> Changed:
-    shown = unhide(holder.workspace, body.product_ids)
+    shown = unhide(holder.workspace, body.product_ids, holder.store)
     return Changed(changed=shown, unchanged=len(set(body.product_ids)) - len(shown))
 
 
