@@ -15,8 +15,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from vasrch.addresses import url_scheme
-from vasrch.catalog.s3_listing import find_s3
+from vasrch.addresses import S3_SCHEMES, url_scheme
+from vasrch.catalog.downloads import FetchError, FetchPolicy, fetch_url
+from vasrch.catalog.s3_listing import find_s3, presigned_url
 from vasrch.errors import ConfigError, DataError
 from vasrch.hashing import TooLargeError
 
@@ -150,16 +151,40 @@ def stat_object(url: str, storage_options: Mapping[str, Any] | None = None) -> S
 
 
 def read_object(
-    url: str, max_bytes: int | None, storage_options: Mapping[str, Any] | None = None
+    url: str,
+    max_bytes: int | None,
+    storage_options: Mapping[str, Any] | None = None,
+    policy: FetchPolicy | None = None,
 ) -> bytes:
-    """An object's bytes, at most `max_bytes` + 1 requested (TooLargeError past the cap)."""
+    """An object's bytes, at most `max_bytes` + 1 requested (TooLargeError past the cap). S3
+    objects are read with a presigned GET under `policy` (timeouts, retries with backoff)."""
     fs = filesystem(url, storage_options)
     try:
-        data = fs.cat_file(url, start=0, end=None if max_bytes is None else max_bytes + 1)
+        if url_scheme(url) in S3_SCHEMES:
+            data = _read_s3(fs, url, max_bytes, policy or FetchPolicy())
+        else:
+            data = fs.cat_file(url, start=0, end=None if max_bytes is None else max_bytes + 1)
     except FileNotFoundError:
         raise StoreError(f"{url}: object not found") from None
+    except (StoreError, TooLargeError):
+        raise
     except Exception as err:  # each store's client raises its own errors
         raise StoreError(f"{url}: cannot read ({type(err).__name__}: {err})") from None
     if max_bytes is not None and len(data) > max_bytes:
         raise TooLargeError(f"file too large: more than features.max_file_bytes {max_bytes} bytes")
+    return data
+
+
+def _read_s3(fs: Any, url: str, max_bytes: int | None, policy: FetchPolicy) -> bytes:
+    bucket, _, key = fs._strip_protocol(url).partition("/")
+    signed = presigned_url(fs, "get_object", {"Bucket": bucket, "Key": key})
+    try:
+        data = fetch_url(signed, max_bytes, policy).data
+    except FetchError as err:
+        if str(err).startswith("HTTP 404"):
+            raise StoreError(f"{url}: object not found") from None
+        if str(err).startswith("file too large"):
+            raise TooLargeError(str(err)) from None
+        raise
+    assert data is not None  # an unconditional request is never answered 304
     return data

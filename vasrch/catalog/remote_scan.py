@@ -110,7 +110,7 @@ def _from_store(
     reused = _reused((image_id, path, obj), known)
     if reused is not None:
         return reused, None
-    data = read_object(path, max_bytes, fetching.storage_options)
+    data = read_object(path, max_bytes, fetching.storage_options, fetching.policy)
     sha = hashlib.sha256(data).hexdigest()
     record = Recorded(obj.etag, len(data), str(obj.modified_ns), sha)
     return Hashed(image_id, path, sha, len(data), obj.modified_ns, record), data

@@ -50,7 +50,7 @@ def download(path: str, max_bytes: int | None, fetching: Fetching) -> bytes:
         data = fetch_url(path, max_bytes, fetching.policy).data
         assert data is not None  # an unconditional request is never answered 304
         return data
-    return read_object(path, max_bytes, fetching.storage_options)
+    return read_object(path, max_bytes, fetching.storage_options, fetching.policy)
 
 
 def read_photo(
