@@ -320,6 +320,7 @@ def test_train_started_through_the_api_publishes_latest(served, trained):
 
 
 @pytest.mark.server
+@pytest.mark.slow  # a nightly through the API: about 17 s
 def test_nightly_on_an_unchanged_catalog_extracts_nothing_and_warm_starts(served, trained):
     config = served.config
     _, result = start_and_wait("nightly", {"config_path": str(config)})
@@ -376,6 +377,7 @@ def create_example_automation(server: dict[str, str], url: str, tmp_path: Path) 
 
 
 @pytest.mark.server
+@pytest.mark.slow  # a nightly through the API: about 21 s
 def test_nightly_failing_its_gate_keeps_latest_and_records_the_reason(
     server, served, trained, tmp_path
 ):

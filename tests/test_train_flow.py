@@ -119,6 +119,7 @@ def _cli_query(path: str, cfg: Path, *extra: str) -> list[dict]:
     return json.loads(out)
 
 
+@pytest.mark.slow  # a CLI train and query in subprocesses: about 30 s
 def test_cli_query_json_names_products_and_leaves_out_the_query_photo(
     small_run, tmp_path: Path
 ) -> None:
@@ -143,6 +144,7 @@ def test_cli_query_json_names_products_and_leaves_out_the_query_photo(
     assert _cli_query(str(edited), cfg, "--top-n", "3")[0]["product_id"] == image_id
 
 
+@pytest.mark.slow  # a train killed with SIGKILL and rerun: about 21 s
 def test_killed_train_leaves_latest_on_previous_run(
     small_run, tmp_path: Path, demo_catalog
 ) -> None:
