@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from benchmarks.catalog_vectors import fit, generate
+# the generator lives in the repository's benchmarks/ folder, not in the installed package
+catalog_vectors = pytest.importorskip(
+    "benchmarks.catalog_vectors",
+    reason="run from the repository root: benchmarks/ is not installed",
+)
+fit, generate = catalog_vectors.fit, catalog_vectors.generate
 
 
 def _real(n: int = 600, dim: int = 32) -> np.ndarray:

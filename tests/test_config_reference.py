@@ -4,11 +4,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 from pydantic import BaseModel
 
-from scripts.config_reference import README, readme_section, reference
 from vasrch.config import Config, config_from_dict
+
+# the generator lives in the repository's scripts/ folder, not in the installed package
+config_reference = pytest.importorskip(
+    "scripts.config_reference", reason="run from the repository root: scripts/ is not installed"
+)
+README, readme_section, reference = (
+    config_reference.README,
+    config_reference.readme_section,
+    config_reference.reference,
+)
 
 
 def _fields(model: type[BaseModel], path: str = "") -> list[tuple[str, object]]:
