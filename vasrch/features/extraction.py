@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from vasrch.addresses import is_url
 from vasrch.atomic_files import atomic_path
-from vasrch.catalog.images import Decoded, Rejection, decode_image
+from vasrch.catalog.images import DEFAULT_MAX_PIXELS, Decoded, Rejection, decode_image
 from vasrch.catalog.scan import DEFAULT_MAX_FILE_BYTES, Scan
 from vasrch.catalog.sources import Fetching, read_photo
 from vasrch.features.duplicate_prints import make_print
@@ -244,7 +244,7 @@ def extract_chunk(
     backbone: Backbone,
     cache_dir: Path,
     decode_workers: int | None = None,
-    max_pixels: int = 89_478_485,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
     on_batch: ProgressFn | None = None,
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
     fetching: Fetching | None = None,
@@ -275,7 +275,7 @@ def extract_items(
     backbone: Backbone,
     cache_dir: Path,
     decode_workers: int | None = None,
-    max_pixels: int = 89_478_485,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
     on_batch: ProgressFn | None = None,
     fetch_workers: int | None = None,
 ) -> ChunkResult:

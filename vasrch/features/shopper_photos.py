@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
-from vasrch.catalog.images import Decoded, decode_image
+from vasrch.catalog.images import DEFAULT_MAX_PIXELS, Decoded, decode_image
 
 WORK_SCALE = 2  # photos are changed at twice the network's size, then reduced to it
 
@@ -68,7 +68,7 @@ def shopper_photo(pixels: np.ndarray, rng: np.random.Generator, size: int) -> np
 
 
 def simulate_shopper_photos(
-    paths: Sequence[str | Path], size: int, seed: int = 0, max_pixels: int = 89_478_485
+    paths: Sequence[str | Path], size: int, seed: int = 0, max_pixels: int = DEFAULT_MAX_PIXELS
 ) -> tuple[list[int], np.ndarray]:
     """(positions of the photos that decoded, their simulated shopper photos (n, size, size, 3)
     uint8), drawn reproducibly from `seed`."""

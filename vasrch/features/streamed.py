@@ -20,7 +20,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from vasrch.catalog.images import Rejection
+from vasrch.catalog.images import DEFAULT_MAX_PIXELS, Rejection
 from vasrch.features.extraction import (
     ChunkResult,
     Item,
@@ -45,7 +45,7 @@ class StreamedExtraction:
         cache_dir: Path,
         shard_size: int,
         decode_workers: int | None = None,
-        max_pixels: int = 89_478_485,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
         on_batch: ProgressFn | None = None,
         capacity: int = 64,
     ) -> None:

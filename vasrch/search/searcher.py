@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from vasrch.catalog.images import Decoded, Rejection, decode_image
+from vasrch.catalog.images import DEFAULT_MAX_PIXELS, Decoded, Rejection, decode_image
 from vasrch.catalog.products import FilterSpec, Products
 from vasrch.config import SearchConfig
 from vasrch.features.backbones import Backbone, BackboneSpec, load_backbone
@@ -245,7 +245,7 @@ def open_run(
 
 
 def embed_files(
-    files: Sequence[str | Path | bytes], backbone: Backbone, max_pixels: int = 89_478_485
+    files: Sequence[str | Path | bytes], backbone: Backbone, max_pixels: int = DEFAULT_MAX_PIXELS
 ) -> tuple[np.ndarray, list[int], list[tuple[int, str]]]:
     """(vectors of the decodable inputs, their positions, [(position, reason)] of the rest)."""
     size = backbone.spec.input_size
