@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +12,6 @@ import yaml
 from vasrch.cli import build_parser
 from vasrch.cli import train as train_command
 from vasrch.cli.options import settle_config
-from vasrch.workspace import runs
 
 
 def test_run_is_an_alias_of_train_and_the_config_is_an_argument_or_an_option():
@@ -24,33 +22,6 @@ def test_run_is_an_alias_of_train_and_the_config_is_an_argument_or_an_option():
             settle_config(args)
             assert args.func is train_command.run and args.config == "c.yaml"
             assert args.set == ["search.top_n=3"]
-
-
-def test_vasrch_train_publishes_a_run(tmp_path: Path, demo_catalog: Path):
-    config = tmp_path / "config.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "catalog": {"path": str(demo_catalog)},
-                "workspace": "ws",
-                "clustering": {"num_clusters": 4},
-                "evaluation": {"sample": 16},
-                "bulk": {"enabled": False},
-            }
-        )
-    )
-    done = subprocess.run(
-        [sys.executable, "-m", "vasrch.cli", "train", str(config), "--no-progress"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    # TensorFlow's absl/oneDNN/CUDA start-up lines are kept off the terminal without -v
-    assert not re.search(r"^[IWE]0000 |absl::InitializeLog|cuInit", done.stderr, re.M), done.stderr
-    latest = runs.latest_run_id(tmp_path / "ws")
-    assert latest is not None and f"run: {tmp_path / 'ws' / 'runs' / latest}" in done.stdout
-    assert "chosen k: 4" in done.stdout
 
 
 def _vasrch(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:

@@ -21,6 +21,7 @@ from vasrch.cli import main
 from vasrch.cli.output import print_table
 from vasrch.cli.progress_bar import sink_for
 from vasrch.cli.train import quality_summary
+from vasrch.workspace import runs
 
 # Titles and links a shop might really have, which rich would read as markup, or a
 # spreadsheet as a formula.
@@ -193,13 +194,17 @@ def shop(tmp_path_factory, demo_catalog):
 
 
 def test_train_summary_prints_counts_as_integers_labelled_figures_and_the_report(shop):
-    _, _, trained = shop
+    config, _, trained = shop
     out = trained.stdout
+    # TensorFlow's absl/oneDNN/CUDA start-up lines are kept off the terminal without -v
+    assert not re.search(r"^[IWE]0000 |absl::InitializeLog|cuInit", trained.stderr, re.M)
+    workspace = config.parent / "ws"
+    assert f"run: {workspace / 'runs' / runs.latest_run_id(workspace)}" in out, out
+    assert re.search(r"^suggested k: \d+ +chosen k: 4$", out, re.M), out
     assert re.search(r"^probes \d+, calibrated on 8 held-out photos \(recall@10", out, re.M), out
     assert re.search(r"┃ figure +┃ leave-one-out +┃ held-out +┃", out), out
     assert "recall_at_10" not in out, out
     # counts are whole numbers (a figure may be 1.0000; a count is never 16.0000)
-    assert re.search(r"^suggested k: \d+ +chosen k: \d+$", out, re.M), out
     assert re.search(r"^photos: 49 seen = 48 extracted \+ 0 reused", out, re.M), out
     assert re.search(r"│ queries +│ 16 +│ 8 +│", out), out
     last = out.strip().splitlines()[-1]
@@ -210,17 +215,21 @@ def test_train_summary_prints_counts_as_integers_labelled_figures_and_the_report
     assert done == total and int(total) > 48, trained.stderr
 
 
-def test_query_table_names_each_query_once_and_keeps_ids_whole_at_80_columns(shop, demo_catalog):
+def test_query_table_names_each_query_once_and_keeps_ids_whole_at_80_columns(
+    shop, demo_catalog, monkeypatch, capsys
+):
     config, _, _ = shop
     queries = [str(p) for p in sorted(demo_catalog.glob("*/*"))[:2]]
     table = vasrch("query", str(config), *queries, "--format", "table", "--top-n", "3", columns=80)
     assert table.returncode == 0, table.stderr
-    same = vasrch("query", *queries, "--config", str(config), "--format", "table", "--top-n", "3")
-    assert same.returncode == 0, same.stderr
-    csv = vasrch(
-        "query", *queries, "-c", str(config), "--format", "csv", "--top-n", "3", "--raw-csv"
-    )
-    answers = pd.read_csv(io.StringIO(csv.stdout))
+    # the same command in this process, piped without COLUMNS, then as CSV
+    monkeypatch.delenv("COLUMNS", raising=False)
+    table_args = ["--config", str(config), "--format", "table", "--top-n", "3"]
+    assert main(["query", *queries, *table_args]) == 0
+    same = capsys.readouterr()
+    csv = ["query", *queries, "-c", str(config), "--format", "csv", "--top-n", "3", "--raw-csv"]
+    assert main(csv) == 0
+    answers = pd.read_csv(io.StringIO(capsys.readouterr().out))
     lines = table.stdout.splitlines()
     assert table_width(table.stdout) <= 80, table.stdout
     for query in queries:
@@ -229,8 +238,8 @@ def test_query_table_names_each_query_once_and_keeps_ids_whole_at_80_columns(sho
         assert value in table.stdout, value
     # piped without COLUMNS nothing is cut, and every title prints as written
     for title in answers["title"]:
-        assert title in same.stdout
-    assert "[link=https://evil.example]" in same.stdout and "MarkupError" not in same.stderr
+        assert title in same.out
+    assert "[link=https://evil.example]" in same.out and "MarkupError" not in same.err
 
 
 def formula_cells(cells: pd.DataFrame) -> pd.DataFrame:
@@ -263,20 +272,21 @@ def test_runs_list_shows_whole_run_ids_at_80_columns(shop):
     config, _, _ = shop
     listed = vasrch("runs", "list", str(config), columns=80)
     assert listed.returncode == 0, listed.stderr
-    runs = (config.parent / "ws" / "runs").iterdir()
-    run_ids = [p.name for p in runs if p.is_dir() and not p.name.startswith(".")]
+    folders = (config.parent / "ws" / "runs").iterdir()
+    run_ids = [p.name for p in folders if p.is_dir() and not p.name.startswith(".")]
     assert run_ids and all(run_id in listed.stdout for run_id in run_ids)
     assert table_width(listed.stdout) <= 80
     shown = vasrch("runs", "show", str(config), run_ids[0])
     assert shown.returncode == 0 and "artifacts verified: " in shown.stdout, shown.stderr
 
 
-def test_duplicates_and_extract_print_data_literally(shop):
+def test_duplicates_and_extract_print_data_literally(shop, monkeypatch, capsys):
     config, _, _ = shop
-    groups = vasrch("duplicates", str(config), "--threshold", "0.01")
-    assert groups.returncode == 0, groups.stderr
-    assert "[link=https://evil.example]" in groups.stdout
-    assert "SHOP-EU-WINTER-COLLECTION-" in groups.stdout
-    extracted = vasrch("extract", str(config), "--no-progress", columns=80)
-    assert extracted.returncode == 0, extracted.stderr
-    assert BROKEN in extracted.stdout
+    monkeypatch.delenv("COLUMNS", raising=False)
+    assert main(["duplicates", str(config), "--threshold", "0.01"]) == 0
+    groups = capsys.readouterr().out
+    assert "[link=https://evil.example]" in groups
+    assert "SHOP-EU-WINTER-COLLECTION-" in groups
+    monkeypatch.setenv("COLUMNS", "80")
+    assert main(["extract", str(config), "--no-progress"]) == 0
+    assert BROKEN in capsys.readouterr().out

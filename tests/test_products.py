@@ -285,7 +285,10 @@ def manifest_run(tmp_path_factory, demo_catalog):
     return cfg, manifest, pd.DataFrame(rows), train_flow(str(cfg))
 
 
-def test_a_manifest_run_answers_with_products_and_filters(manifest_run, tmp_path: Path) -> None:
+def test_a_manifest_run_answers_with_products_and_filters(
+    manifest_run, tmp_path: Path, capsys
+) -> None:
+    from vasrch.cli import main
     from vasrch.search.searcher import open_run
 
     cfg, _, rows, result = manifest_run
@@ -312,52 +315,16 @@ def test_a_manifest_run_answers_with_products_and_filters(manifest_run, tmp_path
     )
     assert len(filtered) == 6 and set(filtered["category"]) <= {"mug", "hat"}
 
-    out = subprocess.run(
-        [sys.executable, "-m", "vasrch.cli", "query", str(tmp_path / "absent.jpg"), "-c", str(cfg)],
-        capture_output=True,
-        text=True,
-    )
-    assert out.returncode == 2 and "not found" in out.stderr
+    assert main(["query", str(tmp_path / "absent.jpg"), "-c", str(cfg)]) == 2
+    assert "not found" in capsys.readouterr().err
     photo = str(Path(searcher.path_of([image_id])[0]))
-    cli = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "vasrch.cli",
-            "query",
-            photo,
-            "-c",
-            str(cfg),
-            "--format",
-            "csv",
-            "--filter",
-            "category=hat",
-            "--top-n",
-            "3",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    answers = pd.read_csv(io.StringIO(cli.stdout))
+    csv = ["--format", "csv", "--filter", "category=hat", "--top-n", "3"]
+    assert main(["query", photo, "-c", str(cfg), *csv]) == 0
+    answers = pd.read_csv(io.StringIO(capsys.readouterr().out))
     assert answers["category"].tolist() == ["hat"] * 3 and "path" not in answers
-    unknown = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "vasrch.cli",
-            "query",
-            photo,
-            "-c",
-            str(cfg),
-            "--filter",
-            "colour=red",
-        ],
-        capture_output=True,
-        text=True,
-    )
-    assert unknown.returncode == 2
-    assert "unknown filter column 'colour'" in unknown.stderr and "category" in unknown.stderr
+    assert main(["query", photo, "-c", str(cfg), "--filter", "colour=red"]) == 2
+    unknown = capsys.readouterr().err
+    assert "unknown filter column 'colour'" in unknown and "category" in unknown
 
 
 def test_a_manifest_run_writes_product_neighbours_and_links_products(manifest_run) -> None:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pandas as pd
 import pytest
@@ -107,21 +105,18 @@ def test_searcher_checks_the_arguments_it_is_called_with(small_run):
     assert len(searcher.to_table(searcher.search_ids([image_id], top_n=3), [image_id])) == 3
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "vasrch.cli", *args], capture_output=True, text=True, timeout=300
-    )
+def test_cli_query_uses_the_search_section(small_run, demo_catalog, capsys):
+    from vasrch.cli import main
 
-
-def test_cli_query_uses_the_search_section(small_run, demo_catalog):
     config, _ = small_run
     query = str(next(demo_catalog.rglob("*.jpg")))
-    table = _cli("query", query, "--config", str(config), "--format", "table", "--top-n", "2")
-    assert table.returncode == 0, table.stderr
+    assert main(["query", query, "--config", str(config), "--format", "table", "--top-n", "2"]) == 0
     # --top-n given, probes from the config's search section
-    assert f"top 2 · {SEARCH['probes']} probes" in table.stdout
-    zero = _cli("query", query, "--config", str(config), "--probes", "0")
-    assert zero.returncode == 2 and "--probes: must be at least 1" in zero.stderr
+    assert f"top 2 · {SEARCH['probes']} probes" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as refused:  # argparse's usage error
+        main(["query", query, "--config", str(config), "--probes", "0"])
+    assert refused.value.code == 2
+    assert "--probes: must be at least 1" in capsys.readouterr().err
 
 
 def test_query_server_uses_the_search_section(small_run):
