@@ -346,14 +346,17 @@ def build_efficientnet_lite(
     """
     variant = _variant(name)
     if folded:
-        full = build_efficientnet_lite(name, include_top, weights)
+        if weights is None:  # the unfolded network's random weights, folded
+            full = build_efficientnet_lite(name, include_top, weights)
+            unfolded = {layer.name: layer.get_weights() for layer in full.layers}
+        else:
+            unfolded = load_lite_weights(weights, variant.name)
         model = _network(variant, include_top, folded=True)
-        _set_weights(model, fold_batch_norms({la.name: la.get_weights() for la in full.layers}))
+        _set_weights(model, fold_batch_norms(unfolded))
         return model
-    converted = None if weights is None else load_lite_weights(weights, variant.name)
     model = _network(variant, include_top, folded=False)
-    if converted is not None:
-        _set_weights(model, converted)
+    if weights is not None:
+        _set_weights(model, load_lite_weights(weights, variant.name))
     return model
 
 
