@@ -4,17 +4,16 @@ git revision, interleaved so that both see the same machine load.
 A query is what the query service does for an upload: decode and resize the photo, embed it
 (batch size 1, `--threads` TensorFlow threads: the service's `model_threads`, 1 by default), and
 search an index of random unit vectors as large as clothing-small's catalog (3,068 rows, k = 76,
-8 probes, as bench_ladder.py's speed mode). Each side runs `--rounds` times in a fresh process,
-the two sides in turn; a process times `--queries` test photos after one warm-up query. The
-baseline's `vasrch` package is taken from `git archive REV`.
+8 probes, as bench_ladder.py's speed mode). Each side is a warm process of its own (the
+baseline's `vasrch` package taken from `git archive REV`); the sides answer the same test photo
+in turn, query by query, `--queries` each after one warm-up query.
 
-    python benchmarks/bench_query_latency.py --baseline main --rounds 4 --queries 50
+    python benchmarks/bench_query_latency.py --baseline main --queries 200
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -36,8 +35,9 @@ def photos(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
 
 
-def child(dataset: Path, queries: int, threads: int) -> list[float]:
-    """Milliseconds of each warm query, in this process (with whichever vasrch it imports)."""
+def child(dataset: Path, threads: int) -> None:
+    """Answer each photo path read from stdin with the milliseconds its query took, in this
+    process (with whichever vasrch it imports); "ready" once warm."""
     from threadpoolctl import threadpool_limits
 
     from vasrch.features.backbones import limit_model_threads
@@ -54,24 +54,39 @@ def child(dataset: Path, queries: int, threads: int) -> list[float]:
     index, _ = fit_index(np.array([str(i) for i in range(n)], dtype=object), catalog, CLUSTERS,
                          "bench", ClusteringConfig())  # fmt: skip
     backbone = load_backbone(BackboneSpec(), batch_size=1)
-    tests = photos(dataset / "test")
-    times = []
+
+    def query(path: str) -> float:
+        start = time.perf_counter()
+        pixels = decode_image(path, backbone.spec.input_size).pixels
+        index.search(backbone.embed(pixels[None]), 10, PROBES)
+        return (time.perf_counter() - start) * 1000
+
     with threadpool_limits(1, "blas"):
-        for path in [tests[0], *tests[:queries]]:
-            start = time.perf_counter()
-            pixels = decode_image(path, backbone.spec.input_size).pixels
-            index.search(backbone.embed(pixels[None]), 10, PROBES)
-            times.append((time.perf_counter() - start) * 1000)
-    return times[1:]  # the first warms up
+        query(str(photos(dataset / "test")[0]))  # warms up
+        print("ready", flush=True)
+        for line in sys.stdin:
+            print(f"{query(line.strip()):.3f}", flush=True)
 
 
-def run_side(package_root: Path, args: argparse.Namespace) -> list[float]:
-    """One round of one side in a fresh process whose `vasrch` is the one under package_root."""
+def start_side(package_root: Path, args: argparse.Namespace) -> subprocess.Popen:
+    """A warm child process whose `vasrch` is the one under package_root."""
     env = {**os.environ, "PYTHONPATH": str(package_root), "TF_CPP_MIN_LOG_LEVEL": "3"}
     cmd = [sys.executable, __file__, "--child", "--dataset", str(args.dataset),
-           "--queries", str(args.queries), "--threads", str(args.threads)]  # fmt: skip
-    out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True, cwd="/")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+           "--threads", str(args.threads)]  # fmt: skip
+    proc = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True, cwd="/")  # fmt: skip
+    while (line := proc.stdout.readline()) and line.strip() != "ready":
+        pass
+    if not line:
+        raise RuntimeError(f"the child for {package_root} ended before it was ready")
+    return proc
+
+
+def timed(proc: subprocess.Popen, path: Path) -> float:
+    """Milliseconds of one query by a warm child."""
+    proc.stdin.write(f"{path}\n")
+    proc.stdin.flush()
+    return float(proc.stdout.readline())
 
 
 def summary(name: str, times: list[float]) -> str:
@@ -85,29 +100,34 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", type=Path, default=DATASET)
     p.add_argument("--baseline", metavar="REV", help="also measure the vasrch of this revision")
-    p.add_argument("--rounds", type=int, default=4)
-    p.add_argument("--queries", type=int, default=50, help="timed queries a round and side")
+    p.add_argument("--queries", type=int, default=200, help="timed queries a side")
     p.add_argument("--threads", type=int, default=1, help="TensorFlow threads (0: every core)")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
-        print(json.dumps(child(args.dataset, args.queries, args.threads)))
+        child(args.dataset, args.threads)
         return 0
+    tests = photos(args.dataset / "test")
     with tempfile.TemporaryDirectory() as tmp:
-        sides = {"this checkout": ROOT}
+        roots = {"this checkout": ROOT}
         if args.baseline:
             archive = Path(tmp) / "baseline.tar"
             subprocess.run(["git", "-C", str(ROOT), "archive", "-o", str(archive),
                             args.baseline, "vasrch"], check=True)  # fmt: skip
             with tarfile.open(archive) as tar:
                 tar.extractall(Path(tmp) / "baseline", filter="data")
-            sides = {f"baseline {args.baseline}": Path(tmp) / "baseline", **sides}
+            roots = {f"baseline {args.baseline}": Path(tmp) / "baseline", **roots}
+        sides = {name: start_side(root, args) for name, root in roots.items()}
         times: dict[str, list[float]] = {name: [] for name in sides}
         loads = [os.getloadavg()[0]]
-        for _ in range(args.rounds):
-            for name, root in sides.items():
-                times[name] += run_side(root, args)
+        for i in range(args.queries):  # query by query, each side in turn
+            for name, proc in sides.items():
+                times[name].append(timed(proc, tests[i % len(tests)]))
+            if i % 50 == 49:
                 loads.append(os.getloadavg()[0])
+        for proc in sides.values():
+            proc.stdin.close()
+            proc.wait()
     print(f"threads {args.threads}, load average {min(loads):.1f}-{max(loads):.1f}")
     for name, t in times.items():
         print(summary(name, t))
