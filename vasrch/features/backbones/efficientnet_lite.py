@@ -314,7 +314,7 @@ def fold_batch_norms(weights: dict[str, list[np.ndarray]]) -> dict[str, list[np.
     """Weights of the network with BatchNorms ({layer: `layer.get_weights()`}) as those of the
     same network without them: each convolution's kernel scaled by gamma / sqrt(var + eps) per
     output channel, and a bias of beta - mean * that scale (computed in float64)."""
-    out = {}
+    out: dict[str, list[np.ndarray]] = {}
     for name, ws in weights.items():
         if name.endswith("_bn"):
             continue
@@ -342,7 +342,7 @@ def build_efficientnet_lite(
     ImageNet logits (no softmax).
     weights: "imagenet", None (random init), or the path of the variant's .pth or converted .npz.
     folded: the same function for inference, each BatchNorm folded into the convolution before
-    it (`fold_batch_norms`): a third fewer operations a call, equal outputs to float rounding.
+    it (`fold_batch_norms`): about a third less CPU an image, equal outputs to float rounding.
     """
     variant = _variant(name)
     if folded:
