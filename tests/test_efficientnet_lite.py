@@ -84,12 +84,26 @@ def test_logits_match_pytorch_reference(cache_dir: Path, name: str) -> None:
     np.testing.assert_array_equal(top5, ref_top5)
 
 
+@pytest.mark.parametrize("name", LITES)
+def test_folded_network_computes_the_same_function(cache_dir: Path, name: str) -> None:
+    """BatchNorms folded into the convolutions (the inference form vasrch runs) change nothing
+    but float rounding."""
+    images = _reference(name)["images"].astype(np.float32)
+    full = build_efficientnet_lite(name, include_top=True, weights="imagenet")
+    folded = build_efficientnet_lite(name, include_top=True, weights="imagenet", folded=True)
+    assert not [la for la in folded.layers if la.name.endswith("_bn")]
+    assert len(folded.layers) < len(full.layers)
+    logits = np.asarray(full.predict_on_batch(images))
+    np.testing.assert_allclose(folded.predict_on_batch(images), logits, rtol=1e-4, atol=1e-4)
+
+
 def test_random_weights_build_any_size() -> None:
     model = build_efficientnet_lite(include_top=False, weights=None)
     x = np.random.default_rng(0).uniform(0, 255, (2, 160, 256, 3)).astype(np.float32)
     out = np.asarray(model.predict_on_batch(x))
     assert out.shape == (2, 5, 8, FEATURE_DIM)
     assert np.isfinite(out).all()
+    assert np.asarray(build_efficientnet_lite(weights=None, folded=True)(x)).shape == out.shape
     top = build_efficientnet_lite(include_top=True, weights=None)
     assert top.output_shape == (None, 1000)
     assert lite_weights_identity(None) == "random"

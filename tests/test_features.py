@@ -13,6 +13,7 @@ import pytest
 
 from tests.configs import write_config
 from tests.imagefactory import write_bad_images, write_good_images
+from vasrch.catalog.images import decode_image
 from vasrch.catalog.scan import scan_catalog
 from vasrch.features.backbones import BackboneSpec, fingerprint, load_backbone
 from vasrch.features.extraction import (
@@ -99,6 +100,18 @@ def test_vectors_do_not_depend_on_batching(tmp_path: Path, demo_catalog: Path) -
     ids_b, vb = load_vectors(b, catalog)
     assert list(ids_a) == list(ids_b)
     np.testing.assert_allclose(va, vb, atol=1e-4)
+
+
+def test_one_query_photo_embeds_as_batch_extraction(tmp_path: Path, demo_catalog: Path) -> None:
+    """The query path (one decoded photo, a backbone of batch size 1, as the query service
+    loads it) gives the vector that batch extraction stored for the same photo."""
+    catalog = scan_catalog(demo_catalog).table.head(12)
+    extract_chunk(catalog, load_backbone(SPEC, batch_size=8), tmp_path)
+    ids, stored = load_vectors(tmp_path, catalog)
+    one = load_backbone(SPEC, batch_size=1)
+    for image_id, vector in zip(ids[:4], stored[:4], strict=True):
+        pixels = decode_image(demo_catalog / image_id, SPEC.input_size).pixels
+        np.testing.assert_allclose(one.embed(pixels[None])[0], vector, atol=1e-5)
 
 
 def _shard_rows(cache: Path) -> dict[str, np.ndarray]:

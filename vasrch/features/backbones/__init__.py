@@ -155,7 +155,9 @@ def _build(spec: BackboneSpec, batch_size: int, device: str) -> Backbone:
 
                 if spec.layer is not None:
                     raise ValueError(f"features.layer is not supported for {spec.lite.name}")
-                model = build_efficientnet_lite(spec.lite.name, include_top=False, weights=weights)
+                model = build_efficientnet_lite(
+                    spec.lite.name, include_top=False, weights=weights, folded=True
+                )
 
                 def preprocess(x: Any) -> Any:
                     return x

@@ -304,10 +304,36 @@ def _set_weights(model: Any, converted: dict[str, list[np.ndarray]]) -> None:
         layer.set_weights(converted[layer.name])
 
 
+def _bn_of(layer: str) -> str:
+    """The BatchNorm that follows convolution `layer` (`stem_conv` -> `stem_bn`, `block3_dwconv`
+    -> `block3_dw_bn`)."""
+    return layer.removesuffix("conv").removesuffix("_") + "_bn"
+
+
+def fold_batch_norms(weights: dict[str, list[np.ndarray]]) -> dict[str, list[np.ndarray]]:
+    """Weights of the network with BatchNorms ({layer: `layer.get_weights()`}) as those of the
+    same network without them: each convolution's kernel scaled by gamma / sqrt(var + eps) per
+    output channel, and a bias of beta - mean * that scale (computed in float64)."""
+    out: dict[str, list[np.ndarray]] = {}
+    for name, ws in weights.items():
+        if name.endswith("_bn"):
+            continue
+        if _bn_of(name) not in weights:
+            out[name] = ws
+            continue
+        gamma, beta, mean, var = (w.astype(np.float64) for w in weights[_bn_of(name)])
+        scale = gamma / np.sqrt(var + BN_EPSILON)
+        # a depthwise kernel is (kh, kw, channels, 1): its channels are the third axis
+        kernel = ws[0] * (scale[:, None] if name.endswith("dwconv") else scale)
+        out[name] = [kernel.astype(np.float32), (beta - mean * scale).astype(np.float32)]
+    return out
+
+
 def build_efficientnet_lite(
     name: str = "efficientnet_lite0",
     include_top: bool = False,
     weights: str | os.PathLike | None = "imagenet",
+    folded: bool = False,
 ) -> Any:
     """EfficientNet-Lite0, 1 or 2 (`name`) taking float32 RGB in [0, 255].
 
@@ -315,29 +341,51 @@ def build_efficientnet_lite(
     include_top=True: (N, s, s, 3) at the variant's input size s (224, 240, 260) -> 1000
     ImageNet logits (no softmax).
     weights: "imagenet", None (random init), or the path of the variant's .pth or converted .npz.
+    folded: the same function for inference, each BatchNorm folded into the convolution before
+    it (`fold_batch_norms`): a fifth to a half less CPU an image, equal outputs to float rounding.
     """
+    variant = _variant(name)
+    if folded:
+        if weights is None:  # the unfolded network's random weights, folded
+            full = build_efficientnet_lite(name, include_top, weights)
+            unfolded = {layer.name: layer.get_weights() for layer in full.layers}
+        else:
+            unfolded = load_lite_weights(weights, variant.name)
+        model = _network(variant, include_top, folded=True)
+        _set_weights(model, fold_batch_norms(unfolded))
+        return model
+    model = _network(variant, include_top, folded=False)
+    if weights is not None:
+        _set_weights(model, load_lite_weights(weights, variant.name))
+    return model
+
+
+def _network(variant: LiteVariant, include_top: bool, folded: bool) -> Any:
+    """The Keras graph of `variant`, randomly initialised; without BatchNorms when `folded` (its
+    convolutions then have biases)."""
     import keras
     from keras import layers
 
-    variant = _variant(name)
-    converted = None if weights is None else load_lite_weights(weights, variant.name)
     conv_init = keras.initializers.VarianceScaling(2.0, "fan_out", "truncated_normal")
 
     def bn_relu(x: Any, name: str, relu: bool = True) -> Any:
-        bn = layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=f"{name}_bn")
-        x = bn(x)
+        if not folded:
+            bn = layers.BatchNormalization(
+                momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=f"{name}_bn"
+            )
+            x = bn(x)
         return layers.ReLU(max_value=6.0, name=f"{name}_relu")(x) if relu else x
 
     def conv1x1(x: Any, filters: int, name: str) -> Any:
         return layers.Conv2D(
-            filters, 1, use_bias=False, kernel_initializer=conv_init, name=f"{name}_conv"
+            filters, 1, use_bias=folded, kernel_initializer=conv_init, name=f"{name}_conv"
         )(x)
 
     size = variant.input_size if include_top else None
     inputs = keras.Input(shape=(size, size, 3), name="pixels")
     x = layers.Rescaling(1.0 / STDDEV_RGB, offset=-MEAN_RGB / STDDEV_RGB, name="normalize")(inputs)
     x = layers.Conv2D(
-        STEM_FILTERS, 3, strides=2, padding="same", use_bias=False, kernel_initializer=conv_init,
+        STEM_FILTERS, 3, strides=2, padding="same", use_bias=folded, kernel_initializer=conv_init,
         name="stem_conv",
     )(x)  # fmt: skip
     x = bn_relu(x, "stem")
@@ -346,7 +394,7 @@ def build_efficientnet_lite(
         if expand != 1:
             x = bn_relu(conv1x1(x, c_in * expand, f"block{i}_expand"), f"block{i}_expand")
         x = layers.DepthwiseConv2D(
-            kernel, strides=stride, padding="same", use_bias=False,
+            kernel, strides=stride, padding="same", use_bias=folded,
             depthwise_initializer=conv_init, name=f"block{i}_dwconv",
         )(x)  # fmt: skip
         x = bn_relu(x, f"block{i}_dw")
@@ -362,7 +410,4 @@ def build_efficientnet_lite(
             kernel_initializer=keras.initializers.VarianceScaling(1.0 / 3.0, "fan_out", "uniform"),
             name="predictions",
         )(x)
-    model = keras.Model(inputs, x, name=variant.name)
-    if converted is not None:
-        _set_weights(model, converted)
-    return model
+    return keras.Model(inputs, x, name=variant.name)
