@@ -13,10 +13,11 @@ import pytest
 
 from tests.configs import write_config
 from tests.imagefactory import write_bad_images, write_good_images
-from vasrch.catalog.images import decode_image
+from vasrch.catalog.images import DEFAULT_MAX_PIXELS, decode_image
 from vasrch.catalog.scan import scan_catalog
 from vasrch.features.backbones import BackboneSpec, fingerprint, load_backbone
 from vasrch.features.extraction import (
+    _decoded_batches,
     cache_dir_for,
     extract_chunk,
     iter_shards,
@@ -61,6 +62,27 @@ def test_good_extracted_bad_rejected_with_reasons(tmp_path: Path, backbone) -> N
         rid = path.relative_to(root).as_posix()
         assert fragment in reasons[rid], (rid, reasons.get(rid))
     assert plan_chunks(catalog, cache, 7) == []
+
+
+def test_the_first_batch_is_out_after_two_batches_of_items_not_three(demo_catalog: Path) -> None:
+    photos = sorted(demo_catalog.rglob("*.jpg"))[:20]
+    pulled: list[Path] = []
+
+    def items():  # as a stream of downloads hands them over: one at a time, when they come
+        for photo in photos:
+            pulled.append(photo)
+            yield photo.name, str(photo), ""
+
+    def read(path: str, sha256: str) -> bytes:
+        return Path(path).read_bytes()
+
+    batches = _decoded_batches(items(), read, None, 32, 4, 1, DEFAULT_MAX_PIXELS)
+    first = next(batches)
+    assert [item[0] for item, _ in first] == [p.name for p in photos[:4]]
+    assert len(pulled) == 8  # the first batch and the next one in the decoder, no more
+    next(batches)
+    assert len(pulled) == 8 + 8  # then two batches ahead of the model
+    assert sum(len(batch) for batch in batches) == 12 and len(pulled) == 20
 
 
 def test_rename_and_move_reuse_cache(tmp_path: Path, backbone) -> None:

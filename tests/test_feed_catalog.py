@@ -198,3 +198,19 @@ def test_a_failing_streamed_extraction_stops_the_scan_with_its_error(
     ):
         scan_catalog(tmp_path, options=_options(manifest, tmp_path), on_bytes=stream.offer)
     assert sum(feed.requests.values()) == len(names)  # the scan went on, nothing hung
+
+
+def test_streamed_extraction_counts_the_time_it_waited_for_downloads(
+    tmp_path: Path, backbone, demo_catalog: Path
+) -> None:
+    photos = sorted(demo_catalog.rglob("*.jpg"))[:2]
+    start = time.perf_counter()
+    with StreamedExtraction(backbone, tmp_path / "cache", shard_size=4) as stream:
+        for photo in photos:  # slow downloads: the model waits for the next one each time
+            data = photo.read_bytes()
+            stream.offer(photo.name, str(photo), hashlib.sha256(data).hexdigest(), data)
+            time.sleep(0.5)
+        time.sleep(0.5)  # and for the scan's end
+    assert sum(r.extracted for r in stream.results) == len(photos)
+    # 1.5 s from the first photo to the end, less the embedding thread's own start
+    assert 1.0 <= stream.waited_s < time.perf_counter() - start

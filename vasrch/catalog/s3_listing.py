@@ -20,11 +20,14 @@ _PRESIGN_S = 900
 
 
 def presigned_url(fs: Any, operation: str, params: dict[str, Any]) -> str:
-    """A URL for one `operation` (a boto3 client method name) signed by s3fs's client."""
-    client = sync(fs.loop, fs.set_session)
-    return sync(
-        fs.loop, client.generate_presigned_url, operation, Params=params, ExpiresIn=_PRESIGN_S
-    )
+    """A URL for one `operation` (a boto3 client method name) signed by s3fs's client, in one
+    trip to fsspec's event loop (each trip costs a thread hand-off both ways)."""
+
+    async def sign() -> str:
+        client = await fs.set_session()
+        return await client.generate_presigned_url(operation, Params=params, ExpiresIn=_PRESIGN_S)
+
+    return sync(fs.loop, sign)
 
 
 def _pages(fs: Any, bucket: str, prefix: str) -> Iterator[ET.Element]:

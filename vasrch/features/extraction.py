@@ -171,8 +171,9 @@ def _decoded_batches(
     max_pixels: int,
 ) -> Iterator[list[tuple[Item, Loaded]]]:
     """Read, decode and print in a thread pool, up to two batches ahead of the consumer (the
-    model); with `fetch_workers` (the items are URLs), that many more threads read them ahead
-    of the decoders."""
+    model; one batch ahead until the first batch is out, so a stream's first batch waits for
+    two batches of items, not three); with `fetch_workers` (the items are URLs), that many more
+    threads read them ahead of the decoders."""
     it = iter(items)
     with ExitStack() as stack:
         pool = stack.enter_context(ThreadPoolExecutor(workers, thread_name_prefix="vasrch-decode"))
@@ -193,14 +194,16 @@ def _decoded_batches(
             fetched = fetch_pool.submit(read, path, sha256)
             return pool.submit(lambda: _decode_printed(fetched.result(), size, max_pixels))
 
-        def fill() -> None:
-            while len(pending) < 2 * batch_size and (item := next(it, None)) is not None:
+        def fill(ahead: int) -> None:
+            while len(pending) < ahead and (item := next(it, None)) is not None:
                 pending.append((item, load(item[1], item[2])))
 
-        fill()
+        fill(batch_size)
+        ahead = batch_size
         while pending:
             batch = [pending.popleft() for _ in range(min(batch_size, len(pending)))]
-            fill()
+            fill(ahead)
+            ahead = 2 * batch_size
             yield [(item, fut.result()) for item, fut in batch]
 
 

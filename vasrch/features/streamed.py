@@ -8,6 +8,8 @@ rejected, or that was offered before) is dropped; the others wait in a queue of 
 embeds and writes them in shards of `shard_size`, as extract_chunk does. Nothing reaches the
 disk but the shards. Whatever the stream did not embed (a photo the record already knew, a
 failure) is left to the ordinary chunks: plan_chunks finds it missing from the cache.
+`waited_s` counts the seconds that thread spent waiting for the next download: the time the
+downloads, not the model, set the pace.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
@@ -37,7 +40,7 @@ _POLL_S = 0.2
 
 class StreamedExtraction:
     """A consumer of the scan's downloads (see the module); use it as a context manager and
-    read `results` after it closes."""
+    read `results` and `waited_s` after it closes."""
 
     def __init__(
         self,
@@ -50,6 +53,7 @@ class StreamedExtraction:
         capacity: int = 64,
     ) -> None:
         self.results: list[ChunkResult] = []
+        self.waited_s = 0.0
         self._backbone = backbone
         self._cache_dir = Path(cache_dir)
         self._shard_size = max(1, shard_size)
@@ -89,7 +93,9 @@ class StreamedExtraction:
     def _shard_items(self) -> Iterator[Item]:
         """The next photos from the queue, at most one shard's; ends the stream at its end."""
         for _ in range(self._shard_size):
+            start = time.perf_counter()
             entry = self._queue.get()
+            self.waited_s += time.perf_counter() - start
             if entry is None:
                 self._ended = True
                 return

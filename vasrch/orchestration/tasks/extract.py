@@ -58,8 +58,10 @@ def scan_catalog_task(
         streamed = stream.results
         if streamed:
             logger.info(
-                "%d downloaded photos embedded as the scan read them",
+                "%d downloaded photos embedded as the scan read them (the model waited %.1f s "
+                "for downloads)",
                 sum(r.extracted for r in streamed),
+                stream.waited_s,
             )
     for warning in scan.warnings:
         logger.warning("%s", warning)
