@@ -3,22 +3,33 @@
 A run without `evaluation.queries` calibrates its probes on sampled catalog photos (each without
 the catalog photos at least 0.8 similar to it) and, since issue 23, on simulated shopper photos
 of catalog photos (vasrch.features.shopper_photos, `evaluation.simulated_queries`). This script
-builds several catalogs from clothing-small, calibrates as such a run does, both ways, and
-measures recall@10 against exact search on new photos at the probes chosen:
+builds several catalogs from a dataset folder (train/ and test/, clothing-small by default),
+calibrates as such a run does, without and with the simulated photos, and measures recall@10
+against exact search on new photos at the probes chosen:
 
-- full: the train folder (3,068 photos, one per product); new photos: the 372 test photos;
+- full: the train folder (one photo a product); new photos: the test photos;
 - full, unlike: the same catalog; new photos: the test photos taken very unlike the catalog
   (grey, at a third of the resolution, shrunk to half on a striped background, off-centre), a
   change the simulation does not make;
-- 4 shots: 150 train photos (15 a class) with 3 more shots each (crop, mirrored recolouring,
-  smaller copy: tests/imagefactory.product_shots), 600 photos; new photos: the test photos;
+- 4 shots: 15 train photos a class with 3 more shots each (crop, mirrored recolouring,
+  smaller copy: tests/imagefactory.product_shots); new photos: the test photos;
 - small: 500 sampled train photos; new photos: the test photos.
 
 Index as a run builds it (default search steps, k suggested by the default sweep); the backbone
-is the default (EfficientNet-Lite0), or --backbone. "held-out probes" is what calibrating on the
-new photos themselves would choose.
+is the default (EfficientNet-Lite0 with regional GeM), or --backbone. "held-out probes" is what
+calibrating on the new photos themselves would choose; "before": catalog photos alone;
+"hardest F" columns: with the simulated photos too, the probes chosen when they must also reach
+the target on the fraction F of the simulated photos farthest from every cluster centre
+(`evaluation.simulated_hardest`; 1: all alike, as before issue 23's margin), and the new
+photos' recall at them.
+
+--validation measures on the train folder alone, for choices (bench_ladder.py's split): the
+catalogs are built from the train photos less 600 validation photos, which are the new photos.
 
     python benchmarks/bench_calibration.py                  # clothing-small, bench-work/calibration
+    python benchmarks/bench_calibration.py --validation
+    python benchmarks/bench_calibration.py bench-work/fashion-mnist \\
+        --work bench-work/calibration-fashion
 """
 
 from __future__ import annotations
@@ -42,6 +53,8 @@ sys.path.insert(0, str(ROOT))  # tests/imagefactory.py draws the products' other
 from tests.imagefactory import product_shots  # noqa: E402
 
 SMALL = 500
+VALIDATION_QUERIES = 600  # as bench_ladder.py
+HARDEST = (1.0, 0.5, 0.25, 0.1)
 
 
 def parse_args() -> argparse.Namespace:
@@ -49,6 +62,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("dataset", nargs="?", type=Path, default=DATASET, help="clothing-small folder")
     p.add_argument("--work", type=Path, default=WORK, help="embedding cache (kept)")
     p.add_argument("--backbone", default="efficientnet_lite0", help="features.backbone")
+    p.add_argument("--validation", action="store_true", help="new photos from the train folder")
     return p.parse_args()
 
 
@@ -70,7 +84,8 @@ class Embedder:
         from vasrch.features.backbones import BackboneSpec, load_backbone
 
         self.backbone = load_backbone(BackboneSpec(name=backbone))
-        self.work = work / backbone
+        spec = self.backbone.spec
+        self.work = work / f"{backbone}-{spec.pooling}{spec.gem_p:g}"
         self.work.mkdir(parents=True, exist_ok=True)
 
     def cached(self, name: str, make) -> np.ndarray:
@@ -114,6 +129,7 @@ def shape_row(
     paths: list[Path],
     new: np.ndarray,
     embedder: Embedder,
+    simulation: str,
 ) -> dict[str, object]:
     """Probes calibrated without held-out photos, both ways, and new photos' recall at them."""
     from vasrch.config import ClusteringConfig, EvaluationConfig, SearchConfig
@@ -130,7 +146,7 @@ def shape_row(
     k = diagnose(vectors, ClusteringConfig().diagnostics).suggested_k
     index, _ = fit_index(ids, vectors, k, "bench", ClusteringConfig(), None, search)
     rows = sample_queries(len(ids), evaluation.simulated_queries, evaluation.seed)
-    sim_vectors = embedder.simulated(f"simulated-{name}", [paths[i] for i in rows], 0)
+    sim_vectors = embedder.simulated(f"simulated-{simulation}", [paths[i] for i in rows], 0)
     simulated = SimulatedQueries(ids[rows], sim_vectors)
     new_ids = np.array([f"new{i}" for i in range(len(new))], dtype=object)
     held = HeldOut(new_ids, new, None)
@@ -141,16 +157,20 @@ def shape_row(
         return result.held_out.recall_at_10
 
     old = evaluate_index(index, ids, vectors, None, search, evaluation).probes
-    now = evaluate_index(index, ids, vectors, None, search, evaluation, None, simulated)
     ideal = evaluate_index(index, ids, vectors, None, search, evaluation, held).probes
+    hardest: dict[str, object] = {}
+    for fraction in HARDEST:
+        harder = evaluation.model_copy(update={"simulated_hardest": fraction})
+        probes = evaluate_index(index, ids, vectors, None, search, harder, None, simulated).probes
+        hardest[f"hardest {fraction:g}"] = probes
+        hardest[f"recall {fraction:g}"] = recall(probes)
     return {
         "catalog": name,
         "photos": len(ids),
         "k": k,
         "probes before": old,
         "recall before": recall(old),
-        "probes now": now.probes,
-        "recall now": recall(now.probes),
+        **hardest,
         "held-out probes": ideal,
     }
 
@@ -163,9 +183,16 @@ def main() -> int:
     embedder = Embedder(args.backbone, args.work)
     train = sorted((args.dataset / "train").rglob("*.jpg"))
     test = sorted((args.dataset / "test").rglob("*.jpg"))
-    train_ids = np.array([p.relative_to(args.dataset).as_posix() for p in train], dtype=object)
     train_vectors = embedder.files("train", train)
     test_vectors = embedder.files("test", test)
+    if args.validation:
+        order = np.random.default_rng(0).permutation(len(train))
+        val, kept = order[:VALIDATION_QUERIES], np.sort(order[VALIDATION_QUERIES:])
+        test, test_vectors = [train[i] for i in val], train_vectors[val]
+        train, train_vectors = [train[i] for i in kept], train_vectors[kept]
+        embedder.work = embedder.work / "validation"
+        embedder.work.mkdir(exist_ok=True)
+    train_ids = np.array([p.relative_to(args.dataset).as_posix() for p in train], dtype=object)
     rng = np.random.default_rng(0)
     unlike_vectors = embedder.images("test-unlike", [unlike(Image.open(p), rng) for p in test])
 
@@ -183,10 +210,11 @@ def main() -> int:
     shot_paths = [train[i] for i in chosen] + [train[i] for i in chosen for _ in range(3)]
     small = np.sort(np.random.default_rng(1).choice(len(train), SMALL, replace=False))
 
+    full = (train_ids, train_vectors, train)
     rows = [
-        shape_row("full", train_ids, train_vectors, train, test_vectors, embedder),
-        shape_row("full, unlike", train_ids, train_vectors, train, unlike_vectors, embedder),
-        shape_row("4 shots", shot_ids, shot_vectors, shot_paths, test_vectors, embedder),
+        shape_row("full", *full, test_vectors, embedder, "full"),
+        shape_row("full, unlike", *full, unlike_vectors, embedder, "full"),
+        shape_row("4 shots", shot_ids, shot_vectors, shot_paths, test_vectors, embedder, "4 shots"),
         shape_row(
             "small",
             train_ids[small],
@@ -194,9 +222,11 @@ def main() -> int:
             [train[i] for i in small],
             test_vectors,
             embedder,
+            "small",
         ),
     ]
-    print(f"backbone {args.backbone}; target recall@10 0.95; new photos: clothing-small test")
+    split = "validation photos of train" if args.validation else "test"
+    print(f"backbone {args.backbone}; target recall@10 0.95; new: {args.dataset.name} {split}")
     print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"load average {os.getloadavg()[0]:.2f}")
     return 0

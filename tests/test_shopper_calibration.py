@@ -80,3 +80,36 @@ def test_simulated_shopper_photos_raise_probes_until_new_photos_reach_the_target
     at_shoppers = new_photo_recall(with_shoppers.probes)
     assert at_shoppers >= search.target_recall
     assert at_shoppers > new_photo_recall(catalog_only.probes)
+
+
+def test_the_hardest_simulated_photos_hold_recall_for_new_photos_less_like_the_catalog() -> None:
+    """Simulated photos of every degree of change up to one; new photos changed more than any:
+    the fraction of simulated photos farthest from every centroid sets a margin that holds."""
+    ids, catalog, of, _ = _world()
+    rng = np.random.default_rng(1)
+    kinds = np.random.default_rng(0).normal(size=(100, 32))  # the world's kinds of product
+
+    def photos(of_kind: np.ndarray, noise: np.ndarray) -> np.ndarray:
+        change = rng.normal(size=(len(of_kind), 32)) * noise[:, None]
+        return l2_normalise(kinds[of_kind] + change + 1.5)
+
+    search = SearchConfig(max_probes=40)
+    index, _ = fit_index(ids, catalog, 40, "fp", ClusteringConfig(), None, search)
+    simulated = SimulatedQueries(ids[:300], photos(of[:300], rng.uniform(0.3, 1.0, 300)))
+    new_ids = np.array([f"n{i}" for i in range(400)], dtype=object)
+    new = HeldOut(new_ids, photos(rng.integers(0, 100, 400), np.full(400, 3.0)), None)
+
+    def calibrated(hardest: float) -> tuple[int, str, float]:
+        evaluation = EvaluationConfig(sample=300, simulated_hardest=hardest)
+        chosen = evaluate_index(index, ids, catalog, None, search, evaluation, None, simulated)
+        fixed = search.model_copy(update={"probes": chosen.probes})
+        figures = evaluate_index(index, ids, catalog, None, fixed, evaluation, new)
+        return chosen.probes, chosen.calibrated_on, figures.held_out.recall_at_10
+
+    all_probes, all_on, all_recall = calibrated(1.0)
+    hard_probes, hard_on, hard_recall = calibrated(0.25)
+    assert "farthest" not in all_on
+    assert "also the 75 farthest from every cluster centre" in hard_on
+    assert all_recall < search.target_recall  # new photos beyond the simulation's changes
+    assert hard_probes > all_probes
+    assert hard_recall >= search.target_recall

@@ -317,6 +317,15 @@ class EvaluationConfig(_Section):
         "target_recall on them too (each without its catalog photo and the photos near it); "
         "0: off.",
     )
+    simulated_hardest: float = Field(
+        0.25,
+        gt=0,
+        le=1,
+        description="The probes must also reach target_recall on this fraction of the "
+        "simulated shopper photos that sit farthest from every cluster centre (the hardest to "
+        "search), a margin for shoppers' photos less like the catalog than the simulation; "
+        "1: all of them alike.",
+    )
 
 
 class BulkConfig(_Section):

@@ -179,6 +179,11 @@ class SearchIndex:
     def _half_sq_norms(self) -> np.ndarray:
         return 0.5 * np.einsum("ij,ij->i", self.centroids, self.centroids)
 
+    def centroid_affinity(self, queries: np.ndarray) -> np.ndarray:
+        """How near each prepared query is to its nearest centroid (the probe rule's score;
+        low: the query sits between clusters, and its neighbours spread over many)."""
+        return (queries @ self.centroids.T - self._half_sq_norms).max(axis=1)
+
     def check_fingerprint(self, expected: str) -> None:
         """Refuse vectors made by another backbone than the one this index was built from."""
         if expected != self.fingerprint:

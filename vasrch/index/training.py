@@ -387,6 +387,20 @@ def _simulated_set(
     )
 
 
+def _hardest(index: SearchIndex, qs: _QuerySet, fraction: float) -> _QuerySet | None:
+    """The `fraction` of the queries least near any centroid (at least one); None when that is
+    all of them."""
+    count = max(1, round(fraction * len(qs.queries)))
+    if count >= len(qs.queries):
+        return None
+    rows = np.argsort(index.centroid_affinity(qs.queries), kind="stable")[:count]
+
+    def take(a: np.ndarray | None) -> np.ndarray | None:
+        return None if a is None else a[rows]
+
+    return _QuerySet(qs.queries[rows], take(qs.exclude), take(qs.anchors), qs.far_from)
+
+
 def _figures(
     index: SearchIndex,
     queries: np.ndarray,
@@ -431,7 +445,8 @@ def evaluate_index(
     the catalog and catalog queries would otherwise overestimate recall; and, when `simulated`
     shopper photos are given, the recall must reach the target on them too (each without its
     catalog photo and the photos near that one), since a shopper's photo is less like the
-    catalog than its own photos are.
+    catalog than its own photos are, and on the `evaluation.simulated_hardest` of them that sit
+    farthest from every centroid.
 
     Figures are reported per kind of query: `leave_one_out` (catalog photos, each excluding
     itself) and, with held-out photos, `held_out`; `recall_at_10` is the calibration's.
@@ -450,11 +465,17 @@ def evaluate_index(
             f"{far} similar to it"
         )
         if simulated is not None and len(simulated.source_ids):
-            sets.append(_simulated_set(index, ids, vectors, simulated, far))
+            shoppers = _simulated_set(index, ids, vectors, simulated, far)
+            hardest = _hardest(index, shoppers, evaluation.simulated_hardest)
+            sets += [shoppers] if hardest is None else [shoppers, hardest]
             calibrated_on += (
                 f", and {len(simulated.source_ids)} simulated shopper photos of catalog "
                 "photos, each without its catalog photo and the photos near that one"
             )
+            if hardest is not None:
+                calibrated_on += (
+                    f" (also the {len(hardest.queries)} farthest from every cluster centre)"
+                )
     exact = [_set_answers(index.exact(), qs, 1) for qs in sets]
     most = min(index.k, search.max_probes)
     probes = search.probes
