@@ -73,7 +73,9 @@ def diagnostics_task(
 ) -> Diagnostics:
     """Sweep k, save the sweep, the suggestion and the plot; publish them as artifacts."""
     c = clustering
-    diag = diagnose(vectors, c.diagnostics, c.seed, c.n_components, c.minibatch_above)
+    diag = diagnose(
+        vectors, c.diagnostics, c.seed, c.n_components, c.minibatch_above, c.max_train_rows
+    )
     if diag.note:
         get_run_logger().warning(diag.note)
     save_diagnostics(diag, DiagnosticsLayout(Path(out_dir)))
@@ -82,7 +84,7 @@ def diagnostics_task(
         table=diag.sweep.round(5).to_dict("records"),
         description=f"k sweep; suggested k = {diag.suggested_k} ({diag.rule} rule)",
     )
-    get_run_logger().info("suggested k = %d (%s rule)", diag.suggested_k, diag.rule)
+    get_run_logger().info("suggested k = %d: %s", diag.suggested_k, diag.reason)
     return diag
 
 
