@@ -42,6 +42,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from vasrch.atomic_files import atomic_path, write_text_atomic
+from vasrch.catalog.ids import Ids
 from vasrch.catalog.products import Products
 from vasrch.errors import DataError, RunIntegrityError
 from vasrch.features.duplicate_prints import Prints, prepare
@@ -54,7 +55,6 @@ from vasrch.index.compression import (
     fit_codec,
     shortlist_size,
 )
-from vasrch.index.ids import Ids
 from vasrch.layout import IndexLayout
 
 FORMAT_VERSION = 1
@@ -337,7 +337,7 @@ class SearchIndex:
         (and photo by photo otherwise, where both are the same)."""
         if not products.several_photos:
             return replace(self, products=None)
-        return replace(self, products=Ids.of(products.of(np.asarray(self.ids))))
+        return replace(self, products=products.ids_of(self.ids))
 
     def exact(self) -> SearchIndex:
         """The same vectors, ids, projection and expansion as one cluster: searching it (one
