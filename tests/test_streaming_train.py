@@ -44,3 +44,27 @@ def test_streamed_fit_equals_the_in_memory_fit(tmp_path: Path) -> None:
     queries = _vectors(20, seed=1)
     a, b = streamed.search(queries, 10, 4), memory.search(queries, 10, 4)
     assert (a.ids == b.ids).all()
+
+
+def test_streamed_prints_equal_the_in_memory_ones(tmp_path: Path) -> None:
+    from vasrch.features.duplicate_prints import PREPARED, PRINT_BYTES
+
+    x = _vectors(300)
+    ids = np.array([f"p{i:05d}" for i in range(len(x))], dtype=object)
+    raw = np.random.default_rng(2).integers(0, 256, (len(x), PRINT_BYTES), dtype=np.uint8)
+    np.save(tmp_path / "prints.npy", raw)
+    mapped = np.load(tmp_path / "prints.npy", mmap_mode="r")
+    cfg, search = ClusteringConfig(max_train_rows=200), SearchConfig()
+    memory, _ = fit_index(ids, x, 8, "fp", cfg, search=search, prints=raw)
+    scratch = tmp_path / "scratch"
+    streamed, _ = fit_index(
+        ids, x, 8, "fp", cfg, search=search, prints=mapped, scratch=scratch, chunk_rows=7
+    )
+
+    for name in PREPARED:
+        held, spilled = getattr(memory.prints, name), getattr(streamed.prints, name)
+        assert isinstance(spilled, np.memmap) and not isinstance(held, np.memmap)
+        np.testing.assert_array_equal(spilled, held)
+    assert sorted(p.name for p in (scratch / "grouped_prints").iterdir()) == sorted(
+        f"{name}.npy" for name in PREPARED
+    )

@@ -353,10 +353,12 @@ def load_vectors(
     return _load_column(cache_dir, catalog, "feature", np.float32, out)
 
 
-def load_prints(cache_dir: Path, catalog: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+def load_prints(
+    cache_dir: Path, catalog: pd.DataFrame, out: Path | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """(image_ids, uint8 prints) for the catalog images that have a vector, in catalog order, as
-    `load_vectors` gives their vectors."""
-    return _load_column(cache_dir, catalog, "print", np.uint8)
+    `load_vectors` gives their vectors (with `out`, streamed into that .npy file likewise)."""
+    return _load_column(cache_dir, catalog, "print", np.uint8, out)
 
 
 def _load_column(

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 
-def new_matrix(shape: tuple[int, int], dtype: type, out: Path | None = None) -> np.ndarray:
+def new_matrix(shape: tuple[int, ...], dtype: type, out: Path | None = None) -> np.ndarray:
     """A zeroed matrix to fill: in memory, or a new .npy file at `out` mapped for writing."""
     if out is None:
         return np.zeros(shape, dtype=dtype)

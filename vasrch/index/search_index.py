@@ -576,7 +576,8 @@ def build_index(
     (duplicate_prints, one row per image) by `labels`; centroids live in the projected space;
     `expansion` and `expansion_alpha` set the index's query expansion (0: none). The grouped,
     projected vectors are made `chunk_rows` at a time, in memory or, with `out`, into that
-    .npy file (then memory-mapped), so a catalog larger than memory can be indexed."""
+    .npy file (then memory-mapped), and the prepared prints into a folder beside it (`out`'s
+    name + `_prints`), so a catalog larger than memory can be indexed."""
     ids_arr = Ids.of(ids)
     x = np.asarray(vectors, dtype=np.float32)
     labels = np.asarray(labels)
@@ -605,6 +606,7 @@ def build_index(
     grouped = _grouped_rows(x, order, projection, out, chunk_rows)
     if prints is not None and len(prints) != len(ids_arr):
         raise ValueError(f"got {len(prints)} prints for {len(ids_arr)} images")
+    prints_out = None if out is None else out.with_name(f"{out.stem}_prints")
     return SearchIndex(
         centroids=centroids,
         vectors=grouped,
@@ -615,7 +617,7 @@ def build_index(
         projection=projection,
         expansion=expansion,
         expansion_alpha=expansion_alpha,
-        prints=None if prints is None else prepare(prints, order),
+        prints=None if prints is None else prepare(prints, order, out=prints_out),
     )
 
 
