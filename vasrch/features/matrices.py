@@ -22,3 +22,12 @@ def finish_matrix(matrix: np.ndarray, out: Path | None = None) -> np.ndarray:
         return matrix
     matrix.flush()
     return np.load(out, mmap_mode="r")
+
+
+def scratch_file(folder: Path | None, name: str) -> Path | None:
+    """`name` in the scratch `folder` (made when missing) for a full-size matrix; None without a
+    folder, where matrices stay in memory."""
+    if folder is None:
+        return None
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / name

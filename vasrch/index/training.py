@@ -18,6 +18,7 @@ from vasrch.catalog.products import folder_products
 from vasrch.config import ClusteringConfig, DiagnosticsConfig, EvaluationConfig, SearchConfig
 from vasrch.errors import DataError
 from vasrch.features.extraction import load_vectors
+from vasrch.features.matrices import scratch_file
 from vasrch.index.clustering import (
     Projection,
     fit_centring,
@@ -338,10 +339,7 @@ class _ScratchFiles:
     folder: Path | None
 
     def path(self, name: str) -> Path | None:
-        if self.folder is None:
-            return None
-        self.folder.mkdir(parents=True, exist_ok=True)
-        return self.folder / name
+        return scratch_file(self.folder, name)
 
     def remove(self, name: str) -> None:
         if self.folder is not None:
