@@ -5,7 +5,9 @@
 The vectors come from the generator fitted on clothing-small's real features
 (catalog_vectors; bench_quality's extraction, cached in --workspace), streamed in chunks into a
 float32 .npy under bench-work/scale-N/ (N x 1,280 x 4 bytes: 5.1 GB at 1M), with fresh
-held-out queries from another seed. The index is built by vasrch's own streamed train
+held-out queries from another seed. k is the run's own choice (vasrch's diagnose: the k sweep
+on a sample of 20,000, scaled to N and capped by `max_clusters: auto`; k_reason says how,
+diagnostics_s how long, not counted in train_s). The index is built by vasrch's own streamed train
 (fit_index with a scratch folder): spherical k-means on a sample of 100,000, every photo
 assigned to its nearest centroid a chunk at a time, the full vectors grouped by cluster into a
 file on disk, and the vectors held as `search.max_bytes_per_photo: auto` chooses (compressed
@@ -82,6 +84,16 @@ def write_vectors(path: Path, model, n: int, seed: int) -> np.ndarray:
     out.flush()
     del out
     return np.load(path, mmap_mode="r")
+
+
+def choose_k(vectors: np.ndarray, seed: int = 0):
+    """The run's own k for these vectors: the k sweep on its sample, scaled to the catalog and
+    capped as `clustering.diagnostics` defaults say (diagnose); the Diagnostics."""
+    from vasrch.config import ClusteringConfig
+    from vasrch.index.training import diagnose
+
+    c = ClusteringConfig(max_train_rows=SAMPLE_ROWS, seed=seed)
+    return diagnose(vectors, c.diagnostics, c.seed, c.n_components, c.minibatch_above, SAMPLE_ROWS)
 
 
 def build(vectors: np.ndarray, folder: Path, k: int, budget: int | str, seed: int = 0):
@@ -190,9 +202,12 @@ def main() -> int:
     vectors = write_vectors(folder / "vectors.npy", model, args.n, seed=1)
     generate_s = time.perf_counter() - start
     queries = np.concatenate(list(generate(model, args.queries, seed=2)))
-    k = max(1, round(2 * np.sqrt(args.n)))
     load_start = os.getloadavg()[0]
     rss0 = psutil.Process().memory_info().rss
+    start = time.perf_counter()
+    diag = choose_k(vectors)
+    diagnostics_s = time.perf_counter() - start
+    k = diag.suggested_k
     start = time.perf_counter()
     budget = "auto" if args.max_bytes_per_photo == "auto" else int(args.max_bytes_per_photo)
     index = build(vectors, folder, k, budget)
@@ -218,6 +233,8 @@ def main() -> int:
         "generator": {"clusters": args.model_clusters, "grouping": args.grouping},
         "dim": index.input_dim,
         "k": index.k,
+        "k_reason": diag.reason,
+        "diagnostics_s": diagnostics_s,
         "storage": index.storage.method,
         "storage_reason": index.storage.reason,
         "index_bytes_per_photo": resident_bytes(index) / args.n,

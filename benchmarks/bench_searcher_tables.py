@@ -9,6 +9,11 @@ offsets, sorted hashes and rows), pandas objects by `memory_usage(deep=True)` (v
 and every Python string; their hash tables for lookups are not counted, so pandas figures are
 lower bounds). RSS is not used: the catalog read and dropped leaves the allocator's high-water
 mark behind, larger than any of the tables.
+
+Products are sized as held now (Ids of image and product ids, an int32 product row a photo,
+metadata as Arrow strings) and as they were held before (an image_id -> product_id pandas
+Series and a metadata frame of Python objects, rebuilt here the old way), per photo and per
+product.
 """
 
 from __future__ import annotations
@@ -36,9 +41,27 @@ def catalog(n: int) -> pd.DataFrame:
     )
 
 
+def pandas_products(table: pd.DataFrame) -> tuple[pd.Series, pd.DataFrame]:
+    """Products as held before: the image -> product Series and the metadata frame of Python
+    objects indexed by product id."""
+    product_of = pd.Series(
+        table["product_id"].astype(str).to_numpy(), index=table["image_id"].to_numpy()
+    )
+    first = table.drop_duplicates("product_id").set_index("product_id")[["category", "title"]]
+    return product_of, first.astype(object)
+
+
+def products_bytes(products) -> int:
+    """What Products holds now: its Ids (with their lookups built), product rows, metadata."""
+    products.rows(products.image_ids[:1])
+    products.product_ids.positions([products.product_ids[0]])
+    held = products.image_ids.nbytes + products.product_ids.nbytes + products.product_rows.nbytes
+    return held + int(products.metadata.memory_usage(deep=True, index=True).sum())
+
+
 def main() -> int:
+    from vasrch.catalog.ids import Ids
     from vasrch.catalog.products import Products
-    from vasrch.index.ids import Ids
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--n", type=int, default=500_000)
@@ -51,6 +74,10 @@ def main() -> int:
         return ids.nbytes
 
     products = Products.from_catalog(table)
+    product_of, metadata = pandas_products(table)
+    before = int(product_of.memory_usage(deep=True, index=True)) + int(
+        metadata.memory_usage(deep=True, index=True).sum()
+    )
     sizes = {
         "paths as Ids (held now)": ids_bytes("path"),
         "paths as a pandas Series (held before)": int(
@@ -58,17 +85,19 @@ def main() -> int:
         ),
         "sha256 digests as Ids": ids_bytes("sha256"),
         "image ids as Ids": ids_bytes("image_id"),
-        "Products: image_id -> product_id Series": int(
-            products.product_of.memory_usage(deep=True, index=True)
-        ),
-        "Products: metadata of n / 2 products": int(
-            products.metadata.memory_usage(deep=True, index=True).sum()
-        ),
+        "Products: ids, rows and Arrow metadata": products_bytes(products),
+        "Products as pandas objects (held before)": before,
     }
     for name, size in sizes.items():
         print(f"{name:42s} {size / n:7.1f} bytes a photo")
     held = sum(v for k, v in sizes.items() if "before" not in k) / n
     print(f"{'catalog tables held now, total':42s} {held:7.1f} bytes a photo (n = {n:,})")
+    count = len(products.product_ids)
+    now = sizes["Products: ids, rows and Arrow metadata"]
+    print(
+        f"Products, per product ({count:,} products): {now / count:.1f} bytes now, "
+        f"{before / count:.1f} or more before"
+    )
     return 0
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from vasrch.index.ids import Ids
+from vasrch.catalog.ids import Ids
 
 
 def test_positions_take_and_conversion() -> None:
@@ -25,3 +25,12 @@ def test_held_compactly() -> None:
     ids.positions(["photo_0000001"])
     # 13 bytes of text + 4 of offset + 12 of lookup a row, where Python strings take ~60 each
     assert ids.nbytes / len(ids) < 32
+
+
+def test_positions_of_every_id_of_another_ids_and_of_repeats() -> None:
+    names = [f"p{i}" for i in range(3000)]
+    ids = Ids.of(names)
+    order = np.random.default_rng(0).permutation(3000)
+    assert (ids.positions(ids.take(order)) == order).all()
+    repeated = Ids.of(["a", "b", "a", "c"])
+    assert repeated.positions(["a", "c", "b", "z", 3]).tolist() == [0, 3, 1, -1, -1]

@@ -200,6 +200,34 @@ def test_filtered_search_returns_top_n_matching_products_when_they_exist() -> No
         products.check_filters({"size": "M"})
 
 
+def test_products_are_held_without_a_python_object_a_photo() -> None:
+    catalog = pd.DataFrame(
+        {
+            "image_id": ["a.jpg", "b.jpg", "c.jpg", "d.jpg"],
+            "product_id": ["P1", "P1", "P2", "P3"],
+            "title": ["shirt", "ignored: P1's first photo names it", None, "hat"],
+            "stock": pd.array([3, 9, None, 1], dtype="Int64"),
+            "price": [10.5, 11.0, 2.0, np.nan],
+        }
+    )
+    products = Products.from_catalog(catalog)
+    assert products.product_rows.dtype == np.int32 and products.several_photos
+    assert object not in set(products.metadata.dtypes)
+    described = products.describe(["c.jpg", "a.jpg", "nowhere.jpg"]).to_dict("records")
+    assert described == [
+        {"product_id": "P2", "title": "", "stock": None, "price": 2.0},
+        {"product_id": "P1", "title": "shirt", "stock": 3, "price": 10.5},
+        {"product_id": "", "title": "", "stock": None, "price": None},
+    ]
+    assert products.of(["d.jpg", "nowhere.jpg"]).tolist() == ["P3", None]
+    assert products.matching({"price": "10.5", "title": ["shirt", "hat"]}).tolist() == ["P1"]
+    assert products.allowed(["b.jpg", "d.jpg", "x"], {"product_id": "P1"}).tolist() == [
+        True,
+        False,
+        False,
+    ]
+
+
 def test_only_web_urls_become_links() -> None:
     assert web_link("https://shop.example/p/1") == "https://shop.example/p/1"
     assert web_link(" HTTP://shop.example/p/1 ") == "HTTP://shop.example/p/1"

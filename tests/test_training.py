@@ -80,7 +80,51 @@ def test_auto_sweep_grows_with_the_catalog_and_keeps_its_upper_end() -> None:
     assert (small[0], small[-1]) == (20, 80)
     assert (large[0], large[-1]) == (100, 400)
     assert len(large) <= 17 and large == sorted(set(large))
-    assert sweep_values(DiagnosticsConfig(), 10_000)[-1] == 100  # max_clusters caps it
+    assert sweep_values(DiagnosticsConfig(max_clusters=100), 10_000)[-1] == 100  # as set
+    assert sweep_values(DiagnosticsConfig(), 10_000)[-1] == 400  # auto: 4 sqrt(n)
+
+
+def test_auto_cap_grows_with_the_catalog_within_the_training_sample() -> None:
+    from vasrch.index.training import cluster_cap
+
+    auto = DiagnosticsConfig()
+    assert cluster_cap(auto, 3_781) == 246
+    assert cluster_cap(auto, 1_000_000) == 4_000  # 4 sqrt(n)
+    assert cluster_cap(auto, 10_000_000, max_train_rows=200_000) == 6_666  # 30 rows each
+    assert cluster_cap(auto, 10_000_000) == 12_649
+    assert cluster_cap(DiagnosticsConfig(max_clusters=100), 10_000_000) == 100
+
+
+def test_a_sampled_sweep_is_scaled_to_the_catalog_only_with_auto_bounds() -> None:
+    from vasrch.index.training import catalog_k
+
+    auto = DiagnosticsConfig()
+    k, reason = catalog_k(auto, 300, [141, 566], 1_000_000, 20_000, 200_000)
+    assert k == 2_121  # 300 / sqrt(20,000) = 2.12 sqrt(n)
+    assert "scaled to the catalog" in reason and "2.12 sqrt(1,000,000)" in reason
+    k, reason = catalog_k(auto, 566, [141, 566], 10_000_000, 20_000, 200_000)
+    assert k == 6_666 and "lowered to 6666" in reason
+    assert catalog_k(auto, 76, [61, 246], 3_781, 3_781)[0] == 76  # the sweep saw them all
+    fixed = DiagnosticsConfig(max_clusters=100)
+    k, reason = catalog_k(fixed, 100, [61, 100], 1_000_000, 20_000)
+    assert k == 100 and "scaled" not in reason  # an explicit cap works as before
+    explicit = DiagnosticsConfig(k_min=10, k_max=40)
+    assert catalog_k(explicit, 40, [10, 40], 1_000_000, 20_000)[0] == 40
+
+
+def test_diagnose_records_the_sample_suggestion_and_the_catalog_k() -> None:
+    from vasrch.index.training import diagnose
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(8, 16))
+    x = (centres[rng.integers(0, 8, 4_000)] + 0.05 * rng.normal(size=(4_000, 16))).astype(
+        np.float32
+    )
+    diag = diagnose(x, DiagnosticsConfig(sample=400, silhouette_sample=400, n_components=None))
+    assert diag.swept_k is not None and 20 <= diag.swept_k <= 80
+    scaled = round(diag.swept_k / np.sqrt(400) * np.sqrt(4_000))
+    assert diag.suggested_k == scaled
+    assert "400 of the 4,000 photos" in diag.reason
 
 
 def test_a_suggestion_at_the_top_of_the_sweep_is_flagged() -> None:

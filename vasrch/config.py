@@ -169,7 +169,8 @@ class DiagnosticsConfig(_Section):
     )
     k_max: Annotated[int, Field(ge=2)] | Literal["auto"] = Field(
         "auto",
-        description="Largest k swept; auto: 4 sqrt(n); both capped by max_clusters. A suggested "
+        description="Largest k swept; auto: 4 sqrt(n) of the sweep's sample; both capped by "
+        "max_clusters. A suggested "
         "k at the top of the sweep is flagged in the logs, report and CLI.",
     )
     k_step: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
@@ -177,11 +178,13 @@ class DiagnosticsConfig(_Section):
         description="Step between swept k; auto: about 16 values over the range, the top one "
         "included.",
     )
-    max_clusters: int = Field(
-        100,
-        ge=2,
-        description="Upper bound of the sweep and of k. Catalogs of fewer than 6 images skip "
-        "the sweep: auto k is then 1 (exact search).",
+    max_clusters: Annotated[int, Field(ge=2)] | Literal["auto"] = Field(
+        "auto",
+        description="Upper bound of the sweep and of k; auto: 4 sqrt(n), lowered when KMeans "
+        "trains on a sample (max_train_rows) to 30 of its rows a centroid (FAISS's guideline). "
+        "With auto bounds a sweep "
+        "on a sample of the catalog is scaled to it: k = the sample's k x sqrt(n / sample). "
+        "Catalogs of fewer than 6 images skip the sweep: auto k is then 1 (exact search).",
     )
     silhouette_sample: int = Field(
         10_000, ge=100, description="Silhouette on a seeded sample of this size."

@@ -7,15 +7,16 @@ beside each photo; in folder mode each image is its own product and its class fo
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import cached_property
 from urllib.parse import urlsplit
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
+from vasrch.catalog.ids import Ids
 from vasrch.catalog.product_manifest import RESERVED_COLUMNS
 from vasrch.errors import UsageError
 
@@ -32,10 +33,6 @@ def folder_products(image_ids: pd.Series) -> pd.DataFrame:
         {"product_id": ids.to_numpy(), "category": category.to_numpy()},
         index=pd.Index(ids.to_numpy(), name="image_id"),
     )
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def _numeric(column: pd.Series) -> bool:
@@ -76,10 +73,14 @@ def parse_filters(items: Iterable[str]) -> dict[str, list[str]]:
 @dataclass(frozen=True, eq=False)
 class Products:
     """The product of each catalog photo and each product's metadata (from its first photo's
-    row)."""
+    row), held compactly: image and product ids as Ids (Arrow strings), each photo's product
+    as an int32 row, text metadata as Arrow strings and numbers as numbers; no Python object
+    a photo or a product."""
 
-    product_of: pd.Series  # image_id -> product_id
-    metadata: pd.DataFrame  # indexed by product_id: the metadata columns
+    image_ids: Ids  # each catalog photo
+    product_rows: np.ndarray  # int32: each photo's product, a row of product_ids and metadata
+    product_ids: Ids  # each product once
+    metadata: pd.DataFrame  # a row per product (as product_ids): the metadata columns
 
     @classmethod
     def from_catalog(cls, catalog: pd.DataFrame) -> Products:
@@ -87,29 +88,43 @@ class Products:
         if "product_id" not in catalog.columns:
             catalog = catalog.join(folder_products(catalog["image_id"]), on="image_id")
         columns = metadata_columns(catalog)
-        product_of = pd.Series(
-            catalog["product_id"].astype(str).to_numpy(), index=catalog["image_id"].to_numpy()
+        codes, uniques = pd.factorize(catalog["product_id"].astype(str).to_numpy(object))
+        first = np.unique(codes, return_index=True)[1]
+        rows = catalog.iloc[first]
+        # Text columns read '' where empty; number columns stay numbers, missing where missing.
+        metadata = pd.DataFrame(
+            {c: _compact(rows[c]) for c in columns}, index=pd.RangeIndex(len(first))
         )
-        first = catalog.drop_duplicates("product_id").set_index("product_id")[columns]
-        # Text columns read '' where empty; number columns stay numbers, None where missing.
-        missing = {c: None if _numeric(first[c]) else "" for c in columns}
-        metadata = first.astype(object).where(first.notna(), None)
-        metadata = metadata.fillna({c: v for c, v in missing.items() if v is not None})
-        return cls(product_of, metadata)
+        return cls(
+            Ids.of(catalog["image_id"].astype(str).to_numpy(object)),
+            codes.astype(np.int32),
+            Ids.of(uniques),
+            metadata,
+        )
 
     @property
     def columns(self) -> list[str]:
         """Columns a filter may name: product_id and the metadata columns."""
         return ["product_id", *self.metadata.columns]
 
-    @cached_property
+    @property
     def several_photos(self) -> bool:
         """Whether any product has more than one photo (otherwise photos are products)."""
-        return bool(self.product_of.duplicated().any())
+        return len(self.product_ids) < len(self.image_ids)
 
-    def of(self, image_ids: Sequence[str] | np.ndarray) -> np.ndarray:
-        """Product id of each image id (object array)."""
-        return self.product_of.reindex(np.asarray(image_ids, dtype=object)).to_numpy(object)
+    def rows(self, image_ids: Ids | Sequence[str] | np.ndarray) -> np.ndarray:
+        """The product row of each image id (-1 for one not in the catalog)."""
+        at = self.image_ids.positions(image_ids)
+        return np.where(at >= 0, self.product_rows[np.maximum(at, 0)], -1)
+
+    def ids_of(self, image_ids: Ids | Sequence[str] | np.ndarray) -> Ids:
+        """Product id of each image id, as Ids (null for one not in the catalog)."""
+        rows = self.rows(image_ids)
+        return Ids(self.product_ids.values.take(pa.array(rows, mask=rows < 0)))
+
+    def of(self, image_ids: Ids | Sequence[str] | np.ndarray) -> np.ndarray:
+        """Product id of each image id (object array; None for one not in the catalog)."""
+        return np.asarray(self.ids_of(image_ids))
 
     def check_filters(self, filters: FilterSpec | None) -> dict[str, list[str]]:
         """Filters as {column: [values]}, refusing unknown columns and empty value lists."""
@@ -136,50 +151,61 @@ class Products:
             checked[column] = values
         return checked
 
-    def matching(self, filters: FilterSpec | None) -> pd.Index:
-        """Product ids that pass every filter (a product passes a filter when its value is one
-        of the filter's values)."""
-        keep = pd.Series(True, index=self.metadata.index)
+    def passing(self, filters: FilterSpec | None) -> np.ndarray:
+        """Mask over the product rows: the products that pass every filter (a product passes
+        a filter when its value, as text, is one of the filter's values)."""
+        keep = np.ones(len(self.product_ids), dtype=bool)
         for column, values in self.check_filters(filters).items():
-            column_values = keep.index if column == "product_id" else self.metadata[column]
-            keep &= pd.Series(column_values, index=keep.index).astype(str).isin(values)
-        return keep.index[keep.to_numpy()]
+            if column == "product_id":
+                text = self.product_ids.values
+            elif isinstance(self.metadata[column].dtype, pd.ArrowDtype):
+                text = pa.array(self.metadata[column].array)
+            else:
+                numbers = self.metadata[column].to_numpy(object)
+                text = pa.array([str(v) for v in numbers.tolist()], pa.string())
+            keep &= np.asarray(pc.is_in(text, value_set=pa.array(values, pa.string())))
+        return keep
+
+    def matching(self, filters: FilterSpec | None) -> pd.Index:
+        """Product ids that pass every filter."""
+        return pd.Index(np.asarray(self.product_ids.take(self.passing(filters))))
 
     def allowed(
-        self, image_ids: Sequence[str] | np.ndarray, filters: FilterSpec | None
+        self, image_ids: Ids | Sequence[str] | np.ndarray, filters: FilterSpec | None
     ) -> np.ndarray | None:
         """Boolean mask over `image_ids`: the photos whose product passes the filters (None
         without filters)."""
         if not filters:
             return None
-        return pd.Index(self.of(image_ids)).isin(self.matching(filters))
+        rows = self.rows(image_ids)
+        return (rows >= 0) & self.passing(filters)[np.maximum(rows, 0)]
 
-    @cached_property
-    def _arrays(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """The product of each photo and each metadata column, as object arrays."""
-        columns = {c: self.metadata[c].to_numpy(object) for c in self.metadata.columns}
-        return self.product_of.to_numpy(object), columns
-
-    def columns_of(self, image_ids: Sequence[str] | np.ndarray) -> dict[str, np.ndarray]:
+    def columns_of(self, image_ids: Ids | Sequence[str] | np.ndarray) -> dict[str, np.ndarray]:
         """product_id and each metadata column of the product of each image id, in order, as
-        object arrays ('' where unknown); hash lookups only, cheap for one query's answers."""
-        products, columns = self._arrays
-        at = self.product_of.index.get_indexer(np.asarray(image_ids, dtype=object))
-        product_ids = np.where(at >= 0, products[at], "")
-        where = self.metadata.index.get_indexer(product_ids)
+        object arrays ('' where unknown, and None for a number); cheap for one query's
+        answers."""
+        rows = self.rows(image_ids)
+        known = rows >= 0
+        product_ids = np.asarray(self.product_ids.take(np.maximum(rows, 0)))
+        product_ids[~known] = ""
         out = {"product_id": product_ids}
-        for name, values in columns.items():
-            out[name] = np.where(where >= 0, values[where], self._missing[name])
+        for name in self.metadata.columns:
+            column = self.metadata[name]
+            values = column.iloc[np.maximum(rows, 0)].to_numpy(dtype=object, copy=True)
+            values[pd.isna(values)] = None
+            values[~known] = None if _numeric(column) else ""
+            out[name] = values
         return out
 
-    @cached_property
-    def _missing(self) -> dict[str, str | None]:
-        """Each metadata column's value for an unknown photo: '' for text, None for numbers."""
-        return {
-            c: None if all(v is None or _is_number(v) for v in values) else ""
-            for c, values in self._arrays[1].items()
-        }
-
-    def describe(self, image_ids: Sequence[str] | np.ndarray) -> pd.DataFrame:
+    def describe(self, image_ids: Ids | Sequence[str] | np.ndarray) -> pd.DataFrame:
         """product_id and the metadata of the product of each image id, in order."""
         return pd.DataFrame(self.columns_of(image_ids))
+
+
+def _compact(column: pd.Series) -> pd.Series | np.ndarray:
+    """A metadata column as held: numbers as they are, text as Arrow strings ('' where
+    missing)."""
+    if _numeric(column):
+        return column.to_numpy() if column.dtype.kind in "fiu" else column.array
+    text = [v if isinstance(v, str) else ("" if pd.isna(v) else str(v)) for v in column]
+    return pd.array(text, dtype=pd.ArrowDtype(pa.string()))

@@ -115,6 +115,8 @@ def print_summary(result: TrainResult) -> None:
         print_line(f"rejected: {line}")
     print_line(f"run: {result.run_dir}")
     print_line(f"suggested k: {manifest.suggested_k}  chosen k: {manifest.k}")
+    if manifest.k_reason:
+        print_line(f"k: {manifest.k_reason}")
     if manifest.sweep_note:
         print_line(f"note: {manifest.sweep_note}")
     rows, calibration = quality_summary(

@@ -356,17 +356,29 @@ def load_vectors(
     return _load_column(cache_dir, catalog, "feature", np.float32, out)
 
 
-def load_prints(cache_dir: Path, catalog: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+def load_prints(
+    cache_dir: Path, catalog: pd.DataFrame, out: Path | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """(image_ids, uint8 prints) for the catalog images that have a vector, in catalog order, as
-    `load_vectors` gives their vectors."""
-    return _load_column(cache_dir, catalog, "print", np.uint8)
+    `load_vectors` gives their vectors (with `out`, streamed into that .npy file likewise)."""
+    return _load_column(cache_dir, catalog, "print", np.uint8, out)
+
+
+def embedded_ids(cache_dir: Path, catalog: pd.DataFrame) -> np.ndarray:
+    """The image ids of the catalog images that have a vector, in catalog order (the ids
+    `load_vectors` gives, without reading a vector)."""
+    return catalog["image_id"].to_numpy()[_embedded(cache_dir, catalog)]
+
+
+def _embedded(cache_dir: Path, catalog: pd.DataFrame) -> np.ndarray:
+    done, _ = cached_hashes(cache_dir)
+    return catalog["sha256"].isin(done).to_numpy()
 
 
 def _load_column(
     cache_dir: Path, catalog: pd.DataFrame, column: str, dtype: type, out: Path | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    done, _ = cached_hashes(cache_dir)
-    has = catalog["sha256"].isin(done).to_numpy()
+    has = _embedded(cache_dir, catalog)
     slots_of: dict[str, list[int]] = {}
     for slot, sha in enumerate(catalog["sha256"].to_numpy()[has]):
         slots_of.setdefault(sha, []).append(slot)

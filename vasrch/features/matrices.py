@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 
-def new_matrix(shape: tuple[int, int], dtype: type, out: Path | None = None) -> np.ndarray:
+def new_matrix(shape: tuple[int, ...], dtype: type, out: Path | None = None) -> np.ndarray:
     """A zeroed matrix to fill: in memory, or a new .npy file at `out` mapped for writing."""
     if out is None:
         return np.zeros(shape, dtype=dtype)
@@ -22,3 +22,12 @@ def finish_matrix(matrix: np.ndarray, out: Path | None = None) -> np.ndarray:
         return matrix
     matrix.flush()
     return np.load(out, mmap_mode="r")
+
+
+def scratch_file(folder: Path | None, name: str) -> Path | None:
+    """`name` in the scratch `folder` (made when missing) for a full-size matrix; None without a
+    folder, where matrices stay in memory."""
+    if folder is None:
+        return None
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / name

@@ -9,11 +9,14 @@ from what they were trained on, `Drift` says so and a retrain is due.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from vasrch.config import RefreshConfig, SearchConfig
+from vasrch.features.matrices import scratch_file
 from vasrch.index.figures import Drift
 from vasrch.index.search_index import SearchIndex, augment_database, build_index, compress
 
@@ -38,11 +41,14 @@ def refresh_index(
     vectors: np.ndarray,
     search: SearchConfig,
     prints: np.ndarray | None = None,
+    scratch: Path | None = None,
 ) -> SearchIndex:
     """The index of the photos `ids` (feature-space `vectors`, raw `prints`) on `parent`'s
     clusters: photos already in `parent` keep their cluster, new ones get their nearest
     centroid, and `search`'s retrieval steps (the run's) are applied again; the vectors are held
-    within `search.max_bytes_per_photo`, coded with `parent`'s codec when it has one."""
+    within `search.max_bytes_per_photo`, coded with `parent`'s codec when it has one. With a
+    `scratch` folder the grouped and augmented matrices and the prepared prints are files
+    there, memory-mapped, as in a streamed train (training.fit_index)."""
     known = pd.Series(parent.labels, index=pd.Index(np.asarray(parent.ids), dtype=object))
     found = known.reindex(pd.Index(ids, dtype=object))
     new = found.isna().to_numpy()
@@ -59,10 +65,16 @@ def refresh_index(
         expansion=parent.expansion,
         expansion_alpha=parent.expansion_alpha,
         prints=prints,
+        out=scratch_file(scratch, "grouped.npy"),
     )
     if search.database_augmentation:
         with threadpool_limits(1):
-            index = augment_database(index, search.database_augmentation, search.expansion_alpha)
+            index = augment_database(
+                index,
+                search.database_augmentation,
+                search.expansion_alpha,
+                out=scratch_file(scratch, "augmented.npy"),
+            )
     return compress(index, search.max_bytes_per_photo, parent.codec)
 
 

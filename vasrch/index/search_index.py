@@ -42,6 +42,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from vasrch.atomic_files import atomic_path, write_text_atomic
+from vasrch.catalog.ids import Ids
 from vasrch.catalog.products import Products
 from vasrch.errors import DataError, RunIntegrityError
 from vasrch.features.duplicate_prints import Prints, prepare
@@ -54,7 +55,6 @@ from vasrch.index.compression import (
     fit_codec,
     shortlist_size,
 )
-from vasrch.index.ids import Ids
 from vasrch.layout import IndexLayout
 
 FORMAT_VERSION = 1
@@ -342,7 +342,7 @@ class SearchIndex:
         (and photo by photo otherwise, where both are the same)."""
         if not products.several_photos:
             return replace(self, products=None)
-        return replace(self, products=Ids.of(products.of(np.asarray(self.ids))))
+        return replace(self, products=products.ids_of(self.ids))
 
     def exact(self) -> SearchIndex:
         """The same vectors, ids, projection and expansion as one cluster: searching it (one
@@ -581,7 +581,8 @@ def build_index(
     (duplicate_prints, one row per image) by `labels`; centroids live in the projected space;
     `expansion` and `expansion_alpha` set the index's query expansion (0: none). The grouped,
     projected vectors are made `chunk_rows` at a time, in memory or, with `out`, into that
-    .npy file (then memory-mapped), so a catalog larger than memory can be indexed."""
+    .npy file (then memory-mapped), and the prepared prints into a folder beside it (`out`'s
+    name + `_prints`), so a catalog larger than memory can be indexed."""
     ids_arr = Ids.of(ids)
     x = np.asarray(vectors, dtype=np.float32)
     labels = np.asarray(labels)
@@ -610,6 +611,7 @@ def build_index(
     grouped = _grouped_rows(x, order, projection, out, chunk_rows)
     if prints is not None and len(prints) != len(ids_arr):
         raise ValueError(f"got {len(prints)} prints for {len(ids_arr)} images")
+    prints_out = None if out is None else out.with_name(f"{out.stem}_prints")
     return SearchIndex(
         centroids=centroids,
         vectors=grouped,
@@ -620,7 +622,7 @@ def build_index(
         projection=projection,
         expansion=expansion,
         expansion_alpha=expansion_alpha,
-        prints=None if prints is None else prepare(prints, order),
+        prints=None if prints is None else prepare(prints, order, out=prints_out),
     )
 
 

@@ -18,6 +18,7 @@ from vasrch.catalog.products import folder_products
 from vasrch.config import ClusteringConfig, DiagnosticsConfig, EvaluationConfig, SearchConfig
 from vasrch.errors import DataError
 from vasrch.features.extraction import load_vectors
+from vasrch.features.matrices import scratch_file
 from vasrch.index.clustering import (
     Projection,
     fit_centring,
@@ -50,20 +51,47 @@ class Diagnostics:
     suggested_k: int
     rule: str
     note: str | None = None
+    reason: str | None = None
+    swept_k: int | None = None
+
+    @property
+    def sweep_suggestion(self) -> int:
+        """The k the sweep itself suggested (suggested_k before scaling to the catalog)."""
+        return self.swept_k or self.suggested_k
 
 
 MIN_SWEEP_IMAGES = 6  # fewer images: no sweep; one cluster (exact search) is the index
+MIN_ROWS_PER_CENTROID = 30  # FAISS's guideline: train k-means on at least 30 k vectors
 
 
-def sweep_values(diag: DiagnosticsConfig, n: int, max_clusters: int | None = None) -> list[int]:
-    """The k values to sweep for n vectors: k_min..k_max by k_step, capped by max_clusters and
-    n - 1. `auto` bounds grow with the catalog as IVF practice does (sqrt(n) to 4 sqrt(n)), and
-    an auto step keeps about 16 values, the upper end included. Empty below MIN_SWEEP_IMAGES
-    vectors; a k_min above the largest possible k is lowered to it with a warning."""
+def cluster_cap(diag: DiagnosticsConfig, n: int, max_train_rows: int | None = None) -> int:
+    """The largest k for n vectors: `max_clusters`, or for `auto` 4 sqrt(n) (the top of IVF
+    practice), lowered when KMeans is fitted on a sample of `max_train_rows` so that every
+    centroid has at least MIN_ROWS_PER_CENTROID of them; never below 2."""
+    if diag.max_clusters != "auto":
+        return diag.max_clusters
+    cap = round(4 * math.sqrt(n))
+    if max_train_rows is not None and max_train_rows < n:
+        cap = min(cap, max_train_rows // MIN_ROWS_PER_CENTROID)
+    return max(2, cap)
+
+
+def scales_to_catalog(diag: DiagnosticsConfig, n: int, sample: int) -> bool:
+    """Whether a sweep on `sample` of n vectors is scaled to all n (catalog_k): when it saw a
+    sample and its bounds (k_min, k_max, max_clusters) are all auto."""
+    return n > sample and diag.max_clusters == diag.k_min == diag.k_max == "auto"
+
+
+def sweep_values(diag: DiagnosticsConfig, n: int, cap: int | None = None) -> list[int]:
+    """The k values to sweep for n vectors: k_min..k_max by k_step, capped by `cap` (default
+    cluster_cap) and n - 1. `auto` bounds grow with the catalog as IVF practice does (sqrt(n)
+    to 4 sqrt(n)), and an auto step keeps about 16 values, the upper end included. Empty
+    below MIN_SWEEP_IMAGES vectors; a k_min above the largest possible k is lowered to it
+    with a warning."""
     if n < MIN_SWEEP_IMAGES:
         return []
     root = math.sqrt(n)
-    cap = min(max_clusters or diag.max_clusters, diag.max_clusters)
+    cap = cap or cluster_cap(diag, n)
     top = min(round(4 * root) if diag.k_max == "auto" else diag.k_max, cap)
     if top >= n:
         warnings.warn(
@@ -105,31 +133,73 @@ def diagnose(
     seed: int = 0,
     n_components: int | None = None,
     minibatch_above: int = 20_000,
+    max_train_rows: int | None = None,
 ) -> Diagnostics:
     """Sweep k on a seeded sample of at most `diag.sample` vectors, in PCA space when asked
     (`diag.n_components`, else the clustering's `n_components`; skipped when the vectors have
-    no more dimensions than that). Below MIN_SWEEP_IMAGES vectors nothing is swept and the
-    suggestion is k = 1: one cluster, so every search is exact."""
+    no more dimensions than that), and suggest k for all of them (catalog_k). Below
+    MIN_SWEEP_IMAGES vectors nothing is swept and the suggestion is k = 1: one cluster, so
+    every search is exact."""
     x = vectors
     if len(x) > diag.sample:
         x = x[sample_queries(len(x), diag.sample, seed)]
     n_components = diag.n_components or n_components
     if n_components and n_components < min(x.shape):
         x = fit_pca(x, n_components, seed).transform(x)
-    ks = sweep_values(diag, len(x))
+    scaled = scales_to_catalog(diag, len(vectors), len(x))
+    # a sample's k is scaled afterwards, so its sweep spans IVF's sqrt(n)..4 sqrt(n) in full
+    cap = round(4 * math.sqrt(len(x))) if scaled else cluster_cap(diag, len(x))
+    ks = sweep_values(diag, len(x), cap)
     if not ks:
         note = (
             f"{len(x)} images are too few to sweep k (it takes {MIN_SWEEP_IMAGES}); suggested "
             "k = 1: one cluster, so every search is exact"
         )
-        return Diagnostics(pd.DataFrame(columns=["k", "inertia", "silhouette"]), 1, "none", note)
+        sweep = pd.DataFrame(columns=["k", "inertia", "silhouette"])
+        return Diagnostics(sweep, 1, "none", note, "too few photos to sweep k: one cluster")
     # one BLAS/OpenMP thread: on a busy 2-core machine their threads spin against each other
     # (the sweep on clothing-small took 63 s with the defaults, 19 s with one thread)
     with threadpool_limits(1):
         sweep = sweep_k(x, ks, seed, diag.silhouette_sample, minibatch_above)
-    suggested = suggest_k(sweep, diag.rule)
-    cap = min(diag.max_clusters, len(x) - 1)
-    return Diagnostics(sweep, suggested, diag.rule, edge_note(sweep, suggested, cap))
+    swept = suggest_k(sweep, diag.rule)
+    note = edge_note(sweep, swept, min(cap, len(x) - 1))
+    k, reason = catalog_k(diag, swept, ks, len(vectors), len(x), max_train_rows)
+    return Diagnostics(sweep, k, diag.rule, note, reason, swept)
+
+
+def catalog_k(
+    diag: DiagnosticsConfig,
+    swept: int,
+    ks: list[int],
+    n: int,
+    sample: int,
+    max_train_rows: int | None = None,
+) -> tuple[int, str]:
+    """The suggested k for n vectors from the sweep's suggestion `swept` on `sample` of them,
+    and why. When the sweep saw a sample and its bounds are all auto, the suggestion keeps its
+    place in IVF's k ~ sqrt(n) practice: k = swept * sqrt(n / sample) (the sweep's cost stays
+    that of the sample); otherwise it is used as swept. Either way it is capped by
+    cluster_cap for n."""
+    swept_on = f"k = {ks[0]}..{ks[-1]} swept on {sample:,} of the {n:,} photos"
+    reason = f"the sweep's suggestion ({diag.rule} rule; {swept_on})"
+    k = swept
+    if scales_to_catalog(diag, n, sample):
+        ratio = swept / math.sqrt(sample)
+        k = max(2, round(ratio * math.sqrt(n)))
+        reason = (
+            f"the sweep suggested {swept} ({diag.rule} rule; {swept_on}), {ratio:.2f} sqrt of "
+            f"the sample; scaled to the catalog as {ratio:.2f} sqrt({n:,}) = {k}"
+        )
+    cap = cluster_cap(diag, n, max_train_rows)
+    if k > cap:
+        k = cap
+        reason += (
+            f"; lowered to max_clusters = {cap}"
+            if diag.max_clusters != "auto"
+            else f"; lowered to {cap} (max_clusters auto: at most 4 sqrt(n), and at least "
+            f"{MIN_ROWS_PER_CENTROID} KMeans training rows a centroid)"
+        )
+    return k, reason
 
 
 def save_diagnostics(diag: Diagnostics, folder: DiagnosticsLayout) -> Path:
@@ -137,17 +207,26 @@ def save_diagnostics(diag: Diagnostics, folder: DiagnosticsLayout) -> Path:
     folder.root.mkdir(parents=True, exist_ok=True)
     with atomic_path(folder.sweep) as tmp:
         diag.sweep.to_parquet(tmp, index=False)
-    write_text_atomic(
-        folder.suggested_k, json.dumps({"suggested_k": diag.suggested_k, "rule": diag.rule})
-    )
-    return plot_sweep(diag.sweep, diag.suggested_k, folder.plot)
+    suggestion = {
+        "suggested_k": diag.suggested_k,
+        "rule": diag.rule,
+        "reason": diag.reason,
+        "swept_k": diag.sweep_suggestion,
+    }
+    write_text_atomic(folder.suggested_k, json.dumps(suggestion))
+    return plot_sweep(diag.sweep, diag.sweep_suggestion, folder.plot)
 
 
 def load_diagnostics(folder: DiagnosticsLayout, note: str | None = None) -> Diagnostics:
     """The diagnostics `save_diagnostics` wrote (with the note the run recorded)."""
     suggested = json.loads(folder.suggested_k.read_text(encoding="utf-8"))
     return Diagnostics(
-        pd.read_parquet(folder.sweep), int(suggested["suggested_k"]), suggested["rule"], note
+        pd.read_parquet(folder.sweep),
+        int(suggested["suggested_k"]),
+        suggested["rule"],
+        note,
+        suggested.get("reason"),
+        suggested.get("swept_k"),
     )
 
 
@@ -163,6 +242,16 @@ def choose_k(cfg: ClusteringConfig, suggested: int | None, n: int) -> int:
         warnings.warn(f"num_clusters {k} is more than the {n} images; using {n}", stacklevel=2)
         k = n
     return k
+
+
+def k_reason(cfg: ClusteringConfig, diag: Diagnostics, k: int) -> str:
+    """Why a run's index has k clusters: the configured num_clusters, or the diagnostics'
+    reason for `auto`; with the clamp to the number of images when one applied."""
+    if cfg.num_clusters == "auto":
+        wanted, reason = diag.suggested_k, diag.reason or f"the sweep's suggestion ({diag.rule})"
+    else:
+        wanted, reason = cfg.num_clusters, f"clustering.num_clusters = {cfg.num_clusters}"
+    return reason if k == wanted else f"{reason}; the index has k = {k}"
 
 
 def fit_index(
@@ -250,10 +339,7 @@ class _ScratchFiles:
     folder: Path | None
 
     def path(self, name: str) -> Path | None:
-        if self.folder is None:
-            return None
-        self.folder.mkdir(parents=True, exist_ok=True)
-        return self.folder / name
+        return scratch_file(self.folder, name)
 
     def remove(self, name: str) -> None:
         if self.folder is not None:

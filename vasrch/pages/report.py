@@ -398,6 +398,7 @@ def write_run_report(
     neighbour shard, so the report stays bounded; photos at URLs are read as `fetching` says."""
     notes = [f"Probes calibrated on {evaluation.calibrated_on}."]
     notes += [diag.note] if diag.note else []
+    notes += [f"Suggested k = {diag.suggested_k}: {diag.reason}."] if diag.reason else []
     shards = run.bulk.neighbour_shards()
     duplicates = run.bulk.duplicates
     rejections = run.rejections

@@ -12,11 +12,11 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from vasrch.catalog.ids import Ids
 from vasrch.catalog.images import DEFAULT_MAX_PIXELS, Decoded, Rejection, decode_image
 from vasrch.catalog.products import FilterSpec, Products
 from vasrch.config import SearchConfig
 from vasrch.features.backbones import Backbone, BackboneSpec, load_backbone
-from vasrch.index.ids import Ids
 from vasrch.index.search_index import SearchIndex, SearchResult, load_index
 from vasrch.layout import RunLayout
 from vasrch.search.masks import MaskCache
@@ -94,7 +94,8 @@ class Searcher:
         known, mask = self._hidden  # one read: worker threads may replace it meanwhile
         if stamp != known:
             hidden = read_hidden(self.workspace).ids if stamp is not None else frozenset()
-            mask = np.isin(self.products.of(self.index.ids), list(hidden)) if hidden else None
+            wanted = {"product_id": sorted(hidden)}
+            mask = self.products.allowed(self.index.ids, wanted) if hidden else None
             mask = mask if mask is not None and mask.any() else None
             self._hidden = (stamp, mask)
         return mask

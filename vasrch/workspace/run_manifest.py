@@ -149,6 +149,11 @@ class RunRecord(_Part):
     suggest_rule: str
     sweep_note: str | None = Field(None, description="Set when k sits at the sweep's edge.")
     k: int
+    k_reason: str | None = Field(
+        None,
+        description="Why k is what it is (num_clusters, or the sweep's suggestion scaled to "
+        "the catalog and capped); None for runs made before it was recorded.",
+    )
     calibration: Calibration
     metrics: Metrics
     counts: Counts

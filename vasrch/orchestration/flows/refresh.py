@@ -24,8 +24,8 @@ from vasrch.catalog.products import Products
 from vasrch.catalog.scan import diff_catalog, scan_catalog
 from vasrch.config import Config, load_config
 from vasrch.errors import RunIntegrityError
-from vasrch.features.extraction import ExtractSummary
-from vasrch.index.compression import VectorStorage
+from vasrch.features.extraction import ExtractSummary, embedded_ids
+from vasrch.index.compression import VectorStorage, streamed
 from vasrch.index.figures import Drift
 from vasrch.index.search_index import SearchIndex, load_index
 from vasrch.index.training import load_diagnostics
@@ -47,7 +47,6 @@ from vasrch.orchestration.tasks.refresh import (
     refresh_markdown,
 )
 from vasrch.orchestration.tasks.train import (
-    CatalogVectors,
     load_vectors_task,
     publish_run_task,
     report_task,
@@ -125,8 +124,8 @@ def refresh_stage(cfg: Config) -> RefreshResult:
     parent = _parent(cfg)
     with timed("extract_s", timings):
         catalog, extract = extract_stage(cfg, previous=parent.catalog)
-    vectors = load_vectors_task(cache_dir=config_cache_dir(cfg), catalog=catalog)
-    changes = catalog_changes(parent.catalog, parent.indexed, catalog, list(vectors.ids))
+    embedded = embedded_ids(config_cache_dir(cfg), catalog)
+    changes = catalog_changes(parent.catalog, parent.indexed, catalog, list(embedded))
     forgotten = settle(cfg.workspace, catalog["product_id"].astype(str), store_of(cfg))
     log = get_run_logger()
     if forgotten:
@@ -144,9 +143,7 @@ def refresh_stage(cfg: Config) -> RefreshResult:
     staging = RunLayout(runs.start_run(cfg.workspace, run_id))
     try:
         _copy_training(parent.layout, staging)
-        built = _build(
-            cfg, parent=parent, staging=staging, catalog=catalog, vectors=vectors, changes=changes
-        )
+        built = _build(cfg, parent=parent, staging=staging, catalog=catalog, changes=changes)
         index, catalog = built.index, built.catalog
         bulk = None
         if parent.config.bulk.enabled:
@@ -229,21 +226,33 @@ def _build(
     parent: _Parent,
     staging: RunLayout,
     catalog: pd.DataFrame,
-    vectors: CatalogVectors,
     changes: CatalogChanges,
 ) -> _Built:
-    """The refreshed index and its drift. Removal wins races: the catalog is scanned again once
-    the index is built, and photos removed meanwhile are dropped and the index rebuilt (up to
-    RACE_CHECKS times; what is removed later still leaves with the next refresh)."""
+    """The refreshed index and its drift. A catalog whose budget may compress it is refreshed
+    streamed, as it trained: its vectors and prints loaded into files in the staging run's
+    scratch folder (removed once the index is saved and its drift measured). Removal wins
+    races: the catalog is scanned again once the index is built, and photos removed meanwhile
+    are dropped and the index rebuilt from the cache (up to RACE_CHECKS times; what is removed
+    later still leaves with the next refresh)."""
+    scratch = None
+    if streamed(len(catalog), parent.config.search.max_bytes_per_photo):
+        scratch = staging.root / "scratch"
     for attempt in range(1, RACE_CHECKS + 1):
         timings: dict[str, float] = {}
+        folder = None if scratch is None else scratch / f"attempt-{attempt}"
         with timed("train_s", timings):
+            vectors = load_vectors_task(
+                cache_dir=config_cache_dir(cfg),
+                catalog=catalog,
+                spill=None if folder is None else str(folder / "vectors.npy"),
+            )
             index = refresh_index_task(
                 parent_index_dir=str(parent.layout.index.root),
                 vectors=vectors,
                 search=parent.config.search,
                 products=Products.from_catalog(catalog),
                 run_dir=str(staging.root),
+                scratch=None if folder is None else str(folder),
             )
         with timed("evaluate_s", timings):
             drift = drift_task(
@@ -261,9 +270,9 @@ def _build(
         if not removed or attempt == RACE_CHECKS:
             break
         get_run_logger().info("%d photos removed while refreshing: dropped", len(removed))
-        keep = ~pd.Series(vectors.ids).isin(removed).to_numpy()
-        vectors = CatalogVectors(vectors.ids[keep], vectors.vectors[keep], vectors.prints[keep])
         catalog = catalog[~catalog["image_id"].isin(removed)].reset_index(drop=True)
+    if scratch is not None:
+        shutil.rmtree(scratch)
     return _Built(index, catalog, drift, timings["train_s"], timings["evaluate_s"])
 
 

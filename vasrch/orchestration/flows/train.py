@@ -21,7 +21,7 @@ from vasrch.features.extraction import ExtractSummary, cache_dir_for
 from vasrch.index.compression import streamed
 from vasrch.index.figures import Evaluation
 from vasrch.index.search_index import SearchIndex
-from vasrch.index.training import Diagnostics, HeldOut, catalog_labels, choose_k
+from vasrch.index.training import Diagnostics, HeldOut, catalog_labels, choose_k, k_reason
 from vasrch.layout import RunLayout, WorkspaceLayout
 from vasrch.orchestration.flows.bulk import SharedBulk, bulk_stage
 from vasrch.orchestration.flows.extract import (
@@ -340,6 +340,7 @@ def _record(
         suggest_rule=diag.rule,
         sweep_note=diag.note,
         k=index.k,
+        k_reason=k_reason(cfg.clustering, diag, index.k),
         calibration=Calibration(
             probes=evaluation.probes,
             recall_at_10=evaluation.recall_at_10,

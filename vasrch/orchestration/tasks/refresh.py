@@ -29,15 +29,26 @@ def refresh_index_task(
     search: SearchConfig,
     products: Products,
     run_dir: str,
+    scratch: str | None = None,
 ) -> SearchIndex:
     """The catalog's photos on the parent run's clusters (vasrch.index.incremental), answering
-    with distinct products, saved into the run."""
+    with distinct products, saved into the run. With a `scratch` folder the refresh is
+    streamed through files there, and the index returned is the saved one, memory-mapped
+    from the run."""
     parent = load_index(parent_index_dir)
-    index = refresh_index(parent, vectors.ids, vectors.vectors, search, vectors.prints)
+    index = refresh_index(
+        parent,
+        vectors.ids,
+        vectors.vectors,
+        search,
+        vectors.prints,
+        None if scratch is None else Path(scratch),
+    )
     index = index.with_products(products)
-    save(index, RunLayout(Path(run_dir)).index.root)
+    root = RunLayout(Path(run_dir)).index.root
+    save(index, root)
     get_run_logger().info("refreshed index: %d photos on the trained k=%d", index.n, index.k)
-    return index
+    return index if scratch is None else load_index(root, index.fingerprint)
 
 
 @task(name="drift", cache_policy=NO_CACHE)

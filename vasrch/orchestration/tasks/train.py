@@ -55,7 +55,8 @@ def load_vectors_task(
     cache_dir: str, catalog: pd.DataFrame, spill: str | None = None
 ) -> CatalogVectors:
     """The catalog's embedded images from the feature cache (the vectors into the .npy file
-    `spill` when given, memory-mapped); fewer than 2 is an error."""
+    `spill` when given and the duplicate prints into prints.npy beside it, memory-mapped);
+    fewer than 2 is an error."""
     ids, vectors = load_vectors(Path(cache_dir), catalog, None if spill is None else Path(spill))
     get_run_logger().info("%d vectors of dimension %d", *vectors.shape)
     if len(ids) < 2:
@@ -63,7 +64,9 @@ def load_vectors_task(
             f"only {len(ids)} images could be embedded; a search index needs at least 2 "
             "(see the rejected images in the extraction summary)"
         )
-    _, prints = load_prints(Path(cache_dir), catalog)
+    _, prints = load_prints(
+        Path(cache_dir), catalog, None if spill is None else Path(spill).with_name("prints.npy")
+    )
     return CatalogVectors(ids, vectors, prints)
 
 
@@ -73,7 +76,9 @@ def diagnostics_task(
 ) -> Diagnostics:
     """Sweep k, save the sweep, the suggestion and the plot; publish them as artifacts."""
     c = clustering
-    diag = diagnose(vectors, c.diagnostics, c.seed, c.n_components, c.minibatch_above)
+    diag = diagnose(
+        vectors, c.diagnostics, c.seed, c.n_components, c.minibatch_above, c.max_train_rows
+    )
     if diag.note:
         get_run_logger().warning(diag.note)
     save_diagnostics(diag, DiagnosticsLayout(Path(out_dir)))
@@ -82,7 +87,7 @@ def diagnostics_task(
         table=diag.sweep.round(5).to_dict("records"),
         description=f"k sweep; suggested k = {diag.suggested_k} ({diag.rule} rule)",
     )
-    get_run_logger().info("suggested k = %d (%s rule)", diag.suggested_k, diag.rule)
+    get_run_logger().info("suggested k = %d: %s", diag.suggested_k, diag.reason)
     return diag
 
 

@@ -14,6 +14,7 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 _HASH_ROWS = 1 << 20  # ids turned into Python strings at once while hashing
 
@@ -86,23 +87,47 @@ class Ids:
         order = np.argsort(hashes, kind="stable").astype(np.int64 if n >= 2**31 else np.int32)
         return hashes[order], order
 
-    def positions(self, ids: Sequence[str | None] | np.ndarray) -> np.ndarray:
-        """Row of each id (the first, if one repeats); -1 for None or an id not held."""
-        wanted = np.asarray(ids, dtype=object)
+    def positions(self, ids: Ids | Sequence[str | None] | np.ndarray) -> np.ndarray:
+        """Row of each id (the first, if one repeats); -1 for None or an id not held. Hashed
+        and checked a chunk at a time, so looking up every id of a catalog stays vectorised."""
+        wanted = ids.values if isinstance(ids, Ids) else pa.array(_texts(ids), pa.string())
         out = np.full(len(wanted), -1, dtype=np.int64)
-        present = np.array([isinstance(i, str) for i in wanted], dtype=bool)
-        if not present.any() or len(self) == 0:
+        if len(self) == 0:
             return out
         sorted_hashes, order = self._lookup
-        targets = wanted[present]
-        hashes = _hashes(targets)
-        lo = np.searchsorted(sorted_hashes, hashes, side="left")
-        hi = np.searchsorted(sorted_hashes, hashes, side="right")
-        found = np.full(len(targets), -1, dtype=np.int64)
-        for i, (a, b) in enumerate(zip(lo.tolist(), hi.tolist(), strict=True)):
-            for row in sorted(order[a:b].tolist()):
-                if self.values[row].as_py() == targets[i]:
+        for start in range(0, len(wanted), _HASH_ROWS):
+            chunk = wanted.slice(start, _HASH_ROWS)
+            out[start : start + len(chunk)] = self._rows_of(chunk, sorted_hashes, order)
+        return out
+
+    def _rows_of(self, chunk: pa.Array, sorted_hashes: np.ndarray, order: np.ndarray) -> np.ndarray:
+        """positions() of one chunk: the hashes sorted before the binary search (a search in
+        hash order reads the table in order), an id whose hash one row has checked by one
+        vectorised comparison, ids whose hash several rows share one by one."""
+        texts = chunk.to_numpy(zero_copy_only=False)
+        present = np.asarray(chunk.is_valid())
+        found = np.full(len(chunk), -1, dtype=np.int64)
+        hashes = _hashes(np.where(present, texts, ""))
+        by_hash = np.argsort(hashes)
+        lo = np.empty(len(hashes), dtype=np.int64)
+        lo[by_hash] = np.searchsorted(sorted_hashes, hashes[by_hash])
+        last = len(sorted_hashes) - 1
+        hit = present & (sorted_hashes[np.minimum(lo, last)] == hashes) & (lo <= last)
+        shared = hit & (lo < last) & (sorted_hashes[np.minimum(lo + 1, last)] == hashes)
+        single = np.flatnonzero(hit & ~shared)
+        rows = order[lo[single]].astype(np.int64)
+        asked = chunk.take(pa.array(single)).cast(self.values.type)
+        same = np.asarray(pc.equal(self.values.take(pa.array(rows)), asked).fill_null(False))
+        found[single[same]] = rows[same]
+        for i in np.flatnonzero(shared).tolist():
+            hi = np.searchsorted(sorted_hashes, hashes[i], side="right")
+            for row in sorted(order[lo[i] : hi].tolist()):
+                if self.values[row].as_py() == texts[i]:
                     found[i] = row
                     break
-        out[present] = found
-        return out
+        return found
+
+
+def _texts(ids: Sequence[str | None] | np.ndarray) -> list[str | None]:
+    """The strings of `ids`, None for anything else (a NaN, a number)."""
+    return [i if isinstance(i, str) else None for i in np.asarray(ids, dtype=object).tolist()]
