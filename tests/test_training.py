@@ -81,14 +81,17 @@ def test_auto_sweep_grows_with_the_catalog_and_keeps_its_upper_end() -> None:
     assert (large[0], large[-1]) == (100, 400)
     assert len(large) <= 17 and large == sorted(set(large))
     assert sweep_values(DiagnosticsConfig(max_clusters=100), 10_000)[-1] == 100  # as set
-    assert sweep_values(DiagnosticsConfig(), 10_000)[-1] == 400  # auto: 4 sqrt(n)
+    assert sweep_values(DiagnosticsConfig(), 400)[-1] == 80  # auto: 4 sqrt(n) ...
+    assert sweep_values(DiagnosticsConfig(), 10_000)[-1] == 100  # ... at most 100 unsampled
 
 
 def test_auto_cap_grows_with_the_catalog_within_the_training_sample() -> None:
     from vasrch.index.training import cluster_cap
 
     auto = DiagnosticsConfig()
-    assert cluster_cap(auto, 3_781) == 246
+    assert cluster_cap(auto, 400) == 80  # the sweep sees them all: 4 sqrt(n), at most 100
+    assert cluster_cap(auto, 3_781) == 100
+    assert cluster_cap(auto, 20_001) == 566  # sampled: 4 sqrt(n)
     assert cluster_cap(auto, 1_000_000) == 4_000  # 4 sqrt(n)
     assert cluster_cap(auto, 10_000_000, max_train_rows=200_000) == 6_666  # 30 rows each
     assert cluster_cap(auto, 10_000_000) == 12_649
@@ -104,7 +107,7 @@ def test_a_sampled_sweep_is_scaled_to_the_catalog_only_with_auto_bounds() -> Non
     assert "scaled to the catalog" in reason and "2.12 sqrt(1,000,000)" in reason
     k, reason = catalog_k(auto, 566, [141, 566], 10_000_000, 20_000, 200_000)
     assert k == 6_666 and "lowered to 6666" in reason
-    assert catalog_k(auto, 76, [61, 246], 3_781, 3_781)[0] == 76  # the sweep saw them all
+    assert catalog_k(auto, 76, [61, 100], 3_781, 3_781)[0] == 76  # the sweep saw them all
     fixed = DiagnosticsConfig(max_clusters=100)
     k, reason = catalog_k(fixed, 100, [61, 100], 1_000_000, 20_000)
     assert k == 100 and "scaled" not in reason  # an explicit cap works as before

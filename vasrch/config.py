@@ -180,7 +180,8 @@ class DiagnosticsConfig(_Section):
     )
     max_clusters: Annotated[int, Field(ge=2)] | Literal["auto"] = Field(
         "auto",
-        description="Upper bound of the sweep and of k; auto: 4 sqrt(n), lowered when KMeans "
+        description="Upper bound of the sweep and of k; auto: 100 while the sweep sees the "
+        "whole catalog (n <= sample), above that 4 sqrt(n), lowered when KMeans "
         "trains on a sample (max_train_rows) to 30 of its rows a centroid (FAISS's guideline). "
         "With auto bounds a sweep "
         "on a sample of the catalog is scaled to it: k = the sample's k x sqrt(n / sample). "
