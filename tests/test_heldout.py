@@ -112,7 +112,7 @@ def test_train_flow_reports_held_out_beside_leave_one_out(tmp_path, demo_catalog
     held_out = manifest["metrics"]["held_out"]
     assert held_out["precision_at_10"] == metrics.held_out.precision_at_10
     page = (run / "report.html").read_text()
-    assert "held_out_precision_at_10" in page and "Probes calibrated on 24 held-out photos" in page
+    assert "precision@10 (held-out)" in page and "Probes calibrated on 24 held-out photos" in page
 
 
 @pytest.mark.slow  # long: run with -m slow

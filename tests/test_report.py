@@ -397,3 +397,24 @@ def test_report_renders_in_headless_chromium(tmp_path):
     # Thumbnails rendered: the top of the page holds many distinct colours, not just text.
     colours = np.unique(np.asarray(Image.open(png).convert("RGB")).reshape(-1, 3), axis=0)
     assert len(colours) > 1000
+
+
+def test_summary_labels_a_runs_figures_as_people_read_them(tmp_path):
+    """The summary showed flat field names (`held_out_precision_at_10`), where the CLI prints
+    readable labels; counts show as whole numbers."""
+    args = catalog(tmp_path)
+    args["metrics"] = {
+        "probes": 7,
+        "recall_at_10": 0.96,
+        "leave_one_out_queries": 200.0,
+        "held_out_queries": 24.0,
+        "held_out_precision_at_10": 0.7621,
+        "held_out_exact_precision_at_10": 0.759,
+    }
+    summary = section(write_report(**args).read_text(encoding="utf-8"), "summary")
+    rows = dict(re.findall(r'<td class="key">([^<]*)</td><td>([^<]*)</td>', summary))
+    assert rows["recall@10 (calibration)"] == "0.96"
+    assert rows["queries (leave-one-out)"] == "200" and rows["queries (held-out)"] == "24"
+    assert rows["precision@10 (held-out)"] == "0.7621"
+    assert rows["exact search&#39;s precision@10 (held-out)"] == "0.759"
+    assert rows["probes"] == "7" and "_at_" not in summary

@@ -18,24 +18,15 @@ from vasrch.cli.options import (
 )
 from vasrch.cli.output import print_line, print_table
 from vasrch.cli.progress_bar import progress_bar
+from vasrch.index.figures import FIGURE_LABELS, QUERY_KINDS, figure_value
 
 if TYPE_CHECKING:
     from vasrch.orchestration.flows.train import TrainResult
 
-# The kinds of queries a run is measured on: the prefix of their figures and their label.
-QUERY_KINDS = {"leave_one_out": "leave-one-out", "held_out": "held-out"}
 QUALITY_TITLE = (
     "quality (leave-one-out: catalog photos, each leaving itself out; held-out: photos not in "
     "the catalog; recall against exact search)"
 )
-FIGURES = {
-    "queries": "queries",
-    "recall_at_10": "recall@10",
-    "precision_at_5": "precision@5",
-    "precision_at_10": "precision@10",
-    "exact_precision_at_10": "exact search's precision@10",
-}
-COUNTS = {"queries", "probes"}  # figures that count something: printed as whole numbers
 
 
 def register(sub: Subparsers) -> None:
@@ -51,7 +42,8 @@ def register(sub: Subparsers) -> None:
 
 
 def _figure(name: str, value: float) -> str:
-    return str(int(value)) if name in COUNTS else f"{value:.4f}"
+    shown = figure_value(name, value)
+    return str(shown) if isinstance(shown, int) else f"{shown:.4f}"
 
 
 def quality_summary(
@@ -67,7 +59,7 @@ def quality_summary(
                 names[key.removeprefix(f"{kind}_")] = None
     rows = [
         {
-            "figure": FIGURES.get(name, name),
+            "figure": FIGURE_LABELS.get(name, name),
             **{
                 QUERY_KINDS[kind]: _figure(name, metrics[f"{kind}_{name}"])
                 if f"{kind}_{name}" in metrics

@@ -5,6 +5,38 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+# The kinds of queries a run is measured on: the prefix of their figures and their label.
+QUERY_KINDS = {"leave_one_out": "leave-one-out", "held_out": "held-out"}
+# How each figure reads to a person, by its name without the kind's prefix.
+FIGURE_LABELS = {
+    "probes": "probes",
+    "queries": "queries",
+    "recall_at_10": "recall@10",
+    "precision_at_5": "precision@5",
+    "precision_at_10": "precision@10",
+    "exact_precision_at_10": "exact search's precision@10",
+}
+COUNTS = {"queries", "probes"}  # figures that count something: shown as whole numbers
+
+
+def figure_label(name: str) -> str:
+    """A flat figure name as a person reads it: `held_out_precision_at_10` is `precision@10
+    (held-out)`, the calibration's `recall_at_10` is `recall@10 (calibration)`; names that are
+    not a run's figures are returned as they are."""
+    for prefix, kind in QUERY_KINDS.items():
+        rest = name.removeprefix(f"{prefix}_")
+        if rest != name and rest in FIGURE_LABELS:
+            return f"{FIGURE_LABELS[rest]} ({kind})"
+    if name == "recall_at_10":
+        return "recall@10 (calibration)"
+    return FIGURE_LABELS.get(name, name)
+
+
+def figure_value(name: str, value: float) -> int | float:
+    """The figure as shown: counts as whole numbers (a name with a kind's prefix too)."""
+    bare = next((name.removeprefix(f"{p}_") for p in QUERY_KINDS if name.startswith(f"{p}_")), name)
+    return int(value) if bare in COUNTS else value
+
 
 @dataclass(frozen=True)
 class Figures:

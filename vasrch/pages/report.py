@@ -22,6 +22,7 @@ import pandas as pd
 from vasrch.atomic_files import atomic_path, write_text_atomic
 from vasrch.catalog.products import Products, product_caption, web_link
 from vasrch.catalog.sources import Fetching
+from vasrch.index.figures import figure_label, figure_value
 from vasrch.layout import RunLayout
 from vasrch.pages import rendering
 from vasrch.pages.thumbnails import write_thumbnails
@@ -225,7 +226,7 @@ def _summary(
         ("clusters (k used)", chosen_k),
         ("suggested k", "none (no sweep)" if suggested_k is None else suggested_k),
         ("empty clusters", int((sizes == 0).sum())),
-        *metrics.items(),
+        *((figure_label(name), figure_value(name, value)) for name, value in metrics.items()),
     ]
 
 
