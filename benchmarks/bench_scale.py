@@ -191,6 +191,11 @@ def faiss_side(kind: str, grouped: np.ndarray, centroids, queries, exact_rows, p
 
 def main() -> int:
     args = parse_args()
+    if not args.no_faiss:
+        try:
+            import faiss  # noqa: F401
+        except ImportError:
+            sys.exit('faiss is not installed: pip install -e ".[bench]", or pass --no-faiss')
     from vasrch.bulk.neighbours import bulk_neighbours_for_clusters
     from vasrch.index.compression import shortlist_size
 
@@ -253,15 +258,22 @@ def main() -> int:
         "generate_s": generate_s,
         "load_average": [load_start, os.getloadavg()[0]],
     }
+    report(figures, args.json)
     if not args.no_faiss:
-        figures["faiss"] = {
-            kind: faiss_side(kind, index.vectors, index.centroids, queries, exact_rows, probes)
-            for kind in ("IVF-PQ320", "IVF-SQ8")
-        }
-    print(json.dumps(figures, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+        figures["faiss"] = {}
+        for kind in ("IVF-PQ320", "IVF-SQ8"):
+            figures["faiss"][kind] = faiss_side(
+                kind, index.vectors, index.centroids, queries, exact_rows, probes
+            )
+            report(figures, args.json)
     return 0
+
+
+def report(figures: dict, path: Path | None) -> None:
+    """Print the figures so far and write them to `path`: a long run keeps what it measured."""
+    print(json.dumps(figures, indent=2), flush=True)
+    if path:
+        path.write_text(json.dumps(figures, indent=2) + "\n")
 
 
 if __name__ == "__main__":
