@@ -4,6 +4,8 @@ first, never LATEST's), and a read-only CLI that gives up on an unreachable stor
 
 from __future__ import annotations
 
+import hashlib
+import os
 import socket
 import threading
 import time
@@ -14,6 +16,7 @@ import pytest
 from tests.store_proxy import Fault, fault_proxy
 from tests.workspace_stores import make_run, new_store, options
 from vasrch.cli.options import QUICK_READS, _follow
+from vasrch.hashing import sha256_file
 from vasrch.layout import RunLayout
 from vasrch.workspace import runs
 from vasrch.workspace.hidden import (
@@ -28,6 +31,7 @@ from vasrch.workspace.hidden import (
 from vasrch.workspace.remote_prune import prune_store_runs, store_runs
 from vasrch.workspace.remote_runs import (
     MANIFEST,
+    fetch_file,
     fetch_run,
     follow_latest,
     publish_run,
@@ -38,6 +42,7 @@ from vasrch.workspace.remote_runs import (
 )
 from vasrch.workspace.runs import RunError
 from vasrch.workspace.store import StoreUnavailable, WorkspaceStore
+from vasrch.workspace.store_folders import StoreFolder
 
 WRITERS = 3
 IDS_EACH = 6
@@ -149,3 +154,38 @@ def test_a_cli_with_a_cached_latest_gives_up_on_a_hung_store_in_seconds(
     assert took < bound + 3, f"{took:.1f} s against a bound of {bound:.1f} s + client set-up"
     assert "warning: using the cached runs in" in capsys.readouterr().err
     assert runs.latest_run_id(cache) == run.name
+
+
+def test_publishing_sends_only_the_files_this_process_has_not_already_sent(store, tmp_path):
+    """A train on Dask shares the staged run's index with its tasks (the run's index folder on
+    the store) before the run is published, which sent the whole index a second time."""
+    run = make_run(tmp_path)
+    key = run_key(run.name, "index/vectors.npy")
+    shared = StoreFolder.mirroring(store, tmp_path, run / "index").upload_files(run / "index")
+    assert store.uploaded(key) == shared["vectors.npy"]
+    store.fs.pipe_file(store.path(key), b"stand-in")  # behind the process's back: seen if re-sent
+    upload_run(store, run)
+    assert store.get(key) == b"stand-in"
+    assert store.get(run_key(run.name, "catalog.parquet")) == b"catalog vectors"
+    store.put(key, b"other")  # a write through the store forgets what was sent there
+    assert store.uploaded(key) is None
+    upload_run(store, run)
+    assert store.get(key) == b"vectors"
+
+
+def test_files_travel_streamed_and_a_bad_fetch_leaves_nothing(store, tmp_path):
+    """Run files went through memory whole (a 1M-photo run's float32 vectors are 5 GB); a file
+    larger than s3fs's 50 MB part now goes up in parts and comes down to disk."""
+    big = tmp_path / "big.npy"
+    big.write_bytes(os.urandom(60 * 2**20))
+    digest = sha256_file(big)
+    store.upload("runs/x/big.npy", big, digest)
+    target = tmp_path / "copy" / "big.npy"
+    fetch_file(store, "runs/x/big.npy", target, digest)
+    assert sha256_file(target) == digest
+    target.unlink()
+    with pytest.raises(RunError, match="does not match its sha256"):
+        fetch_file(store, "runs/x/big.npy", target, hashlib.sha256(b"other").hexdigest())
+    with pytest.raises(RunError, match="is missing"):
+        fetch_file(store, "runs/x/none.npy", target, digest)
+    assert list(target.parent.iterdir()) == []

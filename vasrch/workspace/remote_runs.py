@@ -10,13 +10,13 @@ before the run appears there under its own name.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from vasrch.hashing import sha256_file
 from vasrch.layout import RunLayout, WorkspaceLayout
 from vasrch.workspace.hidden import pull_hidden
 from vasrch.workspace.runs import (
@@ -57,11 +57,14 @@ def read_latest(store: WorkspaceStore) -> StoreLatest:
 
 
 def upload_run(store: WorkspaceStore, run_folder: Path) -> str:
-    """Upload a complete local run (verified first): its files, then its manifest; its id."""
+    """Upload a complete local run (verified first): its files (but those this process sent
+    there already, with the same sha256), then its manifest; its id."""
     manifest = read_manifest(run_folder, verify=True)
     run_id = run_folder.name
-    for name in sorted(manifest.artifacts):
-        store.upload(run_key(run_id, name), run_folder / name)
+    for name, digest in sorted(manifest.artifacts.items()):
+        key = run_key(run_id, name)
+        if store.uploaded(key) != digest:  # an index shared with Dask tasks is there already
+            store.upload(key, run_folder / name, digest)
     store.upload(run_key(run_id, MANIFEST), RunLayout(run_folder).manifest)
     return run_id
 
@@ -99,14 +102,13 @@ def inside_folder(name: str) -> PurePosixPath:
 
 
 def fetch_file(store: WorkspaceStore, key: str, target: Path, digest: str) -> None:
-    """Download `key` to `target` if its bytes have the sha256 `digest`, else RunError."""
-    data = store.get(key)
-    if data is None:
+    """Download `key` to `target` (streamed to disk) if its bytes have the sha256 `digest`,
+    else RunError and no `target`."""
+    if not store.download(key, target):
         raise RunError(f"{store.url}/{key} is missing: the run is incomplete")
-    if hashlib.sha256(data).hexdigest() != digest:
+    if sha256_file(target) != digest:
+        target.unlink()
         raise RunError(f"{store.url}/{key} does not match its sha256 in the run's manifest")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(data)
 
 
 def fetch_run(store: WorkspaceStore, run_id: str, workspace: Path) -> Path:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from vasrch.addresses import S3_SCHEMES, WORKSPACE_STORE_SCHEMES, url_scheme
+from vasrch.atomic_files import atomic_path
 from vasrch.catalog.object_store import filesystem
 from vasrch.errors import BusyError, ConfigError, VasrchError
 from vasrch.workspace.conditional_writes import version, write_if
@@ -82,6 +83,10 @@ class Versioned:
 
     data: bytes
     etag: str
+
+
+# What this process uploaded, by (store URL, key): the sha256 of the file it sent there.
+_uploaded: dict[tuple[str, str], str] = {}
 
 
 @dataclass(frozen=True)
@@ -150,11 +155,34 @@ class WorkspaceStore:
 
     def put(self, key: str, data: bytes) -> None:
         """Write `data` to `key` (replacing what is there)."""
+        _uploaded.pop((self.url, key), None)
         self._retried(f"writing {key}", lambda: self.fs.pipe_file(self.path(key), data))
 
-    def upload(self, key: str, source: Path) -> None:
-        """Write the local file `source` to `key`."""
-        self.put(key, Path(source).read_bytes())
+    def upload(self, key: str, source: Path, sha256: str | None = None) -> None:
+        """Write the local file `source` to `key`, streamed from disk (a run's float32 vectors
+        may be larger than memory); with `sha256`, the file's digest, remember in this process
+        that `key` holds those bytes (see `uploaded`)."""
+        _uploaded.pop((self.url, key), None)
+        self._retried(f"writing {key}", lambda: self.fs.put_file(str(source), self.path(key)))
+        if sha256 is not None:
+            _uploaded[(self.url, key)] = sha256
+
+    def uploaded(self, key: str) -> str | None:
+        """The sha256 of the file this process last uploaded to `key`, None if it did not (a
+        train flow shares a run's index with its Dask tasks before the run is published)."""
+        return _uploaded.get((self.url, key))
+
+    def download(self, key: str, target: Path) -> bool:
+        """Copy `key` into the local file `target`, streamed to disk through a temporary file
+        renamed at the end; False, and nothing written, when `key` does not exist."""
+        try:
+            with atomic_path(target) as tmp:
+                self._retried(f"reading {key}", lambda: self.fs.get_file(self.path(key), str(tmp)))
+        except Exception as err:
+            if _is_missing(err):
+                return False
+            raise
+        return True
 
     def _conditional(self, key: str, data: bytes, expected: str | None) -> str:
         self._require_conditional()
@@ -222,6 +250,7 @@ class WorkspaceStore:
     def delete(self, keys: list[str]) -> None:
         """Delete `keys` (in this order; those already gone are skipped)."""
         for key in keys:
+            _uploaded.pop((self.url, key), None)
             try:
                 self._retried(f"deleting {key}", lambda key=key: self.fs.rm_file(self.path(key)))
             except Exception as err:

@@ -17,7 +17,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from vasrch.atomic_files import atomic_path
+from vasrch.hashing import sha256_file
 from vasrch.workspace.remote_runs import fetch_file, inside_folder
 from vasrch.workspace.store import WorkspaceStore
 
@@ -64,9 +64,8 @@ class StoreFolder:
         sent = {}
         for name, path in local_files(Path(local)).items():
             if name not in skip:
-                data = path.read_bytes()
-                self.store.put(self.key(name), data)
-                sent[name] = hashlib.sha256(data).hexdigest()
+                sent[name] = sha256_file(path)
+                self.store.upload(self.key(name), path, sent[name])
         return sent
 
     def gather(self, local: Path) -> int:
@@ -77,11 +76,7 @@ class StoreFolder:
         for name in self.names():
             if name in have:
                 continue
-            data = self.store.get(self.key(name))
-            if data is not None:  # pruned meanwhile
-                with atomic_path(Path(local) / name) as tmp:
-                    tmp.write_bytes(data)
-                got += 1
+            got += self.store.download(self.key(name), Path(local) / name)  # or pruned meanwhile
         return got
 
 
