@@ -1,12 +1,13 @@
 """Downloads over kept-alive connections, against real servers on loopback (tests/feed_server.py):
 photos from one host share connections (HTTP and HTTPS), a connection that failed is never
 reused, one the server closed is replaced without costing a retry, proxies from the
-environment are used."""
+environment are used, a forked child leaves the parent's connections alone."""
 
 from __future__ import annotations
 
 import hashlib
 import http.client
+import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -176,3 +177,18 @@ def test_a_proxy_from_the_environment_carries_the_downloads(
     monkeypatch.setenv("no_proxy", "127.0.0.1")
     assert _get(feed, "ok", names[0]) == feed.photos[names[0]]
     assert len(proxy) == len(names)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+def test_a_forked_child_closes_its_copies_of_the_parents_connections(feed) -> None:
+    name = sorted(feed.photos)[0]
+    assert _get(feed, "ok", name) == feed.photos[name]
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: nothing left to reuse
+        os.write(write, str(close_idle()).encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert os.read(read, 16) == b"0"
+    assert _get(feed, "ok", name) == feed.photos[name]
+    assert len(feed.connections) == 1  # the parent's connection still serves it
