@@ -23,7 +23,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from urllib.parse import SplitResult, unquote, urlsplit
 
-MAX_IDLE = 64
+MAX_IDLE = 256  # catalog.download_workers allows up to 256 threads, each keeping one
 IDLE_S = 30.0
 DRAINED_BYTES = 1 << 16  # a non-photo answer (304, 404, 503, a redirect) up to this is read
 _PORTS = {"http": 80, "https": 443}
