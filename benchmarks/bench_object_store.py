@@ -10,8 +10,9 @@ detection against the record (target: 100,000 objects < 30 s).
 calls the extract flow makes on the thread runner: scan_catalog feeding a StreamedExtraction,
 then plan_chunks and extract_chunk for what is left), each run into a fresh cache: from the
 local folder, from a bucket holding the same files, and from a manifest of their URLs on a
-local web server (`python -m http.server`, a process of its own as SeaweedFS is: a feed's server
-is another machine, and one inside this process would take the GIL from extraction). One
+local web server (WEB_SERVER: http.server keeping connections open as a CDN does, a process of
+its own as SeaweedFS is: a feed's server is another machine, and one inside this process would
+take the GIL from extraction). One
 untimed run of each warms the model, the page cache and the clients (the first bucket run of a
 process creates s3fs's client: its rate is printed apart), then folder, bucket and
 feed run interleaved `--rounds` times and a last folder run. Each bucket or feed run is compared
@@ -46,6 +47,19 @@ WORK = REPO / "bench-work" / "object-store"
 BUCKET = "vasrch-bench"
 LISTING_TARGET_S = 30.0
 RATIO_TARGET = 0.9
+# A feed's server as a CDN runs one: HTTP/1.1, keeping connections open, and Nagle off (a file's
+# headers and body leave in two writes: with Nagle, each answer on a kept-alive connection would
+# wait 40 ms for the client's delayed ACK).
+WEB_SERVER = """
+import functools, http.server, sys
+class Handler(http.server.SimpleHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    def log_message(self, *args):
+        pass
+handler = functools.partial(Handler, directory=sys.argv[2])
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), handler).serve_forever()
+"""
 
 
 def parse_args() -> argparse.Namespace:
@@ -120,13 +134,12 @@ def sample(dataset: Path, limit: int, folder: Path) -> Path:
 
 @contextmanager
 def web_server(folder: Path) -> Iterator[tuple[str, int]]:
-    """`python -m http.server` for `folder` on a loopback port: (its base URL, its pid)."""
+    """WEB_SERVER for `folder` on a loopback port: (its base URL, its pid)."""
     from tests.object_store import _answers, free_ports, stop
 
     (port,) = free_ports(1)
-    command = [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"]
     process = subprocess.Popen(
-        [*command, "--directory", str(folder)],
+        [sys.executable, "-c", WEB_SERVER, str(port), str(folder)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -1,15 +1,22 @@
-"""A product-feed photo server on loopback for tests (http.server), with the misbehaviours a real
-CDN shows: slow answers, 429 and 503 with Retry-After, connections closed mid-body, a 2 GB body
-generated on the fly (never stored), 404, 403, and conditional GETs (ETag, 304).
+"""A product-feed photo server on loopback for tests (http.server, HTTP/1.1 keeping connections
+open, over TLS when given a certificate), with the misbehaviours a real CDN shows: slow answers,
+429 and 503 with Retry-After, connections closed mid-body, a 2 GB body generated on the fly
+(never stored), 404, 403, conditional GETs (ETag, 304), and kept-alive connections it closes
+(right after an answer, or when the next request arrives on it). It counts the connections it
+accepted.
 
 Paths: /ok/<name>, /slow/<name>, /429/<name>, /503/<name>, /cut/<name>, /huge/<name>,
-/missing/<name>, /forbidden/<name>; <name> is a photo of `photos` (by file name).
+/missing/<name>, /forbidden/<name>, /closed/<name> (answered, then the connection closed without
+a word), /stale/<name> (answered; the next request on that connection gets no answer, as from a
+server whose keep-alive timeout ran out as it arrived); <name> is a photo of `photos` (by file
+name).
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import ssl
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -32,6 +39,7 @@ class FeedServer:
     requests: Counter = field(default_factory=Counter)  # path -> requests
     not_modified: Counter = field(default_factory=Counter)  # path -> 304 answers
     huge_sent: list[int] = field(default_factory=list)  # bytes sent per huge request
+    connections: list[tuple[str, int]] = field(default_factory=list)  # client address of each
 
     def url(self, kind: str, name: str) -> str:
         return f"{self.base}/{kind}/{name}"
@@ -40,9 +48,15 @@ class FeedServer:
 def _handler(feed: FeedServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # headers and body are two writes on a kept-alive link
 
         def log_message(self, *args: object) -> None:
             pass
+
+        def setup(self) -> None:
+            super().setup()
+            feed.connections.append(self.client_address)
+            self.stale = False
 
         def _send(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None):
             self.send_response(status)
@@ -53,6 +67,9 @@ def _handler(feed: FeedServer) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(body)
 
         def do_GET(self) -> None:
+            if self.stale:
+                self.close_connection = True  # no answer at all
+                return None
             feed.requests[self.path] += 1
             seen = feed.requests[self.path]
             _, kind, name = self.path.split("/", 2)
@@ -77,6 +94,8 @@ def _handler(feed: FeedServer) -> type[BaseHTTPRequestHandler]:
                 return None
             if kind == "huge":
                 return self._huge()
+            self.stale = kind == "stale"
+            self.close_connection = kind == "closed"
             etag = '"' + hashlib.sha256(body).hexdigest()[:16] + '"'
             if self.headers.get("If-None-Match") == etag:
                 feed.not_modified[self.path] += 1
@@ -107,10 +126,19 @@ def _handler(feed: FeedServer) -> type[BaseHTTPRequestHandler]:
 
 
 @contextlib.contextmanager
-def feed_server(photos: dict[str, bytes]) -> Iterator[FeedServer]:
-    """Serve `photos` (file name -> bytes) on a free loopback port while the block runs."""
+def feed_server(
+    photos: dict[str, bytes], tls: tuple[Path, Path] | None = None
+) -> Iterator[FeedServer]:
+    """Serve `photos` (file name -> bytes) on a free loopback port while the block runs, over
+    HTTPS with `tls` (certificate file, key file)."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(FeedServer("", photos)))
-    feed = FeedServer(f"http://127.0.0.1:{server.server_address[1]}", photos)
+    scheme = "http"
+    if tls is not None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(*tls)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+        scheme = "https"
+    feed = FeedServer(f"{scheme}://127.0.0.1:{server.server_address[1]}", photos)
     server.RequestHandlerClass = _handler(feed)
     server.handle_error = lambda request, address: None  # clients leaving early are expected
     with served_in_thread(server):

@@ -11,6 +11,8 @@ Rules (README, "Catalogs in object storage and URL feeds", shows them to users):
   with exponential backoff, honouring `Retry-After` (seconds or an HTTP date, capped at
   `MAX_RETRY_AFTER_S`); anything else (404, 403, a TLS error, too large) fails at once.
 - Every failure is a FetchError (an OSError) whose message says why, with the HTTP status.
+- Requests go over kept-alive connections (vasrch.catalog.connections: one a thread and host,
+  a broken one never reused) and follow up to MAX_REDIRECTS redirects.
 """
 
 from __future__ import annotations
@@ -22,14 +24,16 @@ import socket
 import ssl
 import threading
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
+
+from vasrch.catalog import connections
 
 DEADLINE_FACTOR = 10
 MAX_RETRY_AFTER_S = 60.0
 RETRIED_STATUSES = frozenset({429, 500, 502, 503, 504})
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
+MAX_REDIRECTS = 10
 _CHUNK = 1 << 16
 _USER_AGENT = "vasrch (product image search; catalog photos)"
 
@@ -131,26 +135,55 @@ def _attempt(
         headers["If-None-Match"] = etag
     if last_modified:
         headers["If-Modified-Since"] = last_modified
-    request = urllib.request.Request(url, headers=headers)
+    for _ in range(MAX_REDIRECTS + 1):
+        how, conn, response = _opened(url, headers, timeout_s)
+        ok = 200 <= response.status < 300
+        try:
+            if ok:
+                deadline = time.monotonic() + DEADLINE_FACTOR * timeout_s
+                data = _read_capped(response, max_bytes, deadline)
+            else:
+                connections.drain(response)
+        except BaseException:
+            connections.drop(conn, response)
+            raise
+        connections.finish(how, conn, response)
+        location = response.headers.get("Location")
+        if ok:
+            return Fetched(
+                data, response.headers.get("ETag", ""), response.headers.get("Last-Modified", "")
+            )
+        if response.status in REDIRECTS and location:
+            url = urljoin(url, location)
+            continue
+        return _not_ok(response, etag, last_modified)
+    raise FetchError(f"more than {MAX_REDIRECTS} redirects")
+
+
+def _opened(
+    url: str, headers: dict[str, str], timeout_s: float
+) -> tuple[connections.Route, http.client.HTTPConnection, http.client.HTTPResponse]:
+    """The answer's head for GET `url`; FetchError or _Transient when there is none."""
     try:
-        response = urllib.request.urlopen(request, timeout=timeout_s)
-    except urllib.error.HTTPError as err:
-        err.close()
-        if err.code == 304:
-            return Fetched(None, etag, last_modified)
-        reason = f"HTTP {err.code} {err.reason}"
-        if err.code in RETRIED_STATUSES:
-            raise _Transient(reason, retry_after(err.headers.get("Retry-After"))) from None
-        raise FetchError(reason) from None
-    except urllib.error.URLError as err:
-        raise _failure(err.reason) from None
-    except (TimeoutError, ConnectionError, http.client.HTTPException) as err:
+        return connections.get(url, headers, timeout_s)
+    except ssl.SSLError as err:  # a certificate error is a ValueError too
+        raise FetchError(f"TLS error: {err}") from None
+    except ValueError as err:
+        raise FetchError(f"bad URL: {err}") from None
+    except socket.gaierror as err:
+        raise FetchError(f"host not found: {err}") from None
+    except (OSError, http.client.HTTPException) as err:
         raise _Transient(_words(err)) from None
-    with response:
-        data = _read_capped(response, max_bytes, time.monotonic() + DEADLINE_FACTOR * timeout_s)
-        return Fetched(
-            data, response.headers.get("ETag", ""), response.headers.get("Last-Modified", "")
-        )
+
+
+def _not_ok(response: http.client.HTTPResponse, etag: str, last_modified: str) -> Fetched:
+    """A 304's Fetched (nothing changed); FetchError or _Transient for any other status."""
+    if response.status == 304:
+        return Fetched(None, etag, last_modified)
+    reason = f"HTTP {response.status} {response.reason}"
+    if response.status in RETRIED_STATUSES:
+        raise _Transient(reason, retry_after(response.headers.get("Retry-After")))
+    raise FetchError(reason)
 
 
 def _read_capped(
@@ -186,15 +219,6 @@ def _read_capped(
     if declared.isdigit() and got < int(declared):
         raise _Transient(f"connection closed mid-body after {got} of {declared} bytes")
     return b"".join(parts)
-
-
-def _failure(reason: object) -> Exception:
-    """The error for a request that got no HTTP answer: TLS errors fail, the rest is retried."""
-    if isinstance(reason, ssl.SSLError):
-        return FetchError(f"TLS error: {reason}")
-    if isinstance(reason, socket.gaierror):
-        return FetchError(f"host not found: {reason}")
-    return _Transient(_words(reason))
 
 
 def _words(err: object) -> str:
