@@ -173,10 +173,16 @@ def _decoded_batches(
     """Read, decode and print in a thread pool, up to two batches ahead of the consumer (the
     model; one batch ahead until the first batch is out, so a stream's first batch waits for
     two batches of items, not three); with `fetch_workers` (the items are URLs), that many more
-    threads read them ahead of the decoders."""
+    threads read them ahead of the decoders. The first batch is decoded on every core: the model
+    has nothing to do until it is out, and one decoder would leave the other cores idle."""
     it = iter(items)
     with ExitStack() as stack:
         pool = stack.enter_context(ThreadPoolExecutor(workers, thread_name_prefix="vasrch-decode"))
+        opening = stack.enter_context(
+            ThreadPoolExecutor(
+                max(workers, os.cpu_count() or 1), thread_name_prefix="vasrch-decode-first"
+            )
+        )
         fetch_pool = (
             stack.enter_context(
                 ThreadPoolExecutor(fetch_workers, thread_name_prefix="vasrch-fetch")
@@ -186,25 +192,28 @@ def _decoded_batches(
         )
         pending: deque[tuple[Item, Future[Loaded]]] = deque()
 
-        def load(path: str, sha256: str) -> Future[Loaded]:
-            """Read and decode in the decode pool; a URL is downloaded by the fetch pool
-            first, the decoder waiting for its bytes."""
+        def load(decoders: ThreadPoolExecutor, path: str, sha256: str) -> Future[Loaded]:
+            """Read and decode in `decoders`; a URL is downloaded by the fetch pool first, the
+            decoder waiting for its bytes."""
             if fetch_pool is None:
-                return pool.submit(lambda: _decode_printed(read(path, sha256), size, max_pixels))
+                return decoders.submit(
+                    lambda: _decode_printed(read(path, sha256), size, max_pixels)
+                )
             fetched = fetch_pool.submit(read, path, sha256)
-            return pool.submit(lambda: _decode_printed(fetched.result(), size, max_pixels))
+            return decoders.submit(lambda: _decode_printed(fetched.result(), size, max_pixels))
 
-        def fill(ahead: int) -> None:
+        def fill(ahead: int, decoders: ThreadPoolExecutor) -> None:
             while len(pending) < ahead and (item := next(it, None)) is not None:
-                pending.append((item, load(item[1], item[2])))
+                pending.append((item, load(decoders, item[1], item[2])))
 
-        fill(batch_size)
+        fill(batch_size, opening)
         ahead = batch_size
         while pending:
             batch = [pending.popleft() for _ in range(min(batch_size, len(pending)))]
-            fill(ahead)
+            loaded = [(item, fut.result()) for item, fut in batch]
+            fill(ahead, pool)  # after the wait, so that the opening batch has every core
             ahead = 2 * batch_size
-            yield [(item, fut.result()) for item, fut in batch]
+            yield loaded
 
 
 def shard_name(sha256s: Iterable[str]) -> str:
