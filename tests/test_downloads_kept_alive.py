@@ -61,6 +61,7 @@ def test_photos_from_one_host_share_one_connection_per_thread(feed, tmp_path: Pa
     expected = {feed.url("ok", n): hashlib.sha256(feed.photos[n]).hexdigest() for n in names}
     assert dict(zip(scan.table["image_id"], scan.table["sha256"], strict=True)) == expected
     assert len(feed.connections) <= 1 + 3 < 1 + len(names)
+    assert close_idle() == 0  # the scan closed its threads' connections when they were done
 
 
 @pytest.mark.parametrize("kind", ["closed", "stale"])

@@ -13,6 +13,7 @@ HTTPS through a CONNECT tunnel.
 
 from __future__ import annotations
 
+import atexit
 import base64
 import http.client
 import os
@@ -216,3 +217,6 @@ def close_idle() -> int:
         while _idle:
             _idle.pop()[1].close()
     return closed
+
+
+atexit.register(close_idle)  # closed, not left to the interpreter's teardown

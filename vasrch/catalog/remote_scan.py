@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 
 from vasrch.addresses import HTTP_SCHEMES, url_scheme
 from vasrch.atomic_files import atomic_path
+from vasrch.catalog.connections import close_idle
 from vasrch.catalog.downloads import fetch_url
 from vasrch.catalog.object_store import StoredObject, read_object, stat_object
 from vasrch.catalog.sources import Fetching, keep
@@ -176,6 +177,7 @@ def hash_remote(
         done = pool.map(lambda i: _hash_one(items[i], record, max_bytes, fetching, on_bytes), todo)
         for i, result in zip(todo, done, strict=True):
             found[i] = result
+    close_idle()  # the scan's threads are gone: their kept-alive connections too
     hashed = [f for f in found if isinstance(f, Hashed)]
     rejected = [
         (image_id, path, f)
