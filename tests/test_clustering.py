@@ -5,12 +5,14 @@ import pandas as pd
 import pytest
 from PIL import Image
 from sklearn.cluster import KMeans, MiniBatchKMeans
+from sklearn.decomposition import PCA
 
 from vasrch.index.clustering import (
     Projection,
     fit_pca,
     l2_normalise,
     plot_sweep,
+    principal_axes,
     suggest_k,
     sweep_k,
     train_kmeans,
@@ -79,6 +81,26 @@ def test_pca_projection_transform_save_load(tmp_path):
     np.testing.assert_array_equal(loaded.transform(x), y)
     with pytest.raises(ValueError, match="dimension 32"):
         proj.transform(x[:, :10])
+
+
+def test_streamed_pca_matches_scikit_learn_on_a_memory_mapped_matrix(tmp_path):
+    # features with a large common mean, as CNN activations have, read in chunks of 500 rows
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(2_000, 48)) @ rng.normal(size=(48, 48)) + 40.0
+    path = tmp_path / "x.npy"
+    np.save(path, x.astype(np.float32))
+    mapped = np.load(path, mmap_mode="r")
+    axes = principal_axes(mapped, np.arange(len(mapped)), chunk_rows=500)
+    reference = PCA(6).fit(x)
+    np.testing.assert_allclose(axes.mean, reference.mean_, atol=1e-3)
+    np.testing.assert_allclose(axes.directions[:6], reference.components_, atol=1e-3)
+    np.testing.assert_allclose(
+        axes.explained_variance_ratio(6), reference.explained_variance_ratio_, rtol=1e-4
+    )
+    # a sample of rows: the PCA of exactly those rows
+    proj = fit_pca(mapped, 6, seed=2, max_rows=300)
+    rows = np.sort(np.random.default_rng(2).choice(len(x), 300, replace=False))
+    np.testing.assert_allclose(proj.components, PCA(6).fit(x[rows]).components_, atol=1e-3)
 
 
 def test_pca_clamps_components_with_warning():

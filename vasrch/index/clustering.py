@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 from scipy.sparse import csr_matrix
 from sklearn.cluster import KMeans, MiniBatchKMeans, kmeans_plusplus
-from sklearn.decomposition import PCA
 from sklearn.metrics import silhouette_score
+from threadpoolctl import threadpool_limits
 
 from vasrch import progress
 from vasrch.atomic_files import atomic_path
@@ -116,23 +116,83 @@ def fit_centring(vectors: np.ndarray) -> Projection:
     )
 
 
-def fit_pca(vectors: np.ndarray, n_components: int, seed: int = 0) -> Projection:
-    """Fit PCA with `n_components` (clamped to min(n, d) with a warning)."""
-    x = _as_matrix(vectors)
+def sample_rows(n: int, max_rows: int | None, seed: int = 0) -> np.ndarray:
+    """All n rows, or a sorted seeded sample of `max_rows` of them (None: all)."""
+    if max_rows is None or n <= max_rows:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=max_rows, replace=False))
+
+
+@dataclass(frozen=True)
+class PrincipalAxes:
+    """An exact PCA: the mean, every direction (rows, by falling variance, each signed so its
+    largest coordinate is positive, as scikit-learn signs them) and each one's variance."""
+
+    mean: np.ndarray  # (d,) float32
+    directions: np.ndarray  # (d, d) float32
+    variances: np.ndarray  # (d,) float64
+
+    def explained_variance_ratio(self, dims: int) -> np.ndarray:
+        """The share of the total variance each of the `dims` leading directions holds."""
+        return (self.variances[:dims] / max(self.variances.sum(), 1e-30)).astype(np.float32)
+
+
+def principal_axes(
+    vectors: np.ndarray, rows: np.ndarray, chunk_rows: int = _TRANSFORM_ROWS
+) -> PrincipalAxes:
+    """The exact PCA of `vectors[rows]`, read `chunk_rows` rows at a time from a matrix that may
+    be memory-mapped: memory holds d x d, not the rows. The covariance is accumulated about the
+    first chunk's mean (float32 products, float64 sums), so a large common mean, which every
+    CNN feature has, costs no precision."""
+    d = vectors.shape[1]
+    shift = np.asarray(vectors[rows[:chunk_rows]], dtype=np.float64).mean(axis=0)
+    total = np.zeros(d, dtype=np.float64)
+    products = np.zeros((d, d), dtype=np.float64)
+    # one BLAS thread, as for k-means: threads spinning against each other on a busy 2-core
+    # machine made the 1,280-d eigendecomposition 5x slower
+    with threadpool_limits(1):
+        for start in range(0, len(rows), chunk_rows):
+            block = np.asarray(vectors[rows[start : start + chunk_rows]], dtype=np.float32)
+            block -= shift.astype(np.float32)
+            total += block.sum(axis=0, dtype=np.float64)
+            products += block.T @ block
+        n = len(rows)
+        offset = total / n
+        covariance = (products - n * np.outer(offset, offset)) / max(n - 1, 1)
+        values, vecs = np.linalg.eigh(covariance)
+    directions = vecs[:, ::-1].T
+    largest = directions[np.arange(d), np.abs(directions).argmax(axis=1)]
+    directions = directions * np.where(largest < 0, -1.0, 1.0)[:, None]
+    return PrincipalAxes(
+        mean=(shift + offset).astype(np.float32),
+        directions=directions.astype(np.float32),
+        variances=np.maximum(values[::-1], 0.0),
+    )
+
+
+def fit_pca(
+    vectors: np.ndarray, n_components: int, seed: int = 0, max_rows: int | None = None
+) -> Projection:
+    """Fit PCA with `n_components` (clamped to min(n, d) with a warning) on all rows, or a seeded
+    sample of `max_rows` of them, streamed (see principal_axes)."""
+    if np.ndim(vectors) != 2 or len(vectors) == 0:
+        raise ValueError(
+            f"vectors must be a non-empty 2-d array (n, d); got shape {np.shape(vectors)}"
+        )
     if n_components < 1:
         raise ValueError(f"n_components must be at least 1, got {n_components}")
-    limit = min(x.shape)
+    limit = min(vectors.shape)
     if n_components > limit:
         warnings.warn(
             f"n_components={n_components} is more than min(n_vectors, dim)={limit}; using {limit}",
             stacklevel=2,
         )
         n_components = limit
-    pca = PCA(n_components=n_components, random_state=seed).fit(x)
+    axes = principal_axes(vectors, sample_rows(len(vectors), max_rows, seed))
     return Projection(
-        mean=pca.mean_.astype(np.float32),
-        components=pca.components_.astype(np.float32),
-        explained_variance_ratio=pca.explained_variance_ratio_.astype(np.float32),
+        mean=axes.mean,
+        components=np.ascontiguousarray(axes.directions[:n_components]),
+        explained_variance_ratio=axes.explained_variance_ratio(n_components),
     )
 
 
@@ -322,11 +382,9 @@ def _spherical_kmeans(
 
 def training_rows(n: int, k: int, max_train_rows: int | None, seed: int = 0) -> np.ndarray:
     """The sorted rows KMeans is fitted on: all n, or a seeded sample of `max_train_rows`."""
-    if max_train_rows is None or n <= max_train_rows:
-        return np.arange(n)
-    if max_train_rows < k:
+    if max_train_rows is not None and n > max_train_rows and k > max_train_rows:
         raise ConfigError(f"max_train_rows={max_train_rows} must be at least k={k}")
-    return np.sort(np.random.default_rng(seed).choice(n, size=max_train_rows, replace=False))
+    return sample_rows(n, max_train_rows, seed)
 
 
 def train_kmeans(

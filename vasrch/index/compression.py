@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from vasrch.atomic_files import atomic_path
 from vasrch.errors import ConfigError
+from vasrch.index.clustering import principal_axes, sample_rows
 
 AUTO_FULL_BELOW = 200_000  # `auto`: full float32 below this many photos
 AUTO_BYTES_PER_PHOTO = 400  # `auto` budget above it (10M photos in about 4 GB)
@@ -140,18 +140,11 @@ class Codec:
 def fit_codec(vectors: np.ndarray, dims: int, seed: int = 0) -> Codec:
     """PCA of a seeded sample of `vectors` (its `dims` leading directions) and per-dimension
     quantization bounds of the sample's coordinates."""
-    rng = np.random.default_rng(seed)
-    n = vectors.shape[0]
-    rows = np.sort(rng.choice(n, _FIT_ROWS, replace=False)) if n > _FIT_ROWS else np.arange(n)
-    sample = np.asarray(vectors[rows], dtype=np.float32)
-    mean = sample.mean(axis=0, dtype=np.float64).astype(np.float32)
-    centred = sample - mean
-    # one BLAS thread, as for k-means: threads spinning against each other on a busy 2-core
-    # machine made this 1,280-d eigendecomposition 5x slower
-    with threadpool_limits(1):
-        _, vecs = np.linalg.eigh((centred.T @ centred).astype(np.float64))
-    components = vecs[:, ::-1][:, : min(dims, vectors.shape[1])].T.astype(np.float32)
+    rows = sample_rows(vectors.shape[0], _FIT_ROWS, seed)
+    axes = principal_axes(vectors, rows)
+    components = np.ascontiguousarray(axes.directions[: min(dims, vectors.shape[1])])
+    centred = np.asarray(vectors[rows], dtype=np.float32) - axes.mean
     z = centred @ components.T
     low, high = np.quantile(z, _BOUNDS, axis=0)
     step = np.maximum(high - low, 1e-12) / 255
-    return Codec(mean, components, low.astype(np.float32), step.astype(np.float32))
+    return Codec(axes.mean, components, low.astype(np.float32), step.astype(np.float32))

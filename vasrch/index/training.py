@@ -285,7 +285,7 @@ def fit_index(
     search = search or SearchConfig()
     projection: Projection | None = None
     if cfg.n_components:
-        projection = fit_pca(vectors, cfg.n_components, cfg.seed)
+        projection = fit_pca(vectors, cfg.n_components, cfg.seed, cfg.max_train_rows)
     elif search.centre:
         projection = fit_centring(vectors)
     # one BLAS thread, as for the sweep: OpenBLAS threads spinning against each other made
