@@ -12,7 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from vasrch.config import RefreshConfig, SearchConfig
@@ -49,10 +48,9 @@ def refresh_index(
     within `search.max_bytes_per_photo`, coded with `parent`'s codec when it has one. With a
     `scratch` folder the grouped and augmented matrices and the prepared prints are files
     there, memory-mapped, as in a streamed train (training.fit_index)."""
-    known = pd.Series(parent.labels, index=pd.Index(np.asarray(parent.ids), dtype=object))
-    found = known.reindex(pd.Index(ids, dtype=object))
-    new = found.isna().to_numpy()
-    labels = found.fillna(-1).to_numpy(dtype=np.int64)
+    rows = parent.rows_of(ids)
+    new = rows < 0
+    labels = np.where(new, -1, parent.labels[rows]).astype(np.int64)
     if new.any():
         labels[new] = assign(parent, vectors[new])
     index = build_index(
