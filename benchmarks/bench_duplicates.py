@@ -224,7 +224,8 @@ def main() -> None:
 
     default = BulkConfig().duplicate_threshold
     args.workspace.mkdir(parents=True, exist_ok=True)
-    catalog_dir = args.workspace / f"catalog-{args.bases}-{args.seed}"
+    # absolute: the run's config, written inside the workspace, names the catalog by this path
+    catalog_dir = args.workspace.resolve() / f"catalog-{args.bases}-{args.seed}"
     start = time.perf_counter()
     planted = build_catalog(args.dataset, catalog_dir, args.bases, args.seed)
     truth = planted_pairs(planted)
