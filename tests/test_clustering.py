@@ -12,11 +12,11 @@ from vasrch.index.clustering import (
     fit_pca,
     l2_normalise,
     plot_sweep,
-    principal_axes,
     suggest_k,
     sweep_k,
     train_kmeans,
 )
+from vasrch.index.principal_axes import principal_axes
 
 
 def blobs(n_centres: int, per_centre: int = 60, dim: int = 64, noise: float = 0.05, seed: int = 0):

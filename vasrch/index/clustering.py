@@ -16,11 +16,11 @@ import pandas as pd
 from scipy.sparse import csr_matrix
 from sklearn.cluster import KMeans, MiniBatchKMeans, kmeans_plusplus
 from sklearn.metrics import silhouette_score
-from threadpoolctl import threadpool_limits
 
 from vasrch import progress
 from vasrch.atomic_files import atomic_path
 from vasrch.errors import ConfigError, DataError
+from vasrch.index.principal_axes import principal_axes, sample_rows
 
 SuggestRule = Literal["silhouette", "knee", "both"]
 _TRANSFORM_ROWS = 65_536  # rows projected at once, so memory stays bounded on large catalogs
@@ -113,60 +113,6 @@ def fit_centring(vectors: np.ndarray) -> Projection:
         mean=(mean / x.shape[0]).astype(np.float32),
         components=None,
         explained_variance_ratio=np.zeros(0, dtype=np.float32),
-    )
-
-
-def sample_rows(n: int, max_rows: int | None, seed: int = 0) -> np.ndarray:
-    """All n rows, or a sorted seeded sample of `max_rows` of them (None: all)."""
-    if max_rows is None or n <= max_rows:
-        return np.arange(n)
-    return np.sort(np.random.default_rng(seed).choice(n, size=max_rows, replace=False))
-
-
-@dataclass(frozen=True)
-class PrincipalAxes:
-    """An exact PCA: the mean, every direction (rows, by falling variance, each signed so its
-    largest coordinate is positive, as scikit-learn signs them) and each one's variance."""
-
-    mean: np.ndarray  # (d,) float32
-    directions: np.ndarray  # (d, d) float32
-    variances: np.ndarray  # (d,) float64
-
-    def explained_variance_ratio(self, dims: int) -> np.ndarray:
-        """The share of the total variance each of the `dims` leading directions holds."""
-        return (self.variances[:dims] / max(self.variances.sum(), 1e-30)).astype(np.float32)
-
-
-def principal_axes(
-    vectors: np.ndarray, rows: np.ndarray, chunk_rows: int = _TRANSFORM_ROWS
-) -> PrincipalAxes:
-    """The exact PCA of `vectors[rows]`, read `chunk_rows` rows at a time from a matrix that may
-    be memory-mapped: memory holds d x d, not the rows. The covariance is accumulated about the
-    first chunk's mean (float32 products, float64 sums), so a large common mean, which every
-    CNN feature has, costs no precision."""
-    d = vectors.shape[1]
-    shift = np.asarray(vectors[rows[:chunk_rows]], dtype=np.float64).mean(axis=0)
-    total = np.zeros(d, dtype=np.float64)
-    products = np.zeros((d, d), dtype=np.float64)
-    # one BLAS thread, as for k-means: threads spinning against each other on a busy 2-core
-    # machine made the 1,280-d eigendecomposition 5x slower
-    with threadpool_limits(1):
-        for start in range(0, len(rows), chunk_rows):
-            block = np.asarray(vectors[rows[start : start + chunk_rows]], dtype=np.float32)
-            block -= shift.astype(np.float32)
-            total += block.sum(axis=0, dtype=np.float64)
-            products += block.T @ block
-        n = len(rows)
-        offset = total / n
-        covariance = (products - n * np.outer(offset, offset)) / max(n - 1, 1)
-        values, vecs = np.linalg.eigh(covariance)
-    directions = vecs[:, ::-1].T
-    largest = directions[np.arange(d), np.abs(directions).argmax(axis=1)]
-    directions = directions * np.where(largest < 0, -1.0, 1.0)[:, None]
-    return PrincipalAxes(
-        mean=(shift + offset).astype(np.float32),
-        directions=directions.astype(np.float32),
-        variances=np.maximum(values[::-1], 0.0),
     )
 
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from vasrch.atomic_files import atomic_path
 from vasrch.errors import ConfigError
-from vasrch.index.clustering import principal_axes, sample_rows
+from vasrch.index.principal_axes import principal_axes, sample_rows
 
 AUTO_FULL_BELOW = 200_000  # `auto`: full float32 below this many photos
 AUTO_BYTES_PER_PHOTO = 400  # `auto` budget above it (10M photos in about 4 GB)
