@@ -1,6 +1,9 @@
 """Catalogs in object storage and URL feeds: rescan speed of a large bucket, and extraction from
 a bucket or a URL feed beside the same photos in a local folder.
 
+Both parts run SeaweedFS with an identity (-s3.config: the test key), so it checks every
+request's signature as a real store does (without one it takes any request unchecked).
+
 `listing` uploads N tiny image-named objects to a SeaweedFS store kept in bench-work/ (once: a
 later run finds them there), scans the bucket once cold (every object downloaded and hashed,
 the listing record written), then times rescans of the unchanged bucket: listing + change
@@ -97,7 +100,7 @@ def listing(args: argparse.Namespace) -> None:
     from vasrch.catalog.sources import Fetching
 
     prefix = f"{BUCKET}/tiny-{args.objects}"
-    with seaweedfs(WORK / "store") as store:
+    with seaweedfs(WORK / "store", signatures=True) as store:
         upload_s = upload_tiny_objects(store, prefix, args.objects)
         record = WORK / f"listing-{args.objects}.parquet"
         record.unlink(missing_ok=True)
@@ -192,7 +195,7 @@ def extraction(args: argparse.Namespace) -> None:
     with ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(dir=WORK.parent)))
         folder = sample(args.dataset, args.limit, tmp / "catalog")
-        store = stack.enter_context(seaweedfs(WORK / "store"))
+        store = stack.enter_context(seaweedfs(WORK / "store", signatures=True))
         prefix = f"{BUCKET}/photos-{args.limit}"
         if not store.filesystem().exists(BUCKET):
             store.filesystem().mkdir(BUCKET)
