@@ -33,18 +33,32 @@ KEYS = (
 )
 # signed as they are; SeaweedFS refuses to store them (its filer cleans paths)
 UNSTORED_KEYS = ("//double//slash/.././dots.jpg",)
-LAYOUTS = {  # name: (endpoint_url, addressing style, buckets)
-    "custom endpoint, path style": ("http://127.0.0.1:8333", "path", ("shop", "my.shop", "Shop_1")),
-    "custom endpoint, auto": ("http://localhost:8333", None, ("shop", "my.shop")),
-    "custom endpoint, virtual hosts": ("https://store.example.com:9000", "virtual", ("shop",)),
-    "AWS, auto": (None, None, ("shop", "my.shop")),
-    "AWS, path style": (None, "path", ("shop", "my.shop")),
-    "AWS, virtual hosts": (None, "virtual", ("shop", "my.shop")),
+LAYOUTS = {  # name: (endpoint_url, addressing style, region, buckets)
+    "custom endpoint, path style": (
+        "http://127.0.0.1:8333",
+        "path",
+        "eu-west-1",
+        ("shop", "my.shop", "Shop_1"),
+    ),
+    "custom endpoint, default": ("http://localhost:8333", None, "eu-west-1", ("shop", "my.shop")),
+    "custom endpoint, auto, region auto": ("https://r2.example.com", "auto", "auto", ("shop",)),
+    "custom endpoint, virtual hosts": (
+        "https://store.example.com:9000",
+        "virtual",
+        "eu-west-1",
+        ("shop",),
+    ),
+    "AWS, default": (None, None, "eu-west-1", ("shop", "my.shop")),
+    "AWS, us-east-1": (None, None, "us-east-1", ("shop", "my.shop")),
+    "AWS, path style": (None, "path", "eu-west-1", ("shop", "my.shop")),
+    "AWS, virtual hosts": (None, "virtual", "eu-west-1", ("shop", "my.shop")),
 }
 
 
-def _filesystem(endpoint: str | None, style: str | None, token: str | None, **config) -> object:
-    client_kwargs = {"region_name": "eu-west-1"}
+def _filesystem(
+    endpoint: str | None, style: str | None, token: str | None, region: str = "eu-west-1", **config
+) -> object:
+    client_kwargs = {"region_name": region}
     if endpoint:
         client_kwargs["endpoint_url"] = endpoint
     if style:
@@ -68,9 +82,9 @@ def _time(url: str) -> dt.datetime:
 @pytest.mark.parametrize("token", [None, "FwoGZXIvYXdzE+token/with=odd chars"])
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_urls_equal_botocores_presigned_urls(layout: str, token: str | None) -> None:
-    endpoint, style, buckets = LAYOUTS[layout]
+    endpoint, style, region, buckets = LAYOUTS[layout]
     # s3fs's own client told to presign with SigV4: botocore's generate_presigned_url
-    fs = _filesystem(endpoint, style, token, signature_version="s3v4")
+    fs = _filesystem(endpoint, style, token, region, signature_version="s3v4")
     signer = s3_signing.signer_of(fs)
     assert signer is not None
     for bucket in buckets:
@@ -131,6 +145,12 @@ def test_configurations_not_reproduced_are_presigned_by_s3fs(config: dict) -> No
     assert s3_signing.signer_of(fs) is None
     url = s3_signing.get_url(fs, "shop", "a b.jpg")
     assert "a%20b.jpg" in url and "Signature" in url
+
+
+@pytest.mark.parametrize("region", ["aws-global", "cn-north-1", "us-gov-west-1"])
+def test_regions_signed_apart_are_presigned_by_s3fs(region: str) -> None:
+    """aws-global is signed as us-east-1, China and GovCloud are partitions of their own."""
+    assert s3_signing.signer_of(_filesystem(None, None, None, region)) is None
 
 
 def test_bucket_names_not_reproduced_are_presigned_by_s3fs() -> None:

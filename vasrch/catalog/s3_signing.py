@@ -38,6 +38,7 @@ _UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
 _ALGORITHM = "AWS4-HMAC-SHA256"
 _HOSTABLE = re.compile(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]")
 _GLOBAL_HOST = "s3.amazonaws.com"
+_AWS_REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-[0-9]+")  # not aws-global: signed as us-east-1
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -188,7 +189,7 @@ def _layout(client: Any) -> tuple[str, str | None, bool] | None:
         except ValueError:
             return base, endpoint.netloc, True
         return None  # botocore's virtual hosting on an IP address depends on the bucket name
-    if meta.partition != "aws":
+    if meta.partition != "aws" or not _AWS_REGION.fullmatch(meta.region_name):
         return None
     # botocore presigns for the global endpoint unless virtual addressing is asked for
     host = endpoint.netloc if s3_config.get("addressing_style") == "virtual" else _GLOBAL_HOST
