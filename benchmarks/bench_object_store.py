@@ -1,6 +1,9 @@
 """Catalogs in object storage and URL feeds: rescan speed of a large bucket, and extraction from
 a bucket or a URL feed beside the same photos in a local folder.
 
+Both parts run SeaweedFS with an identity (-s3.config: the test key), so it checks every
+request's signature as a real store does (without one it takes any request unchecked).
+
 `listing` uploads N tiny image-named objects to a SeaweedFS store kept in bench-work/ (once: a
 later run finds them there), scans the bucket once cold (every object downloaded and hashed,
 the listing record written), then times rescans of the unchanged bucket: listing + change
@@ -18,11 +21,15 @@ process creates s3fs's client: its rate is printed apart), then folder, bucket a
 feed run interleaved `--rounds` times and a last folder run. Each bucket or feed run is compared
 with the mean of the folder runs just before and after it; it prints images/s of each, every
 ratio and their median (target: every ratio >= 0.9), the seconds the model waited for a
-download (StreamedExtraction.waited_s) and the CPU the servers spent per photo (they share the
-machine's cores with extraction here, which a real store or feed server does not).
+download (StreamedExtraction.waited_s), the CPU the servers spent per photo (they share the
+machine's cores with extraction here, which a real store or feed server does not) and the CPU this
+process spent per photo. `--weed-option` passes a setting to `weed server` (a store setting, not
+vasrch's: e.g. -filer.saveToFilerLimit=65536 keeps photos under 64 KiB in the filer's store).
 
     python benchmarks/bench_object_store.py listing --objects 100000
     python benchmarks/bench_object_store.py extraction --limit 384 --rounds 3
+    python benchmarks/bench_object_store.py extraction --limit 384 --rounds 3 \
+        --weed-option=-filer.saveToFilerLimit=65536
 """
 
 from __future__ import annotations
@@ -71,6 +78,12 @@ def parse_args() -> argparse.Namespace:
     extraction = sub.add_parser("extraction", help="bucket and feed against a local folder")
     extraction.add_argument("--limit", type=int, default=512, help="photos of clothing-small")
     extraction.add_argument("--rounds", type=int, default=3, help="folder, bucket, feed rounds")
+    extraction.add_argument(
+        "--weed-option",
+        action="append",
+        default=[],
+        help="an option for `weed server` (a store setting, e.g. -filer.saveToFilerLimit=65536)",
+    )
     extraction.add_argument("dataset", nargs="?", type=Path, default=DATASET)
     return p.parse_args()
 
@@ -97,7 +110,7 @@ def listing(args: argparse.Namespace) -> None:
     from vasrch.catalog.sources import Fetching
 
     prefix = f"{BUCKET}/tiny-{args.objects}"
-    with seaweedfs(WORK / "store") as store:
+    with seaweedfs(WORK / "store", signatures=True) as store:
         upload_s = upload_tiny_objects(store, prefix, args.objects)
         record = WORK / f"listing-{args.objects}.parquet"
         record.unlink(missing_ok=True)
@@ -192,7 +205,9 @@ def extraction(args: argparse.Namespace) -> None:
     with ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(dir=WORK.parent)))
         folder = sample(args.dataset, args.limit, tmp / "catalog")
-        store = stack.enter_context(seaweedfs(WORK / "store"))
+        store = stack.enter_context(
+            seaweedfs(WORK / "store", signatures=True, options=args.weed_option)
+        )
         prefix = f"{BUCKET}/photos-{args.limit}"
         if not store.filesystem().exists(BUCKET):
             store.filesystem().mkdir(BUCKET)
@@ -212,11 +227,13 @@ def extraction(args: argparse.Namespace) -> None:
         servers = [weed_pid(), web_pid]
         waited: dict[str, list[float]] = {name: [] for name in sources}
         served: dict[str, list[float]] = {name: [] for name in sources}
+        spent: dict[str, list[float]] = {name: [] for name in sources}
 
         def run(name: str) -> float:
             root, options = sources[name]
             cache = tmp / f"cache-{name}-{time.monotonic_ns()}"
             server_s = cpu_seconds(servers)
+            own_s = time.process_time()
             start = time.perf_counter()
             with StreamedExtraction(backbone, cache, 1024) as stream:
                 scan = scan_catalog(root, options=options, on_bytes=stream.offer)
@@ -227,6 +244,7 @@ def extraction(args: argparse.Namespace) -> None:
             rate = done / (time.perf_counter() - start)
             waited[name].append(stream.waited_s)
             served[name].append((cpu_seconds(servers) - server_s) / done)
+            spent[name].append((time.process_time() - own_s) / done)
             return rate
 
         first = {name: run(name) for name in sources}  # warm-up, untimed
@@ -234,6 +252,7 @@ def extraction(args: argparse.Namespace) -> None:
         for name in sources:
             waited[name].clear()
             served[name].clear()
+            spent[name].clear()
         for _ in range(args.rounds):
             for name in sources:
                 rates[name].append(run(name))
@@ -241,8 +260,10 @@ def extraction(args: argparse.Namespace) -> None:
     local = statistics.mean(rates["folder"])
     print(f"photos         {len(ids)} of {args.dataset}  CPUs {os.cpu_count()}")
     print(f"load average   {os.getloadavg()[0]:.2f} (1 min)")
+    print(f"store          SeaweedFS checking signatures {' '.join(args.weed_option)}")
     shown = ", ".join(f"{r:.1f}" for r in rates["folder"])
     print(f"folder         {local:7.1f} images/s  (scan + extraction; runs {shown})")
+    print(f"{'':<14} this process's CPU {1e3 * statistics.mean(spent['folder']):.2f} ms a photo")
     for name in ("bucket", "feed"):
         # each run against the mean of the folder runs just before and after it
         ratios = [
@@ -256,7 +277,8 @@ def extraction(args: argparse.Namespace) -> None:
         )
         print(
             f"{'':<14} model waited for downloads {max(waited[name]):.2f} s at most a run; "
-            f"server CPU {1e3 * statistics.mean(served[name]):.2f} ms a photo"
+            f"server CPU {1e3 * statistics.mean(served[name]):.2f} ms a photo; this process's "
+            f"CPU {1e3 * statistics.mean(spent[name]):.2f} ms a photo"
         )
     print(
         f"first runs     bucket {first['bucket']:.1f}, feed {first['feed']:.1f} images/s "

