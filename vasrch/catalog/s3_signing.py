@@ -210,9 +210,10 @@ async def _read_signer(fs: Any) -> Signer | None:
     signer = Signer(endpoint, virtual_host, custom, client.meta.region_name)
     if version is UNSIGNED:
         return signer
-    credentials = client._get_credentials()
+    read_credentials = getattr(client, "_get_credentials", None)  # botocore's, not public
+    credentials = None if read_credentials is None else read_credentials()
     if credentials is None:
-        return None  # botocore raises NoCredentialsError; let it say so
+        return None  # no way to read them here, or none: s3fs's client says so when it signs
     frozen = await credentials.get_frozen_credentials()
     refreshes = isinstance(credentials, RefreshableCredentials)
     return Signer(
