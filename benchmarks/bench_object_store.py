@@ -110,7 +110,7 @@ def listing(args: argparse.Namespace) -> None:
     from vasrch.catalog.sources import Fetching
 
     prefix = f"{BUCKET}/tiny-{args.objects}"
-    with seaweedfs(WORK / "store", signatures=True) as store:
+    with seaweedfs(WORK / "store") as store:
         upload_s = upload_tiny_objects(store, prefix, args.objects)
         record = WORK / f"listing-{args.objects}.parquet"
         record.unlink(missing_ok=True)
@@ -205,9 +205,7 @@ def extraction(args: argparse.Namespace) -> None:
     with ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(dir=WORK.parent)))
         folder = sample(args.dataset, args.limit, tmp / "catalog")
-        store = stack.enter_context(
-            seaweedfs(WORK / "store", signatures=True, options=args.weed_option)
-        )
+        store = stack.enter_context(seaweedfs(WORK / "store", options=args.weed_option))
         prefix = f"{BUCKET}/photos-{args.limit}"
         if not store.filesystem().exists(BUCKET):
             store.filesystem().mkdir(BUCKET)

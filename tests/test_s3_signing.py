@@ -14,7 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 import pandas as pd
 import pytest
 
-from tests.object_store import ObjectStore, seaweedfs, upload_folder
+from tests.object_store import ObjectStore, upload_folder
 from vasrch.catalog import s3_listing, s3_signing
 from vasrch.catalog.downloads import FetchError
 from vasrch.catalog.object_store import StoreError, read_object
@@ -214,12 +214,11 @@ BUCKET = "signed"
 
 
 @pytest.fixture(scope="module")
-def checked_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ObjectStore]:
-    """A SeaweedFS of this module's own, started with an identity (-s3.config): requests whose
-    signature does not match the test key's secret are refused."""
-    with seaweedfs(tmp_path_factory.mktemp("seaweedfs-signed"), signatures=True) as store:
-        store.filesystem().mkdir(BUCKET)
-        yield store
+def checked_store(object_store: ObjectStore) -> ObjectStore:
+    """The session's SeaweedFS (tests/object_store.py checks every request's signature against
+    the test key's secret), with this module's bucket."""
+    object_store.filesystem().mkdir(BUCKET)
+    return object_store
 
 
 @pytest.fixture(scope="module")
