@@ -80,6 +80,21 @@ def test_plan_cluster_chunks_covers_each_cluster_once_within_bounds():
         plan_cluster_chunks(index, 0)
 
 
+def test_plan_cluster_chunks_evens_out_rows_in_a_multiple_of_parts():
+    _, _, index = small_index(n=2000, k=40)
+    sizes = index.cluster_sizes
+    for limit, parts in ((250, 1), (250, 2), (250, 3), (700, 2)):
+        chunks = plan_cluster_chunks(index, limit, parts)
+        rows = [int(sizes[chunk].sum()) for chunk in chunks]
+        assert [c for chunk in chunks for c in chunk] == list(np.flatnonzero(sizes))
+        assert len(chunks) % parts == 0 and max(rows) <= limit
+        # each cut is off an equal share by at most the cluster it falls in
+        assert max(rows) - min(rows) <= 2 * sizes.max()
+    assert len(plan_cluster_chunks(index, 10**9, 4)) == 4
+    with pytest.raises(ValueError, match="at least 1"):
+        plan_cluster_chunks(index, 100, 0)
+
+
 def test_planted_copies_with_matching_prints_form_one_group_each():
     rng = np.random.default_rng(7)
     dim = 64

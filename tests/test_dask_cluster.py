@@ -1,5 +1,6 @@
 """The test and benchmark Dask cluster (tests/dask_cluster.py): a paused cluster's processes are
-all stopped, and the cluster runs tasks again once resumed."""
+all stopped, and the cluster runs tasks again once resumed; a flow on it sees its workers'
+threads as its task slots."""
 
 from __future__ import annotations
 
@@ -8,8 +9,12 @@ import time
 from pathlib import Path
 
 import pytest
+from prefect import flow
+from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from tests.dask_cluster import dask_cluster
+from vasrch.config import RunnerConfig
+from vasrch.orchestration.task_runners import prefect_api_url, task_slots, use_runner
 
 
 def _stat(pid: int | str) -> list[str]:
@@ -56,3 +61,22 @@ def test_a_paused_cluster_is_stopped_and_runs_tasks_once_resumed(tmp_path):
         with Client(cluster.address, timeout=60) as client:
             assert client.submit(sum, [1, 2, 3]).result(timeout=60) == 6
             assert len(client.scheduler_info()["workers"]) == 2
+
+
+@flow
+def _api_url() -> str:
+    return prefect_api_url()
+
+
+@flow
+def _slots(runner: RunnerConfig) -> int:
+    with use_runner(runner):
+        return task_slots()
+
+
+@pytest.mark.filterwarnings("ignore::distributed.versions.VersionMismatchWarning")
+def test_task_slots_are_the_threads_of_the_cluster_workers(tmp_path):
+    api = _api_url()
+    with temporary_settings({PREFECT_API_URL: api}), dask_cluster(2, api, tmp_path) as cluster:
+        assert _slots(RunnerConfig(type="dask", address=cluster.address)) == 2
+    assert _slots(RunnerConfig(type="thread", max_workers=4)) == 1

@@ -363,7 +363,9 @@ class BulkConfig(_Section):
         "with =, +, -, @ gets a leading ' so a spreadsheet shows it rather than running it as "
         "a formula (turn this on for programs that read the CSV).",
     )
-    chunk_rows: int = Field(20_000, ge=1, description="Catalog rows per bulk task.")
+    chunk_rows: int = Field(
+        20_000, ge=1, description="Most catalog rows per bulk task (the chunks are evened out)."
+    )
 
 
 class RunsConfig(_Section):

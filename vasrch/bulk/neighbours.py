@@ -38,28 +38,38 @@ PRODUCT_NEIGHBOUR_COLUMNS = [
 ]
 
 
-def plan_cluster_chunks(index: SearchIndex, max_rows_per_chunk: int) -> list[list[int]]:
-    """Consecutive non-empty clusters packed into chunks of at most `max_rows_per_chunk` members.
+def plan_cluster_chunks(
+    index: SearchIndex, max_rows_per_chunk: int, parts: int = 1
+) -> list[list[int]]:
+    """Consecutive non-empty clusters split into chunks of nearly equal rows, at most
+    `max_rows_per_chunk` each, as few as that allows in a multiple of `parts` (the tasks run at
+    once): equal chunks end together, where packing each chunk full left a small last one that
+    a single worker ran while the others waited.
 
-    A cluster larger than the limit gets a chunk of its own (bulk search still works through it
-    in bounded blocks).
+    Each cut is the cluster boundary nearest an equal share; a cluster larger than the limit
+    gets a chunk of its own (bulk search still works through it in bounded blocks).
     """
-    if max_rows_per_chunk < 1:
-        raise ValueError(f"max_rows_per_chunk must be at least 1, got {max_rows_per_chunk}")
-    chunks: list[list[int]] = []
-    current: list[int] = []
-    rows = 0
-    for c, size in enumerate(index.cluster_sizes.tolist()):
-        if size == 0:
-            continue
-        if current and rows + size > max_rows_per_chunk:
-            chunks.append(current)
-            current, rows = [], 0
-        current.append(c)
-        rows += size
-    if current:
-        chunks.append(current)
-    return chunks
+    if max_rows_per_chunk < 1 or parts < 1:
+        raise ValueError(
+            f"max_rows_per_chunk and parts must be at least 1, got {max_rows_per_chunk}, {parts}"
+        )
+    clusters = np.flatnonzero(index.cluster_sizes)
+    if len(clusters) == 0:
+        return []
+    ends = np.cumsum(index.cluster_sizes[clusters])
+    count = -(-int(ends[-1]) // max_rows_per_chunk)
+    count = -(-count // parts) * parts
+    while True:
+        shares = ends[-1] * np.arange(1, count) / count
+        after = np.minimum(np.searchsorted(ends, shares), len(ends) - 1)
+        before = np.maximum(after - 1, 0)
+        nearer = np.where(shares - ends[before] < ends[after] - shares, before, after)
+        cuts = np.unique(nearer[nearer < len(ends) - 1] + 1)
+        chunks = [part.tolist() for part in np.split(clusters, cuts)]
+        rows = np.diff(np.concatenate([[0], ends[cuts - 1], ends[-1:]]))
+        if all(len(c) == 1 or r <= max_rows_per_chunk for c, r in zip(chunks, rows, strict=True)):
+            return chunks
+        count += parts
 
 
 def bulk_neighbours_for_clusters(

@@ -115,6 +115,19 @@ def use_runner(runner: RunnerConfig) -> Iterator[TaskRunner]:
         yield started
 
 
+def task_slots() -> int:
+    """How many tasks the flow run's task runner runs at once, for work split evenly over
+    them: the threads of its Dask cluster's workers (connecting to the cluster), else 1
+    (threads on this machine, which share its cores)."""
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    client = getattr(context.task_runner, "client", None) if context is not None else None
+    if client is None:
+        return 1
+    return max(1, sum(client.nthreads().values()))
+
+
 def task_store(cfg: Config) -> WorkspaceStore | None:
     """The workspace's store when mapped tasks go through it: on Dask with the workspace in
     object storage, whose workers share no disk with the flow (they read and write the store,

@@ -20,7 +20,7 @@ from vasrch.features.backbones import BackboneSpec, fingerprint
 from vasrch.index.search_index import load_index
 from vasrch.layout import BulkLayout, RunLayout, WorkspaceLayout
 from vasrch.orchestration.naming import run_name
-from vasrch.orchestration.task_runners import task_store, use_runner
+from vasrch.orchestration.task_runners import task_slots, task_store, use_runner
 from vasrch.orchestration.tasks.bulk import (
     bulk_chunk_task,
     duplicates_task,
@@ -67,14 +67,15 @@ def bulk_stage(
     hidden: frozenset[str],
     shared: SharedBulk | None = None,
 ) -> BulkSummary:
-    """Map bulk tasks over cluster chunks of `bulk.chunk_rows` into `out` (each neighbour pair
+    """Map bulk tasks over even cluster chunks of at most `bulk.chunk_rows`, as many as a
+    multiple of the tasks the runner runs at once (task_slots), into `out` (each neighbour pair
     with its duplicate score for the first `bulk.duplicate_candidates`); then the product
     neighbours (when products have several photos), the near-duplicate groups at
     `bulk.duplicate_threshold` (representatives preferred in catalog order) and the CSV;
     `hidden` products are nobody's neighbour. With `shared`, the tasks read the index from the
     store and write their shards there, and the shards are then gathered into `out`."""
     index = load_index(index_dir)
-    chunks = plan_cluster_chunks(index, bulk.chunk_rows)
+    chunks = plan_cluster_chunks(index, bulk.chunk_rows, task_slots())
     out.root.mkdir(parents=True, exist_ok=True)
     progress.report("bulk", 0, index.n)
     rows = bulk_chunk_task.map(
