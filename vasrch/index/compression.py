@@ -140,10 +140,10 @@ class Codec:
 def fit_codec(vectors: np.ndarray, dims: int, seed: int = 0) -> Codec:
     """PCA of a seeded sample of `vectors` (its `dims` leading directions) and per-dimension
     quantization bounds of the sample's coordinates."""
-    rows = sample_rows(vectors.shape[0], _FIT_ROWS, seed)
-    axes = principal_axes(vectors, rows)
+    sample = np.asarray(vectors[sample_rows(vectors.shape[0], _FIT_ROWS, seed)], dtype=np.float32)
+    axes = principal_axes(sample, np.arange(len(sample)))
     components = np.ascontiguousarray(axes.directions[: min(dims, vectors.shape[1])])
-    centred = np.asarray(vectors[rows], dtype=np.float32) - axes.mean
+    centred = sample - axes.mean
     z = centred @ components.T
     low, high = np.quantile(z, _BOUNDS, axis=0)
     step = np.maximum(high - low, 1e-12) / 255

@@ -41,8 +41,10 @@ def principal_axes(
     be memory-mapped: memory holds d x d, not the rows. The covariance is accumulated about the
     first chunk's mean (float32 products, float64 sums), so a large common mean, which every
     CNN feature has, costs no precision."""
+    if len(rows) == 0:
+        raise ValueError("principal_axes needs at least one row")
     d = vectors.shape[1]
-    shift = np.asarray(vectors[rows[:chunk_rows]], dtype=np.float64).mean(axis=0)
+    shift: np.ndarray | None = None
     total = np.zeros(d, dtype=np.float64)
     products = np.zeros((d, d), dtype=np.float64)
     # one BLAS thread, as for k-means: threads spinning against each other on a busy 2-core
@@ -50,6 +52,8 @@ def principal_axes(
     with threadpool_limits(1):
         for start in range(0, len(rows), chunk_rows):
             block = np.asarray(vectors[rows[start : start + chunk_rows]], dtype=np.float32)
+            if shift is None:
+                shift = block.mean(axis=0, dtype=np.float64)
             block -= shift.astype(np.float32)
             total += block.sum(axis=0, dtype=np.float64)
             products += block.T @ block
@@ -57,6 +61,7 @@ def principal_axes(
         offset = total / n
         covariance = (products - n * np.outer(offset, offset)) / max(n - 1, 1)
         values, vecs = np.linalg.eigh(covariance)
+    assert shift is not None  # set by the first chunk
     directions = vecs[:, ::-1].T
     largest = directions[np.arange(d), np.abs(directions).argmax(axis=1)]
     directions = directions * np.where(largest < 0, -1.0, 1.0)[:, None]
